@@ -1,0 +1,328 @@
+"""Source contracts: what each landed file must hold, as data.
+
+One contract per file kind. The simulator writes to them, the loader validates against
+them, `docs/data-contracts.md` documents them. A contract names its natural key (the
+de-duplication key across files and runs), the field whose local date is the row's
+partition, and the share of bad rows above which a whole file is refused.
+
+Time-zone rules (all sources): device and validator clocks write ISO-8601 local time
+*with* its UTC offset; gateways and the clearing operator write UTC with a `Z`. The
+loader stores every timestamp as naive UTC and derives `event_date`, the city's local
+calendar date of the event (the partition operations plan by).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CITY_TZ = "Europe/Amsterdam"
+
+# Telemetry reading kinds, the unit each must carry and the value range that is possible.
+READING_KINDS: dict[str, tuple[str, float, float]] = {
+    "locker_deposit": ("item", 1, 50),
+    "locker_pickup": ("item", 1, 50),
+    "door": ("state", 0, 1),
+    "occupancy": ("ratio", 0, 1),
+    "heartbeat": ("none", 0, 0),
+    "battery": ("percent", 0, 100),
+    "temperature": ("celsius", -40, 70),
+}
+DEMAND_KINDS = ("locker_deposit", "locker_pickup")
+PASS_TYPES = ("transit", "event", "locker")
+SCAN_RESULTS = ("accepted", "rejected")
+ENTITLEMENTS = ("residency", "payment", "accessibility")
+DEVICE_TYPES = ("locker", "validator", "payment_terminal", "gateway")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    dtype: str  # str | int | float | timestamp | date
+    description: str
+    required: bool = True
+    allowed: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    unit: str | None = None
+    privacy: str = "public"  # public | quasi | identity
+
+
+@dataclass(frozen=True)
+class Contract:
+    name: str  # file kind, also the landing sub-folder and the raw table name
+    source: str  # the business source it belongs to: telemetry | pass_scans | settlement | reference
+    file_format: str  # jsonl | csv
+    description: str
+    fields: tuple[Field, ...]
+    natural_key: tuple[str, ...]
+    event_time: str | None  # field whose local date is the partition; None for reference data
+    max_reject_ratio: float
+    reference: bool = False  # reference files are snapshots: the newest replaces the table
+    filename_glob: str = "*"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def table(self) -> str:
+        return f"raw.{self.name}"
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    def get(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"contract {self.name!r} has no field {name!r}")
+
+
+TELEMETRY = Contract(
+    name="telemetry",
+    source="telemetry",
+    file_format="jsonl",
+    description=(
+        "Device measurements from edge gateways, one JSON object per line, shaped like "
+        "smart-data-models DeviceMeasurement (refDevice → device_id, controlledProperty → kind, "
+        "numValue → value, unit, dateObserved → device_time)."
+    ),
+    fields=(
+        Field("device_id", "str", "Device that measured (refDevice); must exist in reference `devices`."),
+        Field("hub_id", "str", "Locker hub the device belongs to."),
+        Field("seq", "int", "Per-device sequence number, increasing; with device_id the natural key.", min=0),
+        Field("device_time", "timestamp", "Device clock time of the reading, local time with offset (dateObserved)."),
+        Field("received_at", "timestamp", "Gateway receive time, UTC (Z)."),
+        Field("kind", "str", "Kind of reading (controlledProperty).", allowed=tuple(READING_KINDS)),
+        Field(
+            "category",
+            "str",
+            "Item category, required for locker_deposit and locker_pickup, empty otherwise.",
+            required=False,
+        ),
+        Field("value", "float", "Reading value (numValue); range depends on kind.", unit="see kind"),
+        Field("unit", "str", "Unit of value; must match the kind.", allowed=tuple(sorted({u for u, _, _ in READING_KINDS.values()}))),
+    ),
+    natural_key=("device_id", "seq"),
+    event_time="device_time",
+    max_reject_ratio=0.05,
+    filename_glob="*.jsonl",
+)
+
+PASS_SCANS = Contract(
+    name="pass_scans",
+    source="pass_scans",
+    file_format="csv",
+    description="Pass scans from transit validators, locker pickups and venue gates, CSV with a header row.",
+    fields=(
+        Field("scan_id", "str", "Unique scan identifier (natural key)."),
+        Field("pass_id", "str", "Pseudonymous pass identifier.", privacy="quasi"),
+        Field("pass_type", "str", "Kind of pass scanned.", allowed=PASS_TYPES),
+        Field("location_id", "str", "Where the scan happened: a hub, station or venue id."),
+        Field("device_id", "str", "Validator or locker that scanned; must exist in reference `devices`."),
+        Field("scanned_at", "timestamp", "Validator clock time, local time with offset."),
+        Field("result", "str", "Outcome of the scan.", allowed=SCAN_RESULTS),
+        Field("reason", "str", "Why a scan was rejected; empty when accepted.", required=False),
+        Field(
+            "entitlements",
+            "str",
+            "Verified attributes applied, ';'-separated subset of residency;payment;accessibility.",
+            required=False,
+        ),
+    ),
+    natural_key=("scan_id",),
+    event_time="scanned_at",
+    max_reject_ratio=0.05,
+    filename_glob="*.csv",
+)
+
+TRANSACTIONS = Contract(
+    name="transactions",
+    source="settlement",
+    file_format="jsonl",
+    description="Micro-payments taken by devices, one JSON object per line, cleared later in batches.",
+    fields=(
+        Field("txn_id", "str", "Transaction identifier (natural key)."),
+        Field("device_id", "str", "Payment device; must exist in reference `devices`."),
+        Field("pass_id", "str", "Pseudonymous pass that paid.", privacy="quasi"),
+        Field("amount_cents", "int", "Amount charged, in euro cents.", min=1, max=100_000, unit="EUR cent"),
+        Field("currency", "str", "ISO currency.", allowed=("EUR",)),
+        Field("txn_time", "timestamp", "Device clock time, local time with offset."),
+    ),
+    natural_key=("txn_id",),
+    event_time="txn_time",
+    max_reject_ratio=0.02,
+    filename_glob="*.jsonl",
+)
+
+CLEARING = Contract(
+    name="clearing",
+    source="settlement",
+    file_format="jsonl",
+    description=(
+        "Clearing batches from the clearing operator: line 1 is a header object "
+        '{"record": "header", "batch_id", "line_count", "total_cents", "cleared_at"}; every other '
+        'line is {"record": "line", ...} with the fields below. A file whose lines do not add up to '
+        "its header count and sum is refused whole (a truncated or tampered batch)."
+    ),
+    fields=(
+        Field("batch_id", "str", "Clearing batch identifier."),
+        Field("line_no", "int", "Line number within the batch, from 1.", min=1),
+        Field("txn_id", "str", "Device transaction this line settles."),
+        Field("amount_cents", "int", "Amount settled, in euro cents.", min=1, max=100_000, unit="EUR cent"),
+        Field("settled_at", "timestamp", "Settlement time, UTC (Z)."),
+    ),
+    natural_key=("batch_id", "line_no"),
+    event_time="settled_at",
+    max_reject_ratio=0.0,
+    filename_glob="*.jsonl",
+)
+
+# Reference data: snapshots delivered as CSV in landing/reference/<name>/.
+NEIGHBOURHOODS = Contract(
+    name="neighbourhoods",
+    source="reference",
+    file_format="csv",
+    description="The city's neighbourhoods.",
+    fields=(
+        Field("neighbourhood_id", "str", "Neighbourhood identifier."),
+        Field("name", "str", "Display name."),
+        Field("population", "int", "Residents.", min=0),
+        Field("lat", "float", "Centroid latitude.", min=-90, max=90),
+        Field("lon", "float", "Centroid longitude.", min=-180, max=180),
+    ),
+    natural_key=("neighbourhood_id",),
+    event_time=None,
+    max_reject_ratio=0.0,
+    reference=True,
+    filename_glob="*.csv",
+)
+
+HUBS = Contract(
+    name="hubs",
+    source="reference",
+    file_format="csv",
+    description="Pickup-locker hubs (micro-fulfilment hubs).",
+    fields=(
+        Field("hub_id", "str", "Hub identifier."),
+        Field("neighbourhood_id", "str", "Neighbourhood the hub serves."),
+        Field("name", "str", "Display name."),
+    ),
+    natural_key=("hub_id",),
+    event_time=None,
+    max_reject_ratio=0.0,
+    reference=True,
+    filename_glob="*.csv",
+)
+
+HUB_CAPACITY = Contract(
+    name="hub_capacity",
+    source="reference",
+    file_format="csv",
+    description="Units of each item category a hub can hold.",
+    fields=(
+        Field("hub_id", "str", "Hub identifier."),
+        Field("category", "str", "Item category."),
+        Field("capacity_units", "int", "Locker units available for the category.", min=0),
+    ),
+    natural_key=("hub_id", "category"),
+    event_time=None,
+    max_reject_ratio=0.0,
+    reference=True,
+    filename_glob="*.csv",
+)
+
+DEVICES = Contract(
+    name="devices",
+    source="reference",
+    file_format="csv",
+    description="Every device that may report: lockers, validators, payment terminals, gateways.",
+    fields=(
+        Field("device_id", "str", "Device identifier."),
+        Field("device_type", "str", "Kind of device.", allowed=DEVICE_TYPES),
+        Field("hub_id", "str", "Hub the device is installed at (empty for venue and station devices).", required=False),
+        Field("location_id", "str", "Hub, station or venue where the device stands."),
+        Field("neighbourhood_id", "str", "Neighbourhood of the location."),
+    ),
+    natural_key=("device_id",),
+    event_time=None,
+    max_reject_ratio=0.0,
+    reference=True,
+    filename_glob="*.csv",
+)
+
+CATEGORIES = Contract(
+    name="categories",
+    source="reference",
+    file_format="csv",
+    description="Item categories, with the costs the staging planner weighs.",
+    fields=(
+        Field("category", "str", "Category identifier."),
+        Field("name", "str", "Display name."),
+        Field("under_cost", "float", "Cost of one unit short at a hub (sent reactively from the depot).", min=0, unit="EUR"),
+        Field("over_cost", "float", "Cost of one unit staged but not picked up (hauled back).", min=0, unit="EUR"),
+    ),
+    natural_key=("category",),
+    event_time=None,
+    max_reject_ratio=0.0,
+    reference=True,
+    filename_glob="*.csv",
+)
+
+EVENTS = Contract(
+    name="events",
+    source="reference",
+    file_format="csv",
+    description="Events calendar: festivals, sports, concerts.",
+    fields=(
+        Field("event_id", "str", "Event identifier."),
+        Field("name", "str", "Event name."),
+        Field("kind", "str", "Kind of event.", allowed=("festival", "sports", "concert", "market")),
+        Field("venue_neighbourhood_id", "str", "Neighbourhood of the venue."),
+        Field("start_time", "timestamp", "Start, local time with offset."),
+        Field("end_time", "timestamp", "End, local time with offset."),
+        Field("expected_attendance", "int", "Expected attendance.", min=0),
+    ),
+    natural_key=("event_id",),
+    event_time=None,
+    max_reject_ratio=0.0,
+    reference=True,
+    filename_glob="*.csv",
+)
+
+PASS_ONBOARDING = Contract(
+    name="pass_onboarding",
+    source="reference",
+    file_format="csv",
+    description="Pass issuance and the three verified attributes (identity-first onboarding).",
+    fields=(
+        Field("pass_id", "str", "Pseudonymous pass identifier.", privacy="quasi"),
+        Field("pass_type", "str", "Kind of pass.", allowed=PASS_TYPES),
+        Field("home_neighbourhood_id", "str", "Neighbourhood of residence.", privacy="quasi"),
+        Field("birth_year", "int", "Holder's year of birth.", min=1900, max=2100, privacy="identity"),
+        Field("issued_at", "timestamp", "When the pass was issued, local time with offset."),
+        Field("residency_verified_at", "timestamp", "When residency was verified.", required=False),
+        Field("payment_verified_at", "timestamp", "When payment ability was verified.", required=False),
+        Field("accessibility_verified_at", "timestamp", "When an accessibility need was verified.", required=False),
+    ),
+    natural_key=("pass_id",),
+    event_time=None,
+    max_reject_ratio=0.0,
+    reference=True,
+    filename_glob="*.csv",
+)
+
+EVENT_CONTRACTS: tuple[Contract, ...] = (TELEMETRY, PASS_SCANS, TRANSACTIONS, CLEARING)
+REFERENCE_CONTRACTS: tuple[Contract, ...] = (
+    NEIGHBOURHOODS,
+    HUBS,
+    HUB_CAPACITY,
+    DEVICES,
+    CATEGORIES,
+    EVENTS,
+    PASS_ONBOARDING,
+)
+CONTRACTS: dict[str, Contract] = {c.name: c for c in EVENT_CONTRACTS + REFERENCE_CONTRACTS}
+
+
+def landing_dir_for(contract: Contract) -> str:
+    """Relative landing folder: `<name>/<YYYY-MM-DD>/` for event files, `reference/<name>/` for snapshots."""
+    return f"reference/{contract.name}" if contract.reference else contract.name
