@@ -1,0 +1,225 @@
+"""The `civicflow` command: simulate a city, run the nightly job through Dagster, open the UI."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.home import PROJECT_ROOT, Home, home_from_env, prepare_home
+
+app = typer.Typer(help="civicflow: smart-city data pipeline and analytics warehouse.", no_args_is_help=True, add_completion=False)
+console = Console()
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Runtime home (default: $CIVICFLOW_HOME or ./.civicflow).", show_default=False),
+]
+
+
+def _home(home: Path | None) -> Home:
+    if home is not None:
+        os.environ["CIVICFLOW_HOME"] = str(home)
+    return prepare_home(home_from_env())
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    success: bool
+    seconds: float
+    ingest: list[dict] = field(default_factory=list)  # per contract: this run's loaded / duplicate / quarantined / refused
+    marts: list[str] = field(default_factory=list)
+    series: int = 0
+    plan_rows: int = 0
+    plan_path: str = ""
+    snapshot: str = ""
+    failure: str = ""
+
+
+def run_nightly(home: Home, horizon_days: int = 1, log_level: str = "WARNING") -> RunReport:
+    """Execute the nightly job through Dagster (the same job the schedule launches)."""
+    import dagster as dg
+
+    prepare_home(home)
+    module = sys.modules.get("pipelines.definitions")
+    if module is not None and module.home != home:  # another home in this process: rebuild the defs
+        importlib.reload(module)
+    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    t0 = time.perf_counter()
+    run_config = {
+        "ops": {"nightly_forecast": {"config": {"horizon_days": horizon_days}}},
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+    }
+    with dg.DagsterInstance.get() as instance:
+        result = dg.execute_job(
+            dg.build_reconstructable_job("pipelines.definitions", "nightly_job_def"),
+            instance=instance,
+            run_config=run_config,
+        )
+        report = RunReport(run_id=result.run_id, success=result.success, seconds=time.perf_counter() - t0)
+        for event in result.get_asset_materialization_events():
+            mat = event.asset_materialization
+            key = mat.asset_key.path
+            if key[0] == "marts":
+                report.marts.append(key[-1])
+            md = {k: v.value for k, v in mat.metadata.items()}
+            if key == ["forecasts", "demand_forecast"]:
+                report.series = int(md.get("series", 0))
+            if key == ["forecasts", "staging_plan"]:
+                report.plan_rows, report.plan_path = int(md.get("plan_rows", 0)), str(md.get("plan_path", ""))
+            if key == ["published", "warehouse_snapshot"]:
+                report.snapshot = str(md.get("snapshot", ""))
+        if not result.success:
+            failures = [f"{e.step_key}: {e.event_specific_data.error.message.strip()}" for e in result.get_step_failure_events()]
+            report.failure = "\n".join(failures) or "run failed"
+    report.ingest = ingest_report(home, since=started)
+    return report
+
+
+def ingest_report(home: Home, since: datetime) -> list[dict]:
+    """This run's ingest per contract, read from the manifest (the warehouse is closed by now)."""
+    import duckdb
+
+    if not home.warehouse.exists():
+        return []
+    con = duckdb.connect(str(home.warehouse), read_only=True)
+    try:
+        rows = con.execute(
+            """
+            SELECT contract,
+                   count(*) FILTER (WHERE status = 'loaded') AS files_loaded,
+                   coalesce(sum(rows_loaded), 0) AS rows_loaded,
+                   coalesce(sum(rows_duplicate), 0) AS rows_duplicate,
+                   coalesce(sum(rows_quarantined), 0) AS rows_quarantined,
+                   count(*) FILTER (WHERE status = 'duplicate_file') AS files_redelivered,
+                   count(*) FILTER (WHERE status = 'refused') AS files_refused,
+                   string_agg(CASE WHEN status = 'refused' THEN file_path || ': ' || reason END, '\n') AS refusals
+            FROM raw._load_manifest WHERE started_at >= ? GROUP BY contract ORDER BY contract
+            """,
+            [since],
+        ).fetchall()
+        cols = [d[0] for d in con.description]
+        return [dict(zip(cols, r)) for r in rows]
+    finally:
+        con.close()
+
+
+def print_report(report: RunReport, home: Home) -> None:
+    table = Table(title="Ingest (this run)", title_justify="left")
+    for col in ("contract", "files loaded", "rows loaded", "duplicates", "quarantined", "re-delivered files", "refused files"):
+        table.add_column(col, justify="right" if col != "contract" else "left")
+    for r in report.ingest:
+        table.add_row(
+            r["contract"], str(r["files_loaded"]), f"{r['rows_loaded']:,}", f"{r['rows_duplicate']:,}",
+            f"{r['rows_quarantined']:,}", str(r["files_redelivered"]), str(r["files_refused"]),
+        )
+    if not report.ingest:
+        table.add_row("(no new files)", "0", "0", "0", "0", "0", "0")
+    console.print(table)
+    for r in report.ingest:
+        if r["refusals"]:
+            console.print(f"[yellow]refused {r['contract']} files (kept in the landing zone):[/yellow]\n{r['refusals']}")
+    status = "[green]succeeded[/green]" if report.success else "[red]FAILED[/red]"
+    console.print(f"Nightly run {report.run_id} {status} in {report.seconds:.1f} s")
+    if report.failure:
+        console.print(f"[red]{report.failure}[/red]")
+    console.print(f"Marts built: {len(report.marts)} ({', '.join(sorted(report.marts))})")
+    console.print(f"Series forecast: {report.series}; staging plan rows: {report.plan_rows}")
+    console.print(f"Staging plan: {report.plan_path}")
+    console.print(f"Published snapshot: {report.snapshot}")
+    console.print(
+        f"Dagster UI on this home: [bold]make ui[/bold] (or CIVICFLOW_HOME={home.root} civicflow ui), then open http://127.0.0.1:3000"
+    )
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path | None, typer.Option(help="Landing zone to write into (default: <home>/landing).")] = None,
+    size: Annotated[str, typer.Option(help="tiny | small | medium | large")] = "small",
+    days: Annotated[int, typer.Option(help="Days to simulate.")] = 120,
+    start: Annotated[str, typer.Option(help="First day (YYYY-MM-DD).")] = "2026-01-01",
+    seed: Annotated[int, typer.Option(help="Random seed: same arguments give byte-identical files.")] = 7,
+    append: Annotated[bool, typer.Option("--append", help="Add the next DAYS days after the last simulated day.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Write a synthetic city's device files (and its ground truth) into a landing zone."""
+    from ingest.simulator import simulate as run_simulation
+
+    h = _home(home)
+    target = out or h.landing
+    summary = run_simulation(target, size=size, days=days, start=date.fromisoformat(start), seed=seed, append=append, progress=True)
+    _print_simulation(summary)
+
+
+def _print_simulation(summary) -> None:
+    if hasattr(summary, "as_table"):
+        console.print(summary.as_table())
+    else:
+        console.print(summary)
+
+
+@app.command()
+def run(
+    horizon: Annotated[int, typer.Option(help="Days ahead to forecast and plan.")] = 1,
+    log_level: Annotated[str, typer.Option(help="Dagster console log level.")] = "WARNING",
+    home: HomeOpt = None,
+) -> None:
+    """Run the nightly job through Dagster on the home's landing zone and print what it did."""
+    h = _home(home)
+    with console.status("Running the nightly job through Dagster (ingest → dbt build → forecast → plan → publish)…"):
+        report = run_nightly(h, horizon_days=horizon, log_level=log_level)
+    print_report(report, h)
+    if not report.success:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    size: Annotated[str, typer.Option(help="City size to simulate.")] = "small",
+    days: Annotated[int, typer.Option(help="Days of history.")] = 120,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    home: HomeOpt = None,
+) -> None:
+    """The quick start: simulate a small city, run the nightly job through Dagster, summarise."""
+    from ingest.simulator import simulate as run_simulation
+
+    h = _home(home)
+    t0 = time.perf_counter()
+    console.rule("1/2 simulate the city")
+    summary = run_simulation(h.landing, size=size, days=days, start=date(2026, 1, 1), seed=seed, progress=True)
+    _print_simulation(summary)
+    console.rule("2/2 nightly job (Dagster)")
+    with console.status("Running the nightly job through Dagster (ingest → dbt build → forecast → plan → publish)…"):
+        report = run_nightly(h)
+    print_report(report, h)
+    console.print(f"Demo finished in {time.perf_counter() - t0:.1f} s (home: {h.root})")
+    if not report.success:
+        raise typer.Exit(1)
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port for the Dagster webserver.")] = 3000,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    home: HomeOpt = None,
+) -> None:
+    """Start the Dagster UI and daemon (`dagster dev`) on this home."""
+    h = _home(home)
+    console.print(f"Dagster UI for {h.root} on http://{host}:{port}")
+    cmd = [sys.executable, "-m", "dagster", "dev", "-m", "pipelines.definitions", "-h", host, "-p", str(port)]
+    raise typer.Exit(subprocess.call(cmd, cwd=PROJECT_ROOT, env=os.environ.copy()))
+
+
+if __name__ == "__main__":
+    app()

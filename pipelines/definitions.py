@@ -1,0 +1,63 @@
+"""Dagster definitions: the nightly job and everything it wires (DESIGN.md "Data flow").
+
+ingest (raw/*) → dbt (staging/*, intermediate/*, marts/*) → forecasts/* → published snapshot.
+Every asset that writes the warehouse runs in the `warehouse` pool (limit 1, dagster.yaml).
+The home comes from CIVICFLOW_HOME; the same module serves `dagster dev`, the schedule and
+`civicflow run`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+
+from ingest.contracts import CITY_TZ
+from pipelines.dbt_assets import build_dbt_assets, dbt_project
+from pipelines.forecast_assets import build_forecast_asset
+from pipelines.home import home_from_env, prepare_home
+from pipelines.ingest_assets import build_ingest_assets
+from pipelines.publish_assets import build_publish_asset
+from pipelines.resources import WarehouseResource
+
+NIGHTLY_JOB = "nightly"
+
+home = prepare_home(home_from_env())
+project = dbt_project()
+
+ingest_assets = build_ingest_assets(home.landing)
+warehouse_dbt = build_dbt_assets(project)
+nightly_forecast = build_forecast_asset(home.exports)
+model_keys = [k for k in warehouse_dbt.keys if k.path[0] != "raw"]
+warehouse_snapshot = build_publish_asset(home.published, upstream=sorted(model_keys, key=str) + list(nightly_forecast.keys))
+
+nightly_job = dg.define_asset_job(
+    NIGHTLY_JOB,
+    selection=dg.AssetSelection.all(),
+    description="The nightly run: ingest the landing zone, dbt build, forecast, stage, publish.",
+    executor_def=dg.multiprocess_executor,
+)
+
+nightly_schedule = dg.ScheduleDefinition(
+    name="nightly_schedule",
+    job=nightly_job,
+    cron_schedule=os.environ.get("CIVICFLOW_NIGHTLY_CRON", "30 2 * * *"),
+    execution_timezone=os.environ.get("CIVICFLOW_NIGHTLY_TZ", CITY_TZ),
+    description="Runs the whole job for the day that just ended.",
+)
+
+defs = dg.Definitions(
+    assets=[*ingest_assets, warehouse_dbt, nightly_forecast, warehouse_snapshot],
+    jobs=[nightly_job],
+    schedules=[nightly_schedule],
+    resources={
+        "warehouse": WarehouseResource(path=str(home.warehouse)),
+        "dbt": DbtCliResource(project_dir=project, profiles_dir=str(project.profiles_dir)),
+    },
+)
+
+
+def nightly_job_def() -> dg.JobDefinition:
+    """Entry point for `execute_job` (the job must be reconstructable in run workers)."""
+    return defs.resolve_job_def(NIGHTLY_JOB)

@@ -1,0 +1,117 @@
+"""Ingest assets: one per source, each loading its new landed files into `raw.*`.
+
+Asset keys are `raw/<table>`, the same keys dbt's sources map to, so the lineage runs from
+the landing zone through the marts without glue.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from ingest.contracts import CLEARING, PASS_SCANS, REFERENCE_CONTRACTS, TELEMETRY, TRANSACTIONS, Contract
+from ingest.loader import load_landing, summarise
+from pipelines.resources import WRITER_POOL, WarehouseResource
+
+OWNER = "team:data-platform"
+SOURCES: dict[str, tuple[Contract, ...]] = {
+    "reference": REFERENCE_CONTRACTS,
+    "telemetry": (TELEMETRY,),
+    "pass_scans": (PASS_SCANS,),
+    "settlement": (TRANSACTIONS, CLEARING),
+}
+
+
+def raw_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["raw", table])
+
+
+class LandingConfig(dg.Config):
+    landing_dir: str = ""  # empty: CIVICFLOW_HOME/landing
+
+
+def _specs(source: str, contracts: tuple[Contract, ...]) -> list[dg.AssetSpec]:
+    deps = [] if source == "reference" else [raw_key("devices")]
+    specs = [
+        dg.AssetSpec(
+            raw_key(c.name),
+            description=f"{c.description} Loaded effectively-once from landing/{c.name if not c.reference else 'reference/' + c.name}.",
+            group_name="ingest",
+            owners=[OWNER],
+            deps=deps,
+            skippable=True,
+            metadata={"natural_key": ", ".join(c.natural_key), "max_reject_ratio": c.max_reject_ratio},
+            kinds={"duckdb", "polars"},
+        )
+        for c in contracts
+    ]
+    if source == "settlement":
+        specs.append(
+            dg.AssetSpec(
+                raw_key("clearing_batches"),
+                description="Clearing batch headers (count and sum each batch promised).",
+                group_name="ingest",
+                owners=[OWNER],
+                deps=deps,
+                skippable=True,
+                kinds={"duckdb"},
+            )
+        )
+    return specs
+
+
+def build_ingest_asset(source: str, contracts: tuple[Contract, ...], landing_default: Path) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        name=f"ingest_{source}",
+        specs=_specs(source, contracts),
+        pool=WRITER_POOL,
+        can_subset=True,
+        description=f"Load new {source} files from the landing zone (SHA-256 once-only, bad rows quarantined).",
+    )
+    def _ingest(context: dg.AssetExecutionContext, config: LandingConfig, warehouse: WarehouseResource):
+        landing = Path(config.landing_dir) if config.landing_dir else landing_default
+        chosen = [c for c in contracts if raw_key(c.name) in context.selected_asset_keys or (c.name == "clearing" and raw_key("clearing_batches") in context.selected_asset_keys)]
+        with warehouse.connect() as con:
+            outcomes = load_landing(con, landing, chosen, on_file=lambda o: _log(context, o))
+            totals = {
+                c.name: con.execute(f"SELECT count(*) FROM {c.table}").fetchone()[0] for c in chosen
+            }
+            if any(c.name == "clearing" for c in chosen):
+                totals["clearing_batches"] = con.execute("SELECT count(*) FROM raw.clearing_batches").fetchone()[0]
+        summary = {r["contract"]: r for r in summarise(outcomes).to_dicts()}
+        for key in sorted(context.selected_asset_keys, key=str):
+            table = key.path[-1]
+            s = summary.get(table, {})
+            refused = [o for o in outcomes if o.contract == table and o.status == "refused"]
+            yield dg.MaterializeResult(
+                asset_key=key,
+                metadata={
+                    "rows_total": dg.MetadataValue.int(int(totals.get(table, 0))),
+                    "rows_loaded": dg.MetadataValue.int(int(s.get("rows_loaded", 0))),
+                    "rows_duplicate": dg.MetadataValue.int(int(s.get("rows_duplicate", 0))),
+                    "rows_quarantined": dg.MetadataValue.int(int(s.get("rows_quarantined", 0))),
+                    "files_loaded": dg.MetadataValue.int(int(s.get("files_loaded", 0))),
+                    "files_refused": dg.MetadataValue.int(len(refused)),
+                    "refused": dg.MetadataValue.md("\n".join(f"- `{o.path}`: {o.reason}" for o in refused) or "none"),
+                    "affected_dates": dg.MetadataValue.text(
+                        ",".join(sorted({d.isoformat() for o in outcomes if o.contract == table for d in o.affected_dates}))
+                    ),
+                },
+            )
+
+    return _ingest
+
+
+def _log(context: dg.AssetExecutionContext, outcome) -> None:
+    if outcome.status == "refused":
+        context.log.warning(f"refused {outcome.path}: {outcome.reason}")
+    else:
+        context.log.info(
+            f"{outcome.status} {outcome.path}: {outcome.loaded} rows loaded, "
+            f"{outcome.duplicate} duplicate, {outcome.quarantined} quarantined"
+        )
+
+
+def build_ingest_assets(landing_default: Path) -> list[dg.AssetsDefinition]:
+    return [build_ingest_asset(source, contracts, landing_default) for source, contracts in SOURCES.items()]

@@ -1,0 +1,58 @@
+"""The warehouse resource: the single writer's connection, opened per step and closed after.
+
+DuckDB allows one read-write process per file (DESIGN.md "One writer"). Writers also run in
+the Dagster pool `warehouse` (limit 1), so this retry only covers a foreign process (a
+person's shell, a stuck job) holding the file: a bounded wait, then an error naming the lock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+WRITER_POOL = "warehouse"
+
+
+class WarehouseLocked(RuntimeError):
+    pass
+
+
+def connect_with_retry(path: Path, read_only: bool = False, attempts: int = 6, first_wait_s: float = 0.5) -> duckdb.DuckDBPyConnection:
+    wait = first_wait_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or attempt == attempts:
+                if "lock" in str(exc).lower():
+                    raise WarehouseLocked(
+                        f"warehouse {path} is locked by another process after {attempts} attempts: {exc}"
+                    ) from exc
+                raise
+            time.sleep(wait)
+            wait = min(wait * 2, 10)
+    raise AssertionError("unreachable")
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """Path of the live DuckDB warehouse (CIVICFLOW_HOME/warehouse.duckdb)."""
+
+    path: str
+    memory_limit: str = "4GB"
+    threads: int = 2
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        con = connect_with_retry(Path(self.path))
+        try:
+            con.execute(f"SET memory_limit = '{self.memory_limit}'")
+            con.execute(f"SET threads = {int(self.threads)}")
+            yield con
+        finally:
+            con.close()
