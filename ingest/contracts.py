@@ -105,6 +105,9 @@ TELEMETRY = Contract(
     event_time="device_time",
     max_reject_ratio=0.05,
     filename_glob="*.jsonl",
+    # received_at is the gateway's trusted clock (always within seconds of the event); a
+    # device clock further than this from it is skewed: flag the row, use received_at.
+    extra={"skew_threshold_s": 300},
 )
 
 PASS_SCANS = Contract(

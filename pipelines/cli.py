@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from contextlib import redirect_stdout
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ class RunReport:
     plan_path: str = ""
     snapshot: str = ""
     failure: str = ""
+    log_path: str = ""
 
 
 def run_nightly(home: Home, horizon_days: int = 1, log_level: str = "WARNING") -> RunReport:
@@ -61,15 +63,18 @@ def run_nightly(home: Home, horizon_days: int = 1, log_level: str = "WARNING") -
         "ops": {"nightly_forecast": {"config": {"horizon_days": horizon_days}}},
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
-    with dg.DagsterInstance.get() as instance:
+    log_path = home.root / "logs" / f"nightly-{started:%Y%m%dT%H%M%S}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    # dbt's event stream goes to stdout: keep it in a log file, the terminal gets the summary.
+    with dg.DagsterInstance.get() as instance, log_path.open("w") as log, redirect_stdout(log):
         result = dg.execute_job(
             dg.build_reconstructable_job("pipelines.definitions", "nightly_job_def"),
             instance=instance,
             run_config=run_config,
         )
-        report = RunReport(run_id=result.run_id, success=result.success, seconds=time.perf_counter() - t0)
+        report = RunReport(run_id=result.run_id, success=result.success, seconds=time.perf_counter() - t0, log_path=str(log_path))
         for event in result.get_asset_materialization_events():
-            mat = event.asset_materialization
+            mat = event.step_materialization_data.materialization
             key = mat.asset_key.path
             if key[0] == "marts":
                 report.marts.append(key[-1])
@@ -117,7 +122,7 @@ def ingest_report(home: Home, since: datetime) -> list[dict]:
 
 def print_report(report: RunReport, home: Home) -> None:
     table = Table(title="Ingest (this run)", title_justify="left")
-    for col in ("contract", "files loaded", "rows loaded", "duplicates", "quarantined", "re-delivered files", "refused files"):
+    for col in ("contract", "files", "rows", "duplicate", "quarantined", "re-sent", "refused"):
         table.add_column(col, justify="right" if col != "contract" else "left")
     for r in report.ingest:
         table.add_row(
@@ -138,6 +143,7 @@ def print_report(report: RunReport, home: Home) -> None:
     console.print(f"Series forecast: {report.series}; staging plan rows: {report.plan_rows}")
     console.print(f"Staging plan: {report.plan_path}")
     console.print(f"Published snapshot: {report.snapshot}")
+    console.print(f"Run log (dbt output): {report.log_path}")
     console.print(
         f"Dagster UI on this home: [bold]make ui[/bold] (or CIVICFLOW_HOME={home.root} civicflow ui), then open http://127.0.0.1:3000"
     )

@@ -5,8 +5,9 @@ built with `dbt parse` (never `dbt compile`, which would open the warehouse) whe
 missing or older than the project files.
 """
 
-from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ class CivicflowTranslator(DagsterDbtTranslator):
 
 
 def dbt_project() -> DbtProject:
+    # dbt is installed beside this interpreter; dagster-dbt looks for it on PATH.
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
     if _manifest_stale(project):
         project.preparer.prepare(project)

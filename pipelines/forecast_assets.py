@@ -1,6 +1,5 @@
 """Forecast and staging-plan assets: read the marts, write forecasts.* and the plan exports."""
 
-from __future__ import annotations
 
 from pathlib import Path
 

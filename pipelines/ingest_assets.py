@@ -4,13 +4,13 @@ Asset keys are `raw/<table>`, the same keys dbt's sources map to, so the lineage
 the landing zone through the marts without glue.
 """
 
-from __future__ import annotations
 
 from pathlib import Path
 
 import dagster as dg
 
-from ingest.contracts import CLEARING, PASS_SCANS, REFERENCE_CONTRACTS, TELEMETRY, TRANSACTIONS, Contract
+from ingest.contracts import CLEARING, CONTRACTS, PASS_SCANS, REFERENCE_CONTRACTS, TELEMETRY, TRANSACTIONS, Contract
+from ingest.expectations import validate_frame
 from ingest.loader import load_landing, summarise
 from pipelines.resources import WRITER_POOL, WarehouseResource
 
@@ -61,10 +61,54 @@ def _specs(source: str, contracts: tuple[Contract, ...]) -> list[dg.AssetSpec]:
     return specs
 
 
+GX_CHECK = "great_expectations"
+
+
+def _check_specs(contracts: tuple[Contract, ...]) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            GX_CHECK,
+            asset=raw_key(c.name),
+            blocking=True,
+            description=f"Great Expectations suite from the {c.name} contract (nulls, allowed values, ranges, key uniqueness) on the partitions this run touched.",
+        )
+        for c in contracts
+    ]
+
+
+def gx_check(con, contract: Contract, dates: list[str]) -> dg.AssetCheckResult:
+    """Validate the rows of the dates a run touched (reference tables: the whole snapshot)."""
+    if contract.reference:
+        frame = con.execute(f"SELECT * FROM {contract.table}").df()
+        scope = "whole snapshot"
+    else:
+        if not dates:  # nothing new: check the latest partition so the check still says something
+            last = con.execute(f"SELECT max(event_date)::VARCHAR FROM {contract.table}").fetchone()[0]
+            dates = [last] if last else []
+        frame = con.execute(f"SELECT * FROM {contract.table} WHERE event_date::VARCHAR IN (SELECT unnest(?))", [dates]).df()
+        scope = f"{len(dates)} partition(s): {', '.join(dates[:5])}{' …' if len(dates) > 5 else ''}"
+    outcomes = validate_frame(contract, frame) if len(frame) else []
+    failed = [o for o in outcomes if not o.success]
+    return dg.AssetCheckResult(
+        asset_key=raw_key(contract.name),
+        check_name=GX_CHECK,
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(o.describe() for o in failed) or None,
+        metadata={
+            "scope": dg.MetadataValue.text(scope),
+            "rows_checked": dg.MetadataValue.int(len(frame)),
+            "expectations": dg.MetadataValue.int(len(outcomes)),
+            "failed": dg.MetadataValue.md("\n".join(f"- {o.describe()}" for o in failed) or "none"),
+        },
+    )
+
+
 def build_ingest_asset(source: str, contracts: tuple[Contract, ...], landing_default: Path) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name=f"ingest_{source}",
         specs=_specs(source, contracts),
+        check_specs=_check_specs(contracts),
         pool=WRITER_POOL,
         can_subset=True,
         description=f"Load new {source} files from the landing zone (SHA-256 once-only, bad rows quarantined).",
@@ -79,6 +123,11 @@ def build_ingest_asset(source: str, contracts: tuple[Contract, ...], landing_def
             }
             if any(c.name == "clearing" for c in chosen):
                 totals["clearing_batches"] = con.execute("SELECT count(*) FROM raw.clearing_batches").fetchone()[0]
+            checks = [
+                gx_check(con, CONTRACTS[key.path[-1]], sorted({d.isoformat() for o in outcomes if o.contract == key.path[-1] for d in o.affected_dates}))
+                for key in sorted(context.selected_asset_keys, key=str)
+                if key.path[-1] in CONTRACTS
+            ]
         summary = {r["contract"]: r for r in summarise(outcomes).to_dicts()}
         for key in sorted(context.selected_asset_keys, key=str):
             table = key.path[-1]
@@ -99,6 +148,7 @@ def build_ingest_asset(source: str, contracts: tuple[Contract, ...], landing_def
                     ),
                 },
             )
+        yield from checks
 
     return _ingest
 

@@ -1,0 +1,100 @@
+"""Series per second for fit + predict: civicflow's pool vs a plain sequential loop of
+default Prophet fits on the same series, in the same run (ratios, not absolute targets).
+
+    .venv/bin/python bench/bench_forecasts.py [--series 40] [--days 730] [--horizon 7] [--workers 2]
+
+The pool figure is reported twice: cold (includes starting the fork server, which imports
+Prophet and statsforecast once) and warm (a second batch on the already started server, as
+in a nightly run after the first pool or a backtest's later origins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from datetime import date, timedelta
+
+import numpy as np
+
+
+def make_series(n_series: int, n_days: int, seed: int = 1):
+    from forecasts.model import SeriesTask
+    from forecasts.series import SMOOTH
+
+    rng = np.random.default_rng(seed)
+    start = date(2023, 1, 1)
+    ds = np.array([start + timedelta(days=k) for k in range(n_days)], dtype="datetime64[D]")
+    t = np.arange(n_days)
+    out = []
+    for i in range(n_series):
+        base = rng.uniform(10, 60)
+        ev = set(range(int(rng.integers(0, 10)), n_days + 14, 17))
+        mu = base * (1 + 0.25 * np.sin(2 * np.pi * t / 7 + i) + 0.15 * np.sin(2 * np.pi * t / 365.25))
+        mu = mu + np.array([base if k in ev else 0 for k in range(n_days)])
+        y = rng.poisson(mu).astype(float)
+        events = tuple(("event_fair", (start + timedelta(days=k)), (start + timedelta(days=k))) for k in sorted(ev))
+        out.append((ds, y, events))
+    return out
+
+
+def tasks_for(series, horizon: int):
+    from forecasts.model import SeriesTask
+    from forecasts.series import SMOOTH
+
+    tasks = []
+    for i, (ds, y, events) in enumerate(series):
+        fut = np.arange(ds[-1] + 1, ds[-1] + 1 + horizon)
+        tasks.append(SeriesTask(f"s{i:03d}", ds, y, fut, kind=SMOOTH, events=events))
+    return tasks
+
+
+def plain_loop(series, horizon: int) -> float:
+    """What a first version would do: default Prophet, one after another."""
+    import pandas as pd
+    from prophet import Prophet
+
+    for name in ("cmdstanpy", "prophet"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    t = time.perf_counter()
+    for ds, y, events in series:
+        hol = pd.DataFrame({"holiday": [e[0] for e in events], "ds": pd.to_datetime([e[1] for e in events])})
+        m = Prophet(holidays=hol)
+        m.fit(pd.DataFrame({"ds": pd.to_datetime(ds), "y": y}))
+        m.predict(m.make_future_dataframe(horizon))
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--series", type=int, default=40)
+    ap.add_argument("--loop-series", type=int, default=12, help="series for the (slow) plain loop")
+    ap.add_argument("--days", type=int, default=730)
+    ap.add_argument("--horizon", type=int, default=7)
+    ap.add_argument("--workers", type=int, default=2)
+    a = ap.parse_args()
+    from forecasts.pool import run_tasks
+
+    series = make_series(a.series, a.days)
+    tasks = tasks_for(series, a.horizon)
+
+    t = time.perf_counter()
+    run_tasks(tasks, workers=a.workers)
+    cold = time.perf_counter() - t
+    t = time.perf_counter()
+    res = run_tasks(tasks, workers=a.workers)
+    warm = time.perf_counter() - t
+    methods = sorted({r.method for r in res})
+
+    loop_s = plain_loop(series[: a.loop_series], a.horizon)
+    loop_rate = a.loop_series / loop_s
+    cold_rate, warm_rate = a.series / cold, a.series / warm
+    print(f"history {a.days} days, horizon {a.horizon}, workers {a.workers}, methods {methods}")
+    print(f"civicflow pool (cold, incl. worker start): {a.series} series in {cold:6.2f} s = {cold_rate:6.2f} series/s")
+    print(f"civicflow pool (warm):                     {a.series} series in {warm:6.2f} s = {warm_rate:6.2f} series/s")
+    print(f"plain loop, default Prophet:               {a.loop_series} series in {loop_s:6.2f} s = {loop_rate:6.2f} series/s")
+    print(f"ratio pool/loop: cold {cold_rate / loop_rate:5.2f}x, warm {warm_rate / loop_rate:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""The nightly forecast, as one edge function the Dagster asset calls.
+
+Reads the marts through SQL on the caller's connection, forecasts every demand series for
+the days after `as_of`, plans staging, writes `forecasts.demand_forecast` and
+`forecasts.staging_plan` (replacing the rows of the same as_of, so a re-run is a no-op),
+and exports the plan files. Everything between the reads and the writes is pure.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from forecasts.exports import export_plan
+from forecasts.model import SeriesForecast, SeriesTask
+from forecasts.planner import plan_staging
+from forecasts.pool import run_tasks
+from forecasts.quantiles import LEVEL_COLUMNS
+from forecasts.series import build_series, classify_series, last_demand_date, read_demand, read_events
+
+FORECAST_SCHEMA: dict[str, pl.DataType] = {
+    "as_of": pl.Date,
+    "series_id": pl.String,
+    "neighbourhood_id": pl.String,
+    "category": pl.String,
+    "forecast_date": pl.Date,
+    "horizon": pl.Int32,
+    "kind": pl.String,
+    "method": pl.String,
+    "mean": pl.Float64,
+    **{c: pl.Float64 for c in LEVEL_COLUMNS},
+    "calibration_scale": pl.Float64,
+    "fallback_reason": pl.String,
+}
+
+DDL = {
+    "demand_forecast": """
+        create table if not exists forecasts.demand_forecast (
+            as_of DATE, series_id VARCHAR, neighbourhood_id VARCHAR, category VARCHAR,
+            forecast_date DATE, horizon INTEGER, kind VARCHAR, method VARCHAR, mean DOUBLE,
+            p10 DOUBLE, p50 DOUBLE, p80 DOUBLE, p90 DOUBLE, p95 DOUBLE,
+            calibration_scale DOUBLE, fallback_reason VARCHAR)""",
+    "staging_plan": """
+        create table if not exists forecasts.staging_plan (
+            as_of DATE, plan_date DATE, hub_id VARCHAR, neighbourhood_id VARCHAR, category VARCHAR,
+            units BIGINT, forecast_p50 DOUBLE, p10 DOUBLE, p90 DOUBLE, quantile DOUBLE,
+            hub_share DOUBLE, neighbourhood_units BIGINT, capacity_units BIGINT, cap_reason VARCHAR,
+            under_cost DOUBLE, over_cost DOUBLE)""",
+}
+
+
+@dataclass(frozen=True)
+class ForecastSummary:
+    as_of: date | None
+    horizon_days: int
+    first_plan_date: date | None
+    series_by_method: dict[str, int]
+    series_by_kind: dict[str, int]
+    fallbacks: int
+    forecast_rows: int
+    plan_rows: int
+    plan_path: Path | None
+    parquet_path: Path | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def series_count(self) -> int:
+        return sum(self.series_by_method.values())
+
+
+def event_calendar(events: pl.DataFrame) -> pl.DataFrame:
+    """One row per (neighbourhood, event day): holiday name and expected attendance."""
+    if events.is_empty():
+        return pl.DataFrame(schema={"neighbourhood_id": pl.String, "ds": pl.Date, "holiday": pl.String,
+                                    "attendance": pl.Float64})
+    e = events.filter(pl.col("venue_neighbourhood_id").is_not_null() & pl.col("start_date").is_not_null())
+    return (
+        e.with_columns(
+            pl.col("venue_neighbourhood_id").cast(pl.String).alias("neighbourhood_id"),
+            pl.date_ranges(pl.col("start_date").cast(pl.Date),
+                           pl.coalesce(pl.col("end_date"), pl.col("start_date")).cast(pl.Date)).alias("ds"),
+            # holidays by kind: the effect is learned across events of the same kind
+            ("event_" + pl.coalesce(pl.col("kind"), pl.col("name"), pl.lit("event")).cast(pl.String)
+             .str.to_lowercase().str.replace_all(r"[^a-z0-9]+", "_")).alias("holiday"),
+            pl.col("expected_attendance").cast(pl.Float64).fill_null(0.0).alias("attendance"),
+        )
+        .explode("ds")
+        .select("neighbourhood_id", "ds", "holiday", "attendance")
+        .sort("neighbourhood_id", "ds", "holiday")
+    )
+
+
+def build_tasks(series: pl.DataFrame, classes: pl.DataFrame, calendar: pl.DataFrame,
+                future: list[date], calibrate: bool = True) -> list[SeriesTask]:
+    kinds = dict(zip(classes["series_id"].to_list(), classes["kind"].to_list()))
+    fut = np.array(future, dtype="datetime64[D]")
+    att_by_nb: dict[str, dict[date, float]] = {}
+    hol_by_nb: dict[str, list[tuple[str, date, date]]] = {}
+    for nb, g in calendar.group_by("neighbourhood_id", maintain_order=True):
+        nb = nb[0]
+        daily = g.group_by("ds").agg(pl.col("attendance").sum()).sort("ds")
+        att_by_nb[nb] = dict(zip(daily["ds"].to_list(), daily["attendance"].to_list()))
+        hol_by_nb[nb] = [(h, d, d) for h, d in zip(g["holiday"].to_list(), g["ds"].to_list())]
+    tasks: list[SeriesTask] = []
+    for (sid,), g in series.group_by("series_id", maintain_order=True):
+        nb = g["neighbourhood_id"][0]
+        ds_list = g["ds"].to_list()
+        att = att_by_nb.get(nb, {})
+        first, last_f = ds_list[0], future[-1] if future else ds_list[-1]
+        hols = tuple(h for h in hol_by_nb.get(nb, []) if first <= h[1] <= last_f)
+        tasks.append(SeriesTask(
+            series_id=sid,
+            ds=np.array(ds_list, dtype="datetime64[D]"),
+            y=g["y"].to_numpy().astype(float),
+            future_ds=fut,
+            kind=kinds.get(sid, "too_short"),
+            events=hols,
+            attendance_hist=np.array([att.get(d, 0.0) for d in ds_list]) if att else None,
+            attendance_future=np.array([att.get(d, 0.0) for d in future]) if att else None,
+            calibrate=calibrate,
+        ))
+    return tasks
+
+
+def forecasts_frame(results: list[SeriesForecast], series: pl.DataFrame, classes: pl.DataFrame,
+                    as_of: date) -> pl.DataFrame:
+    meta = {r["series_id"]: r for r in classes.iter_rows(named=True)}
+    rows = []
+    for r in results:
+        m = meta[r.series_id]
+        for k, d in enumerate(r.future_ds.astype("datetime64[D]").tolist()):
+            rows.append({
+                "as_of": as_of, "series_id": r.series_id, "neighbourhood_id": m["neighbourhood_id"],
+                "category": m["category"], "forecast_date": d, "horizon": k + 1, "kind": m["kind"],
+                "method": r.method, "mean": round(float(r.point[k]), 4),
+                **{c: round(float(r.quantiles[k, j]), 4) for j, c in enumerate(LEVEL_COLUMNS)},
+                "calibration_scale": float(r.calibration_scale), "fallback_reason": r.fallback_reason,
+            })
+    df = pl.DataFrame(rows, schema=FORECAST_SCHEMA) if rows else pl.DataFrame(schema=FORECAST_SCHEMA)
+    return df.sort("series_id", "forecast_date")
+
+
+def write_tables(con: duckdb.DuckDBPyConnection, as_of: date, forecast: pl.DataFrame, plan: pl.DataFrame) -> None:
+    """Replace this as_of's rows in one transaction: a re-run never duplicates, a failure
+    never leaves half a night."""
+    con.execute("create schema if not exists forecasts")
+    for ddl in DDL.values():
+        con.execute(ddl)
+    plan_rows = plan.with_columns(pl.lit(as_of).alias("as_of"))
+    con.execute("begin transaction")
+    try:
+        for table, df in (("demand_forecast", forecast), ("staging_plan", plan_rows)):
+            con.execute(f"delete from forecasts.{table} where as_of = ?", [as_of])
+            if df.height:
+                con.register("_cf_rows", df.to_arrow())
+                con.execute(f"insert into forecasts.{table} by name select * from _cf_rows")
+                con.unregister("_cf_rows")
+        con.execute("commit")
+    except Exception:
+        con.execute("rollback")
+        raise
+
+
+def run_nightly_forecast(
+    con: duckdb.DuckDBPyConnection,
+    as_of: date | None,
+    horizon_days: int,
+    exports_dir: Path,
+    workers: int = 2,
+    calibrate: bool = True,
+) -> ForecastSummary:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    as_of = as_of or last_demand_date(con)
+    if as_of is None:  # empty mart: nothing to forecast, say so rather than fail
+        return ForecastSummary(None, horizon_days, None, {}, {}, 0, 0, 0, None, None, {})
+    future = [as_of + timedelta(days=k) for k in range(1, horizon_days + 1)]
+    demand = read_demand(con, as_of)
+    events = read_events(con)
+    hubs = con.execute("select hub_id, neighbourhood_id from marts.dim_hubs order by hub_id").pl()
+    capacity = con.execute(
+        "select hub_id, category, capacity_units from marts.hub_capacity order by hub_id, category").pl()
+    categories = con.execute(
+        "select category, under_cost, over_cost from marts.dim_categories order by category").pl()
+    timings["read_s"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    series = build_series(demand, as_of)
+    classes = classify_series(series)
+    tasks = build_tasks(series, classes, event_calendar(events), future, calibrate)
+    timings["prepare_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    results = run_tasks(tasks, workers=workers)
+    timings["fit_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    forecast = forecasts_frame(results, series, classes, as_of)
+    plan = plan_staging(
+        forecast.select("neighbourhood_id", "category", "forecast_date", *LEVEL_COLUMNS),
+        hubs, capacity, categories,
+    )
+    timings["plan_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    write_tables(con, as_of, forecast, plan)
+    paths = export_plan(plan, exports_dir, future[0])
+    timings["write_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    return ForecastSummary(
+        as_of=as_of,
+        horizon_days=horizon_days,
+        first_plan_date=future[0],
+        series_by_method=dict(sorted(Counter(r.method for r in results).items())),
+        series_by_kind=dict(sorted(Counter(classes["kind"].to_list()).items())),
+        fallbacks=sum(1 for r in results if r.fallback_reason),
+        forecast_rows=forecast.height,
+        plan_rows=plan.height,
+        plan_path=paths["csv"],
+        parquet_path=paths["parquet"],
+        timings={k: round(v, 3) for k, v in timings.items()},
+    )

@@ -1,0 +1,91 @@
+"""The demand model: how many units each hub's customers pick up, per category and day.
+
+Expected pickups per hub × category × day multiply: category base rate, neighbourhood
+size and taste, hub weight, weekly profile (per category), trend (per neighbourhood),
+yearly season, public holidays (per category) and events (venue neighbourhood and its
+neighbours, per category sensitivity). Realised pickups are negative-binomial (Poisson
+with gamma noise), each picking up 1 + Poisson(basket - 1) units. Pickups happen in
+locker opening hours 06:00–23:00 local, so a pickup's local date is its day.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+
+from .city import City
+from .clock import is_holiday, local_seconds_to_epoch
+from .events import Event
+from .sizes import SizeSpec
+
+OPEN_HOUR, CLOSE_HOUR = 6, 23
+PICKUP_HOURS = np.array([0.5, 1.2, 1.6, 1.0, 0.8, 0.9, 1.3, 1.0, 0.8, 0.9, 1.3, 1.8, 1.9, 1.5, 1.0, 0.7, 0.4])
+DEPOSIT_HOURS = np.array([2.0, 2.5, 2.2, 1.8, 1.5, 1.2, 1.0, 0.8, 0.5, 0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+EVENT_SCALE = 15_000  # attendees that add one × the category's event sensitivity
+NEIGHBOUR_SPILL = 0.35
+NOISE_SHAPE = 5.0
+
+
+@dataclass(frozen=True)
+class LockerMoves:
+    hub: np.ndarray
+    cat: np.ndarray
+    t: np.ndarray  # true UTC epoch seconds
+    units: np.ndarray
+
+
+def event_multiplier(city: City, evs: list[Event]) -> np.ndarray:
+    """[neighbourhood, category] multiplier from the events on a day."""
+    lift = np.zeros(len(city.nbh_ids))
+    for ev in evs:
+        x = ev.attendance / EVENT_SCALE
+        lift[ev.nbh] += x
+        lift[city.neighbours[ev.nbh]] += NEIGHBOUR_SPILL * x
+    return 1.0 + lift[:, None] * city.cat_event[None, :]
+
+
+def expected_pickups(city: City, spec: SizeSpec, d: date, day_index: int, evs: list[Event]) -> np.ndarray:
+    """[hub, category] expected number of pickups on day `d`."""
+    n = city.hub_nbh
+    t_years = day_index / 365.0
+    season = 1.0 + 0.12 * np.cos(2 * np.pi * (d.timetuple().tm_yday - 355) / 365.25)
+    trend = 1.0 + city.growth[n] * t_years
+    pop = city.population[n] / 15_000
+    lam = (
+        city.cat_base[None, :]
+        * spec.pickup_scale
+        * (pop * city.hub_weight * trend * season)[:, None]
+        * city.affinity[n]
+        * city.cat_weekly[:, d.weekday()][None, :]
+        * event_multiplier(city, evs)[n]
+    )
+    if is_holiday(d):
+        lam = lam * city.cat_holiday[None, :]
+    return lam
+
+
+def _times(rng: np.random.Generator, d: date, profile: np.ndarray, k: int) -> np.ndarray:
+    hours = OPEN_HOUR + rng.choice(len(profile), size=k, p=profile / profile.sum())
+    secs = hours * 3600 + rng.integers(0, 3600, k)
+    return local_seconds_to_epoch(d, secs)
+
+
+def _draw(rng: np.random.Generator, d: date, lam: np.ndarray, basket: np.ndarray, profile: np.ndarray) -> LockerMoves:
+    counts = rng.poisson(lam * rng.gamma(NOISE_SHAPE, 1.0 / NOISE_SHAPE, lam.shape)).reshape(-1)
+    idx = np.repeat(np.arange(counts.size), counts)
+    h, c = np.divmod(idx, lam.shape[1])
+    k = idx.size
+    units = np.minimum(50, 1 + rng.poisson(np.maximum(basket[c] - 1.0, 0.0)))
+    return LockerMoves(hub=h, cat=c, t=_times(rng, d, profile, k), units=units.astype(np.int64))
+
+
+def locker_moves(
+    city: City, spec: SizeSpec, d: date, day_index: int, evs: list[Event], rng: np.random.Generator
+) -> tuple[LockerMoves, LockerMoves]:
+    """(pickups, deposits) of one day. Couriers deposit in the morning what they expect."""
+    lam = expected_pickups(city, spec, d, day_index, evs)
+    pickups = _draw(rng, d, lam, city.cat_basket, PICKUP_HOURS)
+    deposits = _draw(rng, d, lam * 1.05, city.cat_basket * 1.2, DEPOSIT_HOURS)
+    return pickups, deposits

@@ -1,0 +1,268 @@
+"""Forecasts: series, models, quantiles, planner, backtest and the nightly run — real
+Prophet/statsforecast fits on small seeded synthetic data, real DuckDB."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from forecasts import intermittent
+from forecasts.backtest import CIVICFLOW, BacktestConfig, backtest_file, origins, run_backtest
+from forecasts.model import PROPHET, SeriesTask, forecast_series
+from forecasts.planner import CAP_HUB, CAP_TOTAL, critical_ratio, newsvendor_units, plan_staging, split_units
+from forecasts.pool import run_tasks, tmp_dirs_left
+from forecasts.quantiles import LEVEL_COLUMNS, LEVELS, enforce_monotone, interpolate_quantile, make_quantiles
+from forecasts.series import INTERMITTENT, SMOOTH, TOO_SHORT, build_series, classify_series, classify_values
+
+from test_forecasts_fixtures import AS_OF, build_city, smooth_series
+
+RNG = np.random.default_rng(11)
+
+
+def _days(n: int, start: date = date(2024, 1, 1)) -> np.ndarray:
+    return np.array([start + timedelta(days=k) for k in range(n)], dtype="datetime64[D]")
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+# ---- series -------------------------------------------------------------------------------
+
+def test_classify_values():
+    rng = np.random.default_rng(0)
+    assert classify_values(smooth_series(100, rng)) == SMOOTH
+    sporadic = (rng.random(200) < 0.2) * 3.0
+    assert classify_values(sporadic) == INTERMITTENT
+    assert classify_values(np.zeros(100)) == INTERMITTENT
+    assert classify_values(np.ones(10)) == TOO_SHORT
+
+
+def test_build_series_fills_missing_days_and_classifies():
+    demand = pl.DataFrame({
+        "neighbourhood_id": ["A", "A", "B"], "category": ["x", "x", "y"],
+        "demand_date": [date(2024, 1, 1), date(2024, 1, 4), date(2024, 1, 3)],
+        "units": [5.0, 2.0, 1.0], "is_event_day": [False] * 3, "event_attendance": [0] * 3,
+    })
+    s = build_series(demand, date(2024, 1, 5))
+    a = s.filter(pl.col("series_id") == "A|x")
+    assert a["y"].to_list() == [5.0, 0.0, 0.0, 2.0, 0.0]
+    assert s.filter(pl.col("series_id") == "B|y").height == 3
+    cls = classify_series(s)
+    assert set(cls["kind"]) == {TOO_SHORT}
+    assert cls.columns[:3] == ["series_id", "neighbourhood_id", "category"]
+
+
+# ---- quantiles ----------------------------------------------------------------------------
+
+def test_quantiles_monotone_non_negative_and_interpolated():
+    point = np.array([0.0, 0.3, 5.0, 50.0])
+    offsets = np.array([-3.0, 0.2, 0.1, 1.5, 1.4])  # deliberately non-monotone
+    q = make_quantiles(point, offsets)
+    assert q.shape == (4, len(LEVELS))
+    assert (q >= 0).all() and (np.diff(q, axis=1) >= 0).all()
+    mid = interpolate_quantile(q, 0.85)
+    assert ((mid >= q[:, 2] - 1e-9) & (mid <= q[:, 3] + 1e-9)).all()
+    assert (interpolate_quantile(q, 0.05) == q[:, 0]).all()
+    assert (interpolate_quantile(q, 0.97) >= q[:, -1]).all()
+    rand = enforce_monotone(RNG.normal(0, 5, (50, 5)))
+    assert (rand >= 0).all() and (np.diff(rand, axis=1) >= 0).all()
+
+
+# ---- models -------------------------------------------------------------------------------
+
+@pytest.mark.slow  # ~10 s, mostly importing Prophet and statsforecast
+def test_every_series_gets_a_forecast_with_method_recorded():
+    rng = np.random.default_rng(3)
+    n, h = 120, 7
+    ds = _days(n)
+    fut = np.arange(ds[-1] + 1, ds[-1] + 1 + h)
+    tasks = [
+        SeriesTask("smooth", ds, smooth_series(n, rng), fut, kind=SMOOTH),
+        SeriesTask("sporadic", ds, (rng.random(n) < 0.15) * 2.0, fut, kind=INTERMITTENT),
+        SeriesTask("short", ds[-5:], np.array([3.0, 4, 0, 5, 2]), fut, kind=TOO_SHORT),
+        SeriesTask("zeros", ds, np.zeros(n), fut, kind=INTERMITTENT),
+        # a forced Prophet fit on an all-zero series fails: the fallback must take over
+        SeriesTask("broken", ds, np.zeros(n), fut, kind=SMOOTH, method=PROPHET),
+    ]
+    res = {r.series_id: r for r in run_tasks(tasks, workers=1)}
+    assert set(res) == {t.series_id for t in tasks}
+    assert res["smooth"].method == PROPHET
+    assert res["sporadic"].method == intermittent.CROSTON
+    assert res["short"].method == intermittent.MEAN
+    assert res["zeros"].method == intermittent.ZERO
+    assert res["broken"].method == intermittent.SEASONAL_NAIVE and "prophet" in res["broken"].fallback_reason
+    for r in res.values():
+        assert r.quantiles.shape == (h, len(LEVELS))
+        assert np.isfinite(r.quantiles).all() and (r.quantiles >= 0).all()
+        assert (np.diff(r.quantiles, axis=1) >= -1e-12).all()
+    assert (res["zeros"].quantiles == 0).all()
+
+
+@pytest.mark.slow
+def test_prophet_with_events_beats_seasonal_naive():
+    rng = np.random.default_rng(5)
+    n = 210
+    ds = _days(n)
+    ev_days = [ds[0].astype(object) + timedelta(days=k) for k in range(4, n, 9)]
+    idx = {(d - ds[0].astype(object)).days for d in ev_days}
+    y = smooth_series(n, rng, base=30, weekly_amp=8, event_idx=idx, lift=45)
+    events = {"s": [("event_match", d, d) for d in ev_days]}
+    cfg = BacktestConfig(horizon=14, n_origins=3, methods=(CIVICFLOW, intermittent.SEASONAL_NAIVE))
+    bt = run_backtest({"s": (ds, y)}, events, cfg, workers=1)
+    o = {r["method"]: r for r in bt.overall.iter_rows(named=True)}
+    assert o[CIVICFLOW]["mase"] < o[intermittent.SEASONAL_NAIVE]["mase"]
+    assert o[CIVICFLOW]["mase_event"] < o[intermittent.SEASONAL_NAIVE]["mase_event"]
+    assert o[CIVICFLOW]["n_event"] > 0
+    assert set(bt.points["used_method"]) >= {PROPHET}
+
+
+def test_origins():
+    assert origins(100, 7, 3) == [79, 86, 93]
+    assert origins(30, 7, 3, min_train=28) == []
+
+
+# ---- planner ------------------------------------------------------------------------------
+
+def _forecast_rows(nb: str, cat: str, days: list[date], q: list[float]) -> pl.DataFrame:
+    return pl.DataFrame({"neighbourhood_id": [nb] * len(days), "category": [cat] * len(days),
+                         "forecast_date": days, **{c: [float(v)] * len(days) for c, v in zip(LEVEL_COLUMNS, q)}})
+
+
+def test_planner_newsvendor_split_caps_and_shape():
+    days = [date(2024, 7, 1), date(2024, 7, 2)]
+    fc = pl.concat([
+        _forecast_rows("N1", "parcels", days, [10, 20, 26, 30, 34]),
+        _forecast_rows("N2", "parcels", days, [10, 20, 26, 30, 34]),
+        _forecast_rows("N1", "meds", days, [0, 0, 0, 0, 0]),
+    ])
+    hubs = pl.DataFrame({"hub_id": ["A", "B", "C"], "neighbourhood_id": ["N1", "N1", "N2"]})
+    cap = pl.DataFrame({"hub_id": ["A", "B", "C", "A", "B"], "category": ["parcels", "parcels", "parcels", "meds", "meds"],
+                        "capacity_units": [30, 10, 12, 5, 5]})
+    cats = pl.DataFrame({"category": ["parcels", "meds"], "under_cost": [4.0, 9.0], "over_cost": [1.0, 1.0]})
+    plan = plan_staging(fc, hubs, cap, cats)
+    # one row per hub × category × day (C has no meds forecast in N2)
+    assert plan.height == 2 * (2 + 2 + 1)
+    assert plan.select("plan_date", "hub_id", "category").is_duplicated().sum() == 0
+    assert (plan["units"] >= 0).all() and plan["units"].dtype == pl.Int64
+    ratio = critical_ratio(4.0, 1.0)  # 0.8 → p80 = 26
+    assert ratio == pytest.approx(0.8)
+    n1 = plan.filter((pl.col("neighbourhood_id") == "N1") & (pl.col("category") == "parcels"))
+    for day, g in n1.group_by("plan_date"):
+        assert g["units"].sum() == 26 == g["neighbourhood_units"][0]  # uncapped: split sums to the quantile
+        assert g.sort("hub_id")["units"].to_list() == [20, 6]  # by capacity share 30:10 → 19.5:6.5
+        assert g["cap_reason"].null_count() == 2
+    c = plan.filter(pl.col("hub_id") == "C")
+    assert (c["units"] == 12).all() and (c["cap_reason"] == CAP_HUB).all()
+    assert (c["neighbourhood_units"] == 26).all()
+    assert (plan.filter(pl.col("category") == "meds")["units"] == 0).all()
+    for col in ("forecast_p50", "p10", "p90", "quantile", "cap_reason"):
+        assert col in plan.columns
+
+
+def test_planner_uses_newsvendor_quantile_and_redistributes_overflow():
+    q = np.array([[10.0, 20, 26, 30, 34]])
+    assert newsvendor_units(q, 0.5)[0] == 20
+    assert newsvendor_units(q, 0.85)[0] == 28
+    units, capped = split_units(30, [1.0, 1.0], [5, None])
+    assert units == [5, 25] and capped == [True, False]
+    units, capped = split_units(7, [1.0, 1.0, 1.0], [None, None, None])
+    assert sum(units) == 7 and max(units) - min(units) <= 1
+    units, _ = split_units(50, [1.0, 1.0], [10, 10])
+    assert units == [10, 10]
+
+
+def test_planner_total_capacity_allocates_by_marginal_value():
+    day = [date(2024, 7, 1)]
+    fc = pl.concat([_forecast_rows("N", "cheap", day, [5, 10, 12, 14, 16]),
+                    _forecast_rows("N", "dear", day, [5, 10, 12, 14, 16])])
+    hubs = pl.DataFrame({"hub_id": ["H"], "neighbourhood_id": ["N"]})
+    cap = pl.DataFrame({"hub_id": ["H", "H", "H"], "category": ["cheap", "dear", "*"], "capacity_units": [100, 100, 20]},
+                       schema_overrides={"category": pl.String})
+    cats = pl.DataFrame({"category": ["cheap", "dear"], "under_cost": [1.5, 9.0], "over_cost": [1.0, 1.0]})
+    plan = plan_staging(fc, hubs, cap, cats).sort("category")
+    assert plan["units"].sum() == 20
+    cheap, dear = plan["units"].to_list()
+    assert dear > cheap  # the category that costs more to miss keeps more of the space
+    assert plan.filter(pl.col("category") == "cheap")["cap_reason"][0] == CAP_TOTAL
+
+
+# ---- the nightly run ----------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_run_nightly_forecast_writes_tables_and_identical_files(tmp_path):
+    from forecasts.run import run_nightly_forecast
+
+    con = build_city(tmp_path / "w.duckdb")
+    exports = tmp_path / "exports"
+    s1 = run_nightly_forecast(con, None, 7, exports, workers=2)
+    assert s1.as_of == AS_OF and s1.first_plan_date == AS_OF + timedelta(days=1)
+    assert s1.series_count == 6
+    assert s1.series_by_method[PROPHET] == 3
+    assert s1.series_by_kind == {INTERMITTENT: 2, SMOOTH: 3, TOO_SHORT: 1}
+    assert s1.plan_path == exports / "2024-07-01" / "staging_plan.csv" and s1.plan_path.exists()
+    assert s1.parquet_path.exists()
+    fc = con.execute("select * from forecasts.demand_forecast").pl()
+    assert fc.height == 6 * 7 and fc["series_id"].n_unique() == 6
+    assert (fc["p10"] <= fc["p50"]).all() and (fc["p90"] <= fc["p95"]).all() and (fc["p10"] >= 0).all()
+    plan = con.execute("select * from forecasts.staging_plan").pl()
+    n_hub_cat = con.execute("""select count(*) from marts.hub_capacity c
+        join (select distinct neighbourhood_id, category from marts.neighbourhood_demand_daily) d
+        using (neighbourhood_id, category)""").fetchone()[0]
+    assert plan.height == n_hub_cat * 7 == s1.plan_rows
+    assert (plan["units"] >= 0).all()
+    assert plan.select("plan_date", "hub_id", "category").is_duplicated().sum() == 0
+    csv = pl.read_csv(s1.plan_path)
+    assert csv.height == plan.height
+    # event days in N1 lift the parcels forecast above a normal day
+    n1 = fc.filter(pl.col("series_id") == "N1|parcels").sort("forecast_date")
+    assert n1["p50"].max() > 1.5 * n1["p50"].median()
+
+    h_csv, h_pq = _sha(s1.plan_path), _sha(s1.parquet_path)
+    s2 = run_nightly_forecast(con, None, 7, exports, workers=1)  # sequential re-run: same bytes
+    assert (_sha(s2.plan_path), _sha(s2.parquet_path)) == (h_csv, h_pq)
+    assert con.execute("select count(*) from forecasts.staging_plan").fetchone()[0] == plan.height
+    assert con.execute("select count(*) from forecasts.demand_forecast").fetchone()[0] == fc.height
+    assert tmp_dirs_left() == [] or all(not str(p).startswith(str(tmp_path)) for p in tmp_dirs_left())
+    con.close()
+
+
+def test_run_nightly_forecast_backfill_as_of_sees_no_future(tmp_path):
+    from forecasts.run import run_nightly_forecast
+
+    con = build_city(tmp_path / "w.duckdb", n_days=60)
+    as_of = AS_OF - timedelta(days=20)
+    s = run_nightly_forecast(con, as_of, 3, tmp_path / "ex", workers=1, calibrate=False)
+    assert s.first_plan_date == as_of + timedelta(days=1)
+    got = con.execute("select min(forecast_date), max(forecast_date), count(distinct as_of) from forecasts.demand_forecast").fetchone()
+    assert got == (as_of + timedelta(days=1), as_of + timedelta(days=3), 1)
+
+
+# ---- the generic backtest command ---------------------------------------------------------
+
+def test_backtest_file_writes_metrics(tmp_path):
+    rng = np.random.default_rng(9)
+    n = 120
+    start = date(2024, 1, 1)
+    rows = []
+    for sid, base in (("a", 20.0), ("b", 8.0)):
+        y = smooth_series(n, rng, base=base, weekly_amp=base / 4)
+        rows += [(sid, str(start + timedelta(days=k)), y[k]) for k in range(n)]
+    pl.DataFrame(rows, schema=["series_id", "ds", "y"], orient="row").write_csv(tmp_path / "s.csv")
+    pl.DataFrame({"name": ["fair"], "start": ["2024-04-20"], "end": ["2024-04-21"], "series_id": ["a"]}).write_csv(
+        tmp_path / "e.csv")
+    summary = backtest_file(tmp_path / "s.csv", tmp_path / "e.csv", horizon=7, freq="D", out_dir=tmp_path / "out",
+                            n_origins=2, workers=1)
+    per = pl.read_csv(tmp_path / "out" / "metrics_per_series.csv")
+    overall = pl.read_csv(tmp_path / "out" / "metrics_overall.csv")
+    assert set(per["series_id"]) == {"a", "b"}
+    assert set(overall["method"]) == {CIVICFLOW, intermittent.SEASONAL_NAIVE, intermittent.SES}
+    for col in ("mase", "mase_vs_naive", "pinball", "cov_p90", "cov_p10_p90"):
+        assert col in overall.columns
+    assert summary.n_series == 2 and summary.n_origins == 2
+    assert summary.points.filter(pl.col("is_event")).height > 0
