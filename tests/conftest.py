@@ -18,4 +18,7 @@ def home_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("CIVICFLOW_HOME", str(home))
+    # prepare_home() points these at the home; restore them after the test.
+    for var in ("DAGSTER_HOME", "CIVICFLOW_WAREHOUSE", "CIVICFLOW_DAGSTER_STORAGE"):
+        monkeypatch.setenv(var, os.environ.get(var, ""))
     return home
