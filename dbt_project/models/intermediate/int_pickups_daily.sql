@@ -1,0 +1,24 @@
+{{
+  config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='event_date',
+    on_schema_change='sync_all_columns'
+  )
+}}
+-- Pickups (and deposits) per hub × category × local day, from distinct demand readings of
+-- registered devices (a device missing from `devices` breaks its contract: not a valid event).
+select
+    hub_id,
+    neighbourhood_id,
+    category,
+    event_date,
+    cast(coalesce(sum(value) filter (where reading_kind = 'locker_pickup'), 0) as double) as pickup_units,
+    count(*) filter (where reading_kind = 'locker_pickup') as pickup_readings,
+    cast(coalesce(sum(value) filter (where reading_kind = 'locker_deposit'), 0) as double) as deposit_units,
+    count(*) filter (where reading_kind = 'locker_deposit') as deposit_readings
+from {{ ref('int_telemetry_located') }}
+where is_demand_reading
+  and not is_unknown_device
+  and {{ partition_filter('event_date') }}
+group by all

@@ -1,0 +1,2 @@
+select hub_id, neighbourhood_id, name
+from {{ ref('stg_hubs') }}
