@@ -112,12 +112,27 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def discover(landing: Path, contract: Contract) -> list[Path]:
-    """Files waiting for a contract, oldest delivery first (folder names are delivery dates)."""
+def delivery_date(path: Path) -> date | None:
+    """The delivery day of an event file: the name of its folder, `<contract>/<YYYY-MM-DD>/`."""
+    try:
+        return date.fromisoformat(path.parent.name)
+    except ValueError:
+        return None
+
+
+def discover(landing: Path, contract: Contract, delivery_dates: set[date] | None = None) -> list[Path]:
+    """Files waiting for a contract, oldest delivery first (folder names are delivery dates).
+
+    `delivery_dates` restricts event files to those delivered on these days (one partition or
+    a range); reference snapshots have no delivery day and are always looked at.
+    """
     root = landing / landing_dir_for(contract)
     if not root.exists():
         return []
-    return sorted(p for p in root.rglob(contract.filename_glob) if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in root.rglob(contract.filename_glob) if p.is_file() and not p.name.startswith("."))
+    if delivery_dates is None or contract.reference:
+        return files
+    return [p for p in files if delivery_date(p) in delivery_dates]
 
 
 def _known_devices(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -303,15 +318,19 @@ def load_landing(
     landing: Path,
     contracts: Iterable[Contract] | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
+    delivery_dates: set[date] | None = None,
 ) -> list[FileOutcome]:
-    """Load every new file of the given contracts (reference data first: devices are checked against it)."""
+    """Load every new file of the given contracts (reference data first: devices are checked against it).
+
+    With `delivery_dates`, only event files delivered on those days (see `discover`).
+    """
     ensure_raw_schema(con)
     chosen = list(contracts) if contracts is not None else list(REFERENCE_CONTRACTS + EVENT_CONTRACTS)
     chosen.sort(key=lambda c: (not c.reference,))
     state = manifest_state(con)
     outcomes: list[FileOutcome] = []
     for contract in chosen:
-        for path in discover(landing, contract):
+        for path in discover(landing, contract, delivery_dates):
             rel = str(path.relative_to(landing))
             stat = path.stat()
             prev = state.last.get(rel)

@@ -203,3 +203,13 @@ def test_refused_file_is_retried_but_recorded_once_per_reason(landing, con):
     (landing / "reference" / "devices" / "devices.csv").write_text(DEVICES_CSV)
     load_landing(con, landing)
     assert con.execute("SELECT count(*) FROM raw.telemetry").fetchone()[0] == 1
+
+
+def test_delivery_dates_restrict_event_files_but_not_reference(landing, con):
+    write_jsonl(telemetry_file(landing, "a.jsonl", day="2026-01-05"), [reading(1)])
+    write_jsonl(telemetry_file(landing, "b.jsonl", day="2026-01-06"), [reading(2)])
+    from datetime import date
+
+    outcomes = load_landing(con, landing, delivery_dates={date(2026, 1, 6)})
+    assert sorted(o.path for o in outcomes) == ["reference/devices/devices.csv", "telemetry/2026-01-06/b.jsonl"]
+    assert con.execute("SELECT list(seq) FROM raw.telemetry").fetchone()[0] == [2]
