@@ -49,8 +49,28 @@ class RunReport:
     log_path: str = ""
 
 
-def run_nightly(home: Home, horizon_days: int = 1, log_level: str = "WARNING") -> RunReport:
-    """Execute the nightly job through Dagster (the same job the schedule launches)."""
+def landing_days(home: Home) -> tuple[date, date] | None:
+    """First and last delivery day found in the landing zone (the default range of `run`)."""
+    from ingest.loader import delivery_date
+
+    days = sorted({d for p in home.landing.glob("*/*/") if (d := delivery_date(p / "x")) is not None})
+    return (days[0], days[-1]) if days else None
+
+
+def partition_tags(first: date, last: date) -> dict[str, str]:
+    """Run tags that make one Dagster run cover the days first..last (one partition or a range)."""
+    if first == last:
+        return {"dagster/partition": first.isoformat()}
+    return {"dagster/asset_partition_range_start": first.isoformat(), "dagster/asset_partition_range_end": last.isoformat()}
+
+
+def run_nightly(
+    home: Home, days: tuple[date, date] | None = None, horizon_days: int = 1, log_level: str = "WARNING"
+) -> RunReport:
+    """Execute the nightly job through Dagster (the same job the schedule launches) for a day or a range.
+
+    Without `days`, the range is every delivery day in the landing zone, as one run.
+    """
     import dagster as dg
 
     prepare_home(home)
@@ -66,17 +86,21 @@ def run_nightly(home: Home, horizon_days: int = 1, log_level: str = "WARNING") -
     log_path = home.root / "logs" / f"nightly-{started:%Y%m%dT%H%M%S}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # dbt's event stream goes to stdout: keep it in a log file, the terminal gets the summary.
+    days = days or landing_days(home)
+    if days is None:
+        raise typer.BadParameter(f"no delivered files in {home.landing}: run `civicflow simulate` or deliver files first")
     with dg.DagsterInstance.get() as instance, log_path.open("w") as log, redirect_stdout(log):
         result = dg.execute_job(
             dg.build_reconstructable_job("pipelines.definitions", "nightly_job_def"),
             instance=instance,
             run_config=run_config,
+            tags=partition_tags(*days),
         )
         report = RunReport(run_id=result.run_id, success=result.success, seconds=time.perf_counter() - t0, log_path=str(log_path))
         for event in result.get_asset_materialization_events():
             mat = event.step_materialization_data.materialization
             key = mat.asset_key.path
-            if key[0] == "marts":
+            if key[0] == "marts" and key[-1] not in report.marts:  # one event per partition
                 report.marts.append(key[-1])
             md = {k: v.value for k, v in mat.metadata.items()}
             if key == ["forecasts", "demand_forecast"]:
@@ -177,17 +201,43 @@ def _print_simulation(summary) -> None:
 
 @app.command()
 def run(
+    day: Annotated[str | None, typer.Option("--date", help="Run one delivery day (YYYY-MM-DD).")] = None,
+    first: Annotated[str | None, typer.Option("--from", help="First day of a range (YYYY-MM-DD), run as one run.")] = None,
+    last: Annotated[str | None, typer.Option("--to", help="Last day of the range (YYYY-MM-DD).")] = None,
     horizon: Annotated[int, typer.Option(help="Days ahead to forecast and plan.")] = 1,
     log_level: Annotated[str, typer.Option(help="Dagster console log level.")] = "WARNING",
     home: HomeOpt = None,
 ) -> None:
-    """Run the nightly job through Dagster on the home's landing zone and print what it did."""
+    """Run the nightly job through Dagster and print what it did.
+
+    Without options: every delivery day in the landing zone, as one run. Re-running a day is
+    safe: files already loaded are skipped and the day's marts and plan are rebuilt.
+    """
     h = _home(home)
+    days = _days_option(day, first, last)
     with console.status("Running the nightly job through Dagster (ingest → dbt build → forecast → plan → publish)…"):
-        report = run_nightly(h, horizon_days=horizon, log_level=log_level)
+        report = run_nightly(h, days=days, horizon_days=horizon, log_level=log_level)
     print_report(report, h)
     if not report.success:
         raise typer.Exit(1)
+
+
+def _days_option(day: str | None, first: str | None, last: str | None) -> tuple[date, date] | None:
+    try:
+        if day:
+            if first or last:
+                raise typer.BadParameter("use --date or --from/--to, not both")
+            return date.fromisoformat(day), date.fromisoformat(day)
+        if first or last:
+            if not (first and last):
+                raise typer.BadParameter("--from and --to go together")
+            a, b = date.fromisoformat(first), date.fromisoformat(last)
+            if b < a:
+                raise typer.BadParameter(f"--to {b} is before --from {a}")
+            return a, b
+    except ValueError as exc:
+        raise typer.BadParameter(f"dates are YYYY-MM-DD: {exc}") from None
+    return None
 
 
 @app.command()
@@ -225,6 +275,10 @@ def ui(
     console.print(f"Dagster UI for {h.root} on http://{host}:{port}")
     cmd = [sys.executable, "-m", "dagster", "dev", "-m", "pipelines.definitions", "-h", host, "-p", str(port)]
     raise typer.Exit(subprocess.call(cmd, cwd=PROJECT_ROOT, env=os.environ.copy()))
+
+
+from pipelines.governance_cli import register as _register_governance
+_register_governance(app)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ missing or older than the project files.
 """
 
 
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -16,7 +17,8 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
 from pipelines.home import DBT_PROJECT_DIR
-from pipelines.resources import WRITER_POOL
+from pipelines.partitions import context_dates, daily, dbt_vars, single_run
+from pipelines.resources import WRITER_POOL, WarehouseResource
 
 OWNERS = {"staging": "team:data-platform", "intermediate": "team:analytics-engineering", "marts": "team:analytics-engineering"}
 
@@ -56,6 +58,25 @@ def _manifest_stale(project: DbtProject) -> bool:
     return any(p.stat().st_mtime > built for p in sources)
 
 
+def affected_dates(con, delivery_days: list) -> list:
+    """Event dates touched by the files delivered on these days (late data), from the manifest."""
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' AND table_name = '_load_manifest'"
+    ).fetchone()[0]
+    if not exists:
+        return []
+    rows = con.execute(
+        """
+        SELECT DISTINCT d FROM (
+            SELECT unnest(affected_dates) AS d FROM raw._load_manifest
+            WHERE status = 'loaded' AND try_cast(split_part(file_path, '/', 2) AS DATE) IN (SELECT unnest(?::DATE[]))
+        ) WHERE d IS NOT NULL ORDER BY d
+        """,
+        [delivery_days],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=project.manifest_path,
@@ -63,8 +84,15 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
         dagster_dbt_translator=CivicflowTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)),
         pool=WRITER_POOL,
         name="warehouse_dbt",
+        partitions_def=daily,
+        backfill_policy=single_run,
     )
-    def warehouse_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-        yield from dbt.cli(["build"], context=context).stream()
+    def warehouse_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+        days = context_dates(context)
+        with warehouse.connect() as con:  # closed again before dbt opens the file
+            late = affected_dates(con, days)
+        rebuild = dbt_vars(days + late)
+        context.log.info(f"dbt build for {len(days)} delivery day(s); rebuilding {len(rebuild['rebuild_dates'])} date(s)")
+        yield from dbt.cli(["build", "--vars", json.dumps(rebuild)], context=context).stream()
 
     return warehouse_dbt

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines.partitions import context_dates, daily, single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
 
 OWNER = "team:operations-analytics"
@@ -20,7 +21,6 @@ MART_DEPS = [
 class ForecastConfig(dg.Config):
     horizon_days: int = 1
     workers: int = 2
-    as_of: str = ""  # YYYY-MM-DD; empty: the last day in the demand mart
 
 
 def build_forecast_asset(exports_dir: Path) -> dg.AssetsDefinition:
@@ -45,14 +45,20 @@ def build_forecast_asset(exports_dir: Path) -> dg.AssetsDefinition:
             ),
         ],
         pool=WRITER_POOL,
+        partitions_def=daily,
+        backfill_policy=single_run,
     )
     def nightly_forecast(context: dg.AssetExecutionContext, config: ForecastConfig, warehouse: WarehouseResource):
-        from datetime import date
-
         from forecasts.run import run_nightly_forecast
 
-        as_of = date.fromisoformat(config.as_of) if config.as_of else None
+        last_day = context_dates(context)[-1]
         with warehouse.connect() as con:
+            # As of the window's last day, or the last day with demand before it (never later data).
+            as_of = con.execute(
+                "SELECT max(demand_date) FROM marts.neighbourhood_demand_daily WHERE demand_date <= ?", [last_day]
+            ).fetchone()[0]
+            if as_of is None:
+                raise dg.Failure(f"no demand in marts.neighbourhood_demand_daily up to {last_day}: nothing to forecast")
             summary = run_nightly_forecast(con, as_of=as_of, horizon_days=config.horizon_days, exports_dir=exports_dir, workers=config.workers)
         context.log.info(f"forecast summary: {summary}")
         methods = getattr(summary, "series_by_method", {}) or {}

@@ -12,6 +12,7 @@ import dagster as dg
 from ingest.contracts import CLEARING, CONTRACTS, PASS_SCANS, REFERENCE_CONTRACTS, TELEMETRY, TRANSACTIONS, Contract
 from ingest.expectations import validate_frame
 from ingest.loader import load_landing, summarise
+from pipelines.partitions import context_dates, daily, single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
 
 OWNER = "team:data-platform"
@@ -110,14 +111,16 @@ def build_ingest_asset(source: str, contracts: tuple[Contract, ...], landing_def
         specs=_specs(source, contracts),
         check_specs=_check_specs(contracts),
         pool=WRITER_POOL,
+        partitions_def=daily,
+        backfill_policy=single_run,
         can_subset=True,
-        description=f"Load new {source} files from the landing zone (SHA-256 once-only, bad rows quarantined).",
+        description=f"Load the {source} files delivered on the partition's days (SHA-256 once-only, bad rows quarantined).",
     )
     def _ingest(context: dg.AssetExecutionContext, config: LandingConfig, warehouse: WarehouseResource):
         landing = Path(config.landing_dir) if config.landing_dir else landing_default
         chosen = [c for c in contracts if raw_key(c.name) in context.selected_asset_keys or (c.name == "clearing" and raw_key("clearing_batches") in context.selected_asset_keys)]
         with warehouse.connect() as con:
-            outcomes = load_landing(con, landing, chosen, on_file=lambda o: _log(context, o))
+            outcomes = load_landing(con, landing, chosen, on_file=lambda o: _log(context, o), delivery_dates=set(context_dates(context)))
             totals = {
                 c.name: con.execute(f"SELECT count(*) FROM {c.table}").fetchone()[0] for c in chosen
             }

@@ -13,14 +13,9 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-POINTER = "CURRENT"
+from governance.snapshot import POINTER, current_snapshot
 
-
-def current_snapshot(published: Path) -> Path | None:
-    pointer = published / POINTER
-    if not pointer.exists():
-        return None
-    return published / pointer.read_text().strip()
+__all__ = ["POINTER", "current_snapshot", "publish_snapshot"]
 
 
 def publish_snapshot(warehouse: Path, published: Path, keep: int = 3) -> Path:

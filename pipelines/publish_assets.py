@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines.partitions import daily, single_run
 from pipelines.publish import publish_snapshot
 from pipelines.resources import WRITER_POOL, WarehouseResource
 
@@ -16,6 +17,8 @@ def build_publish_asset(published_dir: Path, upstream: list[dg.AssetKey]) -> dg.
         group_name="governance",
         owners=["team:data-platform"],
         pool=WRITER_POOL,
+        partitions_def=daily,
+        backfill_policy=single_run,
         description="Read-only copy of the warehouse that analysts and the query gateway read; CURRENT switches atomically.",
         kinds={"duckdb"},
     )

@@ -1,3 +1,5 @@
+-- Attached to neighbourhood_demand_hourly in Dagster (a failing test blocks what is downstream of it).
+{{ config(meta={'dagster': {'ref': {'name': 'neighbourhood_demand_hourly'}}}) }}
 -- The hourly mart adds up to the daily mart, cell by cell.
 with hourly as (
     select neighbourhood_id, category, demand_date, sum(units) as units, count(*) as hours

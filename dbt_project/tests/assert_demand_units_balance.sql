@@ -1,3 +1,5 @@
+-- Attached to neighbourhood_demand_daily in Dagster (a failing test blocks what is downstream of it).
+{{ config(meta={'dagster': {'ref': {'name': 'neighbourhood_demand_daily'}}}) }}
 -- Sums balance: every unit of a distinct locker_pickup reading of a registered device in
 -- staging lands in neighbourhood_demand_daily (none lost to an unknown hub, category or date).
 with staging as (

@@ -1,3 +1,5 @@
+-- Attached to settlement_reconciliation_daily in Dagster (a failing test blocks what is downstream of it).
+{{ config(meta={'dagster': {'ref': {'name': 'settlement_reconciliation_daily'}}}) }}
 -- Sums balance: the daily reconciliation adds up to every transaction and every clearing line,
 -- each counted exactly once.
 with daily as (

@@ -1,4 +1,4 @@
-{{ config(severity='warn') }}
+{{ config(severity='warn', meta={'dagster': {'ref': {'name': 'stg_telemetry'}}}) }}
 -- Readings from devices missing in the registry: ingest should have quarantined them; they are
 -- left out of demand. Warn (not fail) so the data team sees them.
 select t.device_id, count(*) as readings

@@ -1,0 +1,216 @@
+"""The governance commands of `civicflow`: keys, serve, query, budget, governance check/verify-audit.
+
+`register(app)` adds them to the main Typer app (pipelines/cli.py calls it). The home option
+and its resolution are the main CLI's own (`HomeOpt`, `_home`), imported at registration.
+"""
+
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.home import DBT_PROJECT_DIR, PROJECT_ROOT
+
+console = Console()
+RULES_DIR = PROJECT_ROOT / "governance_rules"
+MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
+
+RulesOpt = Annotated[Path, typer.Option("--rules", help="Folder of team rule files.")]
+ManifestOpt = Annotated[Path, typer.Option("--manifest", help="dbt manifest with the columns' meta.privacy (built by `dbt parse`).")]
+
+
+def _fail(message: str, code: int = 1) -> None:
+    from rich.markup import escape
+
+    console.print(f"[red]{escape(message)}[/red]")
+    raise typer.Exit(code)
+
+
+def _load_rules(rules_dir: Path):
+    from governance.rules import RuleFileError, load_rules
+
+    try:
+        return load_rules(rules_dir)
+    except RuleFileError as e:
+        _fail(f"rule file refused: {e.path}:{e.line}: {e.reason}")
+
+
+def _state(home):
+    from governance.state import GovernanceState, StateBusy
+
+    try:
+        return GovernanceState(home.governance_db)
+    except StateBusy as e:
+        _fail(str(e))
+
+
+def register(app: typer.Typer) -> None:
+    from pipelines.cli import HomeOpt, _home
+
+    keys_app = typer.Typer(help="API keys for the query gateway (only their hash is stored).", no_args_is_help=True)
+    gov_app = typer.Typer(help="Governance rules and the audit trail.", no_args_is_help=True)
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(gov_app, name="governance")
+
+    @keys_app.command("create")
+    def keys_create(
+        team: Annotated[str, typer.Option(help="Team the key belongs to (a rules file must exist).")],
+        name: Annotated[str, typer.Option(help="Name of the key's holder, e.g. ana.lopez.")],
+        rules: RulesOpt = RULES_DIR,
+        home: HomeOpt = None,
+    ) -> None:
+        """Create a key and print it once: it cannot be shown again."""
+        from governance.keys import create_key
+
+        teams = _load_rules(rules)
+        if team not in teams:
+            _fail(f"no rules file for team {team!r} in {rules} (teams: {', '.join(sorted(teams)) or 'none'})")
+        with _state(_home(home)) as st:
+            try:
+                key, info = create_key(st, team, name)
+            except ValueError as e:
+                _fail(str(e))
+        console.print(f"Key {info.key_id} for {name} (team {team}). Shown once, store it now:")
+        print(key)
+
+    @keys_app.command("list")
+    def keys_list(home: HomeOpt = None) -> None:
+        """List keys (id, team, name, created, revoked); never the keys themselves."""
+        from governance.keys import list_keys
+
+        with _state(_home(home)) as st:
+            rows = list_keys(st)
+        table = Table("id", "team", "name", "created (UTC)", "revoked (UTC)")
+        for k in rows:
+            table.add_row(k.key_id, k.team, k.name, f"{k.created_at:%Y-%m-%d %H:%M}", f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "")
+        console.print(table)
+
+    @keys_app.command("revoke")
+    def keys_revoke(name_or_id: Annotated[str, typer.Argument(help="Key name or id.")], home: HomeOpt = None) -> None:
+        """Revoke a key: every later request with it is refused (and audited)."""
+        from governance.keys import revoke_key
+
+        with _state(_home(home)) as st:
+            n = revoke_key(st, name_or_id)
+        if n == 0:
+            _fail(f"no active key named or with id {name_or_id!r}")
+        console.print(f"revoked {n} key(s)")
+
+    @app.command()
+    def serve(
+        port: Annotated[int, typer.Option(help="Port.")] = 8765,
+        host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1 keeps it local).")] = "127.0.0.1",
+        rules: RulesOpt = RULES_DIR,
+        manifest: ManifestOpt = MANIFEST,
+        home: HomeOpt = None,
+    ) -> None:
+        """Start the query gateway (HTTP) on the home's published snapshot."""
+        import uvicorn
+
+        from governance.server import build_gateway, create_app
+
+        h = _home(home)
+        _load_rules(rules)  # refuse a malformed file with its line before anything starts
+        if not manifest.exists():
+            _fail(f"{manifest} not found: build it with `dbt parse` (the privacy classes come from it)")
+        gateway = build_gateway(h.governance_db, rules, h.published, manifest)
+        console.print(f"query gateway on http://{host}:{port} (home {h.root}, {len(gateway.rules)} teams)")
+        uvicorn.run(create_app(gateway), host=host, port=port, log_level="warning")
+
+    @app.command()
+    def query(
+        sql: Annotated[str, typer.Argument(help="One SELECT statement.")],
+        key: Annotated[str | None, typer.Option("--key", help="API key (default: $CIVICFLOW_API_KEY).", show_default=False)] = None,
+        url: Annotated[str | None, typer.Option("--url", help="Gateway URL (default: $CIVICFLOW_GATEWAY_URL or http://127.0.0.1:8765).", show_default=False)] = None,
+        estimate: Annotated[bool, typer.Option("--estimate", help="Dry run: show the cost estimate only.")] = False,
+        home: HomeOpt = None,
+    ) -> None:
+        """Run SQL through the gateway and print the result, its cost and its audit id."""
+        from governance.client import Client, GatewayError
+
+        try:
+            client = Client(url, key or os.environ.get("CIVICFLOW_API_KEY"))
+        except ValueError as e:
+            _fail(str(e))
+        try:
+            with client:
+                if estimate:
+                    console.print_json(json.dumps(client.estimate(sql)))
+                    return
+                df = client.query(sql)
+                info = client.last
+        except GatewayError as e:
+            _fail(f"refused [{e.rule}]: {e.message}\naudit id: {e.audit_id}", code=2)
+        except Exception as e:  # connection refused etc.
+            _fail(f"could not reach the gateway at {client.url}: {type(e).__name__}")
+        table = Table(*df.columns)
+        for row in df.head(200).iter_rows():
+            table.add_row(*("" if v is None else str(v) for v in row))
+        console.print(table)
+        notes = [f"{len(df)} rows"] + (["truncated to the team's max_result_rows"] if info.truncated else []) + ([f"{info.suppressed_groups} small groups suppressed"] if info.suppressed_groups else [])
+        console.print(f"{'; '.join(notes)} · cost {info.actual:.4f} units (estimate {info.estimate:.4f}) · audit id {info.audit_id}")
+
+    @app.command()
+    def budget(rules: RulesOpt = RULES_DIR, home: HomeOpt = None) -> None:
+        """Each team's spend today and this month against its budget."""
+        from datetime import datetime, timezone
+
+        from governance import ledger
+
+        teams = _load_rules(rules)
+        today = datetime.now(timezone.utc).date()
+        with _state(_home(home)) as st:
+            table = Table("team", "today", "daily budget", "left today", "this month", "monthly budget", "left this month", "running", title=f"Spend in cost units (1 unit = 1 MB scanned), {today}")
+            for team, r in sorted(teams.items()):
+                s = ledger.spend(st, team, today)
+                table.add_row(team, f"{s.day_spent:.3f}", f"{r.budget_per_day:g}", f"{max(0, r.budget_per_day - s.day_spent):.3f}",
+                              f"{s.month_spent:.3f}", f"{r.budget_per_month:g}", f"{max(0, r.budget_per_month - s.month_spent):.3f}", str(s.in_flight))
+        console.print(table)
+
+    @gov_app.command("check")
+    def check(rules: RulesOpt = RULES_DIR, manifest: ManifestOpt = MANIFEST, home: HomeOpt = None) -> None:
+        """Validate every rule file, then check them against the published warehouse."""
+        from governance.catalog import load_manifest
+        from governance.checks import check_rules
+        from governance.snapshot import current_snapshot
+
+        teams = _load_rules(rules)
+        console.print(f"{len(teams)} rule file(s) parsed: {', '.join(sorted(teams))}")
+        h = _home(home)
+        snap = current_snapshot(h.published)
+        if snap is None or not snap.exists():
+            _fail(f"no published snapshot in {h.published}: run the nightly job first")
+        if not manifest.exists():
+            _fail(f"{manifest} not found: build it with `dbt parse`")
+        findings = check_rules(teams, snap, load_manifest(manifest))
+        for f in findings:
+            console.print(f"[{'red' if f.level == 'error' else 'yellow'}]{f.level}[/] {f.team}: {f.message}")
+        errors = sum(f.level == "error" for f in findings)
+        console.print(f"{errors} error(s), {len(findings) - errors} warning(s) against {snap.name}")
+        if errors:
+            raise typer.Exit(1)
+
+    @gov_app.command("verify-audit")
+    def verify_audit(home: HomeOpt = None) -> None:
+        """Re-compute the audit log's hash chain; exit 1 if any row was changed, removed or inserted."""
+        from governance.audit import verify
+
+        with _state(_home(home)) as st:
+            n = st.con.execute("SELECT count(*) FROM audit").fetchone()[0]
+            problems = verify(st)
+        for p in problems:
+            console.print(f"[red]{p}[/red]")
+        if problems:
+            console.print(f"[red]audit chain BROKEN: {len(problems)} problem(s) in {n} rows[/red]")
+            raise typer.Exit(1)
+        console.print(f"audit chain intact: {n} rows")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the `civicflow` command")

@@ -1,0 +1,35 @@
+"""Daily partitions, shared by every asset of the nightly job.
+
+A partition is a *delivery day* in the city's time zone: ingest loads the files delivered that
+day, dbt rebuilds that day plus every event date those files touched (late data), the
+forecast runs as of that day and plans the next. A range of days runs as one run
+(`BackfillPolicy.single_run()`), which dbt needs for its incremental models.
+"""
+
+import os
+from datetime import date, datetime, timedelta
+
+import dagster as dg
+
+from ingest.contracts import CITY_TZ
+
+START_DATE = os.environ.get("CIVICFLOW_START_DATE", "2026-01-01")
+
+daily = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone=CITY_TZ)
+single_run = dg.BackfillPolicy.single_run()
+
+
+def window_dates(start: datetime, end: datetime) -> list[date]:
+    """The days of a partition time window [start, end): one for a partition, several for a range."""
+    first, stop = start.date(), end.date()
+    return [first + timedelta(days=i) for i in range((stop - first).days)] or [first]
+
+
+def context_dates(context: dg.AssetExecutionContext) -> list[date]:
+    window = context.partition_time_window
+    return window_dates(window.start, window.end)
+
+
+def dbt_vars(rebuild: list[date]) -> dict:
+    """`--vars` for the dbt build of a window: the dates the incremental models rebuild."""
+    return {"rebuild_dates": [d.isoformat() for d in sorted(set(rebuild))]}

@@ -1,0 +1,63 @@
+"""Partition windows → dates and dbt vars; the landing sensor's requests and cursor."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.cli import _days_option, partition_tags
+from pipelines.partitions import daily, dbt_vars, window_dates
+from pipelines.sensors import build_landing_sensor, new_deliveries
+
+
+def test_window_dates_cover_one_partition_or_a_range():
+    assert window_dates(datetime(2026, 1, 5), datetime(2026, 1, 6)) == [date(2026, 1, 5)]
+    assert window_dates(datetime(2026, 1, 5), datetime(2026, 1, 8)) == [date(2026, 1, 5), date(2026, 1, 6), date(2026, 1, 7)]
+
+
+def test_dbt_vars_are_sorted_unique_iso_dates():
+    assert dbt_vars([date(2026, 1, 7), date(2026, 1, 2), date(2026, 1, 7)]) == {"rebuild_dates": ["2026-01-02", "2026-01-07"]}
+
+
+def test_partition_tags_for_a_day_and_a_range():
+    assert partition_tags(date(2026, 1, 5), date(2026, 1, 5)) == {"dagster/partition": "2026-01-05"}
+    assert partition_tags(date(2026, 1, 5), date(2026, 1, 9)) == {
+        "dagster/asset_partition_range_start": "2026-01-05",
+        "dagster/asset_partition_range_end": "2026-01-09",
+    }
+    assert _days_option(None, "2026-01-05", "2026-01-09") == (date(2026, 1, 5), date(2026, 1, 9))
+
+
+def _touch(path: Path, mtime_ns: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("x\n")
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def test_new_deliveries_groups_files_by_delivery_day(tmp_path):
+    _touch(tmp_path / "telemetry" / "2026-01-05" / "a.jsonl", 10)
+    _touch(tmp_path / "telemetry" / "2026-01-06" / "b.jsonl", 20)
+    _touch(tmp_path / "reference" / "hubs" / "hubs.csv", 30)
+    days, newest, ref = new_deliveries(tmp_path, after_ns=15)
+    assert days == {date(2026, 1, 6): 1} and newest == 30 and ref
+
+
+def test_sensor_requests_each_new_day_once(tmp_path):
+    job = dg.define_asset_job("nightly", partitions_def=daily)
+    sensor = build_landing_sensor(job, tmp_path, daily)
+    _touch(tmp_path / "telemetry" / "2026-01-05" / "a.jsonl", 10_000)
+    _touch(tmp_path / "pass_scans" / "2026-01-06" / "s.csv", 20_000)
+    ctx = dg.build_sensor_context(cursor=None)
+    requests = list(sensor(ctx))
+    assert sorted(r.partition_key for r in requests) == ["2026-01-05", "2026-01-06"]
+    assert json.loads(ctx.cursor)["mtime_ns"] == 20_000
+    # Nothing new: skip. A late file for an old day: that day again.
+    again = sensor(dg.build_sensor_context(cursor=ctx.cursor))
+    assert isinstance(again, dg.SkipReason)
+    _touch(tmp_path / "telemetry" / "2026-01-05" / "late.jsonl", 30_000)
+    (late,) = list(sensor(dg.build_sensor_context(cursor=ctx.cursor)))
+    assert late.partition_key == "2026-01-05"
