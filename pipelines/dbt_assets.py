@@ -89,7 +89,7 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
     )
     def warehouse_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
         days = context_dates(context)
-        with warehouse.connect() as con:  # closed again before dbt opens the file
+        with warehouse.connect(context) as con:  # closed again before dbt opens the file
             late = affected_dates(con, days)
         rebuild = dbt_vars(days + late)
         context.log.info(f"dbt build for {len(days)} delivery day(s); rebuilding {len(rebuild['rebuild_dates'])} date(s)")

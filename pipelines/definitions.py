@@ -18,9 +18,11 @@ from pipelines.dbt_assets import build_dbt_assets, dbt_project
 from pipelines.forecast_assets import build_forecast_asset
 from pipelines.home import home_from_env, prepare_home
 from pipelines.ingest_assets import build_ingest_assets
+from pipelines.notify import notify_on_failure
 from pipelines.partitions import daily
 from pipelines.publish_assets import build_publish_asset
 from pipelines.resources import WarehouseResource
+from pipelines.schedules import build_nightly_schedule
 from pipelines.sensors import build_landing_sensor
 
 NIGHTLY_JOB = "nightly"
@@ -39,20 +41,17 @@ nightly_job = dg.define_asset_job(
     selection=dg.AssetSelection.all(),
     description="The nightly run for one delivery day (or a range, as one run): ingest, dbt build, forecast, stage, publish.",
     partitions_def=daily,
+    hooks={notify_on_failure},
     # Every step writes the warehouse, so the pool runs them one at a time anyway; in one
     # process they skip a subprocess start and a definitions import each. The forecast step
     # fans out over both cores with its own process pool.
     executor_def=dg.in_process_executor,
 )
 
-# The schedule's tick at NIGHTLY_AT runs the partition of the day that just ended.
-_hour, _minute = (int(x) for x in os.environ.get("CIVICFLOW_NIGHTLY_AT", "02:30").split(":"))
-nightly_schedule = dg.build_schedule_from_partitioned_job(
+nightly_schedule = build_nightly_schedule(
     nightly_job,
-    name="nightly_schedule",
-    hour_of_day=_hour,
-    minute_of_hour=_minute,
-    description=f"Runs the whole job for the day that just ended, at {_hour:02d}:{_minute:02d} {CITY_TZ}.",
+    at=os.environ.get("CIVICFLOW_NIGHTLY_AT", "02:30"),
+    timezone=os.environ.get("CIVICFLOW_NIGHTLY_TZ", CITY_TZ),
 )
 landing_sensor = build_landing_sensor(nightly_job, home.landing, daily)
 

@@ -52,7 +52,7 @@ def build_forecast_asset(exports_dir: Path) -> dg.AssetsDefinition:
         from forecasts.run import run_nightly_forecast
 
         last_day = context_dates(context)[-1]
-        with warehouse.connect() as con:
+        with warehouse.connect(context) as con:
             # As of the window's last day, or the last day with demand before it (never later data).
             as_of = con.execute(
                 "SELECT max(demand_date) FROM marts.neighbourhood_demand_daily WHERE demand_date <= ?", [last_day]

@@ -119,7 +119,7 @@ def build_ingest_asset(source: str, contracts: tuple[Contract, ...], landing_def
     def _ingest(context: dg.AssetExecutionContext, config: LandingConfig, warehouse: WarehouseResource):
         landing = Path(config.landing_dir) if config.landing_dir else landing_default
         chosen = [c for c in contracts if raw_key(c.name) in context.selected_asset_keys or (c.name == "clearing" and raw_key("clearing_batches") in context.selected_asset_keys)]
-        with warehouse.connect() as con:
+        with warehouse.connect(context) as con:
             outcomes = load_landing(con, landing, chosen, on_file=lambda o: _log(context, o), delivery_dates=set(context_dates(context)))
             totals = {
                 c.name: con.execute(f"SELECT count(*) FROM {c.table}").fetchone()[0] for c in chosen

@@ -23,7 +23,7 @@ def build_publish_asset(published_dir: Path, upstream: list[dg.AssetKey]) -> dg.
         kinds={"duckdb"},
     )
     def warehouse_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        with warehouse.connect() as con:
+        with warehouse.connect(context) as con:
             con.execute("CHECKPOINT")
             tables = con.execute(
                 "SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('information_schema', 'pg_catalog')"

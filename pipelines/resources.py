@@ -7,6 +7,7 @@ person's shell, a stuck job) holding the file: a bounded wait, then an error nam
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ import dagster as dg
 import duckdb
 
 WRITER_POOL = "warehouse"
+TRANSIENT_ERRNOS = {errno.EBUSY, errno.EAGAIN}
 
 
 class WarehouseLocked(RuntimeError):
@@ -47,9 +49,20 @@ class WarehouseResource(dg.ConfigurableResource):
     threads: int = 2
 
     @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, context: dg.OpExecutionContext | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the live warehouse for one step. With a step context, a transient failure (the
+        file still locked after the bounded wait, a busy disk) asks Dagster to retry the step
+        with exponential backoff instead of failing the run."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        con = connect_with_retry(Path(self.path))
+        try:
+            con = connect_with_retry(Path(self.path))
+        except (WarehouseLocked, OSError) as exc:
+            transient = isinstance(exc, WarehouseLocked) or getattr(exc, "errno", None) in TRANSIENT_ERRNOS
+            if context is None or not transient:
+                raise
+            wait = 5 * 2**context.retry_number
+            context.log.warning(f"transient failure opening the warehouse, retry in {wait} s: {exc}")
+            raise dg.RetryRequested(max_retries=3, seconds_to_wait=wait) from exc
         try:
             con.execute(f"SET memory_limit = '{self.memory_limit}'")
             con.execute(f"SET threads = {int(self.threads)}")

@@ -61,3 +61,19 @@ def test_sensor_requests_each_new_day_once(tmp_path):
     _touch(tmp_path / "telemetry" / "2026-01-05" / "late.jsonl", 30_000)
     (late,) = list(sensor(dg.build_sensor_context(cursor=ctx.cursor)))
     assert late.partition_key == "2026-01-05"
+
+
+def test_nightly_schedule_runs_the_city_day_that_just_ended():
+    from zoneinfo import ZoneInfo
+
+    from pipelines.schedules import build_nightly_schedule, day_that_ended
+
+    # 00:30 in New York is already the next day in Amsterdam: the day that ended is Amsterdam's.
+    assert day_that_ended(datetime(2026, 3, 10, 0, 30, tzinfo=ZoneInfo("America/New_York"))) == "2026-03-09"
+    assert day_that_ended(datetime(2026, 3, 10, 23, 30, tzinfo=ZoneInfo("America/New_York"))) == "2026-03-10"
+    job = dg.define_asset_job("nightly", partitions_def=daily)
+    schedule = build_nightly_schedule(job, at="03:15", timezone="America/New_York")
+    assert schedule.cron_schedule == "15 3 * * *" and schedule.execution_timezone == "America/New_York"
+    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 2, 2, 3, 15, tzinfo=ZoneInfo("America/New_York")))
+    request = schedule(ctx)  # the schedule function itself: no repository needed
+    assert isinstance(request, dg.RunRequest) and request.partition_key == "2026-02-01"

@@ -1,0 +1,39 @@
+"""Dagster asset: the gateway's daily usage report (per team: queries, refusals, cost, budget left)."""
+
+
+from datetime import date, datetime, timedelta, timezone
+
+import dagster as dg
+
+from governance.rules import load_rules
+from governance.usage import usage_report
+from pipelines.home import PROJECT_ROOT, Home
+
+
+class UsageReportConfig(dg.Config):
+    day: str = ""  # YYYY-MM-DD; empty = yesterday (UTC). A daily partition key can be passed here.
+    rules_dir: str = str(PROJECT_ROOT / "governance_rules")
+
+
+def build_usage_asset(home: Home) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=["governance", "usage_report_daily"],
+        group_name="governance",
+        owners=["team:data-governance"],
+        description="Per analyst team and day: queries run, refused and failed, cost settled (1 unit = 1 MB scanned) and the daily budget left, from governance.duckdb. Written to exports/usage/usage-<day>.csv.",
+    )
+    def usage_report_daily(context: dg.AssetExecutionContext, config: UsageReportConfig) -> dg.MaterializeResult:
+        day = date.fromisoformat(config.day) if config.day else datetime.now(timezone.utc).date() - timedelta(days=1)
+        frame = usage_report(home.governance_db, day, load_rules(config.rules_dir))
+        out = home.exports / "usage" / f"usage-{day.isoformat()}.csv"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_csv(out)
+        return dg.MaterializeResult(
+            metadata={
+                "day": day.isoformat(), "path": str(out), "teams": len(frame),
+                "queries": int(frame["queries"].sum()), "refused": int(frame["refused"].sum()), "cost": float(frame["cost"].sum()),
+                "preview": dg.MetadataValue.md(frame.to_pandas().to_markdown(index=False) if len(frame) else "(no teams)"),
+            }
+        )
+
+    return usage_report_daily

@@ -1,0 +1,68 @@
+"""Operations: a failing run notifies (webhook and command) and never publishes."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import duckdb
+import pytest
+
+from ingest.simulator import simulate
+from pipelines.cli import run_nightly
+from pipelines.home import home_from_env, prepare_home
+
+pytestmark = pytest.mark.slow
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that keeps what it was sent."""
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's naming)
+                received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_failed_run_notifies_hook_and_command_and_never_publishes(home_dir, tmp_path, monkeypatch):
+    home = prepare_home(home_from_env())
+    simulate(home.landing, size="tiny", days=5, seed=3)
+    # A foreign object where ingest expects its table: the telemetry step cannot insert.
+    con = duckdb.connect(str(home.warehouse))
+    con.execute("CREATE SCHEMA raw; CREATE VIEW raw.telemetry AS SELECT 1 AS squatter")
+    con.close()
+    sink = tmp_path / "notified.json"
+    monkeypatch.setenv("CIVICFLOW_NOTIFY_COMMAND", f"tee {sink}")
+    with Receiver() as receiver:
+        monkeypatch.setenv("CIVICFLOW_NOTIFY_WEBHOOK", receiver.url)
+        report = run_nightly(home)
+    assert not report.success
+    assert "ingest_telemetry" in report.failure
+    (payload,) = receiver.received
+    assert payload["step"] == "ingest_telemetry"
+    assert payload["assets"] == ["raw/telemetry"]
+    assert "telemetry" in payload["error"] and payload["partition"]
+    assert json.loads(sink.read_text()) == payload
+    assert not (home.published / "CURRENT").exists()
+    assert not list(home.published.glob("warehouse-*.duckdb"))
