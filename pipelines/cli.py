@@ -133,7 +133,7 @@ def ingest_report(home: Home, since: datetime) -> list[dict]:
                    coalesce(sum(rows_quarantined), 0) AS rows_quarantined,
                    count(*) FILTER (WHERE status = 'duplicate_file') AS files_redelivered,
                    count(*) FILTER (WHERE status = 'refused') AS files_refused,
-                   string_agg(CASE WHEN status = 'refused' THEN file_path || ': ' || reason END, '\n') AS refusals
+                   string_agg(CASE WHEN status = 'refused' THEN file_path || ': ' || regexp_replace(reason, '^[^:]*: ', '') END, '\n') AS refusals
             FROM raw._load_manifest WHERE started_at >= ? GROUP BY contract ORDER BY contract
             """,
             [since],
@@ -265,6 +265,63 @@ def demo(
 
 
 @app.command()
+def status(home: HomeOpt = None) -> None:
+    """Health of a home: last run, freshness per asset, failed checks, quarantine, settlement backlog.
+
+    Reads the Dagster instance and the published snapshot only; safe while a run writes.
+    """
+    from pipelines.definitions import defs
+    from pipelines.status import gather
+
+    h = _home(home)
+    health = gather(h, defs)
+    run = health.last_run
+    if run:
+        colour = "green" if run["status"] == "SUCCESS" else "red"
+        took = f"{(run['ended'] - run['started']).total_seconds():.0f} s" if run["ended"] and run["started"] else "running"
+        console.print(f"Last nightly run: [{colour}]{run['status']}[/{colour}] for {run['days']} — started {run['started']:%Y-%m-%d %H:%M} UTC, {took} ({run['run_id']})")
+    else:
+        console.print("Last nightly run: [yellow]none yet[/yellow] (civicflow run)")
+    groups: dict[str, list] = {}
+    for a in health.assets:
+        groups.setdefault(a.group, []).append(a)
+    table = Table(title="Freshness (rebuilt before the nightly deadline?)", title_justify="left")
+    for col in ("group", "assets", "fresh", "stale", "last day built", "last built (UTC)"):
+        table.add_column(col)
+    for group, assets in sorted(groups.items()):
+        stale = [a for a in assets if not a.fresh]
+        last = max((a.last_materialized for a in assets if a.last_materialized), default=None)
+        day = max((a.last_partition for a in assets if a.last_partition), default="-")
+        table.add_row(group, str(len(assets)), str(len(assets) - len(stale)), f"[red]{len(stale)}[/red]" if stale else "0", day, f"{last:%Y-%m-%d %H:%M}" if last else "never")
+    console.print(table)
+    if health.stale:
+        console.print("[red]stale:[/red] " + ", ".join(a.key for a in health.stale[:12]) + (" …" if len(health.stale) > 12 else ""))
+    if health.failed_checks:
+        console.print(f"[red]failed checks ({len(health.failed_checks)}):[/red]")
+        for c in health.failed_checks[:20]:
+            console.print(f"  {c['asset']} · {c['check']}: {c['description']}")
+    else:
+        console.print("Failed checks: [green]none[/green]")
+    if health.snapshot is None:
+        console.print("Published snapshot: [yellow]none yet[/yellow]")
+        return
+    console.print(f"Published snapshot: {health.snapshot.name}")
+    q = ", ".join(f"{k} {v:,}" for k, v in health.quarantine.items()) or "none"
+    console.print(f"Quarantined rows: {q}")
+    console.print(f"Refused files still in the landing zone: {len(health.refused_files)}")
+    for path, reason in health.refused_files[:10]:
+        console.print(f"  {path}: {reason.removeprefix(Path(path).name + ': ')}")
+    if health.last_delivery:
+        console.print("Last delivery day per source: " + ", ".join(f"{k} {v}" for k, v in health.last_delivery.items()))
+    b = health.settlement_backlog
+    if b:
+        console.print(
+            f"Settlement backlog past 24 h: {b['transactions']} transactions, EUR {b['amount_cents'] / 100:,.2f}"
+            + (f", oldest {b['oldest_hours']:.0f} h (as of {b['as_of']:%Y-%m-%d %H:%M})" if b["transactions"] else "")
+        )
+
+
+@app.command()
 def ui(
     port: Annotated[int, typer.Option(help="Port for the Dagster webserver.")] = 3000,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
@@ -279,6 +336,12 @@ def ui(
 
 from pipelines.governance_cli import register as _register_governance
 _register_governance(app)
+
+from pipelines.forecast_cli import register as _register_forecast
+_register_forecast(app)
+
+from pipelines.ingest_cli import register as _register_ingest
+_register_ingest(app)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from ingest.contracts import CITY_TZ
 from pipelines.dbt_assets import build_dbt_assets, dbt_project
 from pipelines.forecast_assets import build_forecast_asset
 from pipelines.home import home_from_env, prepare_home
+from pipelines.freshness import with_freshness
 from pipelines.ingest_assets import build_ingest_assets
 from pipelines.notify import notify_on_failure
 from pipelines.partitions import daily
@@ -35,6 +36,8 @@ warehouse_dbt = build_dbt_assets(project)
 nightly_forecast = build_forecast_asset(home.exports)
 model_keys = [k for k in warehouse_dbt.keys if k.path[0] != "raw"]
 warehouse_snapshot = build_publish_asset(home.published, upstream=sorted(model_keys, key=str) + list(nightly_forecast.keys))
+
+nightly_assets = with_freshness([*ingest_assets, warehouse_dbt, nightly_forecast, warehouse_snapshot])
 
 nightly_job = dg.define_asset_job(
     NIGHTLY_JOB,
@@ -56,7 +59,7 @@ nightly_schedule = build_nightly_schedule(
 landing_sensor = build_landing_sensor(nightly_job, home.landing, daily)
 
 defs = dg.Definitions(
-    assets=[*ingest_assets, warehouse_dbt, nightly_forecast, warehouse_snapshot],
+    assets=nightly_assets,
     jobs=[nightly_job],
     schedules=[nightly_schedule],
     sensors=[landing_sensor],

@@ -77,3 +77,17 @@ def test_nightly_schedule_runs_the_city_day_that_just_ended():
     ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 2, 2, 3, 15, tzinfo=ZoneInfo("America/New_York")))
     request = schedule(ctx)  # the schedule function itself: no repository needed
     assert isinstance(request, dg.RunRequest) and request.partition_key == "2026-02-01"
+
+
+def test_freshness_rule_uses_the_last_deadline_and_a_24h_window():
+    from zoneinfo import ZoneInfo
+
+    from pipelines.freshness import is_fresh, last_deadline
+
+    ams = ZoneInfo("Europe/Amsterdam")
+    now = datetime(2026, 3, 10, 9, 0, tzinfo=ams)
+    assert last_deadline(now, "06:00") == datetime(2026, 3, 10, 6, 0, tzinfo=ams)
+    assert last_deadline(datetime(2026, 3, 10, 5, 0, tzinfo=ams), "06:00") == datetime(2026, 3, 9, 6, 0, tzinfo=ams)
+    assert is_fresh(datetime(2026, 3, 10, 2, 30, tzinfo=ams), now, "06:00")  # last night's run
+    assert not is_fresh(datetime(2026, 3, 9, 2, 30, tzinfo=ams), now, "06:00")  # missed a night
+    assert not is_fresh(None, now, "06:00")

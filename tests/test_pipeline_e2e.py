@@ -99,10 +99,12 @@ def test_plan_has_one_row_per_hub_category_day_and_no_negative_units(nightly):
     home, _, first, _, _ = nightly
     con = duckdb.connect(str(home.warehouse), read_only=True)
     hubs_x_categories = scalar(con, "SELECT count(*) FROM marts.hub_capacity")
-    plan = con.execute("SELECT hub_id, category, plan_date, units FROM forecasts.staging_plan").pl()
+    plan = con.execute('SELECT hub_id, category, plan_date, "window", units FROM forecasts.staging_plan').pl()
     con.close()
-    assert plan.height == hubs_x_categories * plan["plan_date"].n_unique()
-    assert plan.select(["hub_id", "category", "plan_date"]).is_unique().all()
+    # Every hub × category × day is planned, split into delivery windows (one row per window).
+    cells = plan.select(["hub_id", "category", "plan_date"]).unique()
+    assert cells.height == hubs_x_categories * plan["plan_date"].n_unique()
+    assert plan.select(["hub_id", "category", "plan_date", "window"]).is_unique().all()
     assert plan["units"].min() >= 0
     with open(first.plan_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -129,3 +131,19 @@ def test_second_run_loads_no_row_twice(nightly):
     per_key = scalar(con, "SELECT count(*) - count(DISTINCT (device_id, seq)) FROM raw.telemetry")
     con.close()
     assert per_key == 0
+
+
+def test_status_reports_the_run_freshness_quarantine_and_backlog(nightly):
+    from pipelines.definitions import defs
+    from pipelines.status import gather
+
+    home, truth, _, second, _ = nightly
+    health = gather(home, defs)
+    assert health.last_run["run_id"] == second.run_id and health.last_run["status"] == "SUCCESS"
+    assert health.assets and not health.stale  # everything was just rebuilt
+    assert {a.group for a in health.assets} >= {"ingest", "warehouse", "forecasts"}
+    assert not health.failed_checks
+    row_faults = truth["faults"].filter(pl.col("kind").is_in(["corrupt_line", "wrong_type", "unknown_device"]))
+    assert sum(health.quarantine.values()) == row_faults.height
+    assert len(health.refused_files) == truth["faults"].filter(pl.col("kind") == "truncated_file").height
+    assert health.settlement_backlog["transactions"] >= 1  # the injected never-settled transaction

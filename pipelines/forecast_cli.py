@@ -1,0 +1,162 @@
+"""`civicflow forecast …`: judge the forecaster on any series file, back-test it on the
+warehouse, and re-render a home's operations report.
+
+Registered on the main app by `pipelines/cli.py` (`register(app)`), kept in its own module
+so the forecast commands do not grow the main CLI file.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+forecast_app = typer.Typer(
+    help="Forecast tools: backtest any series file, backtest the warehouse, re-render the report.",
+    no_args_is_help=True, add_completion=False,
+)
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Runtime home (default: $CIVICFLOW_HOME or ./.civicflow).", show_default=False),
+]
+
+TABLE_COLUMNS = [  # the printed table; the CSVs have every metric
+    ("method", "method", None), ("n_series", "series", 0), ("mase", "MASE", 3),
+    ("mase_vs_naive", "MASE/naive", 2), ("pinball", "pinball", 2),
+    ("cov_p10", "p10", 2), ("cov_p50", "p50", 2), ("cov_p80", "p80", 2), ("cov_p90", "p90", 2),
+    ("cov_p95", "p95", 2), ("mase_event", "MASE event", 2),
+]
+
+
+def metrics_table(df, title: str) -> Table:
+    t = Table(title=title, show_lines=False, caption="p10…p95: share of actuals at or below the quantile (coverage)")
+    cols = [c for c in TABLE_COLUMNS if c[0] in df.columns]
+    for _, head, nd in cols:
+        t.add_column(head, justify="left" if nd is None else "right", no_wrap=nd is None)
+    for r in df.iter_rows(named=True):
+        t.add_row(*[("" if r[c] is None else str(r[c]) if nd is None else f"{r[c]:.{nd}f}") for c, _, nd in cols])
+    return t
+
+
+def _home(home: Path | None):
+    from pipelines.home import home_from_env, prepare_home
+
+    if home is not None:
+        os.environ["CIVICFLOW_HOME"] = str(home)
+    return prepare_home(home_from_env())
+
+
+@forecast_app.command("backtest")
+def backtest(
+    series: Annotated[Path, typer.Option("--series", help="CSV with columns series_id,ds,y (or ds,y for one series).",
+                                         exists=True, dir_okay=False, readable=True)],
+    horizon: Annotated[int, typer.Option("--horizon", min=1, help="Periods to forecast from each origin.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the metrics CSVs.")],
+    events: Annotated[Path | None, typer.Option("--events", help="CSV name,start,end[,series_id] (events without series_id apply to all).",
+                                                exists=True, dir_okay=False, readable=True)] = None,
+    freq: Annotated[str, typer.Option("--freq", help="D (daily) or H (hourly).")] = "D",
+    origins: Annotated[int, typer.Option("--origins", min=1, help="Scored rolling origins (one more is used to learn the calibration).")] = 4,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 2,
+) -> None:
+    """Rolling-origin backtest of civicflow's forecaster against seasonal-naive and simple
+    exponential smoothing on any series file: prints the overall metrics and writes
+    metrics_overall.csv, metrics_per_series.csv, metrics_by_kind.csv, backtest_points.csv
+    and calibration.csv to --out."""
+    from forecasts.backtest import backtest_file
+
+    if freq.upper() not in ("D", "H"):
+        raise typer.BadParameter("--freq must be D or H")
+    try:
+        s = backtest_file(series, events, horizon, freq, out, n_origins=origins, workers=workers)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2)
+    if s.overall.is_empty():
+        console.print("[yellow]no series long enough for a backtest origin[/yellow] "
+                      f"(need 4 seasons + {horizon} periods per origin)")
+        raise typer.Exit(1)
+    console.print(metrics_table(s.overall, f"{s.n_series} series, {s.n_origins} origins, horizon {horizon} ({freq.upper()})"))
+    if not s.by_kind.is_empty():
+        console.print(metrics_table(s.by_kind.filter(s.by_kind["method"] == "civicflow").drop("method")
+                                    .rename({"kind": "method"}), "civicflow by series class"))
+    for name, p in s.paths.items():
+        console.print(f"{name}: {p}")
+
+
+@forecast_app.command("evaluate")
+def evaluate(
+    home: HomeOpt = None,
+    horizon: Annotated[int, typer.Option("--horizon", min=1, help="Days forecast from each origin.")] = 7,
+    origins: Annotated[int, typer.Option("--origins", min=1, help="Scored rolling origins.")] = 4,
+    workers: Annotated[int, typer.Option("--workers", min=1)] = 2,
+) -> None:
+    """Backtest the home's warehouse (reads the demand mart): writes forecasts.backtest_metrics,
+    backtest_metrics_series, value_metrics and the calibration the nightly run applies.
+    Opens the warehouse for writing: do not run it while a nightly run is writing."""
+    import duckdb
+
+    from forecasts.evaluate import run_warehouse_backtest
+
+    h = _home(home)
+    if not h.warehouse.exists():
+        console.print(f"[red]no warehouse at {h.warehouse}[/red]: run `civicflow run` first")
+        raise typer.Exit(1)
+    with duckdb.connect(str(h.warehouse)) as con:
+        r = run_warehouse_backtest(con, horizon=horizon, n_origins=origins, workers=workers)
+    if r.as_of is None:
+        console.print("[yellow]the demand mart is empty[/yellow]")
+        raise typer.Exit(1)
+    console.print(metrics_table(r.metrics.filter(r.metrics["kind"] == "*"), f"backtest as of {r.as_of}"))
+    if r.value.height:
+        for v in r.value.iter_rows(named=True):
+            if v["civicflow_reduction"] is not None:
+                console.print(f"civicflow vs {v['policy']}: cost {100 * v['civicflow_reduction']:.1f} % lower "
+                              f"(95 % CI {100 * v['reduction_ci_low']:.1f} – {100 * v['reduction_ci_high']:.1f} %)")
+    console.print(f"calibration rows: {r.calibration_rows}; {r.timings}")
+
+
+@forecast_app.command("report")
+def report(
+    home: HomeOpt = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Forecast date (YYYY-MM-DD); default the latest.")] = None,
+) -> None:
+    """Re-render the HTML report (and the Excel workbook) of a home's latest plan, from the
+    live warehouse opened read-only, or the published snapshot when the live one is busy."""
+    import duckdb
+
+    from forecasts.exports import export_xlsx
+    from forecasts.run import report_from_warehouse
+
+    h = _home(home)
+    db = h.warehouse
+    cur = h.published / "CURRENT"
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+    except duckdb.Error:
+        if not cur.exists():
+            console.print(f"[red]cannot open {db} and no published snapshot[/red]")
+            raise typer.Exit(1)
+        snap = (h.published / cur.read_text().strip())
+        con = duckdb.connect(str(snap), read_only=True)
+    with con:
+        day = date.fromisoformat(as_of) if as_of else None
+        path = report_from_warehouse(con, h.exports, day)
+        if path is None:
+            console.print("[yellow]no staging plan in the warehouse yet[/yellow]: run `civicflow run` first")
+            raise typer.Exit(1)
+        plan_as_of = day or con.execute("select max(as_of) from forecasts.staging_plan").fetchone()[0]
+        plan = con.execute("select * exclude (as_of) from forecasts.staging_plan where as_of = ?", [plan_as_of]).pl()
+        xlsx = export_xlsx(plan, h.exports, path.parent.name)
+    console.print(f"report: {path}\nworkbook: {xlsx}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(forecast_app, name="forecast")
