@@ -1,0 +1,123 @@
+"""Gateway overhead and cost-estimate quality on the published marts.
+
+Prints, over a workload of analyst queries on the marts of the home's published snapshot:
+- the latency the gateway adds per query (plan, policy, ledger, audit) against the same query
+  on a bare read-only DuckDB connection, median and p95 (target: < 10 ms at the median);
+- the estimate / actual cost ratio per query (target: never below 1).
+
+    CIVICFLOW_HOME=/tmp/gw-home .venv/bin/python bench/bench_gateway.py [--repeat 30]
+
+Needs a published snapshot (`civicflow demo`, or `civicflow simulate` + `civicflow run`) and
+the dbt manifest (`dbt parse`). Governance state goes to a temporary folder, not the home.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from governance.gateway import Gateway  # noqa: E402
+from governance.keys import create_key  # noqa: E402
+from governance.rules import load_rules  # noqa: E402
+from governance.snapshot import current_snapshot  # noqa: E402
+from governance.state import GovernanceState  # noqa: E402
+
+WORKLOAD = [
+    "SELECT category, sum(units) AS units FROM marts.neighbourhood_demand_daily GROUP BY 1 ORDER BY 1",
+    "SELECT neighbourhood_id, avg(units) AS avg_units FROM marts.neighbourhood_demand_daily WHERE is_event_day GROUP BY 1",
+    "SELECT demand_date, sum(units) FROM marts.neighbourhood_demand_daily WHERE demand_date >= DATE '2026-01-15' GROUP BY 1 ORDER BY 1",
+    "SELECT * FROM marts.neighbourhood_demand_daily ORDER BY units DESC LIMIT 10",
+    "SELECT hub_id, avg(stock_utilisation_ratio), sum(shortage_units) FROM marts.hub_utilisation_daily GROUP BY 1",
+    "SELECT h.name, sum(u.pickup_units) FROM marts.hub_utilisation_daily u JOIN marts.dim_hubs h USING (hub_id) GROUP BY 1",
+    "SELECT event_kind, avg(lift_ratio) FROM marts.event_demand_lift GROUP BY 1",
+    "SELECT pass_type, home_neighbourhood_id, sum(passes_issued) AS passes FROM marts.pass_onboarding_funnel GROUP BY 1, 2",
+    "SELECT count(*) FROM marts.dim_neighbourhoods",
+    "SELECT n.name, count(*) FROM marts.hub_capacity c JOIN marts.dim_neighbourhoods n USING (neighbourhood_id) GROUP BY 1",
+]
+
+RULES = """team: bench
+budget: {per_day: 1000000, per_month: 10000000, per_query: 100000}
+limits: {concurrency: 4, timeout_seconds: 60, max_result_rows: 100000}
+allow: {schemas: [marts], tables: [], table_functions: []}
+identity_clearance: false
+min_group_size: 10
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", default=os.environ.get("CIVICFLOW_HOME", "./.civicflow"))
+    parser.add_argument("--manifest", default=str(ROOT / "dbt_project" / "target" / "manifest.json"))
+    parser.add_argument("--repeat", type=int, default=30)
+    args = parser.parse_args()
+    published = Path(args.home).resolve() / "published"
+    snapshot = current_snapshot(published)
+    if snapshot is None or not Path(args.manifest).exists():
+        print(f"skipped: no published snapshot under {published} or no dbt manifest (run `civicflow demo` and `dbt parse`)")
+        return 0
+
+    bare = duckdb.connect(str(snapshot), read_only=True)
+    bare_ms: dict[str, list[float]] = {q: [] for q in WORKLOAD}
+    for _ in range(args.repeat):
+        for q in WORKLOAD:
+            t = time.perf_counter()
+            bare.execute(q).to_arrow_table()
+            bare_ms[q].append((time.perf_counter() - t) * 1000)
+    bare.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rules_dir = Path(tmp) / "rules"
+        rules_dir.mkdir()
+        (rules_dir / "bench.yml").write_text(RULES)
+        state = GovernanceState(Path(tmp) / "governance.duckdb")
+        gateway = Gateway(state, load_rules(rules_dir), published, Path(args.manifest))
+        key, _ = create_key(state, "bench", "bench")
+        gateway.query(key, WORKLOAD[0])  # opens the snapshot, builds the catalog and permissions (once per publish)
+        gw_ms: dict[str, list[float]] = {q: [] for q in WORKLOAD}
+        parts: dict[str, list[float]] = {}
+        ratios: dict[str, float] = {}
+        for _ in range(args.repeat):
+            for q in WORKLOAD:
+                t = time.perf_counter()
+                r = gateway.query(key, q)
+                gw_ms[q].append((time.perf_counter() - t) * 1000)
+                if r.outcome != "ok":
+                    print(f"refused [{r.rule}] {r.message}: {q}")
+                    return 1
+                ratios[q] = r.estimate / r.actual if r.actual else float("inf")
+                for k, v in r.timings_ms.items():
+                    if k != "run":
+                        parts.setdefault(k, []).append(v)
+        gateway.close()
+        state.close()
+
+    added = [g - b for q in WORKLOAD for g, b in zip(gw_ms[q], bare_ms[q])]
+    print(f"snapshot: {snapshot.name}; {len(WORKLOAD)} queries x {args.repeat} runs")
+    print(f"{'query':<70} {'bare ms':>8} {'gateway ms':>10} {'est/actual':>10}")
+    for q in WORKLOAD:
+        print(f"{q[:70]:<70} {statistics.median(bare_ms[q]):8.2f} {statistics.median(gw_ms[q]):10.2f} {ratios[q]:10.2f}")
+    print(f"added latency per query: median {statistics.median(added):.2f} ms, p95 {pct(added, 0.95):.2f} ms (target: median < 10 ms)")
+    print("  of which (median ms): " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in parts.items()))
+    lo = min(ratios.values())
+    print(f"estimate / actual: min {lo:.2f}, median {statistics.median(ratios.values()):.2f}, max {max(ratios.values()):.2f} "
+          f"({'never below 1' if lo >= 1 else 'BELOW 1: the estimate is not an upper bound'})")
+    return 0 if lo >= 1 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

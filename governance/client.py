@@ -1,0 +1,82 @@
+"""The analysts' Python client: three lines in a notebook.
+
+    from governance.client import Client
+    gw = Client("http://127.0.0.1:8765", key)        # or Client() with CIVICFLOW_API_KEY set
+    df = gw.query("SELECT category, sum(units) FROM marts.neighbourhood_demand_daily GROUP BY 1")
+
+`query` returns a polars DataFrame (`.to_pandas()` for pandas, or `query_pandas`), read from
+the gateway's Arrow stream; the last query's audit id and cost are on `client.last`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import httpx
+import polars as pl
+import pyarrow as pa
+
+DEFAULT_URL = "http://127.0.0.1:8765"
+
+
+class GatewayError(Exception):
+    def __init__(self, status: int, rule: str | None, message: str, audit_id: str | None):
+        self.status, self.rule, self.message, self.audit_id = status, rule, message, audit_id
+        super().__init__(f"[{rule}] {message} (audit id {audit_id})")
+
+
+@dataclass
+class QueryInfo:
+    audit_id: str
+    estimate: float
+    actual: float
+    truncated: bool
+    suppressed_groups: int
+
+
+class Client:
+    def __init__(self, url: str | None = None, key: str | None = None, timeout: float = 120.0):
+        self.url = (url or os.environ.get("CIVICFLOW_GATEWAY_URL") or DEFAULT_URL).rstrip("/")
+        self.key = key or os.environ.get("CIVICFLOW_API_KEY")
+        if not self.key:
+            raise ValueError("an API key is needed: Client(url, key) or CIVICFLOW_API_KEY")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers={"Authorization": f"Bearer {self.key}"})
+        self.last: QueryInfo | None = None
+
+    def _check(self, resp: httpx.Response) -> httpx.Response:
+        if resp.status_code >= 400:
+            try:
+                err = resp.json()["error"]
+            except Exception:
+                err = {"rule": None, "message": f"HTTP {resp.status_code}", "audit_id": None}
+            raise GatewayError(resp.status_code, err.get("rule"), err.get("message"), err.get("audit_id"))
+        return resp
+
+    def query_arrow(self, sql: str) -> pa.Table:
+        resp = self._check(self._http.post("/v1/query", json={"sql": sql, "format": "arrow"}))
+        h = resp.headers
+        self.last = QueryInfo(h["x-audit-id"], float(h["x-cost-estimate"]), float(h["x-cost-actual"]), h["x-truncated"] == "true", int(h["x-suppressed-groups"]))
+        with pa.ipc.open_stream(resp.content) as reader:
+            return reader.read_all()
+
+    def query(self, sql: str) -> pl.DataFrame:
+        return pl.from_arrow(self.query_arrow(sql))
+
+    def query_pandas(self, sql: str):
+        return self.query_arrow(sql).to_pandas()
+
+    def estimate(self, sql: str) -> dict:
+        return self._check(self._http.post("/v1/estimate", json={"sql": sql})).json()
+
+    def usage(self) -> dict:
+        return self._check(self._http.get("/v1/usage")).json()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,239 @@
+"""One analyst request, end to end: key → statement → plan → policy → estimate → reserve →
+sandboxed run → settle → audit. The HTTP server, the CLI and the benchmark all call this.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from governance import audit, ledger
+from governance.audit import AuditEntry
+from governance.catalog import Manifest, load_manifest
+from governance.cost import actual_bytes, estimate_bytes, to_units
+from governance.keys import authenticate
+from governance.plan import parse_plan
+from governance.policy import GROUP_SIZE_COLUMN, Permissions, Refusal, add_group_size, check_plan, check_statement, permissions_for
+from governance.rules import TeamRules
+from governance.sandbox import QueryTimeout, Sandbox, SandboxLimits
+from governance.snapshot import current_snapshot
+from governance.state import GovernanceState
+
+# HTTP status per rule (the server uses it; the CLI and client show rule + message).
+STATUS = {
+    "unauthenticated": 401, "revoked_key": 401, "unknown_team": 403,
+    "single_select": 400, "plan_failed": 400, "external_access": 403,
+    "operator_not_allowed": 403, "table_function_not_allowed": 403, "table_not_allowed": 403, "identity_column": 403,
+    "quasi_aggregate_required": 403, "quasi_value_aggregate": 403,
+    "per_query_cap": 402, "daily_budget": 402, "monthly_budget": 402, "concurrency": 429,
+    "timeout": 504, "query_failed": 422, "no_snapshot": 503, "internal_error": 500,
+}
+
+
+@dataclass
+class Result:
+    audit_id: str
+    outcome: str  # ok | estimate | refused | failed
+    rule: str | None = None
+    message: str | None = None
+    table: pa.Table | None = None
+    estimate: float | None = None
+    actual: float | None = None
+    truncated: bool = False
+    suppressed_groups: int = 0
+    tables: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def status(self) -> int:
+        return 200 if self.outcome in ("ok", "estimate") else STATUS.get(self.rule or "", 403)
+
+
+class Gateway:
+    def __init__(
+        self,
+        state: GovernanceState,
+        rules: dict[str, TeamRules],
+        published_dir: Path,
+        manifest: Path | Manifest,
+        limits: SandboxLimits = SandboxLimits(),
+    ):
+        self.state, self.rules, self.published_dir, self.limits = state, rules, Path(published_dir), limits
+        self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+        self._sandboxes: dict[Path, Sandbox] = {}
+        self._perms: dict[tuple[Path, str], Permissions] = {}
+        self._lock = threading.Lock()
+        ledger.release_stale(state)
+
+    # -- snapshot switching: resolve CURRENT per request; old files close when their last query ends
+    def _acquire_sandbox(self) -> Sandbox | None:
+        path = current_snapshot(self.published_dir)
+        if path is None or not path.exists():
+            return None
+        with self._lock:
+            sb = self._sandboxes.get(path)
+            if sb is None:
+                sb = Sandbox(path, self.limits)
+                for old_path, old in list(self._sandboxes.items()):
+                    old.retired = True
+                    if old._users == 0:
+                        old.close()
+                    del self._sandboxes[old_path]
+                self._sandboxes[path] = sb
+            sb.acquire()
+        return sb
+
+    def _release_sandbox(self, sb: Sandbox) -> None:
+        with self._lock:
+            if sb.release():
+                sb.close()
+
+    def _permissions(self, sb: Sandbox, rules: TeamRules, cur: duckdb.DuckDBPyConnection) -> Permissions:
+        key = (sb.snapshot, rules.team)
+        perms = self._perms.get(key)
+        if perms is None:
+            perms = permissions_for(rules, sb.catalog, self.manifest, cur)
+            self._perms[key] = perms
+        return perms
+
+    def close(self) -> None:
+        with self._lock:
+            for sb in self._sandboxes.values():
+                sb.close()
+            self._sandboxes.clear()
+
+    # -- the request
+    def query(self, key: str | None, sql: str, dry_run: bool = False) -> Result:
+        try:
+            return self._query(key, sql, dry_run)
+        except Exception as e:  # a bug must not leak text either: own message, audited
+            entry = AuditEntry(outcome="failed", sql=sql)
+            result = Result(audit_id=entry.audit_id, outcome="failed")
+            return self._finish(entry, result, time.perf_counter(), rule="internal_error", message=f"the gateway failed ({type(e).__name__}); nothing was charged")
+
+    def _query(self, key: str | None, sql: str, dry_run: bool = False) -> Result:
+        t0 = time.perf_counter()
+        entry = AuditEntry(outcome="refused", sql=sql)
+        result = Result(audit_id=entry.audit_id, outcome="refused")
+        timings: dict[str, float] = {}
+        info = authenticate(self.state, key)
+        if info is None or info.revoked_at is not None:
+            rule = "unauthenticated" if info is None else "revoked_key"
+            msg = "missing or unknown API key" if info is None else f"key {info.name} was revoked"
+            if info is not None:
+                entry.key_name, entry.team = info.name, info.team
+            return self._finish(entry, result, t0, rule=rule, message=msg)
+        entry.key_name, entry.team = info.name, info.team
+        rules = self.rules.get(info.team)
+        if rules is None:
+            return self._finish(entry, result, t0, rule="unknown_team", message=f"team {info.team} has no rules file; ask the data team")
+        sb = self._acquire_sandbox()
+        if sb is None:
+            return self._finish(entry, result, t0, rule="no_snapshot", message="no warehouse snapshot is published yet")
+        entry.snapshot = sb.snapshot.name
+        reservation = None
+        try:
+            with sb.connection() as cur:
+                try:
+                    t = time.perf_counter()
+                    statement = check_statement(cur, sql)
+                    perms = self._permissions(sb, rules, cur)
+                    columns_of = lambda tb: set(sb.catalog.relations[tb].columns) if tb in sb.catalog.relations else set()  # noqa: E731
+                    wrapped = _limit(statement, rules.max_result_rows)
+                    plan = parse_plan(_explain(sb, cur, wrapped), columns_of)
+                    decision = check_plan(plan, rules, perms)
+                    if decision.needs_group_suppression:
+                        try:
+                            rewritten = add_group_size(cur, statement, decision.group_weight)
+                            wrapped = _limit(rewritten, rules.max_result_rows)
+                            plan = parse_plan(_explain(sb, cur, wrapped), columns_of)
+                        except Refusal:
+                            raise
+                        except Exception:
+                            raise Refusal("quasi_aggregate_required", "a query that reads quasi-identifiers must aggregate at its top level (GROUP BY / count / sum)") from None
+                        decision = check_plan(plan, rules, perms)
+                    entry.tables, entry.columns = decision.tables, decision.columns
+                    result.tables, result.columns = decision.tables, decision.columns
+                    estimate = to_units(estimate_bytes(plan, sb.catalog))
+                    entry.estimate = result.estimate = estimate
+                    timings["plan_policy"] = (time.perf_counter() - t) * 1000
+                    if dry_run:
+                        if estimate > rules.per_query_cap:
+                            raise Refusal("per_query_cap", f"estimated cost {estimate:.4f} units is above the per-query cap of {rules.per_query_cap:g} units for team {rules.team}")
+                        entry.outcome = result.outcome = "estimate"
+                        return self._finish(entry, result, t0, timings=timings)
+                    t = time.perf_counter()
+                    reservation = ledger.reserve(self.state, rules, info.name, estimate)
+                    timings["reserve"] = (time.perf_counter() - t) * 1000
+                except Refusal as r:
+                    entry.tables, entry.columns = entry.tables or r.tables, entry.columns or r.columns
+                    result.tables, result.columns = entry.tables, entry.columns
+                    return self._finish(entry, result, t0, rule=r.rule, message=r.message, timings=timings)
+                t = time.perf_counter()
+                try:
+                    out = sb.run(cur, wrapped, rules.timeout_seconds)
+                except QueryTimeout:
+                    ledger.release(self.state, reservation)
+                    entry.outcome = result.outcome = "failed"
+                    return self._finish(entry, result, t0, rule="timeout", message=f"stopped after team {rules.team}'s timeout of {rules.timeout_seconds:g} s; nothing was charged", timings=timings)
+                except duckdb.Error as e:
+                    ledger.release(self.state, reservation)
+                    entry.outcome = result.outcome = "failed"
+                    # DuckDB's own text may quote warehouse values: name its class only.
+                    return self._finish(entry, result, t0, rule="query_failed", message=f"DuckDB could not run the query ({type(e).__name__}); nothing was charged", timings=timings)
+                timings["run"] = (time.perf_counter() - t) * 1000
+                t = time.perf_counter()
+                actual = to_units(actual_bytes(out.profile_json, sb.catalog))
+                ledger.settle(self.state, reservation, actual)
+                table = out.table
+                if decision.needs_group_suppression:
+                    sizes = table.column(GROUP_SIZE_COLUMN)
+                    keep = pc.fill_null(pc.greater_equal(sizes, rules.min_group_size), False)
+                    result.suppressed_groups = len(table) - pc.sum(keep).as_py() if len(table) else 0
+                    table = table.filter(keep).drop_columns([GROUP_SIZE_COLUMN])
+                if len(table) > rules.max_result_rows:
+                    table, result.truncated = table.slice(0, rules.max_result_rows), True
+                entry.outcome = result.outcome = "ok"
+                entry.actual = result.actual = actual
+                entry.result_rows = len(table)
+                result.table = table
+                timings["settle"] = (time.perf_counter() - t) * 1000
+                return self._finish(entry, result, t0, timings=timings)
+        finally:
+            self._release_sandbox(sb)
+
+    def _finish(self, entry: AuditEntry, result: Result, t0: float, rule: str | None = None, message: str | None = None, timings: dict | None = None) -> Result:
+        entry.rule = result.rule = rule if rule is not None else result.rule
+        entry.message = result.message = message if message is not None else result.message
+        entry.duration_ms = (time.perf_counter() - t0) * 1000
+        t = time.perf_counter()
+        audit.append(self.state, entry)
+        result.timings_ms = dict(timings or {}, audit=(time.perf_counter() - t) * 1000)
+        return result
+
+
+def _limit(statement: str, max_rows: int) -> str:
+    # One row more than allowed tells us the result was truncated.
+    return f"SELECT * FROM (\n{statement}\n) AS cf_result LIMIT {max_rows + 1}"
+
+
+def _explain(sb: Sandbox, cur: duckdb.DuckDBPyConnection, sql: str) -> str:
+    try:
+        statements = cur.extract_statements(sql)
+    except duckdb.Error:  # e.g. PRAGMA parses as a SELECT alone but not inside a subquery
+        raise Refusal("single_select", "only a plain SELECT query is allowed (not PRAGMA, SUMMARIZE-like shortcuts that do not compose)") from None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise Refusal("single_select", "exactly one SELECT statement per request")
+    try:
+        return sb.explain(cur, sql)
+    except duckdb.PermissionException:
+        raise Refusal("external_access", "the query asks for files, network or settings, which the sandbox does not allow") from None
+    except duckdb.Error as e:
+        raise Refusal("plan_failed", f"DuckDB could not plan the query ({type(e).__name__}); check table and column names") from None

@@ -1,0 +1,73 @@
+"""API keys: shown once at creation, stored only as a SHA-256 hash, revocable.
+
+Keys are 32 random bytes, so a plain SHA-256 is enough (no password stretching needed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from governance.state import GovernanceState
+
+PREFIX = "cfk_"
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    key_id: str
+    team: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def create_key(state: GovernanceState, team: str, name: str) -> tuple[str, KeyInfo]:
+    """Returns (the key — show it once, it is not stored —, its record)."""
+    key_id = secrets.token_hex(4)
+    key = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    now = _now()
+    with state.lock:
+        if state.con.execute("SELECT 1 FROM keys WHERE name = ? AND revoked_at IS NULL", [name]).fetchone():
+            raise ValueError(f"an active key named {name!r} already exists; revoke it first or pick another name")
+        state.con.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, NULL)", [key_id, hash_key(key), team, name, now])
+    return key, KeyInfo(key_id, team, name, now, None)
+
+
+def list_keys(state: GovernanceState) -> list[KeyInfo]:
+    with state.lock:
+        rows = state.con.execute("SELECT key_id, team, name, created_at, revoked_at FROM keys ORDER BY team, name, created_at").fetchall()
+    return [KeyInfo(*r) for r in rows]
+
+
+def revoke_key(state: GovernanceState, name_or_id: str) -> int:
+    """Revoke the active key with this name or id; returns how many were revoked."""
+    with state.lock:
+        n = state.con.execute(
+            "UPDATE keys SET revoked_at = ? WHERE (name = ? OR key_id = ?) AND revoked_at IS NULL RETURNING key_id",
+            [_now(), name_or_id, name_or_id],
+        ).fetchall()
+    return len(n)
+
+
+def authenticate(state: GovernanceState, key: str | None) -> KeyInfo | None:
+    """The key's record if it exists (revoked or not: the caller tells them apart)."""
+    if not key or not key.startswith(PREFIX):
+        return None
+    digest = hash_key(key)
+    with state.lock:
+        row = state.con.execute("SELECT key_id, team, name, created_at, revoked_at, key_hash FROM keys WHERE key_hash = ?", [digest]).fetchone()
+    if row is None or not hmac.compare_digest(row[5], digest):
+        return None
+    return KeyInfo(*row[:5])

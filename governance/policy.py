@@ -1,0 +1,165 @@
+"""The decision: may this team run this plan? Rules are named so a refusal can say which.
+
+Everything here works on DuckDB's parse (statement types) and plan, never on a guess from the
+SQL text. A `Refusal` carries only the gateway's own words: DuckDB's error text can contain
+warehouse values, so it is never passed on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import duckdb
+
+from governance.catalog import RANK, Catalog, Manifest, strictest
+from governance.plan import HARMLESS_LEAVES, Plan, parse_plan
+from governance.rules import TeamRules
+
+# Aggregates that hand back individual values rather than a count or a sum.
+VALUE_AGGREGATES = {
+    "list", "array_agg", "string_agg", "group_concat", "listagg", "histogram", "first", "last", "any_value",
+    "arbitrary", "arg_min", "arg_max", "argmin", "argmax", "min_by", "max_by", "min", "max", "mode",
+    "approx_top_k", "quantile", "quantile_disc", "quantile_cont", "median", "reservoir_quantile", "bitstring_agg",
+}
+GROUP_SIZE_COLUMN = "__cf_group_size"
+
+
+class Refusal(Exception):
+    def __init__(self, rule: str, message: str, *, tables: list[str] | None = None, columns: list[str] | None = None):
+        self.rule, self.message = rule, message
+        self.tables, self.columns = tables or [], columns or []
+        super().__init__(f"{rule}: {message}")
+
+
+@dataclass
+class Permissions:
+    """Base table → column → privacy class, for the relations one team may use."""
+
+    columns: dict[str, dict[str, str]] = field(default_factory=dict)
+    weights: dict[str, str] = field(default_factory=dict)  # base table -> group-size weight column
+
+
+def permissions_for(rules: TeamRules, catalog: Catalog, manifest: Manifest, con: duckdb.DuckDBPyConnection) -> Permissions:
+    perms = Permissions()
+    columns_of = lambda t: set(catalog.relations[t].columns) if t in catalog.relations else set()  # noqa: E731
+
+    def grant(table: str, column: str, cls: str) -> None:
+        cols = perms.columns.setdefault(table, {})
+        cols[column] = strictest(cols[column], cls) if column in cols else cls
+
+    for name, rel in sorted(catalog.relations.items()):
+        if not rules.allows_relation(name):
+            continue
+        classes = manifest.privacy.get(name, {})
+        if name in manifest.group_weight:
+            perms.weights[name] = manifest.group_weight[name]
+        if rel.kind == "table":
+            for col in rel.columns:
+                grant(name, col, classes.get(col, "identity"))
+            continue
+        from governance.catalog import quote_ident, quote_relation
+
+        for col in rel.columns:  # a view: follow each column to the base columns it reads
+            explain = con.execute(f"EXPLAIN (FORMAT json) SELECT {quote_ident(col)} FROM {quote_relation(name)}").fetchall()[0][1]
+            for scan in parse_plan(explain, columns_of).scans:
+                for base_col in scan.projected:  # the view's own filters are handled below
+                    grant(scan.table, base_col, classes.get(col, "identity"))
+        explain = con.execute(f"EXPLAIN (FORMAT json) SELECT count(*) FROM {quote_relation(name)}").fetchall()[0][1]
+        for scan in parse_plan(explain, columns_of).scans:
+            for base_col in scan.columns:  # read only by the view's own filters: quasi unless exposed
+                grant(scan.table, base_col, perms.columns.get(scan.table, {}).get(base_col, "quasi"))
+    return perms
+
+
+def check_statement(con: duckdb.DuckDBPyConnection, sql: str) -> str:
+    """Exactly one read-only SELECT, as DuckDB parses it. Returns that statement's text."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error:
+        raise Refusal("single_select", "the request could not be parsed as SQL") from None
+    if len(statements) != 1:
+        raise Refusal("single_select", f"exactly one SELECT statement per request (found {len(statements)})")
+    stmt = statements[0]
+    if stmt.type != duckdb.StatementType.SELECT:
+        raise Refusal("single_select", f"only SELECT is allowed (this is a {stmt.type.name} statement)")
+    return stmt.query
+
+
+@dataclass
+class Decision:
+    tables: list[str]
+    columns: list[str]
+    quasi_columns: list[str]
+    needs_group_suppression: bool
+    group_weight: str | None = None
+
+
+def check_plan(plan: Plan, rules: TeamRules, perms: Permissions) -> Decision:
+    tables, columns = plan.tables, plan.columns
+    for leaf in plan.other_leaves:
+        if leaf not in HARMLESS_LEAVES:
+            raise Refusal("operator_not_allowed", f"the plan reads through a {leaf} operator, which the gateway does not allow", tables=tables, columns=columns)
+    for fn in plan.functions:
+        if fn.name not in rules.table_functions:
+            raise Refusal(
+                "table_function_not_allowed",
+                f"table function {fn.name}() is not allowed for team {rules.team} (allowed: {', '.join(rules.table_functions) or 'none'})",
+                tables=tables, columns=columns,
+            )
+    quasi: list[str] = []
+    for scan in plan.scans:
+        granted = perms.columns.get(scan.table)
+        if granted is None:
+            raise Refusal("table_not_allowed", f"table {scan.table} is not allowed for team {rules.team}", tables=tables, columns=columns)
+        for col in sorted(scan.columns):
+            cls = granted.get(col)
+            if cls is None:
+                raise Refusal("table_not_allowed", f"column {scan.table}.{col} is not exposed to team {rules.team}", tables=tables, columns=columns)
+            if cls == "identity" and not rules.identity_clearance:
+                raise Refusal(
+                    "identity_column",
+                    f"the plan reads identity column {scan.table}.{col} (selected, filtered, joined or grouped); team {rules.team} has no identity clearance",
+                    tables=tables, columns=columns,
+                )
+            if cls == "quasi":
+                quasi.append(f"{scan.table}.{col}")
+    needs = bool(quasi) and rules.min_group_size > 1
+    weight = None
+    if needs:
+        if not plan.top_is_aggregate or "WINDOW" in plan.operators or "STREAMING_WINDOW" in plan.operators:
+            raise Refusal(
+                "quasi_aggregate_required",
+                f"quasi-identifiers ({', '.join(sorted(set(quasi)))}) may only be used in a query whose result is an aggregate (GROUP BY / count / sum at the top level)",
+                tables=tables, columns=columns,
+            )
+        bad = sorted(plan.aggregate_functions & VALUE_AGGREGATES)
+        if bad:
+            raise Refusal(
+                "quasi_value_aggregate",
+                f"aggregates that return individual values ({', '.join(bad)}) are not allowed in a query that reads quasi-identifiers",
+                tables=tables, columns=columns,
+            )
+        quasi_tables = {q.rsplit(".", 1)[0] for q in quasi}
+        weights = {perms.weights[t] for t in quasi_tables if t in perms.weights}
+        weight = weights.pop() if len(weights) == 1 and len(quasi_tables) == 1 else None
+    return Decision(tables, columns, sorted(set(quasi)), needs, weight)
+
+
+def add_group_size(con: duckdb.DuckDBPyConnection, sql: str, weight: str | None) -> str:
+    """Add `count(*)` (or `sum(weight)`) as a last column of the top-level SELECT, through
+    DuckDB's own parser and deparser, so groups below the minimum can be suppressed."""
+    (ast_json,) = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    ast = json.loads(ast_json)
+    node = ast["statements"][0]["node"] if not ast.get("error") else None
+    if node is None or node.get("type") != "SELECT_NODE":
+        raise Refusal("quasi_aggregate_required", "a query that reads quasi-identifiers must be a single aggregate SELECT (no UNION at the top level)")
+    measure = f"sum({weight})" if weight else "count(*)"
+    (extra_json,) = con.execute("SELECT json_serialize_sql(?)", [f"SELECT {measure} AS {GROUP_SIZE_COLUMN}"]).fetchone()
+    node["select_list"].append(json.loads(extra_json)["statements"][0]["node"]["select_list"][0])
+    (rewritten,) = con.execute("SELECT json_deserialize_sql(?)", [json.dumps(ast)]).fetchone()
+    return rewritten
+
+
+def privacy_rank(cls: str) -> int:
+    return RANK[cls]

@@ -1,0 +1,127 @@
+"""A read-only, locked-down DuckDB on one published snapshot, with a pool of connections.
+
+The database is opened read-only with external access off (no files, no network, no
+ATTACH/INSTALL/LOAD of anything outside), extension autoloading off, threads and memory
+limited and spilling disabled. Each pooled connection gets the profiler switched on (its
+output is how a query's cost is settled), then the configuration is locked: no statement can
+change a setting afterwards. A query's timeout interrupts its connection from a timer thread.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import pyarrow as pa
+
+from governance.catalog import Catalog
+
+# Kept on at plan and run time alike: constant folding against column statistics could drop a
+# filter on a denied column before the plan shows it.
+DISABLED_OPTIMIZERS = "statistics_propagation"
+
+
+class QueryTimeout(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    threads: int = 2
+    memory_limit: str = "512MB"
+    pool_size: int = 8
+
+
+@dataclass
+class RunOutput:
+    table: pa.Table
+    profile_json: str
+
+
+class Sandbox:
+    def __init__(self, snapshot: Path, limits: SandboxLimits = SandboxLimits()):
+        self.snapshot = Path(snapshot)
+        self.limits = limits
+        self._db = duckdb.connect(
+            str(self.snapshot),
+            read_only=True,
+            config={
+                "enable_external_access": False,
+                "autoload_known_extensions": False,
+                "autoinstall_known_extensions": False,
+                "allow_community_extensions": False,
+                "threads": limits.threads,
+                "memory_limit": limits.memory_limit,
+                "temp_directory": "",
+            },
+        )
+        self.catalog = Catalog(self._db)
+        self._pool: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()
+        for _ in range(limits.pool_size):
+            cur = self._db.cursor()
+            cur.execute("SET enable_profiling = 'no_output'")
+            cur.execute("SET profiling_mode = 'standard'")
+            self._pool.put(cur)
+        self._db.execute(f"SET disabled_optimizers = '{DISABLED_OPTIMIZERS}'")
+        self._db.execute("SET lock_configuration = true")
+        self._users = 0
+        self._users_lock = threading.Lock()
+        self.retired = False
+
+    @contextmanager
+    def connection(self, wait_seconds: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
+        cur = self._pool.get(timeout=wait_seconds)
+        try:
+            yield cur
+        finally:
+            self._pool.put(cur)
+
+    def acquire(self) -> None:
+        with self._users_lock:
+            self._users += 1
+
+    def release(self) -> bool:
+        """Returns True when this sandbox is retired and nobody uses it any more (close it)."""
+        with self._users_lock:
+            self._users -= 1
+            return self.retired and self._users == 0
+
+    def explain(self, cur: duckdb.DuckDBPyConnection, sql: str) -> str:
+        return cur.execute("EXPLAIN (FORMAT json) " + sql).fetchall()[0][1]
+
+    def run(self, cur: duckdb.DuckDBPyConnection, sql: str, timeout_seconds: float) -> RunOutput:
+        timed_out = threading.Event()
+
+        def stop() -> None:
+            timed_out.set()
+            cur.interrupt()
+
+        timer = threading.Timer(timeout_seconds, stop)
+        timer.daemon = True
+        timer.start()
+        try:
+            table = cur.execute(sql).to_arrow_table()
+        except duckdb.InterruptException:
+            raise QueryTimeout() from None
+        except duckdb.Error:
+            if timed_out.is_set():
+                raise QueryTimeout() from None
+            raise
+        finally:
+            timer.cancel()
+        return RunOutput(table, cur.get_profiling_information(format="json"))
+
+    def close(self) -> None:
+        while not self._pool.empty():
+            self._pool.get_nowait().close()
+        self._db.close()
+
+
+def profile_tree(profile_json: str) -> dict:
+    return json.loads(profile_json)

@@ -1,0 +1,48 @@
+"""The daily usage report: per team, queries, refusals, cost and budget left — data in, frame out."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from governance.rules import TeamRules
+
+SCHEMA = {"day": pl.Date, "team": pl.Utf8, "queries": pl.Int64, "refused": pl.Int64, "failed": pl.Int64,
+          "cost": pl.Float64, "budget_per_day": pl.Float64, "budget_left": pl.Float64}
+
+
+def usage_report(governance_db: Path, day: date, rules: dict[str, TeamRules] | None = None) -> pl.DataFrame:
+    """One row per team (every team with rules, plus any team seen in the audit that day).
+
+    queries = requests that ran (ok or failed), refused = refused before running,
+    cost = settled cost units that day; budget_left = per-day budget − cost (null without rules).
+    """
+    rules = rules or {}
+    rows: dict[str, dict] = {t: {"queries": 0, "refused": 0, "failed": 0, "cost": 0.0} for t in rules}
+    if Path(governance_db).exists():
+        con = duckdb.connect(str(governance_db), read_only=True)
+        try:
+            for team, queries, refused, failed in con.execute(
+                """
+                SELECT team, count(*) FILTER (WHERE outcome IN ('ok', 'failed')), count(*) FILTER (WHERE outcome = 'refused'),
+                       count(*) FILTER (WHERE outcome = 'failed')
+                FROM audit WHERE team IS NOT NULL AND CAST(ts AS DATE) = ? GROUP BY team
+                """,
+                [day],
+            ).fetchall():
+                rows.setdefault(team, {"cost": 0.0}).update(queries=queries, refused=refused, failed=failed)
+            for team, cost in con.execute(
+                "SELECT team, coalesce(sum(actual), 0) FROM ledger WHERE status = 'settled' AND day = ? GROUP BY team", [day]
+            ).fetchall():
+                rows.setdefault(team, {"queries": 0, "refused": 0, "failed": 0})["cost"] = float(cost)
+        finally:
+            con.close()
+    out = []
+    for team in sorted(rows):
+        r = {"queries": 0, "refused": 0, "failed": 0, "cost": 0.0} | rows[team]
+        budget = rules[team].budget_per_day if team in rules else None
+        out.append({"day": day, "team": team, **r, "budget_per_day": budget, "budget_left": None if budget is None else max(0.0, budget - r["cost"])})
+    return pl.DataFrame(out, schema=SCHEMA)
