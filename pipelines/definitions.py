@@ -18,6 +18,7 @@ from pipelines.dbt_assets import build_dbt_assets, dbt_project
 from pipelines.forecast_assets import build_forecast_asset
 from pipelines.home import home_from_env, prepare_home
 from pipelines.freshness import with_freshness
+from pipelines.governance_assets import build_usage_asset
 from pipelines.ingest_assets import build_ingest_assets
 from pipelines.notify import notify_on_failure
 from pipelines.partitions import daily
@@ -41,7 +42,7 @@ nightly_assets = with_freshness([*ingest_assets, warehouse_dbt, nightly_forecast
 
 nightly_job = dg.define_asset_job(
     NIGHTLY_JOB,
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.assets(*nightly_assets),
     description="The nightly run for one delivery day (or a range, as one run): ingest, dbt build, forecast, stage, publish.",
     partitions_def=daily,
     hooks={notify_on_failure},
@@ -58,10 +59,18 @@ nightly_schedule = build_nightly_schedule(
 )
 landing_sensor = build_landing_sensor(nightly_job, home.landing, daily)
 
+# Analysts' usage is counted per calendar day of queries, not per delivery day: its own job.
+usage_report = build_usage_asset(home)
+usage_job = dg.define_asset_job("governance_usage", selection=[usage_report], description="Yesterday's query usage per team.")
+usage_schedule = dg.ScheduleDefinition(
+    name="governance_usage_schedule", job=usage_job, cron_schedule="15 0 * * *", execution_timezone="UTC",
+    description="Writes yesterday's per-team usage report (exports/usage/) just after midnight UTC.",
+)
+
 defs = dg.Definitions(
-    assets=nightly_assets,
-    jobs=[nightly_job],
-    schedules=[nightly_schedule],
+    assets=[*nightly_assets, usage_report],
+    jobs=[nightly_job, usage_job],
+    schedules=[nightly_schedule, usage_schedule],
     sensors=[landing_sensor],
     resources={
         "warehouse": WarehouseResource(path=str(home.warehouse)),
