@@ -10,19 +10,26 @@ forecaster earns its keep and where averages hide failures.
 
 Methods: `civicflow` (what the nightly run would use for the series: Prophet, Croston or a
 fallback, with calibrated quantiles), `seasonal_naive` and `ses` baselines.
+
+Calibration (calibration.py) is cross-fitted in time: one extra, earliest origin is run;
+the quantiles of origin o are calibrated with the out-of-sample errors of origins < o only,
+and origin 0 is not scored — coverage is measured the way the nightly run lives it (a
+table learned on the past, applied to new days). The table learned from every origin is
+returned (`summary.calibration`) for the nightly run.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from forecasts import intermittent
+from forecasts import calibration, intermittent
+from forecasts.calibration import Calibration
 from forecasts.model import SeriesForecast, SeriesTask, season_length
 from forecasts.pool import run_tasks
 from forecasts.quantiles import LEVEL_COLUMNS, LEVELS, pinball_loss
@@ -41,7 +48,7 @@ class BacktestConfig:
     freq: str = "D"
     methods: tuple[str, ...] = METHODS
     min_train: int | None = None     # default: 4 seasons
-    calibrate: bool = True
+    calibrate: bool = True           # cross-fitted calibration; adds one burn-in origin
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class BacktestSummary:
     points: pl.DataFrame             # one row per series × method × origin × step
     paths: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    calibration: Calibration = field(default_factory=Calibration)  # learned from every origin
+    by_kind: pl.DataFrame = field(default_factory=pl.DataFrame)    # overall per method × series class
 
 
 def origins(n: int, horizon: int, n_origins: int, step: int | None = None, min_train: int = 28) -> list[int]:
@@ -78,11 +87,14 @@ def make_backtest_tasks(
     season = season_length(cfg.freq)
     min_train = cfg.min_train or 4 * season
     out = []
+    n_cuts = cfg.n_origins + (1 if cfg.calibrate else 0)  # the first origin only teaches the calibration
     for sid in sorted(series):
         ds, y = series[sid]
         att = (attendance or {}).get(sid)
         ev = tuple(events.get(sid, []))
-        for o, c in enumerate(origins(len(y), cfg.horizon, cfg.n_origins, cfg.step, min_train)):
+        cuts = origins(len(y), cfg.horizon, n_cuts, cfg.step, min_train)
+        for c in cuts:
+            o = n_cuts - len(cuts) + cuts.index(c)  # origin numbers aligned across series: latest = n_cuts - 1
             kind = classify_values(y[:c])
             for m in cfg.methods:
                 task = SeriesTask(
@@ -90,7 +102,7 @@ def make_backtest_tasks(
                     freq=cfg.freq, events=ev,
                     attendance_hist=None if att is None else att[:c],
                     attendance_future=None if att is None else att[c:c + cfg.horizon],
-                    method=None if m == CIVICFLOW else m, calibrate=cfg.calibrate,
+                    method=None if m == CIVICFLOW else m, calibrate=False,
                 )
                 out.append((task, {"series_id": sid, "method": m, "origin": o, "cut": c, "kind": kind,
                                    "actual": y[c:c + cfg.horizon], "train": y[:c]}))
@@ -108,8 +120,8 @@ def _event_mask(ds: np.ndarray, ev: list[tuple[str, date, date]], freq: str) -> 
 def points_frame(pairs: list[tuple[SeriesTask, dict]], results: list[SeriesForecast],
                  events: dict[str, list[tuple[str, date, date]]], freq: str) -> pl.DataFrame:
     season = season_length(freq)
-    cols: dict[str, list] = {k: [] for k in ("series_id", "method", "used_method", "origin", "step", "ds",
-                                             "y", "point", *LEVEL_COLUMNS, "scale", "is_event")}
+    cols: dict[str, list] = {k: [] for k in ("series_id", "method", "used_method", "kind", "origin", "step",
+                                             "ds", "y", "point", *LEVEL_COLUMNS, "spread", "scale", "is_event")}
     for (task, meta), r in zip(pairs, results):
         train = meta["train"]
         # MASE scale: in-sample MAE of the seasonal naive on this origin's training window
@@ -122,6 +134,8 @@ def points_frame(pairs: list[tuple[SeriesTask, dict]], results: list[SeriesForec
             cols["series_id"].append(meta["series_id"])
             cols["method"].append(meta["method"])
             cols["used_method"].append(r.method)
+            cols["kind"].append(meta["kind"])
+            cols["spread"].append(float(r.spread))
             cols["origin"].append(meta["origin"])
             cols["step"].append(k + 1)
             cols["ds"].append(np.asarray(task.future_ds)[k].astype("datetime64[s]").astype(datetime))
@@ -202,11 +216,27 @@ def run_backtest(
     t0 = time.perf_counter()
     pairs = make_backtest_tasks(series, events, cfg, attendance)
     results = run_tasks([t for t, _ in pairs], workers=workers)
-    points = points_frame(pairs, results, events, cfg.freq)
+    raw = points_frame(pairs, results, events, cfg.freq)
+    cal = Calibration()
+    points = raw
+    if cfg.calibrate and raw.height:
+        cal = calibration.learn(raw)
+        # score only origins that had an earlier one to learn from (the nightly situation)
+        points = calibration.cross_fit(raw).filter(pl.col("origin") > 0)
     per, overall = score(points) if points.height else (pl.DataFrame(), pl.DataFrame())
+    by_kind = score_by_kind(points) if points.height else pl.DataFrame()
     n_orig = int(points["origin"].n_unique()) if points.height else 0
     return BacktestSummary(len(series), n_orig, cfg.horizon, overall, per, points,
-                           seconds=time.perf_counter() - t0)
+                           seconds=time.perf_counter() - t0, calibration=cal, by_kind=by_kind)
+
+
+def score_by_kind(points: pl.DataFrame) -> pl.DataFrame:
+    """Overall metrics per method × series class (coverage of low quantiles on intermittent
+    series is dominated by the point mass at zero: read it per class)."""
+    rows = []
+    for (m, k), g in points.group_by("method", "kind", maintain_order=True):
+        rows.append({"method": m, "kind": k, "n_series": g["series_id"].n_unique(), **_metrics(g)})
+    return pl.DataFrame(rows).sort("method", "kind") if rows else pl.DataFrame()
 
 
 # ---- the generic command: any series file -------------------------------------------------
@@ -293,8 +323,8 @@ def backtest_file(
     n_origins: int = 4,
     workers: int = 2,
 ) -> BacktestSummary:
-    """Backtest any series file; writes `metrics_per_series.csv`, `metrics_overall.csv`
-    and `backtest_points.csv` to `out_dir`. Print `format_table(summary.overall,
+    """Backtest any series file; writes `metrics_per_series.csv`, `metrics_overall.csv`,
+    `metrics_by_kind.csv`, `backtest_points.csv` and `calibration.csv` to `out_dir`. Print `format_table(summary.overall,
     OVERALL_COLUMNS)` for the command-line table."""
     freq = "H" if freq.upper().startswith("H") else "D"
     series = read_series_file(Path(series_csv), freq)
@@ -304,9 +334,11 @@ def backtest_file(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"per_series": out / "metrics_per_series.csv", "overall": out / "metrics_overall.csv",
-             "points": out / "backtest_points.csv"}
+             "by_kind": out / "metrics_by_kind.csv", "points": out / "backtest_points.csv",
+             "calibration": out / "calibration.csv"}
     summary.per_series.write_csv(paths["per_series"], float_precision=4)
     summary.overall.write_csv(paths["overall"], float_precision=4)
+    summary.by_kind.write_csv(paths["by_kind"], float_precision=4)
     summary.points.write_csv(paths["points"], float_precision=4)
-    return BacktestSummary(summary.n_series, summary.n_origins, horizon, summary.overall, summary.per_series,
-                           summary.points, paths, summary.seconds)
+    summary.calibration.to_frame().write_csv(paths["calibration"], float_precision=6)
+    return replace(summary, paths=paths)

@@ -1,5 +1,6 @@
 """One series in, one forecast out: choose the method by the series' class, fall back when
-a fit fails, and attach calibrated quantiles. This is the unit of work the pool runs, the
+a fit fails, and attach quantiles (calibrated with the backtest-learned table in
+`task.calibration`, calibration.py; no per-series refit). This is the unit of work the pool runs, the
 nightly run uses and the backtest replays at each origin — one code path for all three.
 """
 
@@ -13,13 +14,9 @@ import numpy as np
 
 from forecasts import intermittent
 from forecasts.prophet_model import ProphetConfig, fit_predict_prophet
-from forecasts.quantiles import (
-    LEVELS,
-    calibration_scale,
-    make_quantiles,
-    residual_offsets,
-    standardized_residuals,
-)
+from forecasts.calibration import IN_SAMPLE, Calibration, series_spread
+from forecasts.calibration import apply as apply_calibration
+from forecasts.quantiles import LEVELS, make_quantiles, residual_offsets, standardized_residuals
 from forecasts.series import INTERMITTENT, SMOOTH, TOO_SHORT
 
 PROPHET = "prophet"
@@ -41,8 +38,8 @@ class SeriesTask:
     attendance_hist: np.ndarray | None = None
     attendance_future: np.ndarray | None = None
     method: str | None = None      # force one method (backtest baselines)
-    calibrate: bool = True
-    cal_horizon: int = 28
+    calibrate: bool = True         # False: the series' own in-sample quantiles only
+    calibration: Calibration | None = None
     prophet: ProphetConfig = field(default_factory=ProphetConfig)
 
 
@@ -53,9 +50,11 @@ class SeriesForecast:
     method: str
     point: np.ndarray
     quantiles: np.ndarray          # (h, len(LEVELS))
-    calibration_scale: float
+    calibration_scale: float       # the series' in-sample residual spread (s_in)
     fallback_reason: str | None
     seconds: float
+    spread: float = 1.0
+    calibration: str = IN_SAMPLE   # the calibration group(s) used, or in_sample
 
 
 def season_length(freq: str) -> int:
@@ -98,37 +97,37 @@ def forecast_series(task: SeriesTask) -> SeriesForecast:
         reason = f"{want}: {type(exc).__name__}: {str(exc)[:200]}"
         point, fitted, used = intermittent.seasonal_naive(y, h, season_length(task.freq))
 
-    # calibration: refit on the history minus a holdout and measure out-of-sample errors
-    scale = 1.0
-    center = None
+    # intervals: the series' in-sample residual spread × the backtest-learned offsets of its
+    # method/class/horizon (calibration.py); no refit. Without a table: in-sample quantiles.
     n = len(y)
-    cal_h = min(task.cal_horizon, n // 4)
     z_in = standardized_residuals(y[-RESIDUAL_WINDOW:], fitted[-RESIDUAL_WINDOW:])
     if used == intermittent.SEASONAL_NAIVE:
         z_in = z_in[season_length(task.freq):] if len(z_in) > 2 * season_length(task.freq) else z_in
-    if task.calibrate and cal_h >= 7 and used not in (intermittent.ZERO, intermittent.MEAN):
-        try:
-            ah = task.attendance_hist
-            p_out, _, _ = _fit(used, task, ds[:-cal_h], y[:-cal_h], ds[-cal_h:],
-                               None if ah is None else ah[:-cal_h], None if ah is None else ah[-cal_h:])
-            z_out = standardized_residuals(y[-cal_h:], p_out)
-            scale = calibration_scale(z_in, z_out)
-            # a shrunk re-centring: half-way to the holdout's median error (28 points are noisy)
-            center = 0.5 * float(np.median(z_in)) + 0.5 * float(np.median(z_out)) if len(z_out) >= 7 else None
-        except Exception:
-            scale = 1.0
+    spread = series_spread(z_in)
     if len(z_in) < MIN_RESIDUALS:
-        offsets = np.array([_NORMAL_Z.get(q, 0.0) for q in LEVELS]) * scale
+        own = np.array([_NORMAL_Z.get(q, 0.0) for q in LEVELS])
     else:
-        offsets = residual_offsets(z_in, LEVELS, scale, center)
-    q = make_quantiles(point, offsets)
+        own = residual_offsets(z_in, LEVELS)
+    cal = task.calibration if task.calibrate else None
+    q = np.zeros((h, len(LEVELS)))
+    sources = set()
+    for k in range(h):
+        hit = cal.lookup(used, task.kind, k + 1) if cal else None
+        if hit is None or used in (intermittent.ZERO,):
+            q[k] = make_quantiles(point[k:k + 1], own)[0]
+            sources.add(IN_SAMPLE)
+        else:
+            q[k] = apply_calibration(point[k:k + 1], spread, hit[0])[0]
+            sources.add(hit[1])
     return SeriesForecast(
         series_id=task.series_id,
         future_ds=fut,
         method=used,
         point=np.round(np.maximum(point, 0.0), 6),
         quantiles=np.round(q, 6),
-        calibration_scale=round(scale, 6),
+        calibration_scale=round(spread, 6),
         fallback_reason=reason,
         seconds=time.perf_counter() - t0,
+        spread=round(spread, 6),
+        calibration=",".join(sorted(sources)),
     )

@@ -6,9 +6,11 @@ they come from in-sample fit, which is always optimistic. Instead:
 
 1. residuals are variance-stabilised for counts: z = (y - fit) / sqrt(max(fit, 1))
    (Poisson-like spread grows with the level), so an event day gets a wider interval;
-2. the spread is widened by the ratio of out-of-sample to in-sample error measured on a
-   holdout (conformal-style: calibrate on residuals the model has not seen);
-3. quantile = point + Q_level(z) · sqrt(max(point, 1)), clipped at 0 and made monotone.
+2. out of sample, the level offsets are learned from rolling-origin backtest residuals
+   per method × series class × horizon (calibration.py, conformal-style: calibrate on
+   residuals the model has not seen); without a calibration table the series' own
+   in-sample quantiles of z are used (too narrow: the fit has seen those points);
+3. quantile = point + offset_level · sqrt(max(point, 1)), clipped at 0 and made monotone.
 """
 
 from __future__ import annotations

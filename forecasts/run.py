@@ -18,7 +18,10 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from forecasts.exports import export_plan
+from forecasts import calibration
+from forecasts.calibration import Calibration
+from forecasts.exports import export_plan, export_report, export_xlsx
+from forecasts.windows import read_profile, split_plan
 from forecasts.model import SeriesForecast, SeriesTask
 from forecasts.planner import plan_staging
 from forecasts.pool import run_tasks
@@ -38,6 +41,7 @@ FORECAST_SCHEMA: dict[str, pl.DataType] = {
     **{c: pl.Float64 for c in LEVEL_COLUMNS},
     "calibration_scale": pl.Float64,
     "fallback_reason": pl.String,
+    "calibration": pl.String,
 }
 
 DDL = {
@@ -46,14 +50,20 @@ DDL = {
             as_of DATE, series_id VARCHAR, neighbourhood_id VARCHAR, category VARCHAR,
             forecast_date DATE, horizon INTEGER, kind VARCHAR, method VARCHAR, mean DOUBLE,
             p10 DOUBLE, p50 DOUBLE, p80 DOUBLE, p90 DOUBLE, p95 DOUBLE,
-            calibration_scale DOUBLE, fallback_reason VARCHAR)""",
+            calibration_scale DOUBLE, fallback_reason VARCHAR, calibration VARCHAR)""",
     "staging_plan": """
         create table if not exists forecasts.staging_plan (
             as_of DATE, plan_date DATE, hub_id VARCHAR, neighbourhood_id VARCHAR, category VARCHAR,
             units BIGINT, forecast_p50 DOUBLE, p10 DOUBLE, p90 DOUBLE, quantile DOUBLE,
             hub_share DOUBLE, neighbourhood_units BIGINT, capacity_units BIGINT, cap_reason VARCHAR,
-            under_cost DOUBLE, over_cost DOUBLE)""",
+            under_cost DOUBLE, over_cost DOUBLE, "window" VARCHAR, window_share DOUBLE)""",
 }
+# columns added after the first release: an older warehouse gets them on the next run
+MIGRATIONS = [
+    "alter table forecasts.demand_forecast add column if not exists calibration VARCHAR",
+    'alter table forecasts.staging_plan add column if not exists "window" VARCHAR',
+    "alter table forecasts.staging_plan add column if not exists window_share DOUBLE",
+]
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,10 @@ class ForecastSummary:
     plan_path: Path | None
     parquet_path: Path | None
     timings: dict[str, float] = field(default_factory=dict)
+    xlsx_path: Path | None = None
+    report_path: Path | None = None          # the HTML report (charts, plan, backtest, value)
+    calibration_source: str = "in_sample"    # "table as of <date>" when forecasts.calibration was applied
+    windows: tuple[str, ...] = ()            # the plan's delivery windows ("day" when no hourly profile)
 
     @property
     def series_count(self) -> int:
@@ -98,7 +112,8 @@ def event_calendar(events: pl.DataFrame) -> pl.DataFrame:
 
 
 def build_tasks(series: pl.DataFrame, classes: pl.DataFrame, calendar: pl.DataFrame,
-                future: list[date], calibrate: bool = True) -> list[SeriesTask]:
+                future: list[date], calibrate: bool = True,
+                calibration: Calibration | None = None) -> list[SeriesTask]:
     kinds = dict(zip(classes["series_id"].to_list(), classes["kind"].to_list()))
     fut = np.array(future, dtype="datetime64[D]")
     att_by_nb: dict[str, dict[date, float]] = {}
@@ -125,6 +140,7 @@ def build_tasks(series: pl.DataFrame, classes: pl.DataFrame, calendar: pl.DataFr
             attendance_hist=np.array([att.get(d, 0.0) for d in ds_list]) if att else None,
             attendance_future=np.array([att.get(d, 0.0) for d in future]) if att else None,
             calibrate=calibrate,
+            calibration=calibration,
         ))
     return tasks
 
@@ -142,6 +158,7 @@ def forecasts_frame(results: list[SeriesForecast], series: pl.DataFrame, classes
                 "method": r.method, "mean": round(float(r.point[k]), 4),
                 **{c: round(float(r.quantiles[k, j]), 4) for j, c in enumerate(LEVEL_COLUMNS)},
                 "calibration_scale": float(r.calibration_scale), "fallback_reason": r.fallback_reason,
+                "calibration": r.calibration,
             })
     df = pl.DataFrame(rows, schema=FORECAST_SCHEMA) if rows else pl.DataFrame(schema=FORECAST_SCHEMA)
     return df.sort("series_id", "forecast_date")
@@ -153,6 +170,8 @@ def write_tables(con: duckdb.DuckDBPyConnection, as_of: date, forecast: pl.DataF
     con.execute("create schema if not exists forecasts")
     for ddl in DDL.values():
         con.execute(ddl)
+    for sql in MIGRATIONS:
+        con.execute(sql)
     plan_rows = plan.with_columns(pl.lit(as_of).alias("as_of"))
     con.execute("begin transaction")
     try:
@@ -168,6 +187,41 @@ def write_tables(con: duckdb.DuckDBPyConnection, as_of: date, forecast: pl.DataF
         raise
 
 
+def report_from_warehouse(con: duckdb.DuckDBPyConnection, exports_dir: Path, as_of: date | None = None,
+                          calibration_source: str = "") -> Path | None:
+    """Render `<exports_dir>/<plan date>/report.html` from what the warehouse holds for
+    `as_of` (default: the latest forecast): plan, forecast, recent demand, latest backtest
+    and cost simulation. Reads only — usable on a published snapshot."""
+    from forecasts.evaluate import read_latest
+    from forecasts.report import HISTORY_DAYS, render
+
+    have = {r[0] for r in con.execute(
+        "select table_name from information_schema.tables where table_schema = 'forecasts'").fetchall()}
+    if "staging_plan" not in have:
+        return None
+    as_of = as_of or con.execute("select max(as_of) from forecasts.staging_plan").fetchone()[0]
+    if as_of is None:
+        return None
+    plan = con.execute("select * exclude (as_of) from forecasts.staging_plan where as_of = ? "
+                       "order by plan_date, hub_id, category, \"window\"", [as_of]).pl()
+    forecast = con.execute("select * from forecasts.demand_forecast where as_of = ? order by series_id, forecast_date",
+                           [as_of]).pl()
+    history = con.execute(
+        """select neighbourhood_id, category, demand_date ds, sum(units)::DOUBLE y
+           from marts.neighbourhood_demand_daily where demand_date <= ? and demand_date > ?::DATE - ?
+           group by all order by all""", [as_of, as_of, HISTORY_DAYS]).pl()
+    metrics, value = read_latest(con, as_of)
+    if not calibration_source and "calibration" in forecast.columns and forecast.height:
+        calibration_source = ", ".join(sorted(set(",".join(forecast["calibration"].drop_nulls().to_list()).split(","))))
+    if "calibration" in have and not metrics.is_empty():
+        cal_as_of = con.execute("select max(as_of) from forecasts.calibration").fetchone()[0]
+        if cal_as_of is not None:
+            calibration_source = f"backtest of {cal_as_of} ({calibration_source})"
+    first = plan["plan_date"].min() if plan.height else as_of + timedelta(days=1)
+    text = render(plan, forecast, history, metrics, value, as_of, first, calibration_source)
+    return export_report(text, exports_dir, first)
+
+
 def run_nightly_forecast(
     con: duckdb.DuckDBPyConnection,
     as_of: date | None,
@@ -175,13 +229,37 @@ def run_nightly_forecast(
     exports_dir: Path,
     workers: int = 2,
     calibrate: bool = True,
+    windows: bool = True,
+    report: bool = True,
+    backtest_if_uncalibrated: bool = False,
 ) -> ForecastSummary:
+    """Forecast, plan, store and export one night.
+
+    calibrate: apply `forecasts.calibration` (learned by the last warehouse backtest);
+      without a table the intervals come from each series' in-sample errors.
+    windows: split each day's units into delivery windows from the hourly profile.
+    report: also write staging_plan.xlsx and report.html next to the CSV.
+    backtest_if_uncalibrated: when there is no calibration table yet, run the warehouse
+      backtest first (costs ~ n_origins × 3 fits per series, once).
+    """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     as_of = as_of or last_demand_date(con)
     if as_of is None:  # empty mart: nothing to forecast, say so rather than fail
         return ForecastSummary(None, horizon_days, None, {}, {}, 0, 0, 0, None, None, {})
     future = [as_of + timedelta(days=k) for k in range(1, horizon_days + 1)]
+    cal = calibration.read(con) if calibrate else calibration.Calibration()
+    if calibrate and not cal and backtest_if_uncalibrated:
+        from forecasts.evaluate import run_warehouse_backtest
+
+        t = time.perf_counter()
+        run_warehouse_backtest(con, as_of, workers=workers)
+        cal = calibration.read(con)
+        timings["backtest_s"] = time.perf_counter() - t
+    cal_source = "in_sample"
+    if cal:
+        cal_as_of = con.execute("select max(as_of) from forecasts.calibration").fetchone()[0]
+        cal_source = f"table as of {cal_as_of}"
     demand = read_demand(con, as_of)
     events = read_events(con)
     hubs = con.execute("select hub_id, neighbourhood_id from marts.dim_hubs order by hub_id").pl()
@@ -189,12 +267,13 @@ def run_nightly_forecast(
         "select hub_id, category, capacity_units from marts.hub_capacity order by hub_id, category").pl()
     categories = con.execute(
         "select category, under_cost, over_cost from marts.dim_categories order by category").pl()
+    profile = read_profile(con, as_of) if windows else pl.DataFrame()
     timings["read_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
     series = build_series(demand, as_of)
     classes = classify_series(series)
-    tasks = build_tasks(series, classes, event_calendar(events), future, calibrate)
+    tasks = build_tasks(series, classes, event_calendar(events), future, calibrate, cal if cal else None)
     timings["prepare_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -207,11 +286,16 @@ def run_nightly_forecast(
         forecast.select("neighbourhood_id", "category", "forecast_date", *LEVEL_COLUMNS),
         hubs, capacity, categories,
     )
+    plan = split_plan(plan, profile)
     timings["plan_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     write_tables(con, as_of, forecast, plan)
     paths = export_plan(plan, exports_dir, future[0])
+    xlsx = report_path = None
+    if report:
+        xlsx = export_xlsx(plan, exports_dir, future[0])
+        report_path = report_from_warehouse(con, exports_dir, as_of)
     timings["write_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     return ForecastSummary(
@@ -226,4 +310,8 @@ def run_nightly_forecast(
         plan_path=paths["csv"],
         parquet_path=paths["parquet"],
         timings={k: round(v, 3) for k, v in timings.items()},
+        xlsx_path=xlsx,
+        report_path=report_path,
+        calibration_source=cal_source,
+        windows=tuple(sorted(set(plan["window"].to_list()))) if plan.height else (),
     )

@@ -5,15 +5,25 @@ with the result (load the good rows, quarantine the bad, or refuse the file).
 
 Every line of the file is framed first (line number + raw text), so a bad row can always be
 reported by file, line, field and reason with its original text, and nothing is dropped.
+
+Speed and memory (issue 4, item 8): a file is read in chunks of whole lines
+(`CHUNK_BYTES`, 32 MiB), so memory stays bounded whatever the file size; lines are framed
+with polars; a JSON line is decoded once (DuckDB's `json_transform` to a string map on the
+Arrow frame, in an in-memory DuckDB that never sees the warehouse); a CSV line without
+quotes is split by polars, and only lines with quotes go through Python's csv module.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
 from ingest.contracts import CITY_TZ, DEMAND_KINDS, ENTITLEMENTS, READING_KINDS, Contract
@@ -22,6 +32,8 @@ from ingest.contracts import CITY_TZ, DEMAND_KINDS, ENTITLEMENTS, READING_KINDS,
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S%#z"
 POLARS_TYPES = {"str": pl.String, "int": pl.Int64, "float": pl.Float64, "timestamp": pl.Datetime("us")}
 BAD_SCHEMA = {"line": pl.Int64, "field": pl.String, "reason": pl.String, "raw_text": pl.String}
+# Bytes read at a time; a chunk always ends on a line end. Overridable for tests and benchmarks.
+CHUNK_BYTES = int(os.environ.get("CIVICFLOW_INGEST_CHUNK_BYTES", str(32 << 20)))
 
 
 class FileRefused(Exception):
@@ -34,62 +46,185 @@ class ParseResult:
     bad: pl.DataFrame  # line, field, reason, raw_text — one row per rejected line
     lines: int  # data lines in the file (header excluded)
     header: dict = field(default_factory=dict)  # clearing batch header, when the format has one
+    extra_keys: dict[str, int] = field(default_factory=dict)  # JSON keys outside the contract -> lines carrying them
 
     @property
     def reject_ratio(self) -> float:
         return self.bad.height / self.lines if self.lines else 0.0
 
 
+# --------------------------------------------------------------------------- framing
+
+
+def read_chunks(path: Path, chunk_bytes: int | None = None) -> Iterator[tuple[bytes, bool]]:
+    """The file's bytes as (chunk, is_last); every chunk but the last ends with a line end."""
+    size = chunk_bytes or CHUNK_BYTES
+    pending: bytes | None = None
+    carry = b""
+    with path.open("rb") as fh:
+        while True:
+            block = fh.read(size)
+            if not block:
+                break
+            data = carry + block if carry else block
+            cut = data.rfind(b"\n")
+            if cut < 0:  # one line longer than a chunk: keep reading until its end
+                carry = data
+                continue
+            carry = data[cut + 1 :]
+            if pending is not None:
+                yield pending, False
+            pending = data[: cut + 1]
+    if carry:
+        if pending is not None:
+            yield pending, False
+        yield carry, True
+    else:
+        yield (pending if pending is not None else b""), True
+
+
+def frame_bytes(data: bytes, first_line: int = 1) -> tuple[pl.DataFrame, bool]:
+    """Lines of a chunk as (line, raw), numbered from first_line; and whether it ends with a newline."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:  # bad bytes become U+FFFD; the line is then quarantined as invalid UTF-8
+        text = data.decode("utf-8", errors="replace")
+    ends_with_newline = text.endswith("\n")
+    if ends_with_newline:
+        text = text[:-1]
+    frame = (
+        pl.DataFrame({"raw": [text]}, schema={"raw": pl.String})
+        .select(pl.col("raw").str.split("\n"))
+        .explode("raw")
+        .with_row_index("line", offset=0)
+        .select((pl.col("line").cast(pl.Int64) + first_line).alias("line"), "raw")
+    )
+    return frame, ends_with_newline
+
+
 def frame_lines(path: Path) -> tuple[pl.DataFrame, bool]:
-    """Every line of the file as (line, raw); and whether the file ends with a newline."""
+    """Every line of the file as (line, raw); and whether the file ends with a newline (small files)."""
     data = path.read_bytes()
     if not data.strip():
         raise FileRefused(f"{path.name}: empty file")
-    text = data.decode("utf-8", errors="replace")
-    lines = text.split("\n")
-    ends_with_newline = lines[-1] == ""
-    if ends_with_newline:
-        lines.pop()
-    frame = pl.DataFrame({"raw": lines}, schema={"raw": pl.String}).with_row_index("line", offset=1)
-    return frame.with_columns(pl.col("line").cast(pl.Int64)), ends_with_newline
+    return frame_bytes(data)
+
+
+# --------------------------------------------------------------------------- fields as strings
+
+_DUCK = threading.local()
+
+
+def _duck() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB per thread, used only as a JSON decoder for Arrow frames."""
+    con = getattr(_DUCK, "con", None)
+    if con is None:
+        con = duckdb.connect(config={"threads": 2, "memory_limit": "512MB"})
+        con.execute("SET produce_arrow_string_view = true")
+        _DUCK.con = con
+    return con
 
 
 def _fields_from_json(frame: pl.DataFrame, names: tuple[str, ...]) -> pl.DataFrame:
-    return frame.with_columns([pl.col("raw").str.json_path_match(f"$.{n}").alias(n) for n in names])
+    """Decode each line once into a string map; a contract field missing from the object is null.
+
+    Adds `__object` (the line is a JSON object) and `__extra` (its keys outside the contract).
+    Values keep their JSON text (`3.0` stays `3.0`, so it is not an integer).
+    """
+    con = _duck()
+    lines = frame.select("raw")
+    known = "[" + ", ".join(f"'{n}'" for n in names) + "]"
+    picks = ", ".join(f"m['{n}'] AS \"{n}\"" for n in names)
+    present = " + ".join(f"map_contains(m, '{n}')::INT" for n in names)
+    # The key list is only built for a line that has more keys than contract keys (rare).
+    sql = f"""
+        SELECT {picks}, m IS NOT NULL AS __object,
+               CASE WHEN cardinality(m) > ({present})
+                    THEN list_filter(map_keys(m), k -> NOT list_contains({known}, k)) END AS __extra
+        FROM (SELECT try(json_transform(raw, '"MAP(VARCHAR, VARCHAR)"')) AS m FROM lines)
+    """
+    parsed = pl.from_arrow(con.execute(sql).to_arrow_table())
+    assert isinstance(parsed, pl.DataFrame) and parsed.height == frame.height
+    return pl.concat([frame, parsed.cast({n: pl.String for n in names})], how="horizontal")
 
 
-def _fields_from_csv(frame: pl.DataFrame, contract: Contract, path: Path) -> tuple[pl.DataFrame, list[dict]]:
-    """Split CSV lines into string columns; a line with the wrong field count is returned as bad."""
-    header_line = frame["raw"][0].lstrip("\ufeff")
-    header = next(csv.reader([header_line]))
+def _json_failure(raw: str) -> str:
+    """Why a line is not a usable JSON object (only called for the few lines that are not)."""
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        return "unparseable JSON line"
+    if not isinstance(obj, dict):
+        return "not a JSON object"
+    return "JSON object not readable as key/value pairs"
+
+
+def csv_header(frame: pl.DataFrame, contract: Contract, path: Path) -> None:
+    """Refuse a CSV whose header is not the contract's columns, in order."""
+    header_line = frame["raw"][0].lstrip("\ufeff").rstrip("\r")
+    header = next(csv.reader([header_line]), [])
     expected = list(contract.field_names)
     if header != expected:
         missing = [c for c in expected if c not in header]
         extra = [c for c in header if c not in expected]
+        order = " (same columns, another order)" if not missing and not extra else ""
         raise FileRefused(
-            f"{path.name}: columns changed (missing {missing or 'none'}, unexpected {extra or 'none'}); "
+            f"{path.name}: columns changed{order} (missing {missing or 'none'}, unexpected {extra or 'none'}); "
             f"the contract {contract.name!r} expects {','.join(expected)}"
         )
-    body = frame.slice(1)
-    width = len(expected)
-    rows: list[list[str | None]] = []
-    bad: list[dict] = []
-    keep = []
-    for line_no, raw in zip(body["line"].to_list(), body["raw"].to_list()):
-        try:
-            values = next(csv.reader([raw]))
-        except (csv.Error, StopIteration):
-            values = []
-        if len(values) != width:
-            bad.append({"line": line_no, "field": None, "reason": f"expected {width} fields, found {len(values)}", "raw_text": raw})
-            continue
-        rows.append([v if v != "" else None for v in values])
-        keep.append(line_no)
-    cols = {name: [r[i] for r in rows] for i, name in enumerate(expected)}
-    parsed = pl.DataFrame(cols, schema={n: pl.String for n in expected})
-    kept = body.filter(pl.col("line").is_in(keep)) if bad else body
-    return pl.concat([kept, parsed], how="horizontal"), bad
 
+
+def _fields_from_csv(body: pl.DataFrame, contract: Contract) -> tuple[pl.DataFrame, list[dict]]:
+    """Split CSV lines into string columns; a line with the wrong field count is returned as bad.
+
+    Lines without a quote character are split by polars; the rare quoted line goes through
+    Python's csv module so quoting rules hold.
+    """
+    expected = list(contract.field_names)
+    width = len(expected)
+    quoted = body["raw"].str.contains('"', literal=True)
+    plain = body.filter(~quoted).with_columns(
+        pl.when(pl.col("raw") == "")
+        .then(pl.lit([], dtype=pl.List(pl.String)))
+        .otherwise(pl.col("raw").str.strip_suffix("\r").str.split(","))
+        .alias("__parts")
+    )
+    n = pl.col("__parts").list.len()
+    bad = plain.filter(n != width).select(
+        "line",
+        pl.lit(None, dtype=pl.String).alias("field"),
+        pl.format("expected {} fields, found {}", pl.lit(width), n).alias("reason"),
+        pl.col("raw").alias("raw_text"),
+    )
+    ok = plain.filter(n == width)
+    fields = ok.select(
+        "line",
+        "raw",
+        *[
+            pl.col("__parts").list.get(i).replace("", None).alias(name)  # empty cell = missing
+            for i, name in enumerate(expected)
+        ],
+    )
+    bad_rows: list[dict] = bad.to_dicts()
+    if quoted.any():
+        rows, keep = [], []
+        for line_no, raw in body.filter(quoted).select("line", "raw").iter_rows():
+            try:
+                values = next(csv.reader([raw]))
+            except (csv.Error, StopIteration):
+                values = []
+            if len(values) != width:
+                bad_rows.append({"line": line_no, "field": None, "reason": f"expected {width} fields, found {len(values)}", "raw_text": raw})
+                continue
+            rows.append([line_no, raw, *[v if v != "" else None for v in values]])
+            keep.append(line_no)
+        if rows:
+            extra = pl.DataFrame(rows, schema={"line": pl.Int64, "raw": pl.String, **{n: pl.String for n in expected}}, orient="row")
+            fields = pl.concat([fields, extra]).sort("line")
+    return fields, bad_rows
+
+
+# --------------------------------------------------------------------------- rules
 
 def _checks(contract: Contract, known_devices: set[str] | None) -> list[tuple[str, pl.Expr, str]]:
     """(field, failing-condition, reason) in the order they are reported; first failure wins."""
@@ -167,25 +302,25 @@ def local_date(expr: pl.Expr) -> pl.Expr:
     return expr.dt.replace_time_zone("UTC").dt.convert_time_zone(CITY_TZ).dt.date()
 
 
-def validate_file(contract: Contract, path: Path, known_devices: set[str] | None = None) -> ParseResult:
-    """Parse and validate one file. Raises FileRefused when the file as a whole is unusable."""
-    frame, ends_with_newline = frame_lines(path)
-    header: dict = {}
-    bad_rows: list[dict] = []
-    if contract.file_format == "csv":
-        if frame.height <= 1:
-            raise FileRefused(f"{path.name}: header only, no rows")
-        data_lines = frame.height - 1
-        fields, bad_rows = _fields_from_csv(frame, contract, path)
-    else:
-        if contract.name == "clearing":
-            header, frame = _split_clearing_header(frame, path)
-        data_lines = frame.height
-        fields = _fields_from_json(frame, contract.field_names)
-    last_line = frame["line"].max() if frame.height else None
-
-    # A line that is blank, not UTF-8, or not an object at all fails before any field rule.
+def validate_lines(
+    contract: Contract,
+    frame: pl.DataFrame,
+    known_devices: set[str] | None = None,
+) -> ParseResult:
+    """Validate framed data lines (no header) of one chunk: good rows typed, bad rows with reasons."""
     names = contract.field_names
+    bad_rows: list[dict] = []
+    extra_keys: dict[str, int] = {}
+    if contract.file_format == "csv":
+        fields, bad_rows = _fields_from_csv(frame, contract)
+    else:
+        fields = _fields_from_json(frame, names)
+        extras = fields.filter(pl.col("__extra").list.len() > 0)
+        if extras.height:
+            counts = extras.select(pl.col("__extra").explode()).to_series().value_counts()
+            extra_keys = {str(k): int(v) for k, v in counts.iter_rows()}
+
+    # A line that is blank, not UTF-8, or not a JSON object fails before any field rule.
     framing = (
         pl.when(pl.col("raw").str.contains("\ufffd", literal=True))
         .then(pl.lit("invalid UTF-8"))
@@ -193,34 +328,108 @@ def validate_file(contract: Contract, path: Path, known_devices: set[str] | None
         .then(pl.lit("blank line"))
     )
     if contract.file_format == "jsonl":
-        framing = framing.when(pl.all_horizontal([pl.col(n).is_null() for n in names])).then(pl.lit("unparseable JSON line"))
+        framing = framing.when(~pl.col("__object")).then(pl.lit("unparseable JSON line"))
     fields = fields.with_columns(framing.otherwise(None).alias("__framing"))
     fields = fields.with_columns(_typed(contract))
 
+    checks = _checks(contract, known_devices)
+    # Every rule once over all rows (null = passes); the first failing rule's reason only on
+    # the few failing rows.
+    failing = pl.any_horizontal([pl.col("__framing").is_not_null()] + [cond.fill_null(False) for _, cond, _ in checks])
+    fields = fields.with_columns(failing.alias("__bad"))
     reason = pl.when(pl.col("__framing").is_not_null()).then(pl.col("__framing"))
     field_name = pl.when(pl.col("__framing").is_not_null()).then(pl.lit(None, dtype=pl.String))
-    for fname, failing, why in _checks(contract, known_devices):
-        reason = reason.when(failing).then(pl.lit(why))
-        field_name = field_name.when(failing).then(pl.lit(fname))
-    fields = fields.with_columns(reason.otherwise(None).alias("__reason"), field_name.otherwise(None).alias("__field"))
-
-    bad = fields.filter(pl.col("__reason").is_not_null()).select(
-        pl.col("line"), pl.col("__field").alias("field"), pl.col("__reason").alias("reason"), pl.col("raw").alias("raw_text")
+    for fname, cond, why in checks:
+        reason = reason.when(cond).then(pl.lit(why))
+        field_name = field_name.when(cond).then(pl.lit(fname))
+    bad = fields.filter(pl.col("__bad")).select(
+        pl.col("line"), field_name.otherwise(None).alias("field"), reason.otherwise(None).alias("reason"), pl.col("raw").alias("raw_text")
     )
+    if contract.file_format == "jsonl" and bad.height:
+        # Say precisely why a line is not an object (rare lines only: Python's json is fine here).
+        bad = bad.with_columns(
+            pl.when(pl.col("reason") == "unparseable JSON line")
+            .then(pl.col("raw_text").map_elements(_json_failure, return_dtype=pl.String))
+            .otherwise(pl.col("reason"))
+            .alias("reason")
+        )
     if bad_rows:
-        bad = pl.concat([bad, pl.DataFrame(bad_rows, schema=BAD_SCHEMA)]).sort("line")
+        bad = pl.concat([bad.cast(BAD_SCHEMA), pl.DataFrame(bad_rows, schema=BAD_SCHEMA)]).sort("line")
 
-    # A last line cut off mid-record with no newline is a truncated delivery, not one bad row.
-    if not ends_with_newline and last_line is not None and last_line in set(bad["line"].to_list()):
-        raise FileRefused(f"{path.name}: truncated (last line {last_line} is incomplete and has no line end)")
-
-    good = fields.filter(pl.col("__reason").is_null()).select(
+    good = fields.filter(~pl.col("__bad")).select(
         [pl.col(f"__{n}").alias(n) for n in names] + [pl.col("line").alias("_line")]
     )
     time_cols = event_time_columns(contract)
     if time_cols:
         good = good.with_columns(time_cols).with_columns(local_date(pl.col("event_ts")).alias("event_date"))
-    return ParseResult(good=good, bad=bad.cast(BAD_SCHEMA), lines=data_lines, header=header)
+    return ParseResult(good=good, bad=bad.cast(BAD_SCHEMA), lines=frame.height, extra_keys=extra_keys)
+
+
+def validate_chunks(
+    contract: Contract,
+    path: Path,
+    known_devices: set[str] | None = None,
+    chunk_bytes: int | None = None,
+) -> Iterator[ParseResult]:
+    """Parse and validate a file chunk by chunk (bounded memory); one ParseResult per chunk.
+
+    Raises FileRefused when the file as a whole is unusable: empty, header only, columns
+    changed, not a clearing batch, or truncated (its last line cut off with no line end).
+    The clearing header (when there is one) is in the first result's `header`.
+    """
+    next_line = 1
+    data_lines = 0
+    saw_content = False
+    for data, is_last in read_chunks(path, chunk_bytes):
+        if not saw_content and not data.strip():
+            if is_last:
+                raise FileRefused(f"{path.name}: empty file")
+            next_line += data.count(b"\n")  # leading blank lines of a huge file: still numbered
+            continue
+        frame, ends_with_newline = frame_bytes(data, next_line)
+        next_line += frame.height
+        header: dict = {}
+        if not saw_content:
+            saw_content = True
+            if contract.file_format == "csv":
+                csv_header(frame, contract, path)
+                frame = frame.slice(1)
+            elif contract.name == "clearing":
+                header, frame = _split_clearing_header(frame, path)
+        if frame.height == 0:
+            if is_last and data_lines == 0 and contract.file_format == "csv":
+                raise FileRefused(f"{path.name}: header only, no rows")
+            if header:
+                yield ParseResult(good=pl.DataFrame(), bad=pl.DataFrame(schema=BAD_SCHEMA), lines=0, header=header)
+            continue
+        result = validate_lines(contract, frame, known_devices)
+        result.header = header
+        data_lines += result.lines
+        # A last line cut off mid-record with no newline is a truncated delivery, not one bad row.
+        if is_last and not ends_with_newline and result.bad.height:
+            last_line = int(frame["line"][-1])
+            if int(result.bad["line"][-1]) == last_line or last_line in set(result.bad["line"].to_list()):
+                raise FileRefused(f"{path.name}: truncated (last line {last_line} is incomplete and has no line end)")
+        yield result
+    if contract.file_format == "csv" and data_lines == 0 and saw_content:
+        raise FileRefused(f"{path.name}: header only, no rows")
+
+
+def validate_file(contract: Contract, path: Path, known_devices: set[str] | None = None) -> ParseResult:
+    """Parse and validate one whole file (all chunks together). Raises FileRefused when unusable."""
+    parts = list(validate_chunks(contract, path, known_devices))
+    goods = [p.good for p in parts if p.good.width]
+    extra: dict[str, int] = {}
+    for p in parts:
+        for k, v in p.extra_keys.items():
+            extra[k] = extra.get(k, 0) + v
+    return ParseResult(
+        good=pl.concat(goods) if goods else pl.DataFrame(),
+        bad=pl.concat([p.bad for p in parts]) if parts else pl.DataFrame(schema=BAD_SCHEMA),
+        lines=sum(p.lines for p in parts),
+        header=parts[0].header if parts else {},
+        extra_keys=extra,
+    )
 
 
 def _split_clearing_header(frame: pl.DataFrame, path: Path) -> tuple[dict, pl.DataFrame]:
@@ -229,20 +438,24 @@ def _split_clearing_header(frame: pl.DataFrame, path: Path) -> tuple[dict, pl.Da
         header = json.loads(frame["raw"][0])
     except (json.JSONDecodeError, IndexError) as exc:
         raise FileRefused(f"{path.name}: line 1 is not a clearing batch header ({exc})") from None
+    if not isinstance(header, dict):
+        raise FileRefused(f"{path.name}: line 1 is not a clearing batch header (not a JSON object)")
     missing = [k for k in ("batch_id", "line_count", "total_cents", "cleared_at") if k not in header]
     if header.get("record") != "header" or missing:
         raise FileRefused(f"{path.name}: line 1 is not a clearing batch header (missing {missing or 'record=header'})")
     return header, frame.slice(1)
 
 
-def check_clearing_totals(result: ParseResult, path: Path) -> None:
+def check_clearing_batch(header: dict, lines: int, valid_total: int, bad_lines: int, path: Path) -> None:
     """Refuse a batch whose lines do not add up to its header: truncated or tampered in transit."""
-    h = result.header
-    lines = result.lines
-    total = int(result.good["amount_cents"].sum() or 0)
-    if lines != int(h["line_count"]) or (result.bad.height == 0 and total != int(h["total_cents"])):
+    if lines != int(header["line_count"]) or (bad_lines == 0 and valid_total != int(header["total_cents"])):
         raise FileRefused(
-            f"{path.name}: batch {h['batch_id']} header says {h['line_count']} lines / {h['total_cents']} cents, "
-            f"the file has {lines} lines / {total} cents in its valid lines"
+            f"{path.name}: batch {header['batch_id']} header says {header['line_count']} lines / {header['total_cents']} cents, "
+            f"the file has {lines} lines / {valid_total} cents in its valid lines"
         )
 
+
+def check_clearing_totals(result: ParseResult, path: Path) -> None:
+    """`check_clearing_batch` on a whole-file ParseResult."""
+    total = int(result.good["amount_cents"].sum() or 0) if result.good.height else 0
+    check_clearing_batch(result.header, result.lines, total, result.bad.height, path)

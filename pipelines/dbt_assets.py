@@ -77,6 +77,17 @@ def affected_dates(con, delivery_days: list) -> list:
     return [r[0] for r in rows]
 
 
+def reference_changed_since(con, since_epoch: float) -> bool:
+    """Whether a new reference snapshot was loaded since `since_epoch` (it touches every date)."""
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM raw._load_manifest WHERE source = 'reference' AND status = 'loaded' "
+            "AND started_at >= make_timestamp((? * 1e6)::BIGINT)",
+            [since_epoch],
+        ).fetchone()[0]
+    )
+
+
 def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=project.manifest_path,
@@ -89,10 +100,18 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
     )
     def warehouse_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
         days = context_dates(context)
+        run_started = context.instance.get_run_stats(context.run_id).start_time or 0
         with warehouse.connect(context) as con:  # closed again before dbt opens the file
             late = affected_dates(con, days)
-        rebuild = dbt_vars(days + late)
-        context.log.info(f"dbt build for {len(days)} delivery day(s); rebuilding {len(rebuild['rebuild_dates'])} date(s)")
-        yield from dbt.cli(["build", "--vars", json.dumps(rebuild)], context=context).stream()
+            reference_changed = reference_changed_since(con, run_started)
+        if reference_changed:
+            # New devices, hubs or events reshape every date: rebuild them all (no date vars).
+            context.log.info("a reference snapshot changed in this run: rebuilding every date")
+            args = ["build"]
+        else:
+            rebuild = dbt_vars(days + late)
+            context.log.info(f"dbt build for {len(days)} delivery day(s); rebuild_dates={','.join(rebuild['rebuild_dates'])}")
+            args = ["build", "--vars", json.dumps(rebuild)]
+        yield from dbt.cli(args, context=context).stream()
 
     return warehouse_dbt

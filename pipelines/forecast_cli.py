@@ -8,6 +8,7 @@ so the forecast commands do not grow the main CLI file.
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# the metrics table needs ~110 columns; narrower (a pipe, CI logs: 80) would truncate every number
+console = Console(width=max(shutil.get_terminal_size((130, 24)).columns, 130))
 
 forecast_app = typer.Typer(
     help="Forecast tools: backtest any series file, backtest the warehouse, re-render the report.",

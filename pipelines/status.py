@@ -64,7 +64,9 @@ def gather(home: Home, defs: dg.Definitions, now: datetime | None = None) -> Hea
                 "started": _ts(stats.start_time),
                 "ended": _ts(stats.end_time),
             }
-        for key in sorted(graph.materializable_asset_keys, key=lambda k: k.to_user_string()):
+        # Freshness is judged on the assets that promise it (the nightly job's), by their policy.
+        promised = [k for k in graph.materializable_asset_keys if graph.get(k).freshness_policy is not None]
+        for key in sorted(promised, key=lambda k: k.to_user_string()):
             event = instance.get_latest_materialization_event(key)
             when = _ts(event.timestamp) if event else None
             partition = event.dagster_event.partition if event and event.dagster_event else None

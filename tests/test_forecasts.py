@@ -224,8 +224,11 @@ def test_run_nightly_forecast_writes_tables_and_identical_files(tmp_path):
     assert n1["p50"].max() > 1.5 * n1["p50"].median()
 
     h_csv, h_pq = _sha(s1.plan_path), _sha(s1.parquet_path)
+    h_x, h_r = _sha(s1.xlsx_path), _sha(s1.report_path)
+    assert s1.windows == ("day",)  # no hourly mart in this city: whole-day rows
     s2 = run_nightly_forecast(con, None, 7, exports, workers=1)  # sequential re-run: same bytes
     assert (_sha(s2.plan_path), _sha(s2.parquet_path)) == (h_csv, h_pq)
+    assert (_sha(s2.xlsx_path), _sha(s2.report_path)) == (h_x, h_r)
     assert con.execute("select count(*) from forecasts.staging_plan").fetchone()[0] == plan.height
     assert con.execute("select count(*) from forecasts.demand_forecast").fetchone()[0] == fc.height
     assert tmp_dirs_left() == [] or all(not str(p).startswith(str(tmp_path)) for p in tmp_dirs_left())
@@ -266,3 +269,102 @@ def test_backtest_file_writes_metrics(tmp_path):
         assert col in overall.columns
     assert summary.n_series == 2 and summary.n_origins == 2
     assert summary.points.filter(pl.col("is_event")).height > 0
+
+
+# ---- calibration, the warehouse backtest, value, windows, report ---------------------------
+
+def test_calibration_learn_lookup_roundtrip(tmp_path):
+    import duckdb
+
+    from forecasts import calibration as cal
+
+    rng = np.random.default_rng(2)
+    n = 400
+    pts = pl.DataFrame({"used_method": ["prophet"] * n, "kind": [SMOOTH] * n, "step": rng.integers(2, 8, n),
+                        "point": np.full(n, 25.0), "spread": np.full(n, 1.0),
+                        "y": 25.0 + 5.0 * rng.standard_normal(n)})
+    c = cal.learn(pts)
+    off, key = c.lookup("prophet", SMOOTH, 3)
+    assert key == "prophet/smooth/2-7" and off[2] == pytest.approx(0.8416, abs=0.25)  # N(0,1) quantiles of u
+    assert c.lookup("prophet", SMOOTH, 1)[1] == "prophet/smooth/*"  # no step-1 points: pooled over horizons
+    assert c.lookup("croston_optimized", INTERMITTENT, 1) is None
+    con = duckdb.connect(str(tmp_path / "c.duckdb"))
+    assert cal.write(con, c, date(2024, 1, 1), 4) == len(c.offsets) * len(LEVELS)
+    back = cal.read(con)
+    assert back.offsets.keys() == c.offsets.keys()
+    assert np.allclose(back.lookup("prophet", SMOOTH, 3)[0], off, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_coverage_within_5_points_on_two_year_series():
+    """Issue 6 item 2: calibrated quantiles cover within 5 points of nominal in the
+    rolling-origin backtest (cross-fitted: each origin uses what earlier origins taught)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from bench_forecasts import make_series
+
+    ser = make_series(20, 730, seed=3)
+    series = {f"s{i:02d}": (ds, y) for i, (ds, y, _) in enumerate(ser)}
+    events = {f"s{i:02d}": list(ev) for i, (_, _, ev) in enumerate(ser)}
+    bt = run_backtest(series, events, BacktestConfig(horizon=7, n_origins=4), workers=2)
+    civ = bt.overall.filter(pl.col("method") == CIVICFLOW).row(0, named=True)
+    for q, c in zip(LEVELS, LEVEL_COLUMNS):
+        assert abs(civ[f"cov_{c}"] - q) <= 0.05, (c, civ[f"cov_{c}"])
+    assert civ["mase_vs_naive"] < 1.0 and civ["n"] == 20 * 4 * 7
+    assert bt.n_origins == 4 and bt.calibration  # the burn-in origin is not scored
+
+
+def _add_hourly_mart(con) -> None:
+    """Hourly demand consistent with the daily mart: 10 % night, 45 % morning, 30 % afternoon, 15 % evening."""
+    con.execute("""create table marts.neighbourhood_demand_hourly as
+        select d.neighbourhood_id, d.category, d.demand_date, h.demand_hour,
+               d.demand_date + to_hours(h.demand_hour) hour_start_local,
+               d.units * h.w units, 0::BIGINT pickup_readings, false is_event_hour, 0::BIGINT event_attendance
+        from marts.neighbourhood_demand_daily d,
+             (select demand_hour, case when demand_hour < 6 then 0.1 / 6 when demand_hour < 12 then 0.45 / 6
+                                       when demand_hour < 18 then 0.30 / 6 else 0.15 / 6 end w
+              from range(24) t(demand_hour)) h""")
+
+
+@pytest.mark.slow
+def test_warehouse_backtest_calibrates_the_nightly_run_and_reports(tmp_path):
+    from forecasts.evaluate import read_latest, run_warehouse_backtest
+    from forecasts.run import run_nightly_forecast
+
+    con = build_city(tmp_path / "w.duckdb", n_days=400)
+    _add_hourly_mart(con)
+    wb = run_warehouse_backtest(con, horizon=7, n_origins=4, workers=2, n_boot=500)
+    assert wb.as_of == AS_OF and wb.calibration_rows > 0
+    m, v = read_latest(con)
+    assert set(m["method"]) == {CIVICFLOW, intermittent.SEASONAL_NAIVE, intermittent.SES}
+    assert set(m["kind"]) >= {"*", SMOOTH, INTERMITTENT}
+    civ = m.filter((pl.col("method") == CIVICFLOW) & (pl.col("kind") == "*")).row(0, named=True)
+    assert civ["mase_vs_naive"] < 1.0 and civ["n_event"] > 0 and civ["mae_event"] is not None
+    assert con.execute("select count(distinct series_id) from forecasts.backtest_metrics_series").fetchone()[0] >= 5
+    reactive = v.filter(pl.col("policy") == "reactive").row(0, named=True)
+    assert 0 < reactive["reduction_ci_low"] <= reactive["civicflow_reduction"] <= reactive["reduction_ci_high"] < 1
+    assert v.filter(pl.col("policy") == "yesterday")["civicflow_reduction"][0] > 0
+
+    exports = tmp_path / "exports"
+    s = run_nightly_forecast(con, None, 2, exports, workers=2)
+    assert s.calibration_source == f"table as of {AS_OF}"
+    fc = con.execute("select calibration, kind from forecasts.demand_forecast").pl()
+    assert fc.filter(pl.col("kind") == SMOOTH)["calibration"].str.starts_with("prophet/smooth").all()
+    plan = con.execute("select * from forecasts.staging_plan").pl()
+    assert set(plan.filter(pl.col("neighbourhood_id") == "N1")["window"]) == {"night", "morning", "afternoon", "evening"}
+    # series with under MIN_UNITS units in the profile (all-zero meds, a 10-day series) keep one "day" row
+    assert set(plan["window"]) == {"night", "morning", "afternoon", "evening", "day"}
+    daily = plan.group_by("plan_date", "hub_id", "category").agg(pl.col("window").n_unique())
+    assert set(daily["window"]) <= {1, 4}
+    m1 = plan.filter((pl.col("hub_id") == "H1a") & (pl.col("category") == "parcels")).sort("plan_date", "window")
+    for _, g in m1.group_by("plan_date"):
+        morning = g.filter(pl.col("window") == "morning")["units"][0]
+        assert abs(morning - 0.45 * g["units"].sum()) <= 1  # the hourly profile's share, whole units
+    assert s.xlsx_path.exists() and s.report_path.exists()
+    text = s.report_path.read_text()
+    assert 'id="backtest-table"' in text and 'id="value-table"' in text and "H1a" in text
+    hashes = {p.name: _sha(p) for p in s.plan_path.parent.iterdir()}
+    s2 = run_nightly_forecast(con, None, 2, exports, workers=1)
+    assert {p.name: _sha(p) for p in s2.plan_path.parent.iterdir()} == hashes  # csv, parquet, xlsx, html
+    con.close()

@@ -1,0 +1,99 @@
+"""Data Docs and quarantine commands (issue 4, item 5), and the GX check's failure message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from ingest.contracts import CONTRACTS, TELEMETRY
+from ingest.loader import ensure_raw_schema, load_landing
+
+DEVICES_CSV = "device_id,device_type,hub_id,location_id,neighbourhood_id\nD1,locker,H1,H1,N1\n"
+
+
+def reading(seq: int, **over) -> dict:
+    row = {
+        "device_id": "D1", "hub_id": "H1", "seq": seq,
+        "device_time": "2026-01-05T08:00:00+01:00", "received_at": "2026-01-05T07:00:02Z",
+        "kind": "battery", "category": None, "value": 80, "unit": "percent",
+    }
+    row.update(over)
+    return row
+
+
+@pytest.fixture
+def loaded_home(home_dir: Path) -> Path:
+    """A home whose live warehouse holds a few loaded rows and two quarantined ones (nothing published)."""
+    landing = home_dir / "landing"
+    (landing / "reference" / "devices").mkdir(parents=True)
+    (landing / "reference" / "devices" / "devices.csv").write_text(DEVICES_CSV)
+    rows = [json.dumps(reading(i)) for i in range(1, 60)] + ["{broken", json.dumps(reading(99, device_id="D404"))]
+    (landing / "telemetry" / "2026-01-05").mkdir(parents=True)
+    (landing / "telemetry" / "2026-01-05" / "t.jsonl").write_text("\n".join(rows) + "\n")
+    con = duckdb.connect(str(home_dir / "warehouse.duckdb"))
+    load_landing(con, landing)
+    con.close()
+    return home_dir
+
+
+def _app():
+    from pipelines.cli import app
+
+    return app
+
+
+@pytest.mark.slow
+def test_data_docs_command_writes_an_index_naming_every_raw_suite(loaded_home):
+    result = CliRunner().invoke(_app(), ["ingest", "data-docs", "--home", str(loaded_home)])
+    assert result.exit_code == 0, result.output
+    index = Path(result.output.strip().splitlines()[-1])
+    assert index.name == "index.html" and index.exists()
+    assert index.is_relative_to(loaded_home / "gx")
+    html = index.read_text()
+    con = duckdb.connect(str(loaded_home / "warehouse.duckdb"), read_only=True)
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'").fetchall()}
+    con.close()
+    for name in CONTRACTS:
+        assert name in tables
+        assert f"raw_{name}" in html, name
+
+
+def test_quarantine_command_lists_file_line_field_reason_and_text(loaded_home):
+    result = CliRunner().invoke(_app(), ["ingest", "quarantine", "--home", str(loaded_home), "--contract", "telemetry"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "telemetry/2026-01-05/t.jsonl" in out
+    assert "unparseable JSON line" in out and "{broken" in out
+    assert "unknown device" in out and "device_id" in out and "D404" in out
+    bad = CliRunner().invoke(_app(), ["ingest", "quarantine", "--home", str(loaded_home), "--contract", "nope"])
+    assert bad.exit_code == 2 and "unknown contract" in bad.output
+
+
+def test_ingest_commands_have_help():
+    for args in (["ingest", "--help"], ["ingest", "data-docs", "--help"], ["ingest", "quarantine", "--help"]):
+        result = CliRunner().invoke(_app(), args)
+        assert result.exit_code == 0 and "--home" in result.output or "data-docs" in result.output
+
+
+def test_failing_gx_check_says_which_expectation_failed_on_how_many_rows(tmp_path):
+    from pipelines.ingest_assets import gx_check
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    ensure_raw_schema(con)
+    cols = ", ".join(n for n, _ in __import__("ingest.loader", fromlist=["table_columns"]).table_columns(TELEMETRY))
+    good = "('D1', 'H1', {seq}, TIMESTAMP '2026-01-05 07:00:00', TIMESTAMP '2026-01-05 07:00:02', 'battery', NULL, 80, 'percent', -2, false, TIMESTAMP '2026-01-05 07:00:00', DATE '2026-01-05', {seq}, 'sha', now()::TIMESTAMP)"
+    values = [good.format(seq=i) for i in range(1, 9)]
+    values.append(good.format(seq=8))  # a duplicate natural key that slipped through
+    values.append(good.format(seq=10).replace("'battery'", "'teleport'"))  # not an allowed kind
+    values.append(good.format(seq=11).replace("'battery'", "'teleport'"))
+    con.execute(f"INSERT INTO raw.telemetry ({cols}) VALUES {', '.join(values)}")
+    result = gx_check(con, TELEMETRY, ["2026-01-05"])
+    con.close()
+    assert result.passed is False
+    assert "expect_column_values_to_be_in_set(kind): 2 of 11 rows unexpected" in result.description
+    assert "expect_compound_columns_to_be_unique(device_id,seq): 2 of 11 rows unexpected" in result.description
+    assert result.metadata["rows_checked"].value == 11
