@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import duckdb
-import numpy as np
 import polars as pl
 
 from forecasts import calibration as calib

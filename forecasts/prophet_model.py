@@ -4,6 +4,11 @@ only when the history can identify it, non-negative output.
 Kept fast on purpose (DESIGN.md traps): `uncertainty_samples=0` — the intervals come from
 calibrated residuals (quantiles.py), not from Prophet's sampling, whose `predict()` cost
 grows with the number of samples and whose intervals are off on count data anyway.
+
+Other measured savings (bench/bench_forecasts.py), none changing the model: Stan's input
+JSON written from numpy (`speed_up_stan_io`), event features built with numpy and passed as
+regressors with the holiday prior (`holiday_indicators`), and the point forecast computed
+as trend + X·beta (`_predict_additive`, identical to `predict()`'s yhat for additive models).
 """
 
 from __future__ import annotations
@@ -122,9 +127,9 @@ def holidays_frame(events: list[tuple[str, date, date]], cfg: ProphetConfig) -> 
 
 def holiday_indicators(days: np.ndarray, events: list[tuple[str, date, date]],
                        cfg: "ProphetConfig") -> dict[str, np.ndarray]:
-    """Prophet's holiday features, built with numpy: one 0/1 column per (holiday, day offset
-    in its window), the columns `Prophet(holidays=holidays_frame(events))` would make, and
-    with the same prior (holidays_prior_scale) when added as regressors. Prophet builds them
+    """Prophet-style holiday features, built with numpy: one 0/1 column per (holiday, day
+    offset in its window), with Prophet's holiday prior (holidays_prior_scale) when added as
+    regressors; the window days are taken around each span of consecutive event days. Prophet builds them
     with a Python loop and a `pd.to_datetime` per holiday row, twice per series (fit and
     predict); for a two-year history with an event every couple of weeks that was ~20 % of
     the fit. `days`: datetime64 of every row (history then future); hourly rows use their date."""
@@ -136,11 +141,19 @@ def holiday_indicators(days: np.ndarray, events: list[tuple[str, date, date]],
     for name, start, end in events:
         s, e = np.datetime64(start, "D"), np.datetime64(end or start, "D")
         by_name.setdefault(name, []).append(np.arange(s, max(s, e) + 1))
+    one = np.timedelta64(1, "D")
     for name in sorted(by_name):
         hd = np.unique(np.concatenate(by_name[name]))
-        for off in range(cfg.holiday_lower_window, cfg.holiday_upper_window + 1):
-            col = f"hol_{name}_{'p' if off >= 0 else 'm'}{abs(off)}"
-            out[col] = np.isin(d, hd + np.timedelta64(off, "D")).astype(float)
+        on = np.isin(d, hd)
+        out[f"hol_{name}_p0"] = on.astype(float)
+        # the window is around each *span* of consecutive event days, not around every day:
+        # Prophet's per-day windows overlap inside a multi-day festival (day 2 is at once
+        # "the day", "the day after" and "the day before"), which let three collinear effects
+        # add up to nonsense (seen: a 0 forecast for the third day of a festival)
+        for off in range(1, -cfg.holiday_lower_window + 1):
+            out[f"hol_{name}_m{off}"] = (np.isin(d + off * one, hd) & ~on).astype(float)
+        for off in range(1, cfg.holiday_upper_window + 1):
+            out[f"hol_{name}_p{off}"] = (np.isin(d - off * one, hd) & ~on).astype(float)
     return out
 
 

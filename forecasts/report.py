@@ -5,10 +5,11 @@ chart). Deterministic bytes: fixed div ids (`chart-<hub>`), no timestamps, rows 
 traces in a fixed order, numbers rounded — re-rendering the same day gives the same file.
 
 Sections, in the order an operations person needs them:
-1. what to stage tomorrow — totals per category and the hubs where a cap bound;
-2. the plan table (hub, category, window, units, forecast and its 10–90 % interval, why capped);
+1. what to stage tomorrow — totals, the first day per hub × category, caps;
+2. how good the forecasts are (backtest) and what the plan saves (cost simulation);
 3. per hub: history of the last weeks, the forecast with its interval, the staged units;
-4. how good the forecasts are (backtest) and what the plan saves (cost simulation).
+4. the full plan table (hub, category, window, units, forecast and its 10–90 % interval,
+   why capped); rows with 0 units are left to the CSV/xlsx.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from datetime import date, timedelta
 
 import polars as pl
 
-HISTORY_DAYS = 42
+HISTORY_DAYS = 28
+WINDOW_ORDER = ("night", "morning", "afternoon", "evening", "day")
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:24px;color:#1f2933;max-width:1200px}
@@ -61,39 +63,52 @@ def _table(df: pl.DataFrame, cols: list[tuple[str, str, int]], row_class=None, t
 
 
 def hub_figure(hub: str, plan_hub: pl.DataFrame, history: pl.DataFrame, forecast: pl.DataFrame):
-    """History (dots/line), forecast median and 10–90 % band, staged units (bars) for one
-    hub's categories; the hub's share of its neighbourhood's demand scales the lines."""
-    import plotly.graph_objects as go
+    """Small multiples, one panel per category: the hub's share of recent daily demand
+    (line), the forecast median with its 10–90 % range (point and whiskers, readable even
+    for a one-day plan), and the units staged (bar). One legend for the four roles."""
+    import math
 
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b"]
-    fig = go.Figure()
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
     daily = (plan_hub.group_by("plan_date", "category", "hub_share")
              .agg(pl.col("units").sum()).sort("category", "plan_date"))
-    for i, cat in enumerate(sorted(daily["category"].unique().to_list())):
-        col = palette[i % len(palette)]
+    cats = sorted(daily["category"].unique().to_list())
+    ncol = min(3, len(cats)) or 1
+    nrow = max(1, math.ceil(len(cats) / ncol))
+    fig = make_subplots(rows=nrow, cols=ncol, subplot_titles=cats, horizontal_spacing=0.06,
+                        vertical_spacing=0.16 if nrow > 1 else 0.1)
+    for i, cat in enumerate(cats):
+        r, c = i // ncol + 1, i % ncol + 1
+        first = i == 0
         share = float(daily.filter(pl.col("category") == cat)["hub_share"][0])
         h = history.filter(pl.col("category") == cat).sort("ds")
         f = forecast.filter(pl.col("category") == cat).sort("forecast_date")
         d = daily.filter(pl.col("category") == cat)
+        # explicit width (ms): a lone bar on a date axis is otherwise drawn 1 ms wide
+        fig.add_trace(go.Bar(x=[str(x) for x in d["plan_date"]], y=d["units"].to_list(), name="units to stage",
+                             width=[0.7 * 86_400_000] * d.height, marker={"color": "#3f9142"}, opacity=0.55,
+                             showlegend=first, legendgroup="staged"),
+                      row=r, col=c)
         if h.height:
             fig.add_trace(go.Scatter(x=[str(x) for x in h["ds"]], y=[round(v * share, 2) for v in h["y"]],
-                                     mode="lines", name=f"{cat}: history", line={"color": col, "width": 1.5},
-                                     legendgroup=cat))
+                                     mode="lines", name="demand (last weeks)", line={"color": "#52606d", "width": 1.5},
+                                     showlegend=first, legendgroup="history"), row=r, col=c)
         if f.height:
-            xs = [str(x) for x in f["forecast_date"]]
-            fig.add_trace(go.Scatter(x=xs + xs[::-1],
-                                     y=[round(v * share, 2) for v in f["p90"]] + [round(v * share, 2) for v in f["p10"][::-1]],
-                                     fill="toself", fillcolor=col, opacity=0.18, line={"width": 0},
-                                     name=f"{cat}: 10–90 % interval", legendgroup=cat, hoverinfo="skip"))
-            fig.add_trace(go.Scatter(x=xs, y=[round(v * share, 2) for v in f["p50"]], mode="lines+markers",
-                                     name=f"{cat}: forecast (median)", line={"color": col, "dash": "dash"},
-                                     legendgroup=cat))
-        fig.add_trace(go.Bar(x=[str(x) for x in d["plan_date"]], y=d["units"].to_list(), name=f"{cat}: staged units",
-                             marker={"color": col}, opacity=0.55, legendgroup=cat))
-    fig.update_layout(title={"text": f"Hub {hub}: demand history, forecast and staged units"},
-                      height=380, margin={"l": 50, "r": 20, "t": 50, "b": 40}, barmode="group",
-                      template="plotly_white", legend={"orientation": "h", "y": -0.18},
-                      yaxis_title="units per day", hovermode="x unified")
+            p50 = [round(v * share, 2) for v in f["p50"]]
+            fig.add_trace(go.Scatter(
+                x=[str(x) for x in f["forecast_date"]], y=p50, mode="markers+lines",
+                name="forecast (median, 10–90 % range)", marker={"color": "#d9480f", "size": 8},
+                line={"color": "#d9480f", "dash": "dot"}, showlegend=first, legendgroup="forecast",
+                error_y={"type": "data", "symmetric": False, "color": "#d9480f", "thickness": 2,
+                         "array": [round(v * share - m, 2) for v, m in zip(f["p90"], p50)],
+                         "arrayminus": [round(m - v * share, 2) for v, m in zip(f["p10"], p50)]}),
+                row=r, col=c)
+    fig.update_layout(title={"text": f"Hub {hub}", "y": 0.99, "yanchor": "top"}, height=120 + 230 * nrow,
+                      margin={"l": 40, "r": 20, "t": 100, "b": 30}, template="plotly_white",
+                      legend={"orientation": "h", "x": 0.2, "xanchor": "left", "y": 0.985, "yanchor": "top",
+                              "yref": "container"})
+    fig.update_xaxes(tickformat="%d %b", nticks=6)
     return fig
 
 
@@ -108,6 +123,10 @@ def render(
     calibration_source: str = "",
 ) -> str:
     """The whole report as one HTML string (pure: same inputs, same bytes)."""
+    if plan.height and "window" in plan.columns:  # windows in the order of the day
+        rank = {n: i for i, n in enumerate(WINDOW_ORDER)}
+        plan = (plan.with_columns(pl.col("window").replace_strict(rank, default=len(rank)).alias("_w"))
+                .sort("plan_date", "hub_id", "category", "_w").drop("_w"))
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
              f"<title>civicflow staging plan {plan_date}</title><style>{CSS}</style></head><body>"]
     parts.append(f"<h1>Staging plan for {plan_date}</h1>"
@@ -150,36 +169,6 @@ def render(
                                      *[(c, c, 0) for c in cats], ("_total", "total", 0)],
                             lambda r: "capped" if r["hub_id"] in capped_hubs else "", table_id="glance-table"))
 
-    # 2. plan table
-    parts.append("<h2>The plan</h2><p class=\"note\">units = what to have at the hub at the start of the window. "
-                 "The forecast columns are the hub's share of its neighbourhood's demand. Rows shaded orange "
-                 "were cut by a capacity cap (<i>hub_capacity</i>: the category's space at the hub; "
-                 "<i>hub_total_capacity</i>: the hub's total space, given to the categories that cost most "
-                 "to miss).</p>")
-    cols = [("plan_date", "day", -1), ("hub_id", "hub", -1), ("neighbourhood_id", "neighbourhood", -1),
-            ("category", "category", -1), ("window", "window", -1), ("units", "units", 0),
-            ("forecast_p50", "forecast (median)", 1), ("p10", "low (10 %)", 1), ("p90", "high (90 %)", 1),
-            ("quantile", "service level", 2), ("capacity_units", "capacity", 0), ("cap_reason", "capped by", -1)]
-    cols = [c for c in cols if c[0] in plan.columns]
-    parts.append(_table(plan, cols, lambda r: "capped" if r.get("cap_reason") else "", table_id="plan-table"))
-
-    # 3. charts per hub
-    import plotly.io as pio
-
-    parts.append("<h2>Per hub: history, forecast and staged units</h2>"
-                 "<p class=\"note\">Line: daily demand of the last weeks. Dashed: forecast median; band: 80 % of days "
-                 "should fall inside it. Bars: units staged per day (all windows).</p>")
-    first = True
-    hist_start = as_of - timedelta(days=HISTORY_DAYS - 1)
-    for hub in sorted(plan["hub_id"].unique().to_list()) if plan.height else []:
-        ph = plan.filter(pl.col("hub_id") == hub)
-        nb = ph["neighbourhood_id"][0]
-        fig = hub_figure(hub, ph, history.filter((pl.col("neighbourhood_id") == nb) & (pl.col("ds") >= hist_start)),
-                         forecast.filter(pl.col("neighbourhood_id") == nb))
-        parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=first, div_id=f"chart-{hub}",
-                                 config={"displaylogo": False, "responsive": True}, validate=False))
-        first = False
-
     # 4. quality and value
     parts.append("<h2>How good are the forecasts? (rolling-origin backtest)</h2>")
     if metrics.height:
@@ -214,5 +203,43 @@ def render(
                                 ("hi_pct", "95 % high", 1)], table_id="value-table"))
     else:
         parts.append('<p class="note">No cost simulation stored yet.</p>')
+
+    # 3. charts per hub
+    import plotly.io as pio
+
+    parts.append("<h2>Per hub: history, forecast and staged units</h2>"
+                 "<p class=\"note\">One panel per category, in units per day at this hub. Grey line: demand of the "
+                 "last 4 weeks (the hub's share of its neighbourhood). Orange point: the forecast median; its whiskers "
+                 "span the 10–90 % range (8 days in 10 fall inside). Green bar: units to stage (all windows). "
+                 "The bar sits above the median for categories that are expensive to miss.</p>")
+    first = True
+    hist_start = as_of - timedelta(days=HISTORY_DAYS - 1)
+    for hub in sorted(plan["hub_id"].unique().to_list()) if plan.height else []:
+        ph = plan.filter(pl.col("hub_id") == hub)
+        nb = ph["neighbourhood_id"][0]
+        fig = hub_figure(hub, ph, history.filter((pl.col("neighbourhood_id") == nb) & (pl.col("ds") >= hist_start)),
+                         forecast.filter(pl.col("neighbourhood_id") == nb))
+        parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=first, div_id=f"chart-{hub}",
+                                 config={"displaylogo": False, "responsive": True}, validate=False))
+        first = False
+
+
+    # 2. plan table
+    parts.append("<h2>The full plan</h2><p class=\"note\">units = what to have at the hub at the start of the window. "
+                 "The forecast columns are the hub's share of its neighbourhood's demand. Rows shaded orange "
+                 "were cut by a capacity cap (<i>hub_capacity</i>: the category's space at the hub; "
+                 "<i>hub_total_capacity</i>: the hub's total space, given to the categories that cost most "
+                 "to miss).</p>")
+    cols = [("plan_date", "day", -1), ("hub_id", "hub", -1), ("neighbourhood_id", "neighbourhood", -1),
+            ("category", "category", -1), ("window", "window", -1), ("units", "units", 0),
+            ("forecast_p50", "forecast (median)", 1), ("p10", "low (10 %)", 1), ("p90", "high (90 %)", 1),
+            ("quantile", "service level", 2), ("capacity_units", "capacity", 0), ("cap_reason", "capped by", -1)]
+    cols = [c for c in cols if c[0] in plan.columns]
+    shown = plan.filter((pl.col("units") > 0) | pl.col("cap_reason").is_not_null()) if plan.height else plan
+    if shown.height < plan.height:
+        parts.append(f'<p class="note">{plan.height - shown.height} rows with 0 units are left out here '
+                     "(they are in staging_plan.csv / .xlsx).</p>")
+    parts.append(_table(shown, cols, lambda r: "capped" if r.get("cap_reason") else "", table_id="plan-table"))
+
     parts.append("</body></html>")
     return "\n".join(parts)

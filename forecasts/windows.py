@@ -16,7 +16,6 @@ morning still serves the evening.
 from __future__ import annotations
 
 import duckdb
-import numpy as np
 import polars as pl
 
 from forecasts.planner import split_units

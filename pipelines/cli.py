@@ -264,6 +264,49 @@ def demo(
         raise typer.Exit(1)
 
 
+def rebuild_warehouse(home: Home, log_level: str = "WARNING") -> tuple[Path | None, RunReport]:
+    """Move the live warehouse aside and replay the landing archive into a fresh one.
+
+    The landing zone keeps every delivered file (loaded or refused), so it is the raw archive:
+    one run over all its delivery days loads the files in their delivery order, and dbt, the
+    forecast and the publish step rebuild everything from them. The old file is kept under
+    `recovered/` for inspection, never deleted.
+    """
+    moved = None
+    if home.warehouse.exists():
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        target = home.root / "recovered" / f"warehouse-{stamp}.duckdb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        home.warehouse.rename(target)
+        wal = home.warehouse.with_name(home.warehouse.name + ".wal")
+        if wal.exists():
+            wal.rename(target.with_name(target.name + ".wal"))
+        moved = target
+    return moved, run_nightly(home, log_level=log_level)
+
+
+@app.command()
+def rebuild(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Rebuild the warehouse from the landing archive (after corruption or a logic change).
+
+    The live file is moved to <home>/recovered/, then one nightly run over every delivery day
+    replays all files into a fresh warehouse and publishes it.
+    """
+    h = _home(home)
+    if not yes and not typer.confirm(f"Move {h.warehouse} aside and rebuild it from {h.landing}?"):
+        raise typer.Exit(1)
+    with console.status("Rebuilding the warehouse from the landing archive…"):
+        moved, report = rebuild_warehouse(h)
+    if moved:
+        console.print(f"Previous warehouse kept at {moved}")
+    print_report(report, h)
+    if not report.success:
+        raise typer.Exit(1)
+
+
 @app.command()
 def status(home: HomeOpt = None) -> None:
     """Health of a home: last run, freshness per asset, failed checks, quarantine, settlement backlog.

@@ -7,13 +7,14 @@ Nothing is written outside it, so a test gets a fresh home in tmp_path.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 DAGSTER_YAML = PROJECT_ROOT / "dagster.yaml"
+DAGSTER_POSTGRES_YAML = PROJECT_ROOT / "dagster.postgres.yaml"
+PG_URL_ENV = "CIVICFLOW_DAGSTER_PG_URL"
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,29 @@ def home_from_env() -> Home:
     return Home(Path(os.environ.get("CIVICFLOW_HOME", "./.civicflow")).expanduser().resolve())
 
 
+def instance_yaml() -> str:
+    """The Dagster instance config for a home: dagster.yaml (SQLite under the home), or, when
+    CIVICFLOW_DAGSTER_PG_URL is set, the same with dagster.postgres.yaml's storage section
+    laid over it (PostgreSQL; the URL stays in the environment, never in the file)."""
+    base = DAGSTER_YAML.read_text()
+    url = os.environ.get(PG_URL_ENV)
+    if not url:
+        return base
+    if url.split("://", 1)[0] in ("postgres", "postgresql"):  # SQLAlchemy 2.1 would pick psycopg 3, not installed
+        raise ValueError(f"{PG_URL_ENV} must name its driver: postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB")
+    import yaml  # a dependency of dagster
+
+    config = yaml.safe_load(base) | yaml.safe_load(DAGSTER_POSTGRES_YAML.read_text())
+    return "# Written by pipelines/home.py: dagster.yaml + dagster.postgres.yaml.\n" + yaml.safe_dump(config, sort_keys=False)
+
+
 def prepare_home(home: Home) -> Home:
     """Create the folders and point Dagster and dbt at this home (env vars their configs read)."""
     for d in (home.landing, home.published, home.exports, home.dagster):
         d.mkdir(parents=True, exist_ok=True)
-    instance_yaml = home.dagster / "dagster.yaml"
-    if not instance_yaml.exists() or instance_yaml.read_bytes() != DAGSTER_YAML.read_bytes():
-        shutil.copyfile(DAGSTER_YAML, instance_yaml)
+    config, target = instance_yaml(), home.dagster / "dagster.yaml"
+    if not target.exists() or target.read_text() != config:
+        target.write_text(config)
     os.environ["CIVICFLOW_HOME"] = str(home.root)
     os.environ["DAGSTER_HOME"] = str(home.dagster)
     os.environ["CIVICFLOW_DAGSTER_STORAGE"] = str(home.dagster / "storage")

@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 from datetime import date, timedelta
-from pathlib import Path
 
 import polars as pl
 import pytest

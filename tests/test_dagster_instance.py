@@ -1,0 +1,135 @@
+"""The Dagster instance of a home (SQLite by default, PostgreSQL by configuration), and what
+the long-running Dagster processes may touch: the webserver, the daemon (schedules, sensors)
+and the code server load the definitions and evaluate ticks without ever opening the live
+warehouse; only steps in the writer pool do (DESIGN.md "One writer")."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.home import DAGSTER_YAML, PG_URL_ENV, PROJECT_ROOT, home_from_env, instance_yaml, prepare_home
+
+
+def test_sqlite_under_the_home_by_default(home_dir, monkeypatch):
+    monkeypatch.delenv(PG_URL_ENV, raising=False)
+    home = prepare_home(home_from_env())
+    assert (home.dagster / "dagster.yaml").read_bytes() == DAGSTER_YAML.read_bytes()
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "SqliteRunStorage"
+        assert Path(instance.root_directory) == home.dagster / "storage"  # CIVICFLOW_DAGSTER_STORAGE
+
+
+def test_postgres_by_configuration_keeps_everything_else_of_dagster_yaml(home_dir, monkeypatch):
+    monkeypatch.setenv(PG_URL_ENV, "postgresql+psycopg2://u:s3cret@127.0.0.1:5432/d")
+    home = prepare_home(home_from_env())
+    written = (home.dagster / "dagster.yaml").read_text()
+    assert "s3cret" not in written  # the URL is read from the environment when the instance loads
+    config, base = yaml.safe_load(written), yaml.safe_load(DAGSTER_YAML.read_text())
+    assert config["storage"] == {"postgres": {"postgres_url": {"env": PG_URL_ENV}}}
+    assert {k: v for k, v in config.items() if k != "storage"} == {k: v for k, v in base.items() if k != "storage"}
+    assert config["concurrency"]["pools"]["default_limit"] == 1
+    monkeypatch.delenv(PG_URL_ENV)
+    prepare_home(home)  # and back to SQLite
+    assert (home.dagster / "dagster.yaml").read_bytes() == DAGSTER_YAML.read_bytes()
+
+
+def test_a_url_without_its_driver_is_refused_with_the_fix(monkeypatch):
+    monkeypatch.setenv(PG_URL_ENV, "postgresql://u:p@127.0.0.1:5432/d")
+    with pytest.raises(ValueError, match=r"postgresql\+psycopg2://"):
+        instance_yaml()
+
+
+# What a Dagster process other than a run worker does with the definitions, in a fresh process
+# and a fresh home: every duckdb.connect() is recorded.
+DAEMON_AND_WEBSERVER = r"""
+import json, sys
+from datetime import datetime, timezone
+
+import duckdb
+
+opened = []
+_connect = duckdb.connect
+def spy(database=":memory:", *args, **kwargs):
+    opened.append(str(database))
+    return _connect(database, *args, **kwargs)
+duckdb.connect = spy
+
+import dagster as dg
+from ingest.simulator import simulate
+from pipelines.home import home_from_env, prepare_home
+
+home = prepare_home(home_from_env())
+simulate(home.landing, size="tiny", days=3, seed=5)  # files for the landing sensor to find
+
+import pipelines.definitions as d  # what the webserver and daemon load
+
+d.defs.resolve_asset_graph()
+for job in d.defs.resolve_all_job_defs():
+    job.graph.nodes
+ticks = {}
+with dg.DagsterInstance.get() as instance:
+    repo = d.defs.get_repository_def()
+    for sensor in repo.sensor_defs:
+        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=repo))
+        ticks[sensor.name] = len(result.run_requests or [])
+    for schedule in repo.schedule_defs:
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime.now(timezone.utc), repository_def=repo)
+        ticks[schedule.name] = len(schedule.evaluate_tick(context).run_requests or [])
+print(json.dumps({"opened": opened, "ticks": ticks}))
+"""
+
+
+@pytest.mark.slow
+def test_loading_definitions_and_evaluating_sensors_and_schedules_never_open_the_warehouse(tmp_path):
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "CIVICFLOW_WAREHOUSE", "CIVICFLOW_DAGSTER_STORAGE", PG_URL_ENV)}
+    env["CIVICFLOW_HOME"] = str(home)
+    done = subprocess.run(
+        [sys.executable, "-c", DAEMON_AND_WEBSERVER], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["ticks"]["landing_sensor"] > 0, result  # the sensor did look at the files
+    assert not [p for p in result["opened"] if "warehouse" in p], result["opened"]
+    assert not (home / "warehouse.duckdb").exists()
+    assert not list(home.rglob("*.duckdb")), list(home.rglob("*.duckdb"))
+
+
+@pytest.mark.slow
+def test_dagster_ui_code_location_loads_without_creating_the_warehouse(tmp_path):
+    """`dagster definitions validate` loads the code location the way the webserver does."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "CIVICFLOW_WAREHOUSE", "CIVICFLOW_DAGSTER_STORAGE", PG_URL_ENV)}
+    env.update(CIVICFLOW_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), CIVICFLOW_DAGSTER_STORAGE=str(home / "dagster" / "storage"))
+    prepare = [sys.executable, "-c", "from pipelines.home import home_from_env, prepare_home; prepare_home(home_from_env())"]
+    subprocess.run(prepare, cwd=PROJECT_ROOT, env=env, check=True, timeout=120)
+    dagster = Path(sys.executable).with_name("dagster")
+    done = subprocess.run(
+        [str(dagster), "definitions", "validate", "-m", "pipelines.definitions"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert not list(home.rglob("*.duckdb")), list(home.rglob("*.duckdb"))
+
+
+def test_every_step_that_can_open_the_warehouse_runs_in_the_writer_pool(home_dir):
+    """Run workers open the warehouse only through the `warehouse` (WarehouseResource) or `dbt`
+    resources: every node of every job that requires one of them is in the writer pool."""
+    import pipelines.definitions as d
+
+    outside = []
+    for job in d.defs.resolve_all_job_defs():
+        for node in job.graph.nodes:
+            needs = node.definition.required_resource_keys & {"warehouse", "dbt"}
+            if needs and node.definition.pool != "warehouse":
+                outside.append((job.name, node.name, sorted(needs), node.definition.pool))
+    assert not outside, outside
