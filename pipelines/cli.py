@@ -264,6 +264,18 @@ def demo(
         raise typer.Exit(1)
 
 
+def _print_budgets(h: Home) -> None:
+    from governance.state import StateBusy
+    from pipelines.governance_cli import RULES_DIR, budget_table
+
+    try:
+        console.print(budget_table(h, RULES_DIR))
+    except StateBusy:
+        console.print("Budgets: the gateway holds governance.duckdb; ask it: GET /v1/usage")
+    except SystemExit:  # a rules problem was already printed
+        pass
+
+
 def rebuild_warehouse(home: Home, log_level: str = "WARNING") -> tuple[Path | None, RunReport]:
     """Move the live warehouse aside and replay the landing archive into a fresh one.
 
@@ -345,6 +357,7 @@ def status(home: HomeOpt = None) -> None:
             console.print(f"  {c['asset']} · {c['check']}: {c['description']}")
     else:
         console.print("Failed checks: [green]none[/green]")
+    _print_budgets(h)
     if health.snapshot is None:
         console.print("Published snapshot: [yellow]none yet[/yellow]")
         return

@@ -50,6 +50,23 @@ def _state(home):
         _fail(str(e))
 
 
+def budget_table(home, rules_dir: Path) -> Table:
+    """Each team's spend today and this month against its budgets (for `budget` and `status`)."""
+    from datetime import datetime, timezone
+
+    from governance import ledger
+
+    teams = _load_rules(rules_dir)
+    today = datetime.now(timezone.utc).date()
+    with _state(home) as st:
+        table = Table("team", "today", "daily budget", "left today", "this month", "monthly budget", "left this month", "running", title=f"Spend in cost units (1 unit = 1 MB scanned), {today}")
+        for team, r in sorted(teams.items()):
+            s = ledger.spend(st, team, today)
+            table.add_row(team, f"{s.day_spent:.3f}", f"{r.budget_per_day:g}", f"{max(0, r.budget_per_day - s.day_spent):.3f}",
+                          f"{s.month_spent:.3f}", f"{r.budget_per_month:g}", f"{max(0, r.budget_per_month - s.month_spent):.3f}", str(s.in_flight))
+    return table
+
+
 def register(app: typer.Typer) -> None:
     from pipelines.cli import HomeOpt, _home
 
@@ -159,19 +176,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def budget(rules: RulesOpt = RULES_DIR, home: HomeOpt = None) -> None:
         """Each team's spend today and this month against its budget."""
-        from datetime import datetime, timezone
-
-        from governance import ledger
-
-        teams = _load_rules(rules)
-        today = datetime.now(timezone.utc).date()
-        with _state(_home(home)) as st:
-            table = Table("team", "today", "daily budget", "left today", "this month", "monthly budget", "left this month", "running", title=f"Spend in cost units (1 unit = 1 MB scanned), {today}")
-            for team, r in sorted(teams.items()):
-                s = ledger.spend(st, team, today)
-                table.add_row(team, f"{s.day_spent:.3f}", f"{r.budget_per_day:g}", f"{max(0, r.budget_per_day - s.day_spent):.3f}",
-                              f"{s.month_spent:.3f}", f"{r.budget_per_month:g}", f"{max(0, r.budget_per_month - s.month_spent):.3f}", str(s.in_flight))
-        console.print(table)
+        console.print(budget_table(_home(home), rules))
 
     @gov_app.command("check")
     def check(rules: RulesOpt = RULES_DIR, manifest: ManifestOpt = MANIFEST, home: HomeOpt = None) -> None:
