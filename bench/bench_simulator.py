@@ -85,7 +85,7 @@ def main() -> None:
         ref_rate = rows / ref_s
         print(f"cpus available        : {os.cpu_count()}  (load average {os.getloadavg()[0]:.2f})")
         print(f"simulated             : size={args.size} days={args.days} files={s.files_written:,} bytes={s.bytes_written:,}")
-        print(f"rows                  : " + ", ".join(f"{k}={v:,}" for k, v in sorted(s.rows.items())))
+        print("rows                  : " + ", ".join(f"{k}={v:,}" for k, v in sorted(s.rows.items())))
         print(f"simulate wall time    : {s.seconds:.2f} s")
         print(f"telemetry rows/s      : {rate:,.0f}  (target {TARGET:,}: {'met' if rate >= TARGET else 'NOT met'})")
         print(f"reference write rows/s: {ref_rate:,.0f}  (same rows, plain polars write_ndjson, {ref_s:.2f} s)")

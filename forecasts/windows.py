@@ -41,7 +41,9 @@ def read_profile(con: duckdb.DuckDBPyConnection, as_of) -> pl.DataFrame:
     sql = f"""
         with h as (
             select neighbourhood_id, category, isodow(demand_date) dow, {window_of_hour_sql()} "window",
-                   sum(units) units
+                   -- exact decimal sums: a parallel DOUBLE sum can differ in the last bit between
+                   -- runs, enough to flip a largest-remainder tie and change a re-run's plan bytes
+                   sum(units::DECIMAL(18, 4)) units
             from marts.neighbourhood_demand_hourly
             where demand_date <= ? and demand_date > ?::DATE - {PROFILE_DAYS}
             group by all),
@@ -50,8 +52,8 @@ def read_profile(con: duckdb.DuckDBPyConnection, as_of) -> pl.DataFrame:
             union all
             select neighbourhood_id, category, 0 dow, "window", sum(units) from h group by all)
         select neighbourhood_id, category, dow, "window",
-               units / nullif(sum(units) over (partition by neighbourhood_id, category, dow), 0) "share",
-               sum(units) over (partition by neighbourhood_id, category, dow) "day_units"
+               (units / nullif(sum(units) over (partition by neighbourhood_id, category, dow), 0))::DOUBLE "share",
+               (sum(units) over (partition by neighbourhood_id, category, dow))::DOUBLE "day_units"
         from both_ order by all"""
     return con.execute(sql, [as_of, as_of]).pl()
 

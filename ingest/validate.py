@@ -132,7 +132,7 @@ def _fields_from_json(frame: pl.DataFrame, names: tuple[str, ...]) -> pl.DataFra
     Values keep their JSON text (`3.0` stays `3.0`, so it is not an integer).
     """
     con = _duck()
-    lines = frame.select("raw")
+    lines = frame.select("raw")  # noqa: F841 — read by name in the SQL below (DuckDB replacement scan)
     known = "[" + ", ".join(f"'{n}'" for n in names) + "]"
     picks = ", ".join(f"m['{n}'] AS \"{n}\"" for n in names)
     present = " + ".join(f"map_contains(m, '{n}')::INT" for n in names)

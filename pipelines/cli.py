@@ -17,21 +17,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.home import PROJECT_ROOT, Home, home_from_env, prepare_home
+from pipelines.home import PROJECT_ROOT, Home, prepare_home
+from pipelines.options import HomeOpt, resolve_home
 
 app = typer.Typer(help="civicflow: smart-city data pipeline and analytics warehouse.", no_args_is_help=True, add_completion=False)
 console = Console()
 
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option("--home", help="Runtime home (default: $CIVICFLOW_HOME or ./.civicflow).", show_default=False),
-]
-
-
-def _home(home: Path | None) -> Home:
-    if home is not None:
-        os.environ["CIVICFLOW_HOME"] = str(home)
-    return prepare_home(home_from_env())
+_home = resolve_home
 
 
 @dataclass

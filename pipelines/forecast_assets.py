@@ -65,8 +65,12 @@ def build_forecast_asset(exports_dir: Path) -> dg.AssetsDefinition:
         yield dg.MaterializeResult(
             asset_key=dg.AssetKey(["forecasts", "demand_forecast"]),
             metadata={
+                "as_of": dg.MetadataValue.text(str(as_of)),
                 "series": dg.MetadataValue.int(int(sum(methods.values()))),
                 "series_by_method": dg.MetadataValue.json(dict(methods)),
+                "fallbacks": dg.MetadataValue.int(int(getattr(summary, "fallbacks", 0) or 0)),
+                "calibration": dg.MetadataValue.text(str(getattr(summary, "calibration_source", ""))),
+                "report (charts of history, forecast and interval per hub)": dg.MetadataValue.path(str(getattr(summary, "report_path", "") or "")),
             },
         )
         yield dg.MaterializeResult(
@@ -74,6 +78,8 @@ def build_forecast_asset(exports_dir: Path) -> dg.AssetsDefinition:
             metadata={
                 "plan_rows": dg.MetadataValue.int(int(getattr(summary, "plan_rows", 0))),
                 "plan_path": dg.MetadataValue.path(str(getattr(summary, "plan_path", ""))),
+                "workbook": dg.MetadataValue.path(str(getattr(summary, "xlsx_path", "") or "")),
+                "windows": dg.MetadataValue.text(", ".join(getattr(summary, "windows", ()) or ())),
             },
         )
 

@@ -1,7 +1,7 @@
 """The governance commands of `civicflow`: keys, serve, query, budget, governance check/verify-audit.
 
 `register(app)` adds them to the main Typer app (pipelines/cli.py calls it). The home option
-and its resolution are the main CLI's own (`HomeOpt`, `_home`), imported at registration.
+and its resolution come from pipelines.options, shared by every CLI module.
 """
 
 
@@ -68,7 +68,8 @@ def budget_table(home, rules_dir: Path) -> Table:
 
 
 def register(app: typer.Typer) -> None:
-    from pipelines.cli import HomeOpt, _home
+    from pipelines.options import HomeOpt
+    from pipelines.options import resolve_home as _home
 
     keys_app = typer.Typer(help="API keys for the query gateway (only their hash is stored).", no_args_is_help=True)
     gov_app = typer.Typer(help="Governance rules and the audit trail.", no_args_is_help=True)

@@ -7,7 +7,6 @@ read-only open fails on the writer's lock, with a message that says so).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -15,21 +14,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.home import Home, home_from_env, prepare_home
+from pipelines.home import Home
+from pipelines.options import HomeOpt, resolve_home
 from pipelines.publish import current_snapshot
 
 console = Console()
 
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option("--home", help="Runtime home (default: $CIVICFLOW_HOME or ./.civicflow).", show_default=False),
-]
-
-
-def _home(home: Path | None) -> Home:
-    if home is not None:
-        os.environ["CIVICFLOW_HOME"] = str(home)
-    return prepare_home(home_from_env())
+_home = resolve_home
 
 
 def readable_database(home: Home) -> Path:

@@ -5,8 +5,6 @@ and audit rows — never just "it ran"."""
 from __future__ import annotations
 
 import json
-import os
-import threading
 from pathlib import Path
 
 import duckdb

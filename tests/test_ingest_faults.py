@@ -23,7 +23,7 @@ import duckdb
 import pytest
 
 from ingest import loader, validate
-from ingest.contracts import DEVICES, PASS_SCANS, TELEMETRY
+from ingest.contracts import DEVICES, PASS_SCANS
 from ingest.loader import FAULT_ENV, load_landing
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -117,7 +117,7 @@ def render_contracts_markdown() -> str:
         "  its offset (`2026-01-05T08:13:22+01:00`); gateways and the clearing operator write UTC with `Z`",
         "  (`2026-01-05T07:13:25Z`). A timestamp without offset or `Z` is a bad value. The warehouse stores",
         "  naive UTC and derives `event_date`, the local calendar date of the event.",
-        f"- **Event time of telemetry.** `received_at` is the gateway's trusted clock, always within seconds",
+        "- **Event time of telemetry.** `received_at` is the gateway's trusted clock, always within seconds",
         f"  of the reading. If `|device_time − received_at|` exceeds {thr} s the device clock is skewed: the row",
         "  is flagged and `received_at` is its event time; otherwise `device_time` is.",
         "- **Natural keys.** Rows are de-duplicated on the contract's natural key across files and runs;",
