@@ -83,7 +83,7 @@ def run_nightly(
         raise typer.BadParameter(f"no delivered files in {home.landing}: run `civicflow simulate` or deliver files first")
     with dg.DagsterInstance.get() as instance, log_path.open("w") as log, redirect_stdout(log):
         result = dg.execute_job(
-            dg.build_reconstructable_job("pipelines.definitions", "nightly_job_def"),
+            dg.build_reconstructable_job("pipelines.definitions", "nightly_job_def", reconstructable_kwargs={"home_root": str(home.root)}),
             instance=instance,
             run_config=run_config,
             tags=partition_tags(*days),
@@ -116,6 +116,8 @@ def ingest_report(home: Home, since: datetime) -> list[dict]:
         return []
     con = duckdb.connect(str(home.warehouse), read_only=True)
     try:
+        if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'raw' AND table_name = '_load_manifest'").fetchone()[0]:
+            return []  # ingest never got as far as its manifest (the failure is in the report)
         rows = con.execute(
             """
             SELECT contract,

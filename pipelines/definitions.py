@@ -9,6 +9,7 @@ The home comes from CIVICFLOW_HOME; the same module serves `dagster dev`, the sc
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DbtCliResource
@@ -79,6 +80,13 @@ defs = dg.Definitions(
 )
 
 
-def nightly_job_def() -> dg.JobDefinition:
-    """Entry point for `execute_job` (the job must be reconstructable in run workers)."""
+def nightly_job_def(home_root: str | None = None) -> dg.JobDefinition:
+    """Entry point for `execute_job` (the job must be reconstructable in run workers).
+
+    `home_root` is part of the code pointer on purpose: Dagster caches a reconstructed job by
+    its pointer, so without it a second home in the same process would get the first home's
+    job (and its warehouse path).
+    """
+    if home_root is not None and Path(home_root) != home.root:
+        raise RuntimeError(f"definitions were loaded for {home.root}, not {home_root}: set CIVICFLOW_HOME before loading")
     return defs.resolve_job_def(NIGHTLY_JOB)
