@@ -14,16 +14,8 @@ with hubs as (
     left join {{ ref('stg_hub_capacity') }} as cap on cap.hub_id = h.hub_id and cap.category = c.category
 ),
 
-bounds as (
-    select min(event_date) as first_date, max(event_date) as last_date
-    from {{ ref('stg_telemetry') }}
-    where is_demand_reading
-),
-
 dates as (
-    select cast(d.generate_series as date) as activity_date
-    from bounds, generate_series(bounds.first_date, bounds.last_date, interval 1 day) as d
-    where bounds.first_date is not null
+    {{ demand_dates('activity_date') }}
 ),
 
 flows as (

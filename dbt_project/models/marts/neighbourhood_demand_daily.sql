@@ -10,16 +10,8 @@
 -- Zero-filled: every neighbourhood with a hub (or with readings) × every category × every
 -- date from the first to the last date with a locker deposit or pickup reading gets a row
 -- (a stray heartbeat past midnight does not open a new day).
-with bounds as (
-    select min(event_date) as first_date, max(event_date) as last_date
-    from {{ ref('stg_telemetry') }}
-    where is_demand_reading
-),
-
-dates as (
-    select cast(d.generate_series as date) as demand_date
-    from bounds, generate_series(bounds.first_date, bounds.last_date, interval 1 day) as d
-    where bounds.first_date is not null
+with dates as (
+    {{ demand_dates('demand_date') }}
 ),
 
 pickups as (
