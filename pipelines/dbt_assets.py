@@ -112,6 +112,46 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
             rebuild = dbt_vars(days + late)
             context.log.info(f"dbt build for {len(days)} delivery day(s); rebuild_dates={','.join(rebuild['rebuild_dates'])}")
             args = ["build", "--vars", json.dumps(rebuild)]
-        yield from dbt.cli(args, context=context).stream()
+        # Row counts are taken after dbt exits: dbt holds the warehouse file while it runs, so a
+        # second connection (dagster-dbt's fetch_row_counts) would hit DuckDB's lock. Events are
+        # buffered and a failing dbt test still lets the models that built report first.
+        events, failure = [], None
+        try:
+            events.extend(dbt.cli(args, context=context).stream())
+        except Exception as exc:  # re-raised below, after the successful models are reported
+            failure = exc
+        yield from with_row_counts(context, warehouse, events)
+        if failure is not None:
+            raise failure
 
     return warehouse_dbt
+
+
+def with_row_counts(context: dg.AssetExecutionContext, warehouse: WarehouseResource, events: list) -> list:
+    """Attach `dagster/row_count` to each materialized (table or incremental) model's event."""
+    tables = {
+        ev.output_name: ev
+        for ev in events
+        if isinstance(ev, dg.Output) and (ev.metadata or {}).get("dagster_dbt/materialization_type") is not None
+    }
+    targets = {}
+    for name, ev in tables.items():
+        key = context.asset_key_for_output(name)
+        kind = str(ev.metadata["dagster_dbt/materialization_type"].value)
+        if kind != "view":  # a view's count re-runs its whole query
+            targets[name] = f'"{key.path[0]}"."{key.path[-1]}"'
+    if not targets:
+        return events
+    counts = {}
+    with warehouse.connect(context) as con:
+        for name, relation in targets.items():
+            try:
+                counts[name] = con.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
+            except Exception as exc:  # a model that failed to build has no table to count
+                context.log.warning(f"row count of {relation} unavailable: {exc}")
+    return [
+        ev.with_metadata({**ev.metadata, **dg.TableMetadataSet(row_count=counts[ev.output_name])})
+        if isinstance(ev, dg.Output) and ev.output_name in counts
+        else ev
+        for ev in events
+    ]

@@ -317,3 +317,24 @@ def test_rebuild_from_the_landing_archive_gives_the_same_marts(nightly):
     assert report.success, report.failure
     assert moved is not None and moved.read_bytes().startswith(b"\x00garbage")
     assert _mart_hashes(home) == marts
+
+
+def test_dbt_models_carry_their_row_counts_in_the_ui(nightly):
+    """Item 7 of the operations issue: every table model's materialization shows its row count."""
+    import dagster as dg
+
+    home, _, _, second, _ = nightly
+    con = duckdb.connect(second.snapshot, read_only=True)
+    tables = con.execute(
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_type = 'BASE TABLE' AND table_schema IN ('staging', 'intermediate', 'marts')"
+    ).fetchall()
+    expected = {(s, t): scalar(con, f'SELECT count(*) FROM "{s}"."{t}"') for s, t in tables}
+    con.close()
+    assert ("marts", "neighbourhood_demand_daily") in expected
+    with dg.DagsterInstance.get() as instance:
+        for (schema, table), rows in expected.items():
+            event = instance.get_latest_materialization_event(dg.AssetKey([schema, table]))
+            assert event is not None, (schema, table)
+            meta = event.asset_materialization.metadata
+            assert meta["dagster/row_count"].value == rows, (schema, table)
