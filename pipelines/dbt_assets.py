@@ -89,6 +89,9 @@ def reference_changed_since(con, since_epoch: float) -> bool:
 
 
 def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
+    nodes = json.loads(Path(project.manifest_path).read_text())["nodes"]
+    materialized = {uid: n.get("config", {}).get("materialized", "") for uid, n in nodes.items()}
+
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
@@ -120,26 +123,27 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
             events.extend(dbt.cli(args, context=context).stream())
         except Exception as exc:  # re-raised below, after the successful models are reported
             failure = exc
-        yield from with_row_counts(context, warehouse, events)
+        yield from with_row_counts(context, warehouse, events, materialized)
         if failure is not None:
             raise failure
 
     return warehouse_dbt
 
 
-def with_row_counts(context: dg.AssetExecutionContext, warehouse: WarehouseResource, events: list) -> list:
-    """Attach `dagster/row_count` to each materialized (table or incremental) model's event."""
-    tables = {
-        ev.output_name: ev
-        for ev in events
-        if isinstance(ev, dg.Output) and (ev.metadata or {}).get("dagster_dbt/materialization_type") is not None
-    }
+def with_row_counts(context: dg.AssetExecutionContext, warehouse: WarehouseResource, events: list, materialized: Mapping[str, str]) -> list:
+    """Attach `dagster/row_count` to each built table or incremental model's Output.
+
+    `materialized` maps a dbt unique_id to its materialization; views are not counted (a
+    view's count re-runs its whole query)."""
     targets = {}
-    for name, ev in tables.items():
-        key = context.asset_key_for_output(name)
-        kind = str(ev.metadata["dagster_dbt/materialization_type"].value)
-        if kind != "view":  # a view's count re-runs its whole query
-            targets[name] = f'"{key.path[0]}"."{key.path[-1]}"'
+    for ev in events:
+        if not isinstance(ev, dg.Output):
+            continue
+        unique_id = ev.metadata.get("unique_id")
+        kind = materialized.get(getattr(unique_id, "value", unique_id) or "")
+        if kind in ("table", "incremental"):
+            key = context.asset_key_for_output(ev.output_name)
+            targets[ev.output_name] = f'"{key.path[0]}"."{key.path[-1]}"'
     if not targets:
         return events
     counts = {}
@@ -150,7 +154,7 @@ def with_row_counts(context: dg.AssetExecutionContext, warehouse: WarehouseResou
             except Exception as exc:  # a model that failed to build has no table to count
                 context.log.warning(f"row count of {relation} unavailable: {exc}")
     return [
-        ev.with_metadata({**ev.metadata, **dg.TableMetadataSet(row_count=counts[ev.output_name])})
+        ev.with_metadata({**ev.metadata, "dagster/row_count": dg.MetadataValue.int(counts[ev.output_name])})
         if isinstance(ev, dg.Output) and ev.output_name in counts
         else ev
         for ev in events
