@@ -4,9 +4,12 @@ default Prophet fits on the same series, in the same run (ratios, not absolute t
     .venv/bin/python bench/bench_forecasts.py [--series 40] [--days 730] [--horizon 7] [--workers 2]
 
 The pool figure is reported twice: cold (includes starting the fork server, which imports
-Prophet and statsforecast once, ~10 s here) and warm (later batches on the started server,
-as in a backtest's later origins). Warm pool rounds and loop rounds are interleaved and
-their medians compared, so a noisy neighbour on a shared machine hits both.
+pandas and civicflow's forecasting modules once, ~3 s here; statsforecast too when a run
+has intermittent series, not in this bench) and warm (later batches on the started server,
+as in a backtest's later origins). civicflow in one process (no pool) shows the per-core
+cost. Rounds of the three are interleaved and medians compared, so a noisy neighbour on a
+shared machine hits all of them; the per-round ratios show how robust the ratio is.
+Ends with a check that no cmdstan/pool temp files were left behind.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import tempfile
 import time
+from pathlib import Path
 from datetime import date, timedelta
 
 import numpy as np
@@ -67,6 +72,12 @@ def plain_loop(series, horizon: int) -> float:
     return time.perf_counter() - t
 
 
+def temp_files() -> list[Path]:
+    """What civicflow's fits could leave in the temp dir: pool roots and per-fit Stan dirs."""
+    tmp = Path(tempfile.gettempdir())
+    return sorted([*tmp.glob("civicflow-forecast-*"), *tmp.glob("cf-stan-*")])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--series", type=int, default=40)
@@ -74,36 +85,46 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=730)
     ap.add_argument("--horizon", type=int, default=7)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3,
-                    help="interleaved pool/loop rounds; the median of each is compared (the machine may be shared)")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="interleaved rounds; the median of each is compared (the machine may be shared)")
     a = ap.parse_args()
+    from forecasts.model import forecast_series
     from forecasts.pool import run_tasks
 
     series = make_series(a.series, a.days)
     tasks = tasks_for(series, a.horizon)
     load0 = os.getloadavg()[0]
+    before = set(temp_files())
 
     t = time.perf_counter()
     res = run_tasks(tasks, workers=a.workers)
     cold = time.perf_counter() - t
     methods = sorted({r.method for r in res})
-    warm_rates, loop_rates = [], []
+    warm_rates, loop_rates, one_rates = [], [], []
     for _ in range(a.repeats):
         t = time.perf_counter()
         run_tasks(tasks, workers=a.workers)
         warm_rates.append(a.series / (time.perf_counter() - t))
         loop_rates.append(a.loop_series / plain_loop(series[: a.loop_series], a.horizon))
-    warm_rate, loop_rate = float(np.median(warm_rates)), float(np.median(loop_rates))
+        t = time.perf_counter()
+        for task in tasks:
+            forecast_series(task)
+        one_rates.append(a.series / (time.perf_counter() - t))
+    warm_rate, loop_rate, one_rate = (float(np.median(r)) for r in (warm_rates, loop_rates, one_rates))
     cold_rate = a.series / cold
+    left = sorted(set(temp_files()) - before)
+    rounds = lambda rs: ", ".join(f"{r:.2f}" for r in rs)  # noqa: E731
     print(f"history {a.days} days, horizon {a.horizon}, workers {a.workers}, methods {methods}, repeats {a.repeats}")
     print(f"civicflow pool (cold, incl. worker start): {a.series} series in {cold:6.2f} s = {cold_rate:6.2f} series/s")
-    print(f"civicflow pool (warm, median):             {a.series} series, {warm_rate:6.2f} series/s  "
-          f"(rounds: {', '.join(f'{r:.2f}' for r in warm_rates)})")
-    print(f"plain loop, default Prophet (median):      {a.loop_series} series, {loop_rate:6.2f} series/s  "
-          f"(rounds: {', '.join(f'{r:.2f}' for r in loop_rates)})")
-    print(f"ratio pool/loop: cold {cold_rate / loop_rate:5.2f}x, warm {warm_rate / loop_rate:5.2f}x")
+    print(f"civicflow pool (warm, median):             {a.series} series, {warm_rate:6.2f} series/s  (rounds: {rounds(warm_rates)})")
+    print(f"civicflow one process, no pool (median):   {a.series} series, {one_rate:6.2f} series/s  (rounds: {rounds(one_rates)})")
+    print(f"plain loop, default Prophet (median):      {a.loop_series} series, {loop_rate:6.2f} series/s  (rounds: {rounds(loop_rates)})")
+    print(f"ratio pool/loop: cold {cold_rate / loop_rate:5.2f}x, warm {warm_rate / loop_rate:5.2f}x "
+          f"(per round: {rounds([w / lp for w, lp in zip(warm_rates, loop_rates)])}); "
+          f"one process/loop {one_rate / loop_rate:5.2f}x")
     print(f"1-min load average: {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end on {os.cpu_count()} CPUs "
           "(other processes squeeze the 2-worker pool more than the 1-process loop)")
+    print(f"temp files left by civicflow's fits: {len(left)}" + (f" {[str(p) for p in left[:5]]}" if left else ""))
 
 
 if __name__ == "__main__":

@@ -69,3 +69,11 @@ def ses(y: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray, str]:
     fitted = np.asarray(r["fitted"], dtype=float)
     fitted = np.where(np.isnan(fitted), y[0], fitted)
     return _clean(r["mean"]).clip(min=0), fitted.clip(min=0), SES
+
+
+def warm_up() -> None:
+    """Run each statsforecast model once on a tiny series: their numba functions compile
+    on first call (~2 s per process here). See statsforecast_preload.py."""
+    y = np.array([0.0, 2.0, 0.0, 0.0, 1.0, 0.0, 3.0, 0.0, 0.0, 1.0, 0.0, 2.0, 0.0, 1.0])
+    croston(y, 2)
+    ses(y, 2)

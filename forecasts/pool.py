@@ -24,15 +24,20 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Sequence
 
-from forecasts.model import SeriesForecast, SeriesTask, forecast_series
+from forecasts.intermittent import CROSTON, SES
+from forecasts.model import SeriesForecast, SeriesTask, forecast_series, primary_method
 
+STATSFORECAST_METHODS = (CROSTON, SES)
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
-# Imported once in the fork server, inherited by every worker it forks: importing prophet
-# and statsforecast costs 5–10 s per process here, which would otherwise be paid again at
-# every worker recycle.
-_PRELOAD = ["forecasts.model", "prophet", "statsforecast.models", "cmdstanpy"]
+# Imported once in the fork server, inherited by every worker it forks: importing
+# statsforecast costs 6–10 s per process here (it pulls scipy, statsmodels and dask), which
+# would otherwise be paid again at every worker recycle — but only when some task needs it
+# (Croston, the SES baseline). Prophet itself (3 s) is not needed: Prophet fits run its Stan
+# model directly (prophet_direct.py); the rare fallback through the Prophet object imports it.
+_PRELOAD = ["forecasts.model"]
+_PRELOAD_STATSFORECAST = ["forecasts.statsforecast_preload"]
 
 
 def _point_cmdstan_tmp_at(wdir: str) -> None:
@@ -52,15 +57,18 @@ def _init_worker(tmp_root: str) -> None:
     tempfile.tempdir = wdir
     from forecasts.prophet_model import quiet_stan_logs
 
-    quiet_stan_logs()
-    import prophet  # noqa: F401  (no-op when preloaded in the fork server)
-
+    # a direct Stan fit writes under tempfile.gettempdir() (now wdir); cmdstanpy, if some
+    # module imported it before the fork, is re-pointed here too
     _point_cmdstan_tmp_at(wdir)
     quiet_stan_logs()
 
 
 def _run_chunk(tasks: list[SeriesTask]) -> list[SeriesForecast]:
     return [forecast_series(t) for t in tasks]
+
+
+def needs_statsforecast(tasks: Sequence[SeriesTask]) -> bool:
+    return any((t.method or primary_method(t.kind)) in STATSFORECAST_METHODS for t in tasks)
 
 
 def chunked(seq: Sequence[SeriesTask], size: int) -> list[list[SeriesTask]]:
@@ -86,7 +94,8 @@ def run_tasks(
     tmp_root = tempfile.mkdtemp(prefix="civicflow-forecast-")
     try:
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(_PRELOAD)
+        # only the first pool of a process starts the fork server: what it preloads then stays
+        ctx.set_forkserver_preload(_PRELOAD + (_PRELOAD_STATSFORECAST if needs_statsforecast(tasks) else []))
         with ProcessPoolExecutor(
             max_workers=workers,
             mp_context=ctx,

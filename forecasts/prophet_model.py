@@ -23,6 +23,10 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from forecasts import prophet_direct
+
+HOLIDAYS_PRIOR_SCALE = 10.0  # Prophet's default holidays_prior_scale
+
 _QUIET = False
 
 
@@ -215,6 +219,66 @@ def _tmp_listing() -> set[str]:
         return set()
 
 
+def _regressors(days: np.ndarray, n: int, events: list[tuple[str, date, date]],
+                attendance_hist: np.ndarray | None, attendance_future: np.ndarray | None,
+                cfg: ProphetConfig) -> tuple[list[tuple[str, np.ndarray, float]], bool]:
+    """(name, values for history + future, prior scale) in the order they are added to the
+    model: event features (holiday prior), then attendance when it can be learned."""
+    hp = HOLIDAYS_PRIOR_SCALE
+    regs = [(col, v, hp) for col, v in holiday_indicators(days, events, cfg).items()]
+    use_reg = (
+        attendance_hist is not None
+        and attendance_future is not None
+        and int(np.count_nonzero(attendance_hist)) >= cfg.min_event_days_regressor
+        and float(np.std(attendance_hist[attendance_hist > 0])) > 0
+    )
+    if use_reg:
+        # log scale: lift grows less than linearly with crowd size (a 50k match ≠ 10× a 5k fair)
+        scale = float(np.log1p(attendance_hist.max())) or 1.0
+        att = np.concatenate([np.log1p(attendance_hist) / scale, np.log1p(attendance_future) / scale])
+        regs.append(("attendance", att, hp))  # add_regressor's default prior: the holiday prior
+    return regs, use_reg
+
+
+def _seasonalities(span_days: int, n_rows: int, freq: str, cfg: ProphetConfig) -> tuple[str, ...]:
+    """Seasonality only when the history can identify it."""
+    on = {"yearly": span_days >= cfg.min_days_yearly, "weekly": span_days >= cfg.min_days_weekly,
+          "daily": freq.upper().startswith("H") and n_rows >= 48}
+    return tuple(name for name, keep in on.items() if keep)
+
+
+def _fit_with_prophet(dates: pd.Series, y: np.ndarray, regs: list[tuple[str, np.ndarray, float]],
+                      seasonalities: tuple[str, ...], cfg: ProphetConfig) -> np.ndarray:
+    """The same model through the Prophet object (the reference prophet_direct is tested
+    against, and the path for an environment where the direct one cannot run)."""
+    quiet_stan_logs()
+    from prophet import Prophet
+
+    quiet_stan_logs()
+    speed_up_stan_io()
+    n = len(y)
+    m = Prophet(
+        growth="linear",
+        yearly_seasonality="yearly" in seasonalities,
+        weekly_seasonality="weekly" in seasonalities,
+        daily_seasonality="daily" in seasonalities,
+        changepoint_prior_scale=cfg.changepoint_prior_scale,
+        uncertainty_samples=0,
+    )
+    hist = pd.DataFrame({"ds": dates.iloc[:n].reset_index(drop=True), "y": y.astype(float)})
+    fut = pd.DataFrame({"ds": dates.iloc[n:].reset_index(drop=True)})
+    for col, v, prior in regs:
+        hist[col] = v[:n]
+        fut[col] = v[n:]
+        m.add_regressor(col, prior_scale=prior, standardize=False, mode="additive")
+    before = _tmp_listing()
+    try:
+        m.fit(hist, seed=cfg.seed)
+    finally:
+        _cleanup_new_tmp(before)
+    return _predict_additive(m, pd.concat([hist.drop(columns="y"), fut], ignore_index=True))
+
+
 def fit_predict_prophet(
     ds: np.ndarray,
     y: np.ndarray,
@@ -224,52 +288,27 @@ def fit_predict_prophet(
     attendance_future: np.ndarray | None = None,
     freq: str = "D",
     cfg: ProphetConfig = ProphetConfig(),
+    engine: str = "direct",
 ) -> ProphetResult:
-    quiet_stan_logs()
-    from prophet import Prophet
-
-    quiet_stan_logs()
-    speed_up_stan_io()
-    ds = pd.to_datetime(ds)
-    future_ds = pd.to_datetime(future_ds)
-    span_days = (ds.max() - ds.min()).days + 1 if len(ds) else 0
-
-    use_reg = (
-        attendance_hist is not None
-        and attendance_future is not None
-        and int(np.count_nonzero(attendance_hist)) >= cfg.min_event_days_regressor
-        and float(np.std(attendance_hist[attendance_hist > 0])) > 0
-    )
-    m = Prophet(
-        growth="linear",
-        yearly_seasonality=span_days >= cfg.min_days_yearly,
-        weekly_seasonality=span_days >= cfg.min_days_weekly,
-        daily_seasonality=(freq.upper().startswith("H") and len(ds) >= 48),
-        changepoint_prior_scale=cfg.changepoint_prior_scale,
-        uncertainty_samples=0,
-    )
-    hist = pd.DataFrame({"ds": ds, "y": y.astype(float)})
-    fut = pd.DataFrame({"ds": future_ds})
-    n = len(hist)
-    # events as Prophet holidays (same features, same prior), built vectorised — see holiday_indicators
-    hol = holiday_indicators(np.concatenate([ds.to_numpy(), future_ds.to_numpy()]), list(events or []), cfg)
-    for col, v in hol.items():
-        hist[col] = v[:n]
-        fut[col] = v[n:]
-        m.add_regressor(col, prior_scale=m.holidays_prior_scale, standardize=False, mode="additive")
-    if use_reg:
-        # log scale: lift grows less than linearly with crowd size (a 50k match ≠ 10× a 5k fair)
-        scale = float(np.log1p(attendance_hist.max())) or 1.0
-        hist["attendance"] = np.log1p(attendance_hist) / scale
-        fut["attendance"] = np.log1p(attendance_future) / scale
-        m.add_regressor("attendance", standardize=False)
-    before = _tmp_listing()
-    try:
-        m.fit(hist, seed=cfg.seed)
-    finally:
-        _cleanup_new_tmp(before)
-    both = pd.concat([hist.drop(columns="y"), fut], ignore_index=True)
-    pred = _predict_additive(m, both)
+    """engine: "direct" (prophet_direct: same fit, a fraction of the Python around it) or
+    "prophet" (the Prophet object). "direct" uses Prophet when the model binary is missing."""
+    ds, future_ds = np.asarray(ds), np.asarray(future_ds)
+    n = len(ds)
+    both = np.concatenate([ds, future_ds])
+    dates = pd.Series(pd.to_datetime(both))
+    span_days = (dates.iloc[:n].max() - dates.iloc[:n].min()).days + 1 if n else 0
+    regs, use_reg = _regressors(both, n, list(events or []), attendance_hist, attendance_future, cfg)
+    seas = _seasonalities(span_days, n, freq, cfg)
+    y = np.asarray(y, dtype=float)
+    pred = None
+    if engine == "direct":
+        try:
+            d = prophet_direct.design(dates, y, regs, seas, cfg.changepoint_prior_scale)
+            pred = prophet_direct.predict(d, prophet_direct.optimize(d, cfg.seed))
+        except FileNotFoundError:  # no compiled model where we look: let Prophet find its own
+            pred = None
+    if pred is None:
+        pred = _fit_with_prophet(dates, y, regs, seas, cfg)
     cap = cfg.growth_cap_factor * max(float(np.max(y)) if len(y) else 0.0, 1.0)
     pred = np.clip(pred, 0.0, cap)
     return ProphetResult(point=pred[n:], fitted=pred[:n], used_regressor=use_reg,

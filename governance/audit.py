@@ -21,7 +21,7 @@ FIELDS = ("seq", "audit_id", "ts", "key_name", "team", "sql", "tables", "columns
 
 @dataclass
 class AuditEntry:
-    outcome: str  # ok | refused | failed | unauthenticated
+    outcome: str  # ok | estimate | usage | refused | failed | admin
     audit_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     key_name: str | None = None
     team: str | None = None
@@ -46,11 +46,23 @@ def _canonical(value):
     return None if value is None else (round(float(value), 9) if isinstance(value, float) else value)
 
 
+def _head(state: GovernanceState) -> tuple[int, str]:
+    """The last row's (seq, hash). Read from the file once, then kept by `append`: this
+    process is the only writer, and reading it back would cost a scan per request."""
+    head = state.cache.get("audit_head")
+    if head is None:
+        last = state.con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        head = state.cache["audit_head"] = (last[0], last[1]) if last else (0, GENESIS)
+    return head
+
+
 def append(state: GovernanceState, entry: AuditEntry) -> str:
+    """Add a row to the chain. Inside `state.transaction()` it commits with the other writes
+    of the request (e.g. the ledger's settlement); alone, it is its own transaction."""
     ts = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
     with state.lock:
-        last = state.con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        last_seq, prev = _head(state)
+        seq = last_seq + 1
         data = asdict(entry)
         row = {
             "seq": seq, "ts": ts, **{k: data[k] for k in FIELDS if k in data},
@@ -58,10 +70,15 @@ def append(state: GovernanceState, entry: AuditEntry) -> str:
         }
         row = {k: _canonical(row[k]) for k in FIELDS}
         digest = _digest(prev, row)
-        state.con.execute(
-            f"INSERT INTO audit ({', '.join(FIELDS)}, prev_hash, hash) VALUES ({', '.join('?' * (len(FIELDS) + 2))})",
-            [row[k] for k in FIELDS] + [prev, digest],
-        )
+        try:
+            state.con.execute(
+                f"INSERT INTO audit ({', '.join(FIELDS)}, prev_hash, hash) VALUES ({', '.join('?' * (len(FIELDS) + 2))})",
+                [row[k] for k in FIELDS] + [prev, digest],
+            )
+        except BaseException:
+            state.cache.pop("audit_head", None)  # e.g. the file was written behind our back: re-read it
+            raise
+        state.cache["audit_head"] = (seq, digest)  # a rollback clears the cache: re-read then
     return entry.audit_id
 
 

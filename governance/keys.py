@@ -1,12 +1,14 @@
 """API keys: shown once at creation, stored only as a SHA-256 hash, revocable.
 
 Keys are 32 random bytes, so a plain SHA-256 is enough (no password stretching needed).
+The serving process reads them on every request, so it keeps them in memory (hash → record),
+loaded once and kept in step by `create_key` and `revoke_key`, which every writer of the file
+goes through (the admin commands reach the running server over HTTP, see governance.admin).
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,16 +35,27 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def _by_hash(state: GovernanceState) -> dict[str, KeyInfo]:
+    """Callers hold state.lock."""
+    index = state.cache.get("keys")
+    if index is None:
+        rows = state.con.execute("SELECT key_hash, key_id, team, name, created_at, revoked_at FROM keys").fetchall()
+        index = state.cache["keys"] = {r[0]: KeyInfo(*r[1:]) for r in rows}
+    return index
+
+
 def create_key(state: GovernanceState, team: str, name: str) -> tuple[str, KeyInfo]:
     """Returns (the key — show it once, it is not stored —, its record)."""
     key_id = secrets.token_hex(4)
     key = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-    now = _now()
+    info = KeyInfo(key_id, team, name, _now(), None)
     with state.lock:
         if state.con.execute("SELECT 1 FROM keys WHERE name = ? AND revoked_at IS NULL", [name]).fetchone():
             raise ValueError(f"an active key named {name!r} already exists; revoke it first or pick another name")
-        state.con.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, NULL)", [key_id, hash_key(key), team, name, now])
-    return key, KeyInfo(key_id, team, name, now, None)
+        index = _by_hash(state)
+        state.con.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, NULL)", [key_id, hash_key(key), team, name, info.created_at])
+        index[hash_key(key)] = info
+    return key, info
 
 
 def list_keys(state: GovernanceState) -> list[KeyInfo]:
@@ -54,20 +67,20 @@ def list_keys(state: GovernanceState) -> list[KeyInfo]:
 def revoke_key(state: GovernanceState, name_or_id: str) -> int:
     """Revoke the active key with this name or id; returns how many were revoked."""
     with state.lock:
-        n = state.con.execute(
-            "UPDATE keys SET revoked_at = ? WHERE (name = ? OR key_id = ?) AND revoked_at IS NULL RETURNING key_id",
+        index = _by_hash(state)
+        rows = state.con.execute(
+            "UPDATE keys SET revoked_at = ? WHERE (name = ? OR key_id = ?) AND revoked_at IS NULL "
+            "RETURNING key_hash, key_id, team, name, created_at, revoked_at",
             [_now(), name_or_id, name_or_id],
         ).fetchall()
-    return len(n)
+        for r in rows:
+            index[r[0]] = KeyInfo(*r[1:])
+    return len(rows)
 
 
 def authenticate(state: GovernanceState, key: str | None) -> KeyInfo | None:
     """The key's record if it exists (revoked or not: the caller tells them apart)."""
     if not key or not key.startswith(PREFIX):
         return None
-    digest = hash_key(key)
     with state.lock:
-        row = state.con.execute("SELECT key_id, team, name, created_at, revoked_at, key_hash FROM keys WHERE key_hash = ?", [digest]).fetchone()
-    if row is None or not hmac.compare_digest(row[5], digest):
-        return None
-    return KeyInfo(*row[:5])
+        return _by_hash(state).get(hash_key(key))

@@ -64,8 +64,26 @@ def _as_list(value) -> list[str]:
     return [v for v in (value if isinstance(value, list) else [value]) if v != ""]
 
 
-def strip_catalog(qualified: str) -> str:
+# DuckLake's scan (DUCKLAKE_SCAN) names its table without the schema ("Table": "big"). A sandbox
+# that attaches a lake registers the lake's tables here (governance.snapshot.open_snapshot); a
+# bare name from a DuckLake scan resolves only when exactly one registered schema holds it, else
+# it stays bare and matches no permission (refused: fail closed).
+LAKE_SCAN = "DUCKLAKE_SCAN"
+_lake_tables: dict[str, set[str]] = {}
+
+
+def register_lake_tables(qualified: list[str]) -> None:
+    for name in qualified:
+        schema, table = name.lower().split(".", 1)
+        _lake_tables.setdefault(table, set()).add(f"{schema}.{table}")
+
+
+def strip_catalog(qualified: str, operator: str | None = None) -> str:
     parts = qualified.split(".")
+    if len(parts) == 1 and operator == LAKE_SCAN:
+        owners = _lake_tables.get(parts[0].lower(), set())
+        if len(owners) == 1:
+            return next(iter(owners))
     return ".".join(parts[-2:]).lower()
 
 
@@ -98,7 +116,7 @@ def parse_plan(explain_json: str, columns_of: Callable[[str], set[str]]) -> Plan
             for agg in _as_list(info.get("Aggregates")):
                 plan.aggregate_functions |= {f.lower() for f in _FUNC.findall(agg)}
             if "Table" in info:
-                table = strip_catalog(info["Table"])
+                table = strip_catalog(info["Table"], name)
                 projected = frozenset(c.lower().strip('"') for c in _as_list(info.get("Projections")))
                 plan.scans.append(Scan(table, scan_columns(info, columns_of(table)), _int(info.get("Estimated Cardinality")), projected))
             elif "Function" in info:

@@ -4,7 +4,8 @@ The database is opened read-only with external access off (no files, no network,
 ATTACH/INSTALL/LOAD of anything outside), extension autoloading off, threads and memory
 limited and spilling disabled. Each pooled connection gets the profiler switched on (its
 output is how a query's cost is settled), then the configuration is locked: no statement can
-change a setting afterwards. A query's timeout interrupts its connection from a timer thread.
+change a setting afterwards. A query's timeout interrupts its connection from the watchdog
+thread (governance.watchdog).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import duckdb
 import pyarrow as pa
 
 from governance.catalog import Catalog
+from governance.snapshot import open_snapshot, use_lake
+from governance.watchdog import WATCHDOG
 
 # Kept on at plan and run time alike: constant folding against column statistics could drop a
 # filter on a denied column before the plan shows it.
@@ -48,9 +51,10 @@ class Sandbox:
     def __init__(self, snapshot: Path, limits: SandboxLimits = SandboxLimits()):
         self.snapshot = Path(snapshot)
         self.limits = limits
-        self._db = duckdb.connect(
-            str(self.snapshot),
-            read_only=True,
+        # A DuckDB file, or the DuckLake attached read-only at the published version
+        # (governance.snapshot.open_snapshot: external access goes off right after the attach).
+        self._db = open_snapshot(
+            self.snapshot,
             config={
                 "enable_external_access": False,
                 "autoload_known_extensions": False,
@@ -64,7 +68,7 @@ class Sandbox:
         self.catalog = Catalog(self._db)
         self._pool: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()
         for _ in range(limits.pool_size):
-            cur = self._db.cursor()
+            cur = use_lake(self._db.cursor())  # `USE lake` is per connection
             cur.execute("SET enable_profiling = 'no_output'")
             cur.execute("SET profiling_mode = 'standard'")
             self._pool.put(cur)
@@ -102,9 +106,7 @@ class Sandbox:
             timed_out.set()
             cur.interrupt()
 
-        timer = threading.Timer(timeout_seconds, stop)
-        timer.daemon = True
-        timer.start()
+        token = WATCHDOG.arm(timeout_seconds, stop)
         try:
             table = cur.execute(sql).to_arrow_table()
         except duckdb.InterruptException:
@@ -114,7 +116,7 @@ class Sandbox:
                 raise QueryTimeout() from None
             raise
         finally:
-            timer.cancel()
+            WATCHDOG.disarm(token)
         return RunOutput(table, cur.get_profiling_information(format="json"))
 
     def close(self) -> None:

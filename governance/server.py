@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,9 +19,7 @@ from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from governance import ledger
 from governance.gateway import Gateway, Result
-from governance.keys import authenticate
 from governance.rules import load_rules
 from governance.sandbox import SandboxLimits
 from governance.state import GovernanceState
@@ -100,22 +98,12 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     @app.get("/v1/usage")
     def usage(authorization: str | None = Header(default=None)):
-        info = authenticate(gateway.state, _key(authorization))
-        if info is None or info.revoked_at is not None or info.team not in gateway.rules:
-            return JSONResponse(status_code=401, content={"error": {"rule": "unauthenticated", "message": "missing, unknown or revoked API key", "audit_id": None}})
-        return team_usage(gateway, info.team)
+        result = gateway.usage(_key(authorization))  # audited, accepted or refused
+        if result.outcome != "usage":
+            return _error(result)
+        return JSONResponse(result.usage | {"audit_id": result.audit_id}, headers={"X-Audit-Id": result.audit_id})
 
     return app
-
-
-def team_usage(gateway: Gateway, team: str) -> dict:
-    rules = gateway.rules[team]
-    s = ledger.spend(gateway.state, team, datetime.now(timezone.utc).date())
-    return {
-        "team": team, "day_spent": s.day_spent, "day_budget": rules.budget_per_day, "day_left": max(0.0, rules.budget_per_day - s.day_spent),
-        "month_spent": s.month_spent, "month_budget": rules.budget_per_month, "month_left": max(0.0, rules.budget_per_month - s.month_spent),
-        "per_query_cap": rules.per_query_cap, "in_flight": s.in_flight, "unit": "1 cost unit = 1 MB scanned",
-    }
 
 
 def build_gateway(governance_db: Path, rules_dir: Path, published_dir: Path, manifest: Path, limits: SandboxLimits = SandboxLimits()) -> Gateway:

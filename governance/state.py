@@ -1,16 +1,24 @@
 """governance.duckdb: keys (hashes only), the budget ledger and the audit chain.
 
-One connection per process, guarded by a lock: writes are short and the lock makes the
-ledger's check-then-reserve atomic. DuckDB lets one process hold the file read-write; a
-second process (e.g. `civicflow keys revoke` while `civicflow serve` runs) waits a bounded
-time and then gets a clear error.
+DuckDB lets one process hold the file read-write; a second process (e.g. `civicflow keys
+revoke` while `civicflow serve` runs) waits a bounded time and then gets a clear error, which is
+why the admin commands go through the running server (governance.admin) when there is one.
+
+Inside the holding process every GovernanceState on the same file shares one lock and one set
+of caches, as DuckDB shares one database instance per file within a process. Because that
+process is the only writer, what is read on every request (the ledger's spend, the audit
+chain's head) is loaded once and then kept in step by the functions that write it; a rolled
+back transaction drops the caches so they are reloaded from the file.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterator
 
 import duckdb
 
@@ -36,6 +44,20 @@ class StateBusy(RuntimeError):
     pass
 
 
+@dataclass
+class _Shared:
+    """What every GovernanceState of one file in this process shares."""
+
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    cache: dict[str, Any] = field(default_factory=dict)  # reloadable from the file (ledger, audit)
+    in_flight: dict[str, Any] = field(default_factory=dict)  # reservations of running queries: memory only
+    users: int = 0
+
+
+_SHARED: dict[Path, _Shared] = {}
+_SHARED_LOCK = threading.Lock()
+
+
 class GovernanceState:
     def __init__(self, path: Path, wait_seconds: float = 5.0):
         self.path = Path(path)
@@ -51,13 +73,47 @@ class GovernanceState:
                         f"{self.path} is held by another process (a running `civicflow serve`?); stop it or retry"
                     ) from None
                 time.sleep(0.1)
-        self.lock = threading.RLock()
+        self._key = self.path.resolve()
+        with _SHARED_LOCK:
+            self._shared = _SHARED.setdefault(self._key, _Shared())
+            self._shared.users += 1
+        self.lock = self._shared.lock
+        self.cache = self._shared.cache
+        self.in_flight = self._shared.in_flight
+        self._depth = 0
         with self.lock:
             self.con.execute(DDL)
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One DuckDB transaction under the lock (one commit, so one disk sync, for all the
+        writes inside). Nested calls join the outer transaction."""
+        with self.lock:
+            if self._depth:
+                yield self.con
+                return
+            self._depth = 1
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield self.con
+                self.con.execute("COMMIT")
+            except BaseException:
+                try:
+                    self.con.execute("ROLLBACK")
+                except duckdb.Error:  # a failed COMMIT has already ended the transaction
+                    pass
+                self.cache.clear()  # memory follows the file again from the next read
+                raise
+            finally:
+                self._depth = 0
 
     def close(self) -> None:
         with self.lock:
             self.con.close()
+        with _SHARED_LOCK:
+            self._shared.users -= 1
+            if self._shared.users == 0 and _SHARED.get(self._key) is self._shared:
+                del _SHARED[self._key]
 
     def __enter__(self) -> "GovernanceState":
         return self

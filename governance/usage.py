@@ -8,10 +8,30 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from governance.admin import ask_server
 from governance.rules import TeamRules
 
 SCHEMA = {"day": pl.Date, "team": pl.Utf8, "queries": pl.Int64, "refused": pl.Int64, "failed": pl.Int64,
           "cost": pl.Float64, "budget_per_day": pl.Float64, "budget_left": pl.Float64}
+
+
+def usage_counts(con: duckdb.DuckDBPyConnection, day: date) -> dict[str, dict]:
+    """team → queries (ran: ok or failed), refused, failed, cost (settled units) on `day`."""
+    rows: dict[str, dict] = {}
+    for team, queries, refused, failed in con.execute(
+        """
+        SELECT team, count(*) FILTER (WHERE outcome IN ('ok', 'failed')), count(*) FILTER (WHERE outcome = 'refused'),
+               count(*) FILTER (WHERE outcome = 'failed')
+        FROM audit WHERE team IS NOT NULL AND CAST(ts AS DATE) = ? GROUP BY team
+        """,
+        [day],
+    ).fetchall():
+        rows.setdefault(team, {"cost": 0.0}).update(queries=queries, refused=refused, failed=failed)
+    for team, cost in con.execute(
+        "SELECT team, coalesce(sum(actual), 0) FROM ledger WHERE status = 'settled' AND day = ? GROUP BY team", [day]
+    ).fetchall():
+        rows.setdefault(team, {"queries": 0, "refused": 0, "failed": 0})["cost"] = float(cost)
+    return rows
 
 
 def usage_report(governance_db: Path, day: date, rules: dict[str, TeamRules] | None = None) -> pl.DataFrame:
@@ -19,27 +39,23 @@ def usage_report(governance_db: Path, day: date, rules: dict[str, TeamRules] | N
 
     queries = requests that ran (ok or failed), refused = refused before running,
     cost = settled cost units that day; budget_left = per-day budget − cost (null without rules).
+    While `civicflow serve` holds governance.duckdb the counts come from it (governance.admin).
     """
     rules = rules or {}
     rows: dict[str, dict] = {t: {"queries": 0, "refused": 0, "failed": 0, "cost": 0.0} for t in rules}
-    if Path(governance_db).exists():
+    answer = ask_server(governance_db, "usage", {"day": day.isoformat()})
+    if answer is not None:
+        counts = answer["teams"]
+    elif Path(governance_db).exists():
         con = duckdb.connect(str(governance_db), read_only=True)
         try:
-            for team, queries, refused, failed in con.execute(
-                """
-                SELECT team, count(*) FILTER (WHERE outcome IN ('ok', 'failed')), count(*) FILTER (WHERE outcome = 'refused'),
-                       count(*) FILTER (WHERE outcome = 'failed')
-                FROM audit WHERE team IS NOT NULL AND CAST(ts AS DATE) = ? GROUP BY team
-                """,
-                [day],
-            ).fetchall():
-                rows.setdefault(team, {"cost": 0.0}).update(queries=queries, refused=refused, failed=failed)
-            for team, cost in con.execute(
-                "SELECT team, coalesce(sum(actual), 0) FROM ledger WHERE status = 'settled' AND day = ? GROUP BY team", [day]
-            ).fetchall():
-                rows.setdefault(team, {"queries": 0, "refused": 0, "failed": 0})["cost"] = float(cost)
+            counts = usage_counts(con, day)
         finally:
             con.close()
+    else:
+        counts = {}
+    for team, c in counts.items():
+        rows[team] = rows.get(team, {}) | c
     out = []
     for team in sorted(rows):
         r = {"queries": 0, "refused": 0, "failed": 0, "cost": 0.0} | rows[team]

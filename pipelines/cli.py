@@ -110,11 +110,12 @@ def run_nightly(
 
 def ingest_report(home: Home, since: datetime) -> list[dict]:
     """This run's ingest per contract, read from the manifest (the warehouse is closed by now)."""
-    import duckdb
+    from pipelines.warehouse import exists, open_warehouse, warehouse_at
 
-    if not home.warehouse.exists():
+    wh = warehouse_at(home.warehouse)
+    if not exists(wh):
         return []
-    con = duckdb.connect(str(home.warehouse), read_only=True)
+    con = open_warehouse(wh, read_only=True)
     try:
         if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'raw' AND table_name = '_load_manifest'").fetchone()[0]:
             return []  # ingest never got as far as its manifest (the failure is in the report)
@@ -270,14 +271,20 @@ def _print_budgets(h: Home) -> None:
         pass
 
 
-def rebuild_warehouse(home: Home, log_level: str = "WARNING") -> tuple[Path | None, RunReport]:
+def rebuild_warehouse(home: Home, log_level: str = "WARNING") -> tuple[Path | str | None, RunReport]:
     """Move the live warehouse aside and replay the landing archive into a fresh one.
 
     The landing zone keeps every delivered file (loaded or refused), so it is the raw archive:
     one run over all its delivery days loads the files in their delivery order, and dbt, the
     forecast and the publish step rebuild everything from them. The old file is kept under
-    `recovered/` for inspection, never deleted.
+    `recovered/` for inspection, never deleted. On DuckLake the lake is emptied in one commit
+    instead, and the state before stays reachable by time travel (returned as a description).
     """
+    from pipelines.warehouse import warehouse_at
+
+    wh = warehouse_at(home.warehouse)
+    if wh.is_lake:
+        return _reset_lake(wh), run_nightly(home, log_level=log_level)
     moved = None
     if home.warehouse.exists():
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -291,6 +298,29 @@ def rebuild_warehouse(home: Home, log_level: str = "WARNING") -> tuple[Path | No
     return moved, run_nightly(home, log_level=log_level)
 
 
+def _reset_lake(wh) -> str:
+    """Rebuild on DuckLake: drop every view, table and schema of the lake in one commit. Nothing
+    is lost at once: the state before stays readable by time travel at its snapshot version
+    (published versions are kept until rotated out)."""
+    from pipelines.resources import open_with_retry
+    from pipelines.warehouse import current_version
+
+    con = open_with_retry(wh)
+    try:
+        before = current_version(con)
+        con.execute("BEGIN TRANSACTION")
+        for (schema, name) in con.execute("SELECT schema_name, view_name FROM duckdb_views() WHERE database_name = 'lake' AND NOT internal").fetchall():
+            con.execute(f'DROP VIEW lake."{schema}"."{name}"')
+        for (schema, name) in con.execute("SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall():
+            con.execute(f'DROP TABLE lake."{schema}"."{name}"')
+        for (schema,) in con.execute("SELECT schema_name FROM duckdb_schemas() WHERE database_name = 'lake' AND schema_name <> 'main'").fetchall():
+            con.execute(f'DROP SCHEMA lake."{schema}"')
+        con.execute("COMMIT")
+    finally:
+        con.close()
+    return f"{wh.describe()} at snapshot version {before} (time travel: ATTACH … (SNAPSHOT_VERSION {before}))"
+
+
 @app.command()
 def rebuild(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
@@ -302,7 +332,10 @@ def rebuild(
     replays all files into a fresh warehouse and publishes it.
     """
     h = _home(home)
-    if not yes and not typer.confirm(f"Move {h.warehouse} aside and rebuild it from {h.landing}?"):
+    from pipelines.warehouse import warehouse_at
+
+    what = warehouse_at(h.warehouse).describe()
+    if not yes and not typer.confirm(f"Move {what} aside and rebuild it from {h.landing}?"):
         raise typer.Exit(1)
     with console.status("Rebuilding the warehouse from the landing archive…"):
         moved, report = rebuild_warehouse(h)

@@ -2,6 +2,10 @@
 
 `register(app)` adds them to the main Typer app (pipelines/cli.py calls it). The home option
 and its resolution come from pipelines.options, shared by every CLI module.
+
+The admin commands (keys, budget, verify-audit) work with or without a running `civicflow
+serve`: governance.admin_ops asks the server over its loopback admin listener when it runs (it
+holds governance.duckdb), and opens the file directly when it does not.
 """
 
 
@@ -41,29 +45,27 @@ def _load_rules(rules_dir: Path):
         _fail(f"rule file refused: {e.path}:{e.line}: {e.reason}")
 
 
-def _state(home):
-    from governance.state import GovernanceState, StateBusy
+def admin(home, op: str, args: dict | None = None, rules_dir: Path = RULES_DIR) -> dict:
+    """Run an admin operation through the running gateway, or on governance.duckdb when none
+    runs. Rules are read from `rules_dir` only in the second case (the server has its own)."""
+    from governance.admin import AdminError
+    from governance.admin_ops import run
+    from governance.state import StateBusy
 
     try:
-        return GovernanceState(home.governance_db)
-    except StateBusy as e:
+        return run(home.governance_db, op, args or {}, lambda: _load_rules(rules_dir))
+    except (AdminError, StateBusy) as e:
         _fail(str(e))
 
 
 def budget_table(home, rules_dir: Path) -> Table:
-    """Each team's spend today and this month against its budgets (for `budget` and `status`)."""
-    from datetime import datetime, timezone
-
-    from governance import ledger
-
-    teams = _load_rules(rules_dir)
-    today = datetime.now(timezone.utc).date()
-    with _state(home) as st:
-        table = Table("team", "today", "daily budget", "left today", "this month", "monthly budget", "left this month", "running", title=f"Spend in cost units (1 unit = 1 MB scanned), {today}")
-        for team, r in sorted(teams.items()):
-            s = ledger.spend(st, team, today)
-            table.add_row(team, f"{s.day_spent:.3f}", f"{r.budget_per_day:g}", f"{max(0, r.budget_per_day - s.day_spent):.3f}",
-                          f"{s.month_spent:.3f}", f"{r.budget_per_month:g}", f"{max(0, r.budget_per_month - s.month_spent):.3f}", str(s.in_flight))
+    """Each team's spend today and this month against its budgets (for `budget` and `status`),
+    in-flight reservations included when a server is running."""
+    answer = admin(home, "budget", rules_dir=rules_dir)
+    table = Table("team", "today", "daily budget", "left today", "this month", "monthly budget", "left this month", "running", title=f"Spend in cost units (1 unit = 1 MB scanned), {answer['day']}")
+    for u in answer["teams"]:
+        table.add_row(u["team"], f"{u['day_spent']:.3f}", f"{u['day_budget']:g}", f"{u['day_left']:.3f}",
+                      f"{u['month_spent']:.3f}", f"{u['month_budget']:g}", f"{u['month_left']:.3f}", str(u["in_flight"]))
     return table
 
 
@@ -84,38 +86,22 @@ def register(app: typer.Typer) -> None:
         home: HomeOpt = None,
     ) -> None:
         """Create a key and print it once: it cannot be shown again."""
-        from governance.keys import create_key
-
-        teams = _load_rules(rules)
-        if team not in teams:
-            _fail(f"no rules file for team {team!r} in {rules} (teams: {', '.join(sorted(teams)) or 'none'})")
-        with _state(_home(home)) as st:
-            try:
-                key, info = create_key(st, team, name)
-            except ValueError as e:
-                _fail(str(e))
-        console.print(f"Key {info.key_id} for {name} (team {team}). Shown once, store it now:")
-        print(key)
+        created = admin(_home(home), "keys/create", {"team": team, "name": name}, rules)
+        console.print(f"Key {created['key_id']} for {name} (team {team}). Shown once, store it now:")
+        print(created["key"])
 
     @keys_app.command("list")
     def keys_list(home: HomeOpt = None) -> None:
         """List keys (id, team, name, created, revoked); never the keys themselves."""
-        from governance.keys import list_keys
-
-        with _state(_home(home)) as st:
-            rows = list_keys(st)
         table = Table("id", "team", "name", "created (UTC)", "revoked (UTC)")
-        for k in rows:
-            table.add_row(k.key_id, k.team, k.name, f"{k.created_at:%Y-%m-%d %H:%M}", f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "")
+        for k in admin(_home(home), "keys/list")["keys"]:
+            table.add_row(k["key_id"], k["team"], k["name"], k["created_at"][:16].replace("T", " "), (k["revoked_at"] or "")[:16].replace("T", " "))
         console.print(table)
 
     @keys_app.command("revoke")
     def keys_revoke(name_or_id: Annotated[str, typer.Argument(help="Key name or id.")], home: HomeOpt = None) -> None:
         """Revoke a key: every later request with it is refused (and audited)."""
-        from governance.keys import revoke_key
-
-        with _state(_home(home)) as st:
-            n = revoke_key(st, name_or_id)
+        n = admin(_home(home), "keys/revoke", {"name_or_id": name_or_id})["revoked"]
         if n == 0:
             _fail(f"no active key named or with id {name_or_id!r}")
         console.print(f"revoked {n} key(s)")
@@ -128,18 +114,26 @@ def register(app: typer.Typer) -> None:
         manifest: ManifestOpt = MANIFEST,
         home: HomeOpt = None,
     ) -> None:
-        """Start the query gateway (HTTP) on the home's published snapshot."""
-        import uvicorn
-
-        from governance.server import build_gateway, create_app
+        """Start the query gateway (HTTP) on the home's published snapshot, with an admin
+        listener on 127.0.0.1 for `civicflow keys|budget|governance verify-audit`."""
+        from governance.admin_app import serve as serve_gateway
+        from governance.server import build_gateway
+        from governance.state import StateBusy
 
         h = _home(home)
         _load_rules(rules)  # refuse a malformed file with its line before anything starts
         if not manifest.exists():
             _fail(f"{manifest} not found: build it with `dbt parse` (the privacy classes come from it)")
-        gateway = build_gateway(h.governance_db, rules, h.published, manifest)
+        try:
+            gateway = build_gateway(h.governance_db, rules, h.published, manifest)
+        except StateBusy as e:
+            _fail(str(e))
         console.print(f"query gateway on http://{host}:{port} (home {h.root}, {len(gateway.rules)} teams)")
-        uvicorn.run(create_app(gateway), host=host, port=port, log_level="warning")
+        try:
+            serve_gateway(gateway, h.governance_db, host, port)
+        finally:
+            gateway.close()
+            gateway.state.close()
 
     @app.command()
     def query(
@@ -205,11 +199,8 @@ def register(app: typer.Typer) -> None:
     @gov_app.command("verify-audit")
     def verify_audit(home: HomeOpt = None) -> None:
         """Re-compute the audit log's hash chain; exit 1 if any row was changed, removed or inserted."""
-        from governance.audit import verify
-
-        with _state(_home(home)) as st:
-            n = st.con.execute("SELECT count(*) FROM audit").fetchone()[0]
-            problems = verify(st)
+        answer = admin(_home(home), "audit/verify")
+        n, problems = answer["rows"], answer["problems"]
         for p in problems:
             console.print(f"[red]{p}[/red]")
         if problems:

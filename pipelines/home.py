@@ -1,6 +1,8 @@
 """CIVICFLOW_HOME: the one folder every run writes to (DESIGN.md "Layout").
 
-landing/, warehouse.duckdb, published/, exports/, governance.duckdb, dagster/ (DAGSTER_HOME).
+landing/, warehouse.duckdb, published/, exports/, governance.duckdb, dagster/ (DAGSTER_HOME);
+with the warehouse on DuckLake, lake/ (its Parquet files, unless CIVICFLOW_WAREHOUSE_DATA points
+elsewhere) and duckdb_extensions/ (links to the wheels' extension binaries, for dbt).
 Nothing is written outside it, so a test gets a fresh home in tmp_path.
 """
 
@@ -81,4 +83,12 @@ def prepare_home(home: Home) -> Home:
     os.environ["DAGSTER_HOME"] = str(home.dagster)
     os.environ["CIVICFLOW_DAGSTER_STORAGE"] = str(home.dagster / "storage")
     os.environ["CIVICFLOW_WAREHOUSE"] = str(home.warehouse)
+    # The warehouse on DuckLake (CIVICFLOW_WAREHOUSE_CATALOG): dbt's `lake` target reads these.
+    from pipelines.warehouse import dbt_env, warehouse_at
+
+    for var, value in dbt_env(warehouse_at(home.warehouse), home.root).items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
     return home

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.partitions import daily, single_run
-from pipelines.publish import publish_snapshot
+from pipelines.publish import publish_lake_snapshot, publish_snapshot
 from pipelines.resources import WRITER_POOL, WarehouseResource
 
 
@@ -19,22 +19,31 @@ def build_publish_asset(published_dir: Path, upstream: list[dg.AssetKey]) -> dg.
         pool=WRITER_POOL,
         partitions_def=daily,
         backfill_policy=single_run,
-        description="Read-only copy of the warehouse that analysts and the query gateway read; CURRENT switches atomically.",
+        description="Read-only copy of the warehouse that analysts and the query gateway read (on DuckLake: the snapshot version they attach at); CURRENT switches atomically.",
         kinds={"duckdb"},
     )
     def warehouse_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        wh = warehouse.warehouse()
         with warehouse.connect(context) as con:
-            con.execute("CHECKPOINT")
             tables = con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('information_schema', 'pg_catalog')"
+                "SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() "
+                "AND table_schema NOT IN ('information_schema', 'pg_catalog')"
             ).fetchone()[0]
-        snapshot = publish_snapshot(Path(warehouse.path), published_dir)
+            if wh.catalog is not None:
+                # Nothing to copy: the run's commits are in the lake; publish their version.
+                snapshot = publish_lake_snapshot(con, published_dir, wh.catalog.public())
+                size = con.execute("SELECT coalesce(sum(file_size_bytes), 0) FROM ducklake_table_info('lake')").fetchone()[0]
+            else:
+                con.execute("CHECKPOINT")
+        if wh.catalog is None:
+            snapshot = publish_snapshot(Path(warehouse.path), published_dir)
+            size = snapshot.stat().st_size
         context.log.info(f"published {snapshot}")
         return dg.MaterializeResult(
             metadata={
                 "snapshot": dg.MetadataValue.path(str(snapshot)),
                 "tables": dg.MetadataValue.int(int(tables)),
-                "size_mb": dg.MetadataValue.float(round(snapshot.stat().st_size / 1e6, 2)),
+                "size_mb": dg.MetadataValue.float(round(int(size) / 1e6, 2)),
             }
         )
 

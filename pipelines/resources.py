@@ -3,6 +3,10 @@
 DuckDB allows one read-write process per file (DESIGN.md "One writer"). Writers also run in
 the Dagster pool `warehouse` (limit 1), so this retry only covers a foreign process (a
 person's shell, a stuck job) holding the file: a bounded wait, then an error naming the lock.
+
+With the warehouse on DuckLake (pipelines/warehouse.py) there is no file lock: the connection
+attaches the lake (PostgreSQL catalog, Parquet data path); an unreachable catalog is the
+transient failure that is waited for, then retried by Dagster with backoff.
 """
 
 from __future__ import annotations
@@ -16,12 +20,18 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from pipelines.warehouse import Warehouse, open_warehouse, warehouse_at
+
 WRITER_POOL = "warehouse"
 TRANSIENT_ERRNOS = {errno.EBUSY, errno.EAGAIN}
 
 
 class WarehouseLocked(RuntimeError):
     pass
+
+
+class WarehouseUnavailable(RuntimeError):
+    """The DuckLake catalog (PostgreSQL) could not be reached."""
 
 
 def connect_with_retry(path: Path, read_only: bool = False, attempts: int = 6, first_wait_s: float = 0.5) -> duckdb.DuckDBPyConnection:
@@ -41,12 +51,35 @@ def connect_with_retry(path: Path, read_only: bool = False, attempts: int = 6, f
     raise AssertionError("unreachable")
 
 
+def open_with_retry(wh: Warehouse, read_only: bool = False, attempts: int = 6, first_wait_s: float = 0.5) -> duckdb.DuckDBPyConnection:
+    """Open the live warehouse, whichever backend: a locked file or an unreachable catalog is
+    waited for (bounded), then reported as WarehouseLocked / WarehouseUnavailable."""
+    if not wh.is_lake:
+        return connect_with_retry(wh.path, read_only=read_only, attempts=attempts, first_wait_s=first_wait_s)
+    wait = first_wait_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return open_warehouse(wh, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "connect" not in str(exc).lower():
+                raise
+            if attempt == attempts:
+                raise WarehouseUnavailable(f"warehouse catalog {wh.describe()} unreachable after {attempts} attempts: {exc}") from exc
+            time.sleep(wait)
+            wait = min(wait * 2, 10)
+    raise AssertionError("unreachable")
+
+
 class WarehouseResource(dg.ConfigurableResource):
-    """Path of the live DuckDB warehouse (CIVICFLOW_HOME/warehouse.duckdb)."""
+    """Path of the live DuckDB warehouse (CIVICFLOW_HOME/warehouse.duckdb); on DuckLake when
+    CIVICFLOW_WAREHOUSE_CATALOG is set (pipelines/warehouse.py decides, for every caller)."""
 
     path: str
     memory_limit: str = "4GB"
     threads: int = 2
+
+    def warehouse(self) -> Warehouse:
+        return warehouse_at(self.path)
 
     @contextmanager
     def connect(self, context: dg.OpExecutionContext | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -55,9 +88,9 @@ class WarehouseResource(dg.ConfigurableResource):
         with exponential backoff instead of failing the run."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            con = connect_with_retry(Path(self.path))
-        except (WarehouseLocked, OSError) as exc:
-            transient = isinstance(exc, WarehouseLocked) or getattr(exc, "errno", None) in TRANSIENT_ERRNOS
+            con = open_with_retry(self.warehouse())
+        except (WarehouseLocked, WarehouseUnavailable, OSError) as exc:
+            transient = isinstance(exc, (WarehouseLocked, WarehouseUnavailable)) or getattr(exc, "errno", None) in TRANSIENT_ERRNOS
             if context is None or not transient:
                 raise
             wait = 5 * 2**context.retry_number

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from governance.snapshot import current_snapshot
+from governance.snapshot import current_snapshot, open_snapshot
 from pipelines.freshness import is_fresh
 from pipelines.home import Home
 
@@ -90,7 +90,7 @@ def gather(home: Home, defs: dg.Definitions, now: datetime | None = None) -> Hea
 
 
 def _from_snapshot(health: Health, snapshot: Path) -> None:
-    con = duckdb.connect(str(snapshot), read_only=True)
+    con = open_snapshot(snapshot)  # a DuckDB file, or the lake at its published version
     try:
         health.quarantine = dict(con.execute("SELECT contract, count(*) FROM raw._quarantine GROUP BY 1 ORDER BY 1").fetchall())
         health.refused_files = con.execute(

@@ -268,6 +268,23 @@ def test_http_formats_estimate_usage_and_the_python_client(server) -> None:
     assert unauth.status_code == 401 and unauth.json()["error"]["rule"] == "unauthenticated"
 
 
+def test_usage_requests_are_audited_accepted_or_refused(server) -> None:
+    key, _ = create_key(server.gateway.state, "analysts", "ana")
+    ok = httpx.get(f"{server.url}/v1/usage", headers={"Authorization": f"Bearer {key}"})
+    anonymous = httpx.get(f"{server.url}/v1/usage")
+    revoke_key(server.gateway.state, "ana")
+    revoked = httpx.get(f"{server.url}/v1/usage", headers={"Authorization": f"Bearer {key}"})
+    assert ok.status_code == 200 and ok.json()["team"] == "analysts" and ok.json()["audit_id"] == ok.headers["x-audit-id"]
+    assert (anonymous.status_code, anonymous.json()["error"]["rule"]) == (401, "unauthenticated")
+    assert (revoked.status_code, revoked.json()["error"]["rule"]) == (401, "revoked_key")
+    ids = [ok.json()["audit_id"], anonymous.json()["error"]["audit_id"], revoked.json()["error"]["audit_id"]]
+    rows = {r["audit_id"]: r for r in audit.entries(server.gateway.state)}
+    assert [(rows[i]["outcome"], rows[i]["rule"], rows[i]["team"]) for i in ids] == [
+        ("usage", None, "analysts"), ("refused", "unauthenticated", None), ("refused", "revoked_key", "analysts")]
+    assert all(rows[i]["message"].startswith("GET /v1/usage") and rows[i]["sql"] is None for i in ids)
+    assert audit.verify(server.gateway.state) == []
+
+
 def test_cli_keys_query_budget_and_verify_audit(env: Env, server, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipelines.cli import app
 
