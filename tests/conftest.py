@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,3 +24,29 @@ def home_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in ("DAGSTER_HOME", "CIVICFLOW_WAREHOUSE", "CIVICFLOW_DAGSTER_STORAGE"):
         monkeypatch.setenv(var, os.environ.get(var, ""))
     return home
+
+
+@pytest.fixture(scope="module")
+def pg_database():
+    """A fresh database on the test PostgreSQL server, dropped afterwards: its libpq URL.
+
+    The server comes from CIVICFLOW_TEST_PG_URL, a role allowed to create databases (`.ci/run`
+    starts one on 127.0.0.1 with `.ci/postgres`); without it the test skips with the reason."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    server = os.environ.get("CIVICFLOW_TEST_PG_URL")
+    if not server:
+        pytest.skip("CIVICFLOW_TEST_PG_URL is not set: no PostgreSQL server to test against (.ci/run starts one)")
+    try:
+        admin = psycopg2.connect(server, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at CIVICFLOW_TEST_PG_URL is unreachable: {str(exc).strip()}")
+    admin.autocommit = True
+    name = f"civicflow_test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    try:
+        yield urlsplit(server)._replace(path=f"/{name}").geturl()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()

@@ -9,7 +9,6 @@ without it. Each run of this module works in a database of its own, dropped afte
 from __future__ import annotations
 
 import os
-import uuid
 from urllib.parse import urlsplit
 
 import pytest
@@ -23,25 +22,8 @@ psycopg2 = pytest.importorskip("psycopg2")
 
 
 @pytest.fixture(scope="module")
-def pg_url():
-    """A fresh database on the test server: its libpq URL (psycopg2, psql)."""
-    server = os.environ.get("CIVICFLOW_TEST_PG_URL")
-    if not server:
-        pytest.skip("CIVICFLOW_TEST_PG_URL is not set: no PostgreSQL server to test against (.ci/run starts one)")
-    try:
-        admin = psycopg2.connect(server, connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at CIVICFLOW_TEST_PG_URL is unreachable: {str(exc).strip()}")
-    admin.autocommit = True
-    name = f"civicflow_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    try:
-        yield urlsplit(server)._replace(path=f"/{name}").geturl()
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+def pg_url(pg_database):
+    return pg_database
 
 
 @pytest.fixture(scope="module")
