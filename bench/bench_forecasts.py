@@ -4,11 +4,12 @@ default Prophet fits on the same series, in the same run (ratios, not absolute t
     .venv/bin/python bench/bench_forecasts.py [--series 40] [--days 730] [--horizon 7] [--workers 2]
 
 The pool figure is reported twice: cold (includes starting the fork server, which imports
-pandas and civicflow's forecasting modules once, ~3 s here; statsforecast too when a run
-has intermittent series, not in this bench) and warm (later batches on the started server,
-as in a backtest's later origins). civicflow in one process (no pool) shows the per-core
-cost. Rounds of the three are interleaved and medians compared, so a noisy neighbour on a
-shared machine hits all of them; the per-round ratios show how robust the ratio is.
+pandas and civicflow's forecasting modules once, 2–4 s here — statsforecast too when a run
+has intermittent series, not in this bench — while this process fits the last chunks
+itself) and warm (later batches on the started server, as in a backtest's later origins).
+civicflow in one process (no pool) shows the per-core cost. Rounds of the three are
+interleaved and medians compared, so a noisy neighbour on a shared machine hits all of
+them; the per-round ratios show how robust the ratio is.
 Ends with a check that no cmdstan/pool temp files were left behind.
 """
 

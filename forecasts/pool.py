@@ -1,4 +1,4 @@
-"""Fit many series on all cores.
+"""Fit many series on all cores (or on a Dask cluster: dask_pool.py, when configured).
 
 A process pool rather than threads: Stan fits are separate processes driven by Python code
 that holds the GIL between them. Details that matter (DESIGN.md traps):
@@ -7,28 +7,32 @@ that holds the GIL between them. Details that matter (DESIGN.md traps):
   threaded process can deadlock; `max_tasks_per_child` also refuses plain `fork`.
 - workers recycle after `max_tasks_per_child` chunks so a leak in Stan/Prophet cannot grow;
 - `OMP_NUM_THREADS=1` in each worker: two workers on two cores, not two × N threads;
-- each worker points cmdstanpy's temp dir into a directory this pool owns, and the pool
-  deletes it at the end — cmdstanpy otherwise leaves files until interpreter exit, which
-  for a killed worker means never.
+- each worker's temp dir (where a direct Stan fit writes its input and output files,
+  deleted after each fit, and cmdstanpy's if the Prophet-object fallback runs) is inside
+  a directory this pool owns and deletes at the end — cmdstanpy otherwise leaves files
+  until interpreter exit, which for a killed worker means never.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import shutil
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Sequence
 
+from forecasts import dask_pool
 from forecasts.intermittent import CROSTON, SES
 from forecasts.model import SeriesForecast, SeriesTask, forecast_series, primary_method
 
 STATSFORECAST_METHODS = (CROSTON, SES)
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+log = logging.getLogger(__name__)
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 # Imported once in the fork server, inherited by every worker it forks: importing
@@ -50,7 +54,7 @@ def _point_cmdstan_tmp_at(wdir: str) -> None:
 
 
 def _init_worker(tmp_root: str) -> None:
-    for v in _THREAD_VARS:
+    for v in THREAD_VARS:
         os.environ[v] = "1"
     wdir = tempfile.mkdtemp(prefix=f"w{os.getpid()}-", dir=tmp_root)
     os.environ["TMPDIR"] = wdir
@@ -63,7 +67,7 @@ def _init_worker(tmp_root: str) -> None:
     quiet_stan_logs()
 
 
-def _run_chunk(tasks: list[SeriesTask]) -> list[SeriesForecast]:
+def run_chunk(tasks: list[SeriesTask]) -> list[SeriesForecast]:
     return [forecast_series(t) for t in tasks]
 
 
@@ -75,6 +79,35 @@ def chunked(seq: Sequence[SeriesTask], size: int) -> list[list[SeriesTask]]:
     return [list(seq[i : i + size]) for i in range(0, len(seq), size)]
 
 
+def chunk_size_for(n_tasks: int, workers: int) -> int:
+    """A few chunks per worker: enough to balance slow (Prophet) and fast (Croston) series,
+    few enough that pickling and dispatch overhead stays small."""
+    return max(1, min(16, n_tasks // (workers * 4) or 1))
+
+
+def work_while_pool_starts(chunks: list[list[SeriesTask]], futures: list[Future]) -> dict[int, list[SeriesForecast]]:
+    """Run chunks in this process until the first worker result arrives.
+
+    A cold pool needs seconds before its first fit (the fork server imports pandas and
+    civicflow; statsforecast too for Croston nights), while this process has them imported
+    already: it takes chunks from the back of the queue — ones no worker has picked up,
+    whose futures can still be cancelled — and stops as soon as a worker has finished one,
+    so it never competes with warm workers for long. Chunks needing statsforecast are left
+    to the workers unless this process has it imported (an import here would block it for
+    6–10 s). Same code, same results: only the wall clock changes.
+    """
+    mine: dict[int, list[SeriesForecast]] = {}
+    for i in reversed(range(len(chunks))):
+        if any(f.done() and not f.cancelled() for f in futures):  # a cancelled one is mine
+            break
+        if needs_statsforecast(chunks[i]) and "statsforecast.models" not in sys.modules:
+            continue
+        if not futures[i].cancel():  # a worker has it (and every chunk before it)
+            break
+        mine[i] = run_chunk(chunks[i])
+    return mine
+
+
 def run_tasks(
     tasks: Sequence[SeriesTask],
     workers: int = 2,
@@ -83,19 +116,38 @@ def run_tasks(
 ) -> list[SeriesForecast]:
     """Forecast every task; results in the order of `tasks` (deterministic output does not
     depend on which worker finished first)."""
+    return run_tasks_with_engine(tasks, workers, chunk_size, max_tasks_per_child)[0]
+
+
+def run_tasks_with_engine(
+    tasks: Sequence[SeriesTask],
+    workers: int = 2,
+    chunk_size: int | None = None,
+    max_tasks_per_child: int = 50,
+) -> tuple[list[SeriesForecast], str]:
+    """run_tasks, plus which engine ran them: `dask <address>` when CIVICFLOW_DASK_SCHEDULER
+    is set (dask_pool.py; `workers` is then the cluster's business), else `local pool (N
+    workers)` or `one process`. A scheduler that cannot be reached is logged and the local
+    pool takes over: same results, and the night's plan is not lost to a network problem."""
     tasks = list(tasks)
+    address = dask_pool.scheduler_address()
+    if address and tasks:
+        try:
+            return dask_pool.run_on_dask(tasks, address, chunk_size), f"dask {address}"
+        except (OSError, TimeoutError) as exc:
+            log.warning(f"Dask scheduler {address} unreachable ({type(exc).__name__}: {exc}); "
+                        f"forecasting on the local pool instead")
     if not tasks:
-        return []
+        return [], "none"
     if workers <= 1 or len(tasks) == 1:
-        return _run_chunk(tasks)
-    # a few chunks per worker: enough to balance slow (Prophet) and fast (Croston) series,
-    # few enough that pickling overhead stays small
-    size = chunk_size or max(1, min(16, len(tasks) // (workers * 4) or 1))
+        return run_chunk(tasks), "one process"
+    size = chunk_size or chunk_size_for(len(tasks), workers)
     tmp_root = tempfile.mkdtemp(prefix="civicflow-forecast-")
     try:
         ctx = mp.get_context("forkserver")
         # only the first pool of a process starts the fork server: what it preloads then stays
         ctx.set_forkserver_preload(_PRELOAD + (_PRELOAD_STATSFORECAST if needs_statsforecast(tasks) else []))
+        chunks = chunked(tasks, size)
         with ProcessPoolExecutor(
             max_workers=workers,
             mp_context=ctx,
@@ -103,14 +155,15 @@ def run_tasks(
             initargs=(tmp_root,),
             max_tasks_per_child=max_tasks_per_child,
         ) as ex:
-            out: list[SeriesForecast] = []
-            for res in ex.map(_run_chunk, chunked(tasks, size)):
-                out.extend(res)
-        return out
+            futures = [ex.submit(run_chunk, c) for c in chunks]
+            done = work_while_pool_starts(chunks, futures)
+            out = [r for i, f in enumerate(futures) for r in (done[i] if i in done else f.result())]
+        return out, f"local pool ({workers} workers)"
     except BrokenProcessPool:
         # a worker died (OOM, a caller's main module that cannot be re-imported): finish the
         # night sequentially rather than not at all — results are identical, only slower
-        return _run_chunk(tasks)
+        log.warning("a forecast worker died; finishing in this process")
+        return run_chunk(tasks), "one process (pool broke)"
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
 

@@ -5,10 +5,13 @@ Kept fast on purpose (DESIGN.md traps): `uncertainty_samples=0` — the interval
 calibrated residuals (quantiles.py), not from Prophet's sampling, whose `predict()` cost
 grows with the number of samples and whose intervals are off on count data anyway.
 
-Other measured savings (bench/bench_forecasts.py), none changing the model: Stan's input
-JSON written from numpy (`speed_up_stan_io`), event features built with numpy and passed as
-regressors with the holiday prior (`holiday_indicators`), and the point forecast computed
-as trend + X·beta (`_predict_additive`, identical to `predict()`'s yhat for additive models).
+Other measured savings (bench/bench_forecasts.py), none changing a number: the fit runs
+Prophet's Stan model without the Prophet object (prophet_direct.py: the same input built
+with numpy, the same binary and arguments, bit-identical forecasts), event features built
+with numpy and passed as regressors with the holiday prior (`holiday_indicators`). The
+Prophet-object path (`_fit_with_prophet`: Stan input JSON written from numpy,
+`speed_up_stan_io`; point forecast as trend + X·beta, `_predict_additive`) is kept as the
+reference the direct path is tested against and as its fallback.
 """
 
 from __future__ import annotations
@@ -219,7 +222,7 @@ def _tmp_listing() -> set[str]:
         return set()
 
 
-def _regressors(days: np.ndarray, n: int, events: list[tuple[str, date, date]],
+def _regressors(days: np.ndarray, events: list[tuple[str, date, date]],
                 attendance_hist: np.ndarray | None, attendance_future: np.ndarray | None,
                 cfg: ProphetConfig) -> tuple[list[tuple[str, np.ndarray, float]], bool]:
     """(name, values for history + future, prior scale) in the order they are added to the
@@ -297,7 +300,7 @@ def fit_predict_prophet(
     both = np.concatenate([ds, future_ds])
     dates = pd.Series(pd.to_datetime(both))
     span_days = (dates.iloc[:n].max() - dates.iloc[:n].min()).days + 1 if n else 0
-    regs, use_reg = _regressors(both, n, list(events or []), attendance_hist, attendance_future, cfg)
+    regs, use_reg = _regressors(both, list(events or []), attendance_hist, attendance_future, cfg)
     seas = _seasonalities(span_days, n, freq, cfg)
     y = np.asarray(y, dtype=float)
     pred = None

@@ -19,12 +19,12 @@ import numpy as np
 import polars as pl
 
 from forecasts import calibration
-from forecasts.calibration import Calibration
+from forecasts.calibration import IN_SAMPLE, Calibration
 from forecasts.exports import export_plan, export_report, export_xlsx
 from forecasts.windows import read_profile, split_plan
 from forecasts.model import SeriesForecast, SeriesTask
 from forecasts.planner import plan_staging
-from forecasts.pool import run_tasks
+from forecasts.pool import run_tasks_with_engine
 from forecasts.quantiles import LEVEL_COLUMNS
 from forecasts.series import build_series, classify_series, last_demand_date, read_demand, read_events
 
@@ -56,14 +56,16 @@ DDL = {
             as_of DATE, plan_date DATE, hub_id VARCHAR, neighbourhood_id VARCHAR, category VARCHAR,
             units BIGINT, forecast_p50 DOUBLE, p10 DOUBLE, p90 DOUBLE, quantile DOUBLE,
             hub_share DOUBLE, neighbourhood_units BIGINT, capacity_units BIGINT, cap_reason VARCHAR,
-            under_cost DOUBLE, over_cost DOUBLE, "window" VARCHAR, window_share DOUBLE)""",
+            under_cost DOUBLE, over_cost DOUBLE, "window" VARCHAR, window_share DOUBLE, intervals VARCHAR)""",
 }
 # columns added after the first release: an older warehouse gets them on the next run
 MIGRATIONS = [
     "alter table forecasts.demand_forecast add column if not exists calibration VARCHAR",
     'alter table forecasts.staging_plan add column if not exists "window" VARCHAR',
     "alter table forecasts.staging_plan add column if not exists window_share DOUBLE",
+    "alter table forecasts.staging_plan add column if not exists intervals VARCHAR",
 ]
+CALIBRATED = "calibrated"  # the plan's `intervals`: from the backtest's calibration table, else IN_SAMPLE
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class ForecastSummary:
     report_path: Path | None = None          # the HTML report (charts, plan, backtest, value)
     calibration_source: str = "in_sample"    # "table as of <date>" when forecasts.calibration was applied
     windows: tuple[str, ...] = ()            # the plan's delivery windows ("day" when no hourly profile)
+    intervals: str = IN_SAMPLE               # "calibrated" when every series' interval came from the table
+    engine: str = ""                         # where the series were fitted (local pool, dask <address>)
 
     @property
     def series_count(self) -> int:
@@ -162,6 +166,18 @@ def forecasts_frame(results: list[SeriesForecast], series: pl.DataFrame, classes
             })
     df = pl.DataFrame(rows, schema=FORECAST_SCHEMA) if rows else pl.DataFrame(schema=FORECAST_SCHEMA)
     return df.sort("series_id", "forecast_date")
+
+
+def with_interval_source(plan: pl.DataFrame, forecast: pl.DataFrame) -> pl.DataFrame:
+    """The plan's `intervals` column: `calibrated` when the row's forecast interval came from
+    the backtest's calibration table, `in_sample` when from the series' own in-sample errors
+    (no table yet; a series with no demand at all keeps its zero interval)."""
+    src = forecast.select(
+        "neighbourhood_id", "category", pl.col("forecast_date").alias("plan_date"),
+        pl.when(pl.col("calibration").fill_null(IN_SAMPLE).str.contains(IN_SAMPLE))
+        .then(pl.lit(IN_SAMPLE)).otherwise(pl.lit(CALIBRATED)).alias("intervals"),
+    )
+    return plan.join(src, on=["neighbourhood_id", "category", "plan_date"], how="left", maintain_order="left")
 
 
 def write_tables(con: duckdb.DuckDBPyConnection, as_of: date, forecast: pl.DataFrame, plan: pl.DataFrame) -> None:
@@ -277,7 +293,7 @@ def run_nightly_forecast(
     timings["prepare_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    results = run_tasks(tasks, workers=workers)
+    results, engine = run_tasks_with_engine(tasks, workers=workers)
     timings["fit_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -286,7 +302,7 @@ def run_nightly_forecast(
         forecast.select("neighbourhood_id", "category", "forecast_date", *LEVEL_COLUMNS),
         hubs, capacity, categories,
     )
-    plan = split_plan(plan, profile)
+    plan = with_interval_source(split_plan(plan, profile), forecast)
     timings["plan_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -314,4 +330,21 @@ def run_nightly_forecast(
         report_path=report_path,
         calibration_source=cal_source,
         windows=tuple(sorted(set(plan["window"].to_list()))) if plan.height else (),
+        intervals=interval_summary(forecast),
+        engine=engine,
     )
+
+
+def interval_summary(forecast: pl.DataFrame) -> str:
+    """`calibrated` when every series with demand got calibrated intervals, `in_sample` when
+    none did, else how many did."""
+    per_series = forecast.group_by("series_id").agg(
+        (pl.col("calibration").fill_null(IN_SAMPLE).str.contains(IN_SAMPLE).any()).alias("own"),
+        (pl.col("mean").max() > 0).alias("demand"))
+    judged = per_series.filter(pl.col("demand"))
+    own = int(judged["own"].sum()) if judged.height else 0
+    if judged.height and own == 0:
+        return CALIBRATED
+    if own == judged.height:
+        return IN_SAMPLE
+    return f"{CALIBRATED} ({judged.height - own} of {judged.height} series; the rest {IN_SAMPLE})"

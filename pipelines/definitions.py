@@ -16,7 +16,7 @@ from dagster_dbt import DbtCliResource
 
 from ingest.contracts import CITY_TZ
 from pipelines.dbt_assets import build_dbt_assets, dbt_project
-from pipelines.forecast_assets import build_forecast_asset
+from pipelines.forecast_assets import build_calibration_asset, build_calibration_job, build_calibration_schedule, build_forecast_asset
 from pipelines.home import home_from_env, prepare_home
 from pipelines.freshness import with_freshness
 from pipelines.governance_assets import build_usage_asset
@@ -68,10 +68,15 @@ usage_schedule = dg.ScheduleDefinition(
     description="Writes yesterday's per-team usage report (exports/usage/) just after midnight UTC.",
 )
 
+# The forecast's interval calibration (warehouse backtest): weekly, its own job (forecast_assets.py).
+forecast_calibration = build_calibration_asset()
+calibration_job = build_calibration_job(forecast_calibration)
+calibration_schedule = build_calibration_schedule(calibration_job)
+
 defs = dg.Definitions(
-    assets=[*nightly_assets, usage_report],
-    jobs=[nightly_job, usage_job],
-    schedules=[nightly_schedule, usage_schedule],
+    assets=[*nightly_assets, usage_report, forecast_calibration],
+    jobs=[nightly_job, usage_job, calibration_job],
+    schedules=[nightly_schedule, usage_schedule, calibration_schedule],
     sensors=[landing_sensor],
     resources={
         "warehouse": WarehouseResource(path=str(home.warehouse)),

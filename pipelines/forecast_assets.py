@@ -1,14 +1,37 @@
-"""Forecast and staging-plan assets: read the marts, write forecasts.* and the plan exports."""
+"""Forecast and staging-plan assets: read the marts, write forecasts.* and the plan exports.
 
+Two steps, both in the writer pool:
+- `nightly_forecast` (the nightly job): demand forecast and staging plan for the next day(s);
+- `forecasts/calibration` (its own job, weekly): the rolling-origin warehouse backtest that
+  learns the interval calibration the nightly forecast applies, and stores its metrics and
+  the cost simulation for the report. When a night finds no calibration at all (a new
+  warehouse), the nightly step runs the same backtest first and records it as a
+  materialization of `forecasts/calibration`, so even the first plan has calibrated intervals.
+  (It is not an upstream step of the nightly job: an asset that skips itself would make
+  Dagster skip everything downstream of it, the forecast and the publish.)
+"""
 
+import os
+from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
+import duckdb
 
+from ingest.contracts import CITY_TZ
 from pipelines.partitions import context_dates, daily, single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
 
+if TYPE_CHECKING:
+    from forecasts.evaluate import WarehouseBacktest
+
 OWNER = "team:operations-analytics"
+CALIBRATION_KEY = dg.AssetKey(["forecasts", "calibration"])
+CALIBRATION_JOB = "forecast_calibration"
+# Sunday 23:00 city time: after Sunday's 02:30 nightly run, well before Monday's
+CALIBRATION_CRON_ENV, CALIBRATION_CRON = "CIVICFLOW_CALIBRATION_CRON", "0 23 * * 0"
+CALIBRATION_TZ_ENV = "CIVICFLOW_CALIBRATION_TZ"
 MART_DEPS = [
     dg.AssetKey(["marts", "neighbourhood_demand_daily"]),
     dg.AssetKey(["marts", "hub_capacity"]),
@@ -21,6 +44,103 @@ MART_DEPS = [
 class ForecastConfig(dg.Config):
     horizon_days: int = 1
     workers: int = 2
+    backtest_if_uncalibrated: bool = True  # no forecasts.calibration yet: learn it first (once)
+
+
+class CalibrationConfig(dg.Config):
+    horizon_days: int = 7   # days forecast from each backtest origin
+    n_origins: int = 4      # scored origins, 7 days apart (one more, earlier, only teaches)
+    workers: int = 2
+
+
+def calibrate(con: duckdb.DuckDBPyConnection, as_of: date | None, cfg: CalibrationConfig) -> dict[str, dg.MetadataValue]:
+    """Run the warehouse backtest (it replaces forecasts.calibration, backtest_metrics,
+    backtest_metrics_series and value_metrics for its as_of) and describe it for Dagster."""
+    from forecasts.evaluate import run_warehouse_backtest
+
+    wb = run_warehouse_backtest(con, as_of, horizon=cfg.horizon_days, n_origins=cfg.n_origins, workers=cfg.workers)
+    return calibration_metadata(wb)
+
+
+def calibration_metadata(wb: "WarehouseBacktest") -> dict[str, dg.MetadataValue]:
+    """MASE, coverage per quantile level and series count of civicflow's forecasts in the
+    backtest (all series; per series class in the table), and what the calibration holds."""
+    from forecasts.backtest import CIVICFLOW
+    from forecasts.quantiles import LEVEL_COLUMNS, LEVELS
+
+    md: dict[str, dg.MetadataValue] = {
+        "as_of": dg.MetadataValue.text(str(wb.as_of)),
+        "series": dg.MetadataValue.int(int(wb.backtest.n_series) if wb.backtest else 0),
+        "origins": dg.MetadataValue.int(int(wb.backtest.n_origins) if wb.backtest else 0),
+        "calibration_groups": dg.MetadataValue.int(int(wb.calibration_rows // len(LEVELS))),
+        "seconds": dg.MetadataValue.float(float(wb.timings.get("total_s", 0.0))),
+    }
+    m = wb.metrics
+    if m.is_empty():
+        md["note"] = dg.MetadataValue.text("history too short for a backtest origin: intervals stay in_sample")
+        return md
+    civ = m.filter((m["method"] == CIVICFLOW) & (m["kind"] == "*")).row(0, named=True)
+    md["mase"] = dg.MetadataValue.float(round(float(civ["mase"]), 4))
+    if civ.get("mase_vs_naive") is not None:
+        md["mase_vs_seasonal_naive"] = dg.MetadataValue.float(round(float(civ["mase_vs_naive"]), 4))
+    md["pinball"] = dg.MetadataValue.float(round(float(civ["pinball"]), 4))
+    for q, c in zip(LEVELS, LEVEL_COLUMNS):
+        md[f"coverage_{c} (nominal {q:.2f})"] = dg.MetadataValue.float(round(float(civ[f"cov_{c}"]), 4))
+    rows = ["| method | class | series | MASE | " + " | ".join(LEVEL_COLUMNS) + " |",
+            "|---|---|---:|---:|" + "---:|" * len(LEVEL_COLUMNS)]
+    for r in m.sort("method", "kind").iter_rows(named=True):
+        cov = " | ".join(f"{r[f'cov_{c}']:.2f}" for c in LEVEL_COLUMNS)
+        mase = "" if r["mase"] is None else f"{r['mase']:.3f}"
+        rows.append(f"| {r['method']} | {r['kind']} | {r['n_series']} | {mase} | {cov} |")
+    md["metrics"] = dg.MetadataValue.md("\n".join(rows))
+    reactive = wb.value.filter(wb.value["policy"] == "reactive") if wb.value.height else wb.value
+    if reactive.height and reactive["civicflow_reduction"][0] is not None:
+        md["cost_reduction_vs_reactive"] = dg.MetadataValue.float(round(float(reactive["civicflow_reduction"][0]), 4))
+    return md
+
+
+def build_calibration_asset() -> dg.AssetsDefinition:
+    @dg.asset(
+        key=CALIBRATION_KEY,
+        deps=MART_DEPS,
+        group_name="forecasts",
+        owners=[OWNER],
+        pool=WRITER_POOL,
+        description="Rolling-origin backtest of the forecaster on the warehouse: the interval calibration the nightly forecast applies (forecasts.calibration), MASE/pinball/coverage per method and series class (forecasts.backtest_metrics, backtest_metrics_series) and the fulfilment-cost simulation (forecasts.value_metrics). Weekly, and on the first night without a calibration.",
+        kinds={"prophet", "duckdb"},
+    )
+    def calibration(context: dg.AssetExecutionContext, config: CalibrationConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        with warehouse.connect(context) as con:
+            md = calibrate(con, None, config)  # as of the last day with demand
+        context.log.info(f"calibration: {({k: v.value for k, v in md.items() if k != 'metrics'})}")
+        return dg.MaterializeResult(metadata=md)
+
+    return calibration
+
+
+def build_calibration_job(calibration: dg.AssetsDefinition):  # an (unresolved) asset job
+    from pipelines.notify import notify_on_failure
+
+    return dg.define_asset_job(
+        CALIBRATION_JOB,
+        selection=[calibration],
+        description="Weekly: back-test the forecaster on the warehouse and refresh the interval calibration the nightly plan uses.",
+        hooks={notify_on_failure},
+        executor_def=dg.in_process_executor,  # one step; its fits fan out over the forecast pool
+    )
+
+
+def build_calibration_schedule(job) -> dg.ScheduleDefinition:
+    """Weekly by default; CIVICFLOW_CALIBRATION_CRON (cron) and CIVICFLOW_CALIBRATION_TZ move it."""
+    cron = os.environ.get(CALIBRATION_CRON_ENV) or CALIBRATION_CRON
+    tz = os.environ.get(CALIBRATION_TZ_ENV) or CITY_TZ
+    return dg.ScheduleDefinition(
+        name="forecast_calibration_schedule",
+        job=job,
+        cron_schedule=cron,
+        execution_timezone=tz,
+        description=f"Refreshes the forecast interval calibration and backtest metrics ({cron}, {tz}).",
+    )
 
 
 def build_forecast_asset(exports_dir: Path) -> dg.AssetsDefinition:
@@ -49,6 +169,7 @@ def build_forecast_asset(exports_dir: Path) -> dg.AssetsDefinition:
         backfill_policy=single_run,
     )
     def nightly_forecast(context: dg.AssetExecutionContext, config: ForecastConfig, warehouse: WarehouseResource):
+        from forecasts import calibration
         from forecasts.run import run_nightly_forecast
 
         last_day = context_dates(context)[-1]
@@ -59,6 +180,12 @@ def build_forecast_asset(exports_dir: Path) -> dg.AssetsDefinition:
             ).fetchone()[0]
             if as_of is None:
                 raise dg.Failure(f"no demand in marts.neighbourhood_demand_daily up to {last_day}: nothing to forecast")
+            if config.backtest_if_uncalibrated and not calibration.read(con):
+                context.log.info("no interval calibration in the warehouse yet: running the backtest first")
+                md = calibrate(con, as_of, CalibrationConfig(workers=config.workers))
+                context.log_event(dg.AssetMaterialization(
+                    asset_key=CALIBRATION_KEY, metadata=md,
+                    description="Learned by the nightly run: the warehouse had no calibration yet."))
             summary = run_nightly_forecast(con, as_of=as_of, horizon_days=config.horizon_days, exports_dir=exports_dir, workers=config.workers)
         context.log.info(f"forecast summary: {summary}")
         methods = getattr(summary, "series_by_method", {}) or {}
@@ -70,6 +197,8 @@ def build_forecast_asset(exports_dir: Path) -> dg.AssetsDefinition:
                 "series_by_method": dg.MetadataValue.json(dict(methods)),
                 "fallbacks": dg.MetadataValue.int(int(getattr(summary, "fallbacks", 0) or 0)),
                 "calibration": dg.MetadataValue.text(str(getattr(summary, "calibration_source", ""))),
+                "intervals": dg.MetadataValue.text(str(getattr(summary, "intervals", ""))),
+                "fan_out": dg.MetadataValue.text(str(getattr(summary, "engine", ""))),
                 "report (charts of history, forecast and interval per hub)": dg.MetadataValue.path(str(getattr(summary, "report_path", "") or "")),
             },
         )
@@ -80,6 +209,7 @@ def build_forecast_asset(exports_dir: Path) -> dg.AssetsDefinition:
                 "plan_path": dg.MetadataValue.path(str(getattr(summary, "plan_path", ""))),
                 "workbook": dg.MetadataValue.path(str(getattr(summary, "xlsx_path", "") or "")),
                 "windows": dg.MetadataValue.text(", ".join(getattr(summary, "windows", ()) or ())),
+                "intervals": dg.MetadataValue.text(str(getattr(summary, "intervals", ""))),
             },
         )
 

@@ -38,3 +38,14 @@ def test_nightly_job_is_scheduled_and_watched(defs):
     assert defs.resolve_sensor_def("landing_sensor").job_name == "nightly"
     graph = defs.resolve_asset_graph()
     assert all(graph.get(k).freshness_policy is not None for k in defs.resolve_job_def("nightly").asset_layer.executable_asset_keys)
+
+
+def test_forecast_calibration_runs_weekly_in_the_writer_pool(defs):
+    """The warehouse backtest that refreshes the forecast's interval calibration has its own
+    weekly job (the nightly run does it only when no calibration exists yet)."""
+    job = defs.resolve_job_def("forecast_calibration")
+    assert {node.definition.pool for node in job.graph.nodes} == {"warehouse"}
+    assert [k.to_user_string() for k in job.asset_layer.executable_asset_keys] == ["forecasts/calibration"]
+    schedule = defs.resolve_schedule_def("forecast_calibration_schedule")
+    assert schedule.job_name == "forecast_calibration"
+    assert schedule.cron_schedule.split()[-1] != "*"  # weekly (a day of the week), not nightly
