@@ -187,6 +187,7 @@ def build_forecast_asset(exports_dir: Path) -> dg.AssetsDefinition:
                     asset_key=CALIBRATION_KEY, metadata=md,
                     description="Learned by the nightly run: the warehouse had no calibration yet."))
             summary = run_nightly_forecast(con, as_of=as_of, horizon_days=config.horizon_days, exports_dir=exports_dir, workers=config.workers)
+            chart = forecast_chart_md(con, as_of)
         context.log.info(f"forecast summary: {summary}")
         methods = getattr(summary, "series_by_method", {}) or {}
         yield dg.MaterializeResult(
@@ -199,6 +200,8 @@ def build_forecast_asset(exports_dir: Path) -> dg.AssetsDefinition:
                 "calibration": dg.MetadataValue.text(str(getattr(summary, "calibration_source", ""))),
                 "intervals": dg.MetadataValue.text(str(getattr(summary, "intervals", ""))),
                 "fan_out": dg.MetadataValue.text(str(getattr(summary, "engine", ""))),
+                "forecast chart (city total)": dg.MetadataValue.md(chart),
+                "seconds": dg.MetadataValue.json({k: round(float(v), 2) for k, v in (getattr(summary, "timings", {}) or {}).items()}),
                 "report (charts of history, forecast and interval per hub)": dg.MetadataValue.path(str(getattr(summary, "report_path", "") or "")),
             },
         )
@@ -214,3 +217,32 @@ def build_forecast_asset(exports_dir: Path) -> dg.AssetsDefinition:
         )
 
     return nightly_forecast
+
+
+def forecast_chart_md(con: duckdb.DuckDBPyConnection, as_of: date, history_days: int = 21) -> str:
+    """The city's total demand, the last weeks and the forecast (p50, p10–p90), as a Markdown
+    chart the Dagster UI renders in the asset's metadata (bars scaled to the largest value)."""
+    rows = con.execute(
+        """
+        WITH hist AS (
+            SELECT demand_date AS day, sum(units) AS units FROM marts.neighbourhood_demand_daily
+            WHERE demand_date > ?::DATE - ?::INTEGER AND demand_date <= ? GROUP BY ALL
+        ), fc AS (
+            SELECT forecast_date AS day, sum(p10) AS p10, sum(p50) AS p50, sum(p90) AS p90
+            FROM forecasts.demand_forecast WHERE as_of = ? GROUP BY ALL
+        )
+        SELECT day, units, NULL, NULL, NULL FROM hist
+        UNION ALL SELECT day, NULL, p10, p50, p90 FROM fc ORDER BY 1
+        """,
+        [as_of, history_days, as_of, as_of],
+    ).fetchall()
+    top = max([v for r in rows for v in (r[1], r[4]) if v is not None] or [1.0]) or 1.0
+    lines = ["| day | | units | bar |", "|---|---|---:|---|"]
+    for day, units, p10, p50, p90 in rows:
+        if units is not None:
+            lines.append(f"| {day} | actual | {units:,.0f} | {'█' * round(24 * units / top)} |")
+        else:
+            bar = "▒" * round(24 * p50 / top) + "░" * max(0, round(24 * p90 / top) - round(24 * p50 / top))
+            lines.append(f"| {day} | forecast | {p50:,.0f} ({p10:,.0f}–{p90:,.0f}) | {bar} |")
+    return "\n".join(lines)
+

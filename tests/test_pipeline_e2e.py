@@ -338,3 +338,7 @@ def test_dbt_models_carry_their_row_counts_in_the_ui(nightly):
             assert event is not None, (schema, table)
             meta = event.asset_materialization.metadata
             assert meta["dagster/row_count"].value == rows, (schema, table)
+        # The forecast asset shows its chart: actual days then forecast days with an interval.
+        event = instance.get_latest_materialization_event(dg.AssetKey(["forecasts", "demand_forecast"]))
+        chart = event.asset_materialization.metadata["forecast chart (city total)"].value
+        assert "| actual |" in chart and "| forecast |" in chart and "█" in chart
