@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -46,15 +47,20 @@ def deployment(pg_database, tmp_path_factory):
         daemon = subprocess.Popen(
             [str(BIN / "dagster-daemon"), "run", "-m", "pipelines.definitions", "-d", str(REPO)],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the code server it starts goes with it
         )
         try:
             yield home, env
         finally:
-            daemon.terminate()
+            os.killpg(daemon.pid, signal.SIGTERM)
             try:
                 daemon.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                daemon.kill()
+                pass
+            try:  # the daemon's code server and anything else left in the group
+                os.killpg(daemon.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             log.close()
 
 
