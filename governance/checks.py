@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
-
 from governance.catalog import Catalog, Manifest
 from governance.rules import TeamRules
+from governance.snapshot import open_snapshot
 
 
 @dataclass(frozen=True)
@@ -23,7 +22,7 @@ class Finding:
 
 
 def check_rules(rules: dict[str, TeamRules], snapshot: Path, manifest: Manifest) -> list[Finding]:
-    con = duckdb.connect(str(snapshot), read_only=True, config={"enable_external_access": False})
+    con = open_snapshot(snapshot, config={"enable_external_access": False})  # a DuckDB file or the lake's published version
     try:
         catalog = Catalog(con)
         functions = {r[0].lower() for r in con.execute("SELECT function_name FROM duckdb_functions() WHERE function_type = 'table'").fetchall()}

@@ -47,7 +47,10 @@ def actual_bytes(profile_json: str, catalog: Catalog) -> int:
             table = strip_catalog(info["Table"], node.get("operator_name"))
             rel = catalog.relations.get(table)
             cols = scan_columns(info, set(rel.columns) if rel else set())
-            total += int(node.get("operator_rows_scanned") or 0) * sum(catalog.width(table, c) for c in cols)
+            rows = int(node.get("operator_rows_scanned") or 0)
+            if rel is not None:  # DuckLake's scan reports some rows more than once: never above the table's rows
+                rows = min(rows, rel.rows)
+            total += rows * sum(catalog.width(table, c) for c in cols)
         elif "Function" in info:
             total += int(node.get("operator_cardinality") or 0) * FUNCTION_ROW_BYTES
     return total

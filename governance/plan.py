@@ -64,10 +64,12 @@ def _as_list(value) -> list[str]:
     return [v for v in (value if isinstance(value, list) else [value]) if v != ""]
 
 
-# DuckLake's scan (DUCKLAKE_SCAN) names its table without the schema ("Table": "big"). A sandbox
-# that attaches a lake registers the lake's tables here (governance.snapshot.open_snapshot); a
-# bare name from a DuckLake scan resolves only when exactly one registered schema holds it, else
-# it stays bare and matches no permission (refused: fail closed).
+# DuckLake's scan (DUCKLAKE_SCAN) names its table without the schema ("Table": "big"), and a lake
+# may hold the same name in two schemas (raw.hub_capacity, marts.hub_capacity). `explain()` puts
+# the schema back from the query's logical plan (`json_serialize_plan`, whose DuckLake scans
+# carry catalog, schema and table). Where a plan cannot say (a profile, or one query reading two
+# tables of the same name), the tables a sandbox registered when it attached the lake resolve a
+# name held by exactly one schema; otherwise it stays bare and matches no permission (refused).
 LAKE_SCAN = "DUCKLAKE_SCAN"
 _lake_tables: dict[str, set[str]] = {}
 
@@ -85,6 +87,42 @@ def strip_catalog(qualified: str, operator: str | None = None) -> str:
         if len(owners) == 1:
             return next(iter(owners))
     return ".".join(parts[-2:]).lower()
+
+
+def explain(con, sql: str) -> str:
+    """`EXPLAIN (FORMAT json)` of `sql`, with every DuckLake scan's table schema-qualified."""
+    return qualify_lake_scans(con, sql, con.execute("EXPLAIN (FORMAT json) " + sql).fetchall()[0][1])
+
+
+def qualify_lake_scans(con, sql: str, plan_json: str) -> str:
+    """Put the schema into the DuckLake scans of a plan or profile (JSON) of `sql`."""
+    if LAKE_SCAN not in plan_json:
+        return plan_json
+    try:
+        logical = json.loads(con.execute("SELECT json_serialize_plan(?)", [sql]).fetchone()[0])
+    except Exception:  # no logical plan: the registered tables decide (strip_catalog)
+        return plan_json
+    read: dict[str, set[str]] = {}
+    stack = [logical]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            data = node.get("function_data")
+            if node.get("name") == "ducklake_scan" and isinstance(data, dict) and data.get("table_name"):
+                table = str(data["table_name"]).lower()
+                read.setdefault(table, set()).add(f"{data.get('catalog_name')}.{data.get('schema_name')}.{table}")
+            stack.extend(node.values())
+    tree = json.loads(plan_json)
+    for root in tree if isinstance(tree, list) else [tree]:
+        for node in _nodes(root):
+            info = node.get("extra_info") or {}
+            if LAKE_SCAN in (node.get("name"), node.get("operator_name")) and "." not in str(info.get("Table", ".")):
+                owners = read.get(str(info["Table"]).lower(), set())
+                if len(owners) == 1:
+                    info["Table"] = next(iter(owners))
+    return json.dumps(tree)
 
 
 def identifiers(expression: str) -> set[str]:

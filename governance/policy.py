@@ -14,6 +14,7 @@ import duckdb
 
 from governance.catalog import RANK, Catalog, Manifest, strictest
 from governance.plan import HARMLESS_LEAVES, Plan, parse_plan
+from governance.plan import explain as explain_json
 from governance.rules import TeamRules
 
 # Aggregates that hand back individual values rather than a count or a sum.
@@ -61,11 +62,11 @@ def permissions_for(rules: TeamRules, catalog: Catalog, manifest: Manifest, con:
         from governance.catalog import quote_ident, quote_relation
 
         for col in rel.columns:  # a view: follow each column to the base columns it reads
-            explain = con.execute(f"EXPLAIN (FORMAT json) SELECT {quote_ident(col)} FROM {quote_relation(name)}").fetchall()[0][1]
+            explain = explain_json(con, f"SELECT {quote_ident(col)} FROM {quote_relation(name)}")
             for scan in parse_plan(explain, columns_of).scans:
                 for base_col in scan.projected:  # the view's own filters are handled below
                     grant(scan.table, base_col, classes.get(col, "identity"))
-        explain = con.execute(f"EXPLAIN (FORMAT json) SELECT count(*) FROM {quote_relation(name)}").fetchall()[0][1]
+        explain = explain_json(con, f"SELECT count(*) FROM {quote_relation(name)}")
         for scan in parse_plan(explain, columns_of).scans:
             for base_col in scan.columns:  # read only by the view's own filters: quasi unless exposed
                 grant(scan.table, base_col, perms.columns.get(scan.table, {}).get(base_col, "quasi"))

@@ -22,6 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from governance.catalog import Catalog
+from governance.plan import explain as explain_json, qualify_lake_scans
 from governance.snapshot import open_snapshot, use_lake
 from governance.watchdog import WATCHDOG
 
@@ -97,7 +98,7 @@ class Sandbox:
             return self.retired and self._users == 0
 
     def explain(self, cur: duckdb.DuckDBPyConnection, sql: str) -> str:
-        return cur.execute("EXPLAIN (FORMAT json) " + sql).fetchall()[0][1]
+        return explain_json(cur, sql)  # DuckLake scans schema-qualified (governance.plan.explain)
 
     def run(self, cur: duckdb.DuckDBPyConnection, sql: str, timeout_seconds: float) -> RunOutput:
         timed_out = threading.Event()
@@ -117,7 +118,7 @@ class Sandbox:
             raise
         finally:
             WATCHDOG.disarm(token)
-        return RunOutput(table, cur.get_profiling_information(format="json"))
+        return RunOutput(table, qualify_lake_scans(cur, sql, cur.get_profiling_information(format="json")))
 
     def close(self) -> None:
         while not self._pool.empty():

@@ -81,6 +81,7 @@ class GovernanceState:
         self.cache = self._shared.cache
         self.in_flight = self._shared.in_flight
         self._depth = 0
+        self._closed = False
         with self.lock:
             self.con.execute(DDL)
 
@@ -108,6 +109,10 @@ class GovernanceState:
                 self._depth = 0
 
     def close(self) -> None:
+        """Idempotent: the shared caches outlive this object while another one uses the file."""
+        if self._closed:
+            return
+        self._closed = True
         with self.lock:
             self.con.close()
         with _SHARED_LOCK:

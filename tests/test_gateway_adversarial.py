@@ -86,10 +86,21 @@ ATTEMPTS = [
     ("max of quasi", "SELECT max(pass_id) FROM marts.passes", {"quasi_value_aggregate"}),
     ("window over quasi", "SELECT count(*) OVER (PARTITION BY pass_id) FROM marts.passes", {"quasi_aggregate_required"}),
     ("union over quasi", "SELECT home_neighbourhood_id, count(*) FROM marts.passes GROUP BY 1 UNION ALL SELECT 'x', 1", {"quasi_aggregate_required"}),
-    # cost and time
+    # cost and time: which guard stops each one is asserted in test_cost_and_time_attacks_are_stopped_by_the_named_guard
     ("range 1e12", "SELECT count(*) FROM range(1000000000000)", {"per_query_cap"}),
-    ("cross join", "SELECT count(*) FROM marts.big a, marts.big b, marts.big c", {"timeout", "per_query_cap"}),
+    ("cross join", "SELECT count(*) FROM marts.big a, marts.big b, marts.big c", {"timeout"}),
+    ("wide cross join", "SELECT sum(a.x + a.y + b.x + b.y + c.x + c.y + d.x + d.y + e.x + e.y) FROM marts.big a, marts.big b, marts.big c, marts.big d, marts.big e", {"per_query_cap"}),
 ]
+CAP = 20  # the analysts' per-query cap in the module's gateway (units)
+COST_AND_TIME = {
+    # range's estimated cardinality (1e12 rows x 8 bytes) is in the plan: refused before running
+    "range 1e12": ("per_query_cap", 1e12 * 8 / 1e6),
+    # count(*) reads no column, so the scans cost nothing (as in BigQuery); the 2.7e16-row
+    # product is stopped by the team's timeout (1 s here) and charged nothing
+    "cross join": ("timeout", 0.0),
+    # reading columns: 5 scans x 300k rows x 16 bytes = 24 units, above the cap: never runs
+    "wide cross join": ("per_query_cap", 5 * 300_000 * 16 / 1e6),
+}
 SUPPRESSED = [
     ("tiny group", "SELECT home_neighbourhood_id, sum(passes_issued) FROM marts.funnel WHERE home_neighbourhood_id = 'N99' GROUP BY 1"),
     ("group by pass id", "SELECT pass_id, count(*) AS n FROM marts.passes GROUP BY pass_id"),
@@ -99,7 +110,7 @@ SUPPRESSED = [
 
 @pytest.fixture(scope="module")
 def gateway_server(tmp_path_factory: pytest.TempPathFactory):
-    env = make_env(tmp_path_factory.mktemp("adv") / "env", analysts={"timeout": 1, "per_query": 20})
+    env = make_env(tmp_path_factory.mktemp("adv") / "env", analysts={"timeout": 1, "per_query": CAP})
     state = GovernanceState(env.governance_db)
     gateway = Gateway(state, load_rules(env.rules_dir), env.published, env.manifest)
     with ServerThread(create_app(gateway)) as srv:
@@ -133,6 +144,27 @@ def test_attempt_is_refused_without_leaking(gateway_server, name: str, sql: str,
         _assert_no_leak(est)
     row = gateway_server.gateway.state.con.execute("SELECT outcome, rule, team FROM audit WHERE audit_id = ?", [err["audit_id"]]).fetchone()
     assert row[0] in ("refused", "failed") and row[1] == err["rule"] and row[2] == "analysts"
+
+
+@pytest.mark.parametrize("name", sorted(COST_AND_TIME))
+def test_cost_and_time_attacks_are_stopped_by_the_named_guard(gateway_server, name: str) -> None:
+    sql = next(a[1] for a in ATTEMPTS if a[0] == name)
+    rule, expected_estimate = COST_AND_TIME[name]
+    con = gateway_server.gateway.state.con
+    ledger_before = {r[0] for r in con.execute("SELECT entry_id FROM ledger").fetchall()}
+    resp = _post(gateway_server, sql)
+    assert resp.status_code == (402 if rule == "per_query_cap" else 504)
+    body = resp.json()
+    assert body["error"]["rule"] == rule and "rows" not in body and "columns_out" not in body
+    _assert_no_leak(resp)
+    outcome, estimate, actual, result_rows = con.execute(
+        "SELECT outcome, estimate, actual, result_rows FROM audit WHERE audit_id = ?", [body["error"]["audit_id"]]).fetchone()
+    assert estimate == pytest.approx(expected_estimate) and actual is None and result_rows is None
+    new_ledger = [(status, act) for entry, status, act in con.execute("SELECT entry_id, status, actual FROM ledger").fetchall() if entry not in ledger_before]
+    if rule == "per_query_cap":  # refused on the estimate: never reserved, never run
+        assert outcome == "refused" and estimate > CAP and new_ledger == []
+    else:  # under the cap, so it ran, and the timeout interrupted it: reserved, then released at 0
+        assert outcome == "failed" and estimate <= CAP and new_ledger == [("released", 0.0)]
 
 
 @pytest.mark.parametrize("name,sql", SUPPRESSED, ids=[s[0] for s in SUPPRESSED])

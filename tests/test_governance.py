@@ -185,9 +185,31 @@ def test_budget_is_enforced_and_failed_queries_are_free(env: Env) -> None:
     outcomes = [gateway.query(key, small) for _ in range(4)]
     assert [o.outcome for o in outcomes] == ["ok", "ok", "ok", "refused"]
     assert outcomes[-1].rule == "daily_budget" and "daily budget" in outcomes[-1].message
-    assert ledger.spend(state, "analysts").day_spent <= 0.5
+    spent = ledger.spend(state, "analysts")
+    assert spent.day_spent <= 0.5 and spent.in_flight == 0
     gateway.close()
     state.close()
+    with GovernanceState(env2.governance_db) as reopened:  # the spend kept in memory is the file's
+        assert ledger.spend(reopened, "analysts") == spent
+
+
+def test_ledger_row_and_audit_row_commit_together(gw: Gateway) -> None:
+    key, _ = create_key(gw.state, "analysts", "ana")
+    sql = "SELECT sum(units) FROM marts.demand"
+    first = gw.query(key, sql)
+    assert first.outcome == "ok"
+    # a row written behind the gateway's back takes the seq its next audit row needs: that
+    # INSERT fails, so the request's transaction (ledger row + audit row) is rolled back
+    head = gw.state.con.execute("SELECT max(seq) FROM audit").fetchone()[0]
+    gw.state.con.execute("INSERT INTO audit (seq, audit_id, ts, outcome, prev_hash, hash) VALUES (?, 'intruder', now()::TIMESTAMP, 'ok', 'x', 'y')", [head + 1])
+    second = gw.query(key, sql)
+    assert (second.outcome, second.rule, second.table) == ("failed", "internal_error", None)
+    assert ledger.spend(gw.state, "analysts").day_spent == pytest.approx(first.actual)  # not charged
+    assert gw.state.con.execute("SELECT count(*) FROM ledger").fetchone()[0] == 1
+    # the failure itself is audited after the intruder (the chain head was re-read from the file)
+    rows = gw.state.con.execute("SELECT audit_id, rule FROM audit WHERE seq > ? ORDER BY seq", [head]).fetchall()
+    assert rows == [("intruder", None), (second.audit_id, "internal_error")]
+    assert gw.query(key, sql).outcome == "ok"
 
 
 # ---------------------------------------------------------------- audit

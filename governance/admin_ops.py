@@ -1,0 +1,87 @@
+"""The admin operations, one function each, run either by the server for an admin request or
+by the CLI on governance.duckdb directly when no server holds it — the same code both ways,
+so the answer does not depend on where it was computed.
+
+Each takes the state and the team rules (the server's while it runs, the CLI's --rules
+otherwise) and returns plain JSON. Creating and revoking keys are written to the audit chain in
+the same transaction as the change.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from governance import audit, ledger
+from governance.admin import AdminError, ask_server
+from governance.audit import AuditEntry
+from governance.keys import create_key, list_keys, revoke_key
+from governance.rules import TeamRules
+from governance.state import GovernanceState
+from governance.usage import usage_counts
+
+Rules = dict[str, TeamRules]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def keys_create(state: GovernanceState, rules: Rules, team: str, name: str) -> dict:
+    if team not in rules:
+        raise AdminError(f"no rules file for team {team!r} (teams: {', '.join(sorted(rules)) or 'none'})")
+    with state.transaction():
+        try:
+            key, info = create_key(state, team, name)
+        except ValueError as e:
+            raise AdminError(str(e)) from None
+        audit.append(state, AuditEntry(outcome="admin", key_name=name, team=team, message=f"key {info.key_id} created"))
+    return {"key": key, "key_id": info.key_id, "team": team, "name": name}
+
+
+def keys_list(state: GovernanceState, rules: Rules) -> dict:
+    return {"keys": [{"key_id": k.key_id, "team": k.team, "name": k.name, "created_at": _iso(k.created_at), "revoked_at": _iso(k.revoked_at)}
+                     for k in list_keys(state)]}
+
+
+def keys_revoke(state: GovernanceState, rules: Rules, name_or_id: str) -> dict:
+    with state.transaction():
+        n = revoke_key(state, name_or_id)
+        if n:
+            audit.append(state, AuditEntry(outcome="admin", key_name=name_or_id, message=f"{n} key(s) named or with id {name_or_id!r} revoked"))
+    return {"revoked": n}
+
+
+def budget(state: GovernanceState, rules: Rules) -> dict:
+    today = datetime.now(timezone.utc).date()
+    return {"day": today.isoformat(), "teams": [ledger.team_usage(state, rules[t], today) for t in sorted(rules)]}
+
+
+def verify_audit(state: GovernanceState, rules: Rules) -> dict:
+    with state.lock:
+        n = state.con.execute("SELECT count(*) FROM audit").fetchone()[0]
+        problems = audit.verify(state)
+    return {"rows": n, "problems": problems}
+
+
+def usage(state: GovernanceState, rules: Rules, day: str) -> dict:
+    with state.lock:
+        return {"teams": usage_counts(state.con, date.fromisoformat(day))}
+
+
+OPS: dict[str, Callable[..., dict]] = {
+    "keys/create": keys_create, "keys/list": keys_list, "keys/revoke": keys_revoke,
+    "budget": budget, "audit/verify": verify_audit, "usage": usage,
+}
+NEEDS_RULES = {"keys/create", "budget"}  # the others work even when a rule file is broken
+
+
+def run(governance_db: Path, op: str, args: dict, load_rules: Callable[[], Rules]) -> dict:
+    """Ask the running server, or else open governance.duckdb and do it here (StateBusy if
+    another process holds the file without having left an admin file)."""
+    answer = ask_server(governance_db, op, args)
+    if answer is not None:
+        return answer
+    with GovernanceState(governance_db) as state:
+        return OPS[op](state, load_rules() if op in NEEDS_RULES else {}, **args)

@@ -1,0 +1,295 @@
+"""The warehouse on DuckLake: a PostgreSQL catalog plus Parquet files on a (shared) data path.
+
+The same tiny city runs through the real nightly Dagster job twice over: once on the local
+DuckDB file (the default), once with CIVICFLOW_WAREHOUSE_CATALOG pointing at a fresh database
+of a real PostgreSQL server and CIVICFLOW_WAREHOUSE_DATA at a directory outside the home. The
+lake must hold what the file holds (raw tables, marts, forecasts, the plan's bytes), load
+nothing twice on a second run, publish a DuckLake snapshot *version* the gateway answers
+analysts from (locked down: no files, no catalog credentials), and keep its data as Parquet
+under the data path.
+
+Needs CIVICFLOW_TEST_PG_URL, a libpq URL of a role allowed to create databases (`.ci/run`
+starts a server on 127.0.0.1 with `.ci/postgres` and sets it); skipped, with the reason,
+without it. The module works in a database of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import duckdb
+import pytest
+
+from governance.snapshot import CATALOG_ENV, LAKE_SUFFIX, READER_CATALOG_ENV, CatalogUrl, LakeSnapshot, current_snapshot
+from ingest.simulator import simulate
+from pipelines.cli import RunReport, run_nightly
+from pipelines.home import PG_URL_ENV, Home, home_from_env, prepare_home
+from pipelines.warehouse import DATA_ENV, DBT_ENV, Warehouse, open_warehouse
+
+pytestmark = pytest.mark.slow
+
+psycopg2 = pytest.importorskip("psycopg2")
+
+PROJECT = Path(__file__).resolve().parent.parent
+# Variables a run sets (prepare_home) or reads: recorded and restored around the module.
+ENV_VARS = ("CIVICFLOW_HOME", "DAGSTER_HOME", "CIVICFLOW_WAREHOUSE", "CIVICFLOW_DAGSTER_STORAGE", CATALOG_ENV, READER_CATALOG_ENV, DATA_ENV, PG_URL_ENV, *DBT_ENV.values())
+DEMAND = "marts.neighbourhood_demand_daily"
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    """A fresh database on the test server: its libpq URL."""
+    server = os.environ.get("CIVICFLOW_TEST_PG_URL")
+    if not server:
+        pytest.skip("CIVICFLOW_TEST_PG_URL is not set: no PostgreSQL server for the DuckLake catalog (.ci/run starts one)")
+    try:
+        admin = psycopg2.connect(server, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at CIVICFLOW_TEST_PG_URL is unreachable: {str(exc).strip()}")
+    admin.autocommit = True
+    name = f"civicflow_lake_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    try:
+        yield urlsplit(server)._replace(path=f"/{name}").geturl()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@dataclass
+class Runs:
+    file_home: Home
+    lake_home: Home
+    lake: Warehouse
+    on_file: RunReport
+    first: RunReport
+    second: RunReport
+    raw_after_first: dict[str, int]
+
+
+def _city(home: Home) -> Home:
+    home = prepare_home(home)
+    simulate(home.landing, size="tiny", days=5, seed=3)
+    return home
+
+
+@pytest.fixture(scope="module")
+def runs(pg_url, tmp_path_factory) -> Runs:
+    root = tmp_path_factory.mktemp("ducklake")
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ENV_VARS:  # setenv records the value to restore, delenv starts from nothing
+            mp.setenv(var, "")
+            mp.delenv(var)
+        # The reference: the default backend, the local DuckDB file.
+        mp.setenv("CIVICFLOW_HOME", str(root / "file"))
+        file_home = _city(home_from_env())
+        on_file = run_nightly(file_home)
+        # The same city on DuckLake, its data on a path outside the home (as a shared mount would be).
+        mp.setenv(CATALOG_ENV, pg_url)
+        mp.setenv(DATA_ENV, str(root / "shared" / "lake"))
+        mp.setenv("CIVICFLOW_HOME", str(root / "lake"))
+        lake_home = _city(home_from_env())
+        lake = Warehouse(lake_home.warehouse, CatalogUrl.parse(pg_url), root / "shared" / "lake")
+        first = run_nightly(lake_home)
+        con = open_warehouse(lake, read_only=True)
+        raw_after_first = {t: con.execute(f"SELECT count(*) FROM raw.{t}").fetchone()[0] for t in relations(con, "raw")}
+        con.close()
+        second = run_nightly(lake_home)
+        print(f"\nnightly run, tiny city (5 days): file {on_file.seconds:.1f} s; DuckLake {first.seconds:.1f} s, second run {second.seconds:.1f} s")
+        yield Runs(file_home, lake_home, lake, on_file, first, second, raw_after_first)
+
+
+@pytest.fixture
+def both(runs: Runs):
+    """(file warehouse, lake) read-only connections, closed after the test."""
+    file_con = duckdb.connect(str(runs.file_home.warehouse), read_only=True)
+    lake_con = open_warehouse(runs.lake, read_only=True)
+    yield file_con, lake_con
+    file_con.close()
+    lake_con.close()
+
+
+def rows(con, sql: str) -> list[tuple]:
+    return con.execute(sql).fetchall()
+
+
+def relations(con, schema: str) -> list[str]:
+    return [r[0] for r in rows(con, f"SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = '{schema}' ORDER BY 1")]
+
+
+def test_every_stage_runs_on_the_lake_and_publishes_a_lake_version(runs: Runs) -> None:
+    assert runs.on_file.success, runs.on_file.failure
+    assert runs.first.success, runs.first.failure
+    assert runs.second.success, runs.second.failure
+    assert runs.first.marts == runs.on_file.marts and runs.first.series == runs.on_file.series > 0
+    snap = current_snapshot(runs.lake_home.published)
+    assert snap is not None and snap.name.endswith(LAKE_SUFFIX) and str(snap) == runs.second.snapshot
+    assert LakeSnapshot.read(snap).version > LakeSnapshot.read(Path(runs.first.snapshot)).version
+    assert not runs.lake_home.warehouse.exists()  # nothing went to a local DuckDB file
+
+
+def test_raw_tables_in_the_lake_equal_the_local_file(runs: Runs, both) -> None:
+    file_con, lake_con = both
+    tables = relations(file_con, "raw")
+    assert tables == relations(lake_con, "raw") and "telemetry" in tables
+    varying = {"_loaded_at", "quarantined_at", "started_at", "finished_at", "duration_ms", "mtime_ns"}  # when, not what
+    for table in tables:
+        cols = [c for (c,) in rows(file_con, f"SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'raw' AND table_name = '{table}' ORDER BY column_index") if c not in varying]
+        sql = f"SELECT {', '.join(cols)} FROM raw.{table} ORDER BY ALL"
+        assert rows(lake_con, sql) == rows(file_con, sql), table
+
+
+def test_marts_and_demand_totals_in_the_lake_equal_the_local_file(both) -> None:
+    file_con, lake_con = both
+    marts = relations(file_con, "marts")
+    assert marts == relations(lake_con, "marts") and "neighbourhood_demand_daily" in marts
+    for mart in marts:
+        sql = f"SELECT * FROM marts.{mart} ORDER BY ALL"
+        assert rows(lake_con, sql) == rows(file_con, sql), mart
+    totals = f"SELECT count(*), sum(units), sum(pickup_readings), count(DISTINCT neighbourhood_id) FROM {DEMAND}"
+    (lake_totals,) = rows(lake_con, totals)
+    assert lake_totals == rows(file_con, totals)[0] and lake_totals[1] > 0
+
+
+def test_forecasts_and_the_staging_plan_equal_the_local_file(runs: Runs, both) -> None:
+    file_con, lake_con = both
+    for table in ("demand_forecast", "staging_plan"):
+        sql = f"SELECT * FROM forecasts.{table} ORDER BY ALL"
+        assert rows(lake_con, sql) == rows(file_con, sql), table
+    lake_plan, file_plan = Path(runs.first.plan_path), Path(runs.on_file.plan_path)
+    assert lake_plan.name == file_plan.name and lake_plan.read_bytes() == file_plan.read_bytes()
+
+
+def test_second_run_loads_no_row_twice(runs: Runs, both) -> None:
+    _, lake_con = both
+    assert runs.second.ingest == []  # every file already in the lake's manifest
+    assert {t: rows(lake_con, f"SELECT count(*) FROM raw.{t}")[0][0] for t in runs.raw_after_first} == runs.raw_after_first
+
+
+def test_data_files_are_parquet_under_the_data_path(runs: Runs, both) -> None:
+    _, lake_con = both
+    data = runs.lake.data_path
+    assert rows(lake_con, "SELECT value FROM ducklake_options('lake') WHERE option_name = 'data_path'")[0][0] == f"{data}/"
+    files = [
+        Path(f)
+        for schema, table in (("raw", "telemetry"), ("marts", "neighbourhood_demand_daily"), ("forecasts", "staging_plan"))
+        for (f,) in rows(lake_con, f"SELECT data_file FROM ducklake_list_files('lake', '{table}', schema => '{schema}')")
+    ]
+    assert files
+    for f in files:
+        assert f.is_relative_to(data) and f.suffix == ".parquet", f
+        assert f.read_bytes()[:4] == b"PAR1", f
+    # DuckLake's own files (ducklake-<uuid>.parquet) are under the data path only, none in the home.
+    assert len(list(data.rglob("ducklake-*.parquet"))) >= len(files)
+    assert not list(runs.lake_home.root.rglob("ducklake-*"))
+
+
+def test_status_reads_the_published_lake_version(runs: Runs) -> None:
+    from pipelines.status import Health, _from_snapshot
+
+    on_lake, on_file = Health(), Health()
+    _from_snapshot(on_lake, current_snapshot(runs.lake_home.published))
+    _from_snapshot(on_file, current_snapshot(runs.file_home.published))
+    assert on_lake.last_delivery == on_file.last_delivery and on_lake.last_delivery
+    assert (on_lake.quarantine, on_lake.refused_files) == (on_file.quarantine, on_file.refused_files)
+    assert on_lake.settlement_backlog == on_file.settlement_backlog
+
+
+@pytest.fixture
+def gateway(runs: Runs, tmp_path: Path):
+    from governance.gateway import Gateway
+    from governance.keys import create_key
+    from governance.rules import load_rules
+    from governance.state import GovernanceState
+
+    state = GovernanceState(tmp_path / "governance.duckdb")
+    key, _ = create_key(state, "mobility", "lake-analyst")
+    gw = Gateway(state, load_rules(PROJECT / "governance_rules"), runs.lake_home.published, PROJECT / "dbt_project" / "target" / "manifest.json")
+    yield gw, key
+    gw.close()
+    state.close()
+
+
+def test_gateway_answers_an_analyst_from_the_published_lake_version(gateway, both) -> None:
+    gw, key = gateway
+    file_con, _ = both
+    sql = f"SELECT category, sum(units) AS units FROM {DEMAND} GROUP BY category ORDER BY category"
+    result = gw.query(key, sql)
+    assert result.outcome == "ok", (result.rule, result.message)
+    assert [tuple(r.values()) for r in result.table.to_pylist()] == rows(file_con, sql)
+    assert result.tables == [DEMAND] and 0 < result.actual <= result.estimate
+    # A mart whose name a raw table shares (raw.hub_capacity): the plan still names the right one.
+    shared = gw.query(key, "SELECT category, sum(capacity_units) FROM marts.hub_capacity GROUP BY 1")
+    assert shared.outcome == "ok" and shared.tables == ["marts.hub_capacity"], (shared.rule, shared.message)
+    for refused in ("SELECT * FROM read_csv('/etc/passwd')", "SELECT * FROM raw.hub_capacity", "SELECT * FROM postgres_query('__ducklake_metadata_lake', 'SELECT 1')"):
+        result = gw.query(key, refused)
+        assert result.outcome == "refused" and result.table is None, refused
+
+
+def test_sandbox_on_the_lake_reads_no_file_and_no_catalog_secret(runs: Runs, pg_url) -> None:
+    from governance.sandbox import Sandbox
+
+    password = urlsplit(pg_url).password
+    assert password
+    snap = current_snapshot(runs.lake_home.published)
+    for published in runs.lake_home.published.iterdir():
+        assert password not in published.read_text()
+    sb = Sandbox(snap)
+    try:
+        with sb.connection() as cur:
+            with pytest.raises(duckdb.PermissionException):
+                cur.execute("SELECT * FROM read_csv('/etc/passwd')").fetchall()
+            with pytest.raises(duckdb.PermissionException):
+                cur.execute(f"SELECT * FROM read_text('{runs.lake_home.root / 'published' / snap.name}')").fetchall()
+            with pytest.raises(duckdb.Error):
+                cur.execute("SET enable_external_access = true")
+            with pytest.raises(duckdb.Error):
+                cur.execute(f"ATTACH '{runs.file_home.warehouse}' AS other (READ_ONLY)")
+            with pytest.raises(duckdb.Error):
+                cur.execute("INSERT INTO marts.dim_categories SELECT * FROM marts.dim_categories")
+            seen = " ".join(
+                str(rows(cur, sql))
+                for sql in ("SELECT * FROM duckdb_secrets()", "SELECT * FROM duckdb_databases()", "SELECT * FROM duckdb_settings()")
+            )
+            assert password not in seen and "redacted" in seen
+            assert rows(cur, f"SELECT count(*) FROM {DEMAND}")[0][0] > 0
+    finally:
+        sb.close()
+
+
+def test_published_version_is_pinned_and_rotation_expires_old_versions(runs: Runs) -> None:
+    """Runs last: it commits to the lake after the published version."""
+    from governance.sandbox import Sandbox
+    from pipelines.publish import publish_lake_snapshot
+
+    published = runs.lake_home.published
+    before = LakeSnapshot.read(current_snapshot(published)).version
+    first = LakeSnapshot.read(Path(runs.first.snapshot)).version
+    con = open_warehouse(runs.lake)
+    try:
+        con.execute("CREATE TABLE main.after_publish AS SELECT 1 AS x")
+        sb = Sandbox(current_snapshot(published))
+        try:
+            with sb.connection() as cur:  # readers stay on the published version
+                assert rows(cur, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'after_publish'")[0][0] == 0
+        finally:
+            sb.close()
+        snap = publish_lake_snapshot(con, published, runs.lake.catalog.public(), keep=1)
+        assert current_snapshot(published) == snap and LakeSnapshot.read(snap).version > before
+        assert sorted(p.name for p in published.glob(f"*{LAKE_SUFFIX}")) == [snap.name]
+        alive = {r[0] for r in rows(con, "SELECT snapshot_id FROM ducklake_snapshots('lake')")}
+        assert LakeSnapshot.read(snap).version in alive and first not in alive and before not in alive
+    finally:
+        con.close()
+    sb = Sandbox(current_snapshot(published))
+    try:
+        with sb.connection() as cur:
+            assert rows(cur, "SELECT x FROM main.after_publish") == [(1,)]
+    finally:
+        sb.close()
