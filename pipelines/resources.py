@@ -75,7 +75,7 @@ class WarehouseResource(dg.ConfigurableResource):
     CIVICFLOW_WAREHOUSE_CATALOG is set (pipelines/warehouse.py decides, for every caller)."""
 
     path: str
-    memory_limit: str = "4GB"
+    memory_limit: str = "1GB"  # DuckDB spills past it; keeps ingest of any file size under 2 GB RSS (bench_ingest)
     threads: int = 2
 
     def warehouse(self) -> Warehouse:

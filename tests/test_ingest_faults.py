@@ -126,6 +126,8 @@ def test_sigkill_inside_the_file_transaction_then_rerun_loads_the_file_exactly_o
     rows = [reading(i, device="D1" if i % 2 else "D2") for i in range(1, n + 1)]
     rows[100] = "{cut"  # one bad line: it must be quarantined exactly once too
     big = put(landing, "telemetry/2026-01-05/big.jsonl", jsonl(rows))
+    with duckdb.connect(str(db)) as c:  # the device reference first: the kill lands in big.jsonl's transaction
+        load_landing(c, landing, [DEVICES])
     marker = tmp_path / "in_transaction"
     env = dict(os.environ, PYTHONPATH=str(ROOT), CIVICFLOW_INGEST_CHUNK_BYTES=str(256 << 10))
     env[FAULT_ENV] = f"in_transaction:{marker}"  # the child stops after its first chunk is written
@@ -144,6 +146,7 @@ def test_sigkill_inside_the_file_transaction_then_rerun_loads_the_file_exactly_o
     con = duckdb.connect(str(db))
     try:
         # The crash left nothing of the file: no rows, no quarantine, no manifest row.
+        assert count(con, "SELECT count(*) FROM raw.devices") == 2
         assert count(con, "SELECT count(*) FROM raw.telemetry") == 0
         assert count(con, "SELECT count(*) FROM raw._quarantine") == 0
         assert count(con, "SELECT count(*) FROM raw._load_manifest WHERE contract = 'telemetry'") == 0
