@@ -27,8 +27,6 @@ import numpy as np
 
 
 def make_series(n_series: int, n_days: int, seed: int = 1):
-    from forecasts.model import SeriesTask
-    from forecasts.series import SMOOTH
 
     rng = np.random.default_rng(seed)
     start = date(2023, 1, 1)

@@ -178,7 +178,6 @@ def telemetry_rows(home: Path) -> int:
 
 
 def write_chart(rows: list[dict], path: Path) -> None:
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     full = [r for r in rows if r["mode"] == "full"]

@@ -17,7 +17,7 @@ from forecasts.prophet_model import ProphetConfig, fit_predict_prophet
 from forecasts.calibration import IN_SAMPLE, Calibration, series_spread
 from forecasts.calibration import apply as apply_calibration
 from forecasts.quantiles import LEVELS, make_quantiles, residual_offsets, standardized_residuals
-from forecasts.series import INTERMITTENT, SMOOTH, TOO_SHORT
+from forecasts.series import INTERMITTENT, SMOOTH
 
 PROPHET = "prophet"
 # a stand-in for residuals when a series has too few: Poisson noise standardised by sqrt(level)
@@ -99,7 +99,6 @@ def forecast_series(task: SeriesTask) -> SeriesForecast:
 
     # intervals: the series' in-sample residual spread × the backtest-learned offsets of its
     # method/class/horizon (calibration.py); no refit. Without a table: in-sample quantiles.
-    n = len(y)
     z_in = standardized_residuals(y[-RESIDUAL_WINDOW:], fitted[-RESIDUAL_WINDOW:])
     if used == intermittent.SEASONAL_NAIVE:
         z_in = z_in[season_length(task.freq):] if len(z_in) > 2 * season_length(task.freq) else z_in

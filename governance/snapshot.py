@@ -114,7 +114,7 @@ def load_lake_extensions(con: duckdb.DuckDBPyConnection) -> None:
 
 def create_lake_secrets(con: duckdb.DuckDBPyConnection, catalog: CatalogUrl, data_path: str | None = None) -> str:
     """Temporary (in-memory) secrets for the catalog; returns the ATTACH path that uses them."""
-    pg = [f"TYPE postgres", f"HOST {_lit(catalog.host)}", f"PORT {_lit(catalog.port)}", f"DATABASE {_lit(catalog.dbname)}"]
+    pg = ["TYPE postgres", f"HOST {_lit(catalog.host)}", f"PORT {_lit(catalog.port)}", f"DATABASE {_lit(catalog.dbname)}"]
     if catalog.user:
         pg.append(f"USER {_lit(catalog.user)}")
     if catalog.password:
@@ -122,7 +122,7 @@ def create_lake_secrets(con: duckdb.DuckDBPyConnection, catalog: CatalogUrl, dat
     con.execute(f"CREATE OR REPLACE TEMPORARY SECRET civicflow_catalog ({', '.join(pg)})")
     # Extra libpq parameters (sslmode, …) stay in the metadata path, which holds no secret.
     metadata_path = " ".join(f"{k}={v}" for k, v in catalog.params)
-    lake = [f"TYPE ducklake", f"METADATA_PATH {_lit(metadata_path)}", "METADATA_PARAMETERS MAP {'TYPE': 'postgres', 'SECRET': 'civicflow_catalog'}"]
+    lake = ["TYPE ducklake", f"METADATA_PATH {_lit(metadata_path)}", "METADATA_PARAMETERS MAP {'TYPE': 'postgres', 'SECRET': 'civicflow_catalog'}"]
     if data_path is not None:
         lake.append(f"DATA_PATH {_lit(data_path)}")
     con.execute(f"CREATE OR REPLACE TEMPORARY SECRET civicflow_lake ({', '.join(lake)})")

@@ -13,7 +13,7 @@ import pytest
 
 from forecasts import intermittent
 from forecasts.backtest import CIVICFLOW, BacktestConfig, backtest_file, origins, run_backtest
-from forecasts.model import PROPHET, SeriesTask, forecast_series
+from forecasts.model import PROPHET, SeriesTask
 from forecasts.planner import CAP_HUB, CAP_TOTAL, critical_ratio, newsvendor_units, plan_staging, split_units
 from forecasts.pool import run_tasks, tmp_dirs_left
 from forecasts.quantiles import LEVEL_COLUMNS, LEVELS, enforce_monotone, interpolate_quantile, make_quantiles
