@@ -15,8 +15,6 @@ without it. The module works in a database of its own, dropped afterwards.
 
 from __future__ import annotations
 
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -41,25 +39,9 @@ DEMAND = "marts.neighbourhood_demand_daily"
 
 
 @pytest.fixture(scope="module")
-def pg_url():
-    """A fresh database on the test server: its libpq URL."""
-    server = os.environ.get("CIVICFLOW_TEST_PG_URL")
-    if not server:
-        pytest.skip("CIVICFLOW_TEST_PG_URL is not set: no PostgreSQL server for the DuckLake catalog (.ci/run starts one)")
-    try:
-        admin = psycopg2.connect(server, connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at CIVICFLOW_TEST_PG_URL is unreachable: {str(exc).strip()}")
-    admin.autocommit = True
-    name = f"civicflow_lake_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    try:
-        yield urlsplit(server)._replace(path=f"/{name}").geturl()
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+def pg_url(pg_database):
+    """A fresh database for the lake's catalog (tests/conftest.py; skips without a server)."""
+    return pg_database
 
 
 @dataclass

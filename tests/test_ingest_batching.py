@@ -8,7 +8,6 @@ counts, the same rows, and a crash leaves nothing of any file in the open transa
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -24,33 +23,9 @@ from polars.testing import assert_frame_equal
 from ingest import loader, validate
 from ingest.contracts import CLEARING, DEVICES, PASS_SCANS, TELEMETRY
 from ingest.loader import FAULT_ENV, load_landing
+from ingest_fixture import DEVICES_CSV, SCAN_HEADER, jsonl, put, reading  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DEVICES_CSV = "device_id,device_type,hub_id,location_id,neighbourhood_id\nD1,locker,H1,H1,N1\nD2,locker,H1,H1,N1\n"
-SCAN_HEADER = ",".join(PASS_SCANS.field_names)
-
-
-def reading(seq: int, device: str = "D1", day: int = 5, **over) -> dict:
-    row = {
-        "device_id": device, "hub_id": "H1", "seq": seq,
-        "device_time": f"2026-01-{day:02d}T08:00:00+01:00", "received_at": f"2026-01-{day:02d}T07:00:02Z",
-        "kind": "locker_pickup", "category": "grocery", "value": 2, "unit": "item",
-    }
-    row.update(over)
-    return row
-
-
-def jsonl(rows: list) -> bytes:
-    return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows).encode()
-
-
-def put(landing: Path, rel: str, data: bytes) -> Path:
-    p = landing / rel
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(data)
-    return p
-
-
 def count(con, sql: str) -> int:
     return con.execute(sql).fetchone()[0]
 

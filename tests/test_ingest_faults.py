@@ -10,7 +10,6 @@ crash, chunking, schema-drift, retry and lock cases.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -25,33 +24,9 @@ import pytest
 from ingest import loader, validate
 from ingest.contracts import DEVICES, PASS_SCANS
 from ingest.loader import FAULT_ENV, load_landing
+from ingest_fixture import DEVICES_CSV, SCAN_HEADER, jsonl, put, reading  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DEVICES_CSV = "device_id,device_type,hub_id,location_id,neighbourhood_id\nD1,locker,H1,H1,N1\nD2,locker,H1,H1,N1\n"
-SCAN_HEADER = ",".join(PASS_SCANS.field_names)
-
-
-def reading(seq: int, device: str = "D1", day: int = 5, **over) -> dict:
-    row = {
-        "device_id": device, "hub_id": "H1", "seq": seq,
-        "device_time": f"2026-01-{day:02d}T08:00:00+01:00", "received_at": f"2026-01-{day:02d}T07:00:02Z",
-        "kind": "locker_pickup", "category": "grocery", "value": 2, "unit": "item",
-    }
-    row.update(over)
-    return row
-
-
-def jsonl(rows: list) -> bytes:
-    return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows).encode()
-
-
-def put(landing: Path, rel: str, data: bytes) -> Path:
-    p = landing / rel
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(data)
-    return p
-
-
 def scan(i: int, **over) -> str:
     row = {
         "scan_id": f"S{i:05d}", "pass_id": "P1", "pass_type": "transit", "location_id": "H1", "device_id": "D1",
