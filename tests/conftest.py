@@ -50,3 +50,29 @@ def pg_database():
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
+
+
+# The loader's tests (tests/test_ingest_*.py): a landing zone holding the two-device
+# reference of tests/ingest_fixture.py, and the warehouse file they load into.
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    from ingest.contracts import DEVICES
+    from ingest_fixture import DEVICES_CSV, put
+
+    root = tmp_path / "landing"
+    put(root, f"reference/{DEVICES.name}/devices.csv", DEVICES_CSV.encode())
+    return root
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "warehouse.duckdb"
+
+
+@pytest.fixture
+def con(db: Path):
+    import duckdb
+
+    c = duckdb.connect(str(db))
+    yield c
+    c.close()

@@ -21,27 +21,13 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from ingest import loader, validate
-from ingest.contracts import CLEARING, DEVICES, PASS_SCANS, TELEMETRY
+from ingest.contracts import CLEARING, PASS_SCANS, TELEMETRY
 from ingest.loader import FAULT_ENV, load_landing
-from ingest_fixture import DEVICES_CSV, SCAN_HEADER, jsonl, put, reading  # noqa: E402
+from ingest_fixture import SCAN_HEADER, jsonl, put, reading  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 def count(con, sql: str) -> int:
     return con.execute(sql).fetchone()[0]
-
-
-@pytest.fixture
-def landing(tmp_path: Path) -> Path:
-    root = tmp_path / "landing"
-    put(root, f"reference/{DEVICES.name}/devices.csv", DEVICES_CSV.encode())
-    return root
-
-
-@pytest.fixture
-def con(tmp_path: Path):
-    c = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    yield c
-    c.close()
 
 
 # --------------------------------------------------------------------------- several files, one pass

@@ -24,7 +24,7 @@ import pytest
 from ingest import loader, validate
 from ingest.contracts import DEVICES, PASS_SCANS
 from ingest.loader import FAULT_ENV, load_landing
-from ingest_fixture import DEVICES_CSV, SCAN_HEADER, jsonl, put, reading  # noqa: E402
+from ingest_fixture import SCAN_HEADER, jsonl, put, reading  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 def scan(i: int, **over) -> str:
@@ -34,25 +34,6 @@ def scan(i: int, **over) -> str:
     }
     row.update(over)
     return ",".join(str(row[f]) for f in PASS_SCANS.field_names)
-
-
-@pytest.fixture
-def landing(tmp_path: Path) -> Path:
-    root = tmp_path / "landing"
-    put(root, f"reference/{DEVICES.name}/devices.csv", DEVICES_CSV.encode())
-    return root
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "warehouse.duckdb"
-
-
-@pytest.fixture
-def con(db: Path):
-    c = duckdb.connect(str(db))
-    yield c
-    c.close()
 
 
 def count(con, sql: str, params=None) -> int:

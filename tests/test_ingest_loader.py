@@ -6,13 +6,12 @@ import json
 import shutil
 from pathlib import Path
 
-import duckdb
 import pytest
 
-from ingest.contracts import CLEARING, DEVICES, TELEMETRY
+from ingest.contracts import CLEARING, TELEMETRY
 from ingest.loader import load_landing
 
-DEVICES_CSV = "device_id,device_type,hub_id,location_id,neighbourhood_id\nD1,locker,H1,H1,N1\nD2,locker,H1,H1,N1\n"
+from ingest_fixture import DEVICES_CSV  # noqa: E402
 
 
 def reading(seq: int, device: str = "D1", kind: str = "locker_pickup", value: float = 2, **over) -> dict:
@@ -31,22 +30,6 @@ def write_jsonl(path: Path, rows: list, newline_at_end: bool = True) -> Path:
     lines = [r if isinstance(r, str) else json.dumps(r) for r in rows]
     path.write_text("\n".join(lines) + ("\n" if newline_at_end else ""))
     return path
-
-
-@pytest.fixture
-def landing(tmp_path: Path) -> Path:
-    root = tmp_path / "landing"
-    ref = root / "reference" / DEVICES.name
-    ref.mkdir(parents=True)
-    (ref / "devices.csv").write_text(DEVICES_CSV)
-    return root
-
-
-@pytest.fixture
-def con(tmp_path: Path):
-    c = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    yield c
-    c.close()
 
 
 def telemetry_file(landing: Path, name: str, day: str = "2026-01-05") -> Path:
