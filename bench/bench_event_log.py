@@ -9,6 +9,7 @@ a throw-away SQLite instance, and, as the in-run reference, the same number of p
 cost is Dagster and how much is the disk.
 
     .venv/bin/python bench/bench_event_log.py [--days 365] [--assets 5]
+        [--storage sqlite|consolidated|postgres --pg-url postgresql://…]
 """
 
 from __future__ import annotations
@@ -20,7 +21,19 @@ import time
 from pathlib import Path
 
 
-def dagster_seconds(days: int, assets: int, root: Path) -> tuple[int, float]:
+def storage_overrides(storage: str, root: Path, pg_url: str | None) -> dict:
+    """Instance overrides for the event-log storage under test."""
+    if storage == "sqlite":  # dagster.yaml's default: run-sharded SQLite files
+        return {}
+    if storage == "consolidated":  # one SQLite file for every run's events
+        return {"event_log_storage": {"module": "dagster._core.storage.event_log", "class": "ConsolidatedSqliteEventLogStorage",
+                                      "config": {"base_dir": str(root / "events")}}}
+    if not pg_url:
+        raise SystemExit("--storage postgres needs --pg-url (e.g. CIVICFLOW_TEST_PG_URL from .ci/postgres)")
+    return {"storage": {"postgres": {"postgres_url": pg_url.replace("postgresql://", "postgresql+psycopg2://", 1)}}}
+
+
+def dagster_seconds(days: int, assets: int, root: Path, overrides: dict | None = None) -> tuple[int, float]:
     import dagster as dg
 
     start = "2025-01-01"
@@ -34,7 +47,7 @@ def dagster_seconds(days: int, assets: int, root: Path) -> tuple[int, float]:
 
     keys = daily.get_partition_keys()[:days]
     job = dg.define_asset_job("ranged", selection=[many]).resolve(asset_graph=dg.Definitions(assets=[many]).resolve_asset_graph())
-    with dg.instance_for_test(temp_dir=str(root)) as instance:
+    with dg.instance_for_test(temp_dir=str(root), overrides=overrides or None) as instance:
         t0 = time.perf_counter()
         result = job.execute_in_process(
             instance=instance, raise_on_error=True,
@@ -61,12 +74,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--assets", type=int, default=5)
+    ap.add_argument("--storage", choices=("sqlite", "consolidated", "postgres"), default="sqlite",
+                    help="event-log storage: dagster.yaml's run-sharded SQLite, one consolidated SQLite file, or PostgreSQL")
+    ap.add_argument("--pg-url", help="postgresql://… of an empty database, for --storage postgres")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        n, dag_s = dagster_seconds(args.days, args.assets, Path(d))
+        n, dag_s = dagster_seconds(args.days, args.assets, Path(d), storage_overrides(args.storage, Path(d), args.pg_url))
         ref_s = sqlite_commit_seconds(n, Path(d))
     print(f"materializations: {n} ({args.assets} assets × {args.days} daily partitions, one run)")
-    print(f"dagster event log (SQLite): {dag_s:.1f} s = {1000 * dag_s / n:.1f} ms per materialization")
+    print(f"dagster event log ({args.storage}): {dag_s:.1f} s = {1000 * dag_s / n:.1f} ms per materialization")
     print(f"reference, plain SQLite insert+commit: {1000 * ref_s / n:.2f} ms each")
     print(f"ratio: {dag_s / ref_s:.1f}× the reference commit per event")
 

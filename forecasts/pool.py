@@ -5,7 +5,8 @@ that holds the GIL between them. Details that matter (DESIGN.md traps):
 
 - `forkserver` start method: the caller (Dagster, DuckDB) has threads, and forking a
   threaded process can deadlock; `max_tasks_per_child` also refuses plain `fork`.
-- workers recycle after `max_tasks_per_child` chunks so a leak in Stan/Prophet cannot grow;
+- workers recycle after `max_tasks_per_child` chunks so a leak in Stan/Prophet cannot grow
+  (a new pool per wave of chunks: `_run_wave` says why);
 - `OMP_NUM_THREADS=1` in each worker: two workers on two cores, not two × N threads;
 - each worker's temp dir (where a direct Stan fit writes its input and output files,
   deleted after each fit, and cmdstanpy's if the Prophet-object fallback runs) is inside
@@ -148,16 +149,10 @@ def run_tasks_with_engine(
         # only the first pool of a process starts the fork server: what it preloads then stays
         ctx.set_forkserver_preload(_PRELOAD + (_PRELOAD_STATSFORECAST if needs_statsforecast(tasks) else []))
         chunks = chunked(tasks, size)
-        with ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(tmp_root,),
-            max_tasks_per_child=max_tasks_per_child,
-        ) as ex:
-            futures = [ex.submit(run_chunk, c) for c in chunks]
-            done = work_while_pool_starts(chunks, futures)
-            out = [r for i, f in enumerate(futures) for r in (done[i] if i in done else f.result())]
+        out: list[SeriesForecast] = []
+        for first in range(0, len(chunks), workers * max_tasks_per_child):
+            wave = chunks[first : first + workers * max_tasks_per_child]
+            out += _run_wave(wave, workers, ctx, tmp_root, warm_start=first == 0)
         return out, f"local pool ({workers} workers)"
     except BrokenProcessPool:
         # a worker died (OOM, a caller's main module that cannot be re-imported): finish the
@@ -166,6 +161,21 @@ def run_tasks_with_engine(
         return run_chunk(tasks), "one process (pool broke)"
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def _run_wave(chunks: list[list[SeriesTask]], workers: int, ctx, tmp_root: str, warm_start: bool) -> list[SeriesForecast]:
+    """One pool of fresh workers for at most `workers × max_tasks_per_child` chunks.
+
+    This is how workers are recycled: not with ProcessPoolExecutor's `max_tasks_per_child`,
+    which on Python 3.11 never replaces a retired worker once a backlog is queued, so the
+    pool hangs for good when every worker has retired (CPython gh-115634; the fix went to
+    3.13 and later, 3.11 only gets security fixes). It hung the medium city's first-night
+    backtest: 450 chunks on 2 workers × 50. The fork server outlives the pool, so a new
+    wave's workers start in milliseconds."""
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(tmp_root,)) as ex:
+        futures = [ex.submit(run_chunk, c) for c in chunks]
+        done = work_while_pool_starts(chunks, futures) if warm_start else {}
+        return [r for i, f in enumerate(futures) for r in (done[i] if i in done else f.result())]
 
 
 def tmp_dirs_left() -> list[Path]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 
+from governance.snapshot import open_snapshot
 from ingest.contracts import CONTRACTS, EVENT_CONTRACTS, REFERENCE_CONTRACTS, Contract
 from ingest.expectations import _gx, suite_for
 
@@ -75,7 +76,7 @@ def build_data_docs(
     source = context.data_sources.add_or_update_pandas(DATASOURCE)
     chosen = contracts if contracts is not None else list(EVENT_CONTRACTS + REFERENCE_CONTRACTS)
     tables: list[TableDocs] = []
-    con = duckdb.connect(str(database), read_only=True)
+    con = open_snapshot(database)  # a DuckDB file, or the lake at its published version
     try:
         for contract in chosen:
             frame = _frame(con, contract, days)
@@ -127,7 +128,7 @@ def quarantine_rows(database: Path, contract: str | None = None, limit: int = 50
     """The latest quarantined rows (file, line, field, reason, raw text), newest first, read-only."""
     if contract is not None and contract not in CONTRACTS:
         raise ValueError(f"unknown contract {contract!r}; one of {', '.join(CONTRACTS)}")
-    con = duckdb.connect(str(database), read_only=True)
+    con = open_snapshot(database)  # a DuckDB file, or the lake at its published version
     try:
         exists = con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' AND table_name = '_quarantine'"

@@ -105,15 +105,15 @@ def evaluate(
     """Backtest the home's warehouse (reads the demand mart): writes forecasts.backtest_metrics,
     backtest_metrics_series, value_metrics and the calibration the nightly run applies.
     Opens the warehouse for writing: do not run it while a nightly run is writing."""
-    import duckdb
-
     from forecasts.evaluate import run_warehouse_backtest
+    from pipelines.warehouse import exists, open_warehouse, warehouse_at
 
     h = _home(home)
-    if not h.warehouse.exists():
-        console.print(f"[red]no warehouse at {h.warehouse}[/red]: run `civicflow run` first")
+    wh = warehouse_at(h.warehouse)
+    if not exists(wh):
+        console.print(f"[red]no warehouse at {wh.describe()}[/red]: run `civicflow run` first")
         raise typer.Exit(1)
-    with duckdb.connect(str(h.warehouse)) as con:
+    with open_warehouse(wh) as con:
         r = run_warehouse_backtest(con, horizon=horizon, n_origins=origins, workers=workers)
     if r.as_of is None:
         console.print("[yellow]the demand mart is empty[/yellow]")
@@ -138,18 +138,19 @@ def report(
 
     from forecasts.exports import export_xlsx
     from forecasts.run import report_from_warehouse
+    from governance.snapshot import current_snapshot, open_snapshot
+    from pipelines.warehouse import open_warehouse, warehouse_at
 
     h = _home(home)
-    db = h.warehouse
-    cur = h.published / "CURRENT"
+    wh = warehouse_at(h.warehouse)
     try:
-        con = duckdb.connect(str(db), read_only=True)
+        con = open_warehouse(wh, read_only=True)
     except duckdb.Error:
-        if not cur.exists():
-            console.print(f"[red]cannot open {db} and no published snapshot[/red]")
+        snap = current_snapshot(h.published)
+        if snap is None:
+            console.print(f"[red]cannot open {wh.describe()} and no published snapshot[/red]")
             raise typer.Exit(1)
-        snap = (h.published / cur.read_text().strip())
-        con = duckdb.connect(str(snap), read_only=True)
+        con = open_snapshot(snap)
     with con:
         day = date.fromisoformat(as_of) if as_of else None
         path = report_from_warehouse(con, h.exports, day)

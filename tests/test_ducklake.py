@@ -275,3 +275,31 @@ def test_published_version_is_pinned_and_rotation_expires_old_versions(runs: Run
             assert rows(cur, "SELECT x FROM main.after_publish") == [(1,)]
     finally:
         sb.close()
+
+
+def test_operator_commands_read_the_lake(runs: Runs, pg_url) -> None:
+    """`civicflow ingest quarantine` and `civicflow forecast report` answer from the lake as they
+    do from the file: the same quarantined rows, a report and a workbook of the lake's plan."""
+    from typer.testing import CliRunner
+
+    from ingest.data_docs import quarantine_rows
+    from pipelines.cli import app
+
+    on_lake = quarantine_rows(current_snapshot(runs.lake_home.published), limit=1000)
+    on_file = quarantine_rows(current_snapshot(runs.file_home.published), limit=1000)
+    key = lambda r: (r["contract"], Path(r["file_path"]).name, r["line"], r["field"], r["reason"], r["raw_text"])  # noqa: E731
+    assert on_lake and sorted(map(key, on_lake)) == sorted(map(key, on_file))
+
+    env = {CATALOG_ENV: pg_url, DATA_ENV: str(runs.lake.data_path)}
+    out = CliRunner().invoke(app, ["ingest", "quarantine", "--home", str(runs.lake_home.root)], env=env)
+    assert out.exit_code == 0, out.output
+    assert f"Quarantined rows ({min(len(on_lake), 50)} shown" in out.output
+
+    out = CliRunner().invoke(app, ["forecast", "report", "--home", str(runs.lake_home.root)], env=env)
+    assert out.exit_code == 0, out.output
+    report = Path(out.output.split("report:", 1)[1].split()[0])
+    workbook = Path(out.output.split("workbook:", 1)[1].split()[0])
+    assert report.is_file() and report.is_relative_to(runs.lake_home.exports) and workbook.is_file()
+    with open_warehouse(runs.lake, read_only=True) as con:
+        as_of = con.execute("select max(as_of) from forecasts.staging_plan").fetchone()[0]
+    assert as_of.isoformat() in report.read_text()

@@ -76,6 +76,28 @@ def test_quantiles_monotone_non_negative_and_interpolated():
 
 # ---- models -------------------------------------------------------------------------------
 
+def test_pool_recycles_its_workers_without_hanging():
+    """More chunks than the workers may run before they are recycled: every task is answered,
+    in order, as in one process. ProcessPoolExecutor's own max_tasks_per_child hangs here on
+    Python 3.11 (CPython gh-115634); the test gives up after 120 s instead of hanging CI."""
+    import threading
+
+    rng = np.random.default_rng(5)
+    ds = _days(90)
+    fut = np.arange(ds[-1] + 1, ds[-1] + 4)
+    tasks = [SeriesTask(f"s{i:02d}", ds, smooth_series(90, rng), fut, kind=SMOOTH) for i in range(40)]
+    run_tasks(tasks[:2], workers=2)  # start the fork server: this process then takes few chunks itself
+    got: list = []
+    worker = threading.Thread(target=lambda: got.extend(run_tasks(tasks, workers=2, chunk_size=1, max_tasks_per_child=2)), daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the forecast pool hung after recycling its workers"
+    expected = run_tasks(tasks, workers=1)
+    assert [r.series_id for r in got] == [t.series_id for t in tasks]
+    assert all(np.array_equal(a.quantiles, b.quantiles) for a, b in zip(got, expected))
+    assert not tmp_dirs_left()
+
+
 @pytest.mark.slow  # ~10 s, mostly importing Prophet and statsforecast
 def test_every_series_gets_a_forecast_with_method_recorded():
     rng = np.random.default_rng(3)
