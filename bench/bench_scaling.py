@@ -158,12 +158,15 @@ def fresh_warehouse(home: Path) -> None:
 
 
 def run_child(size: str, days: int, work: Path, mode: str) -> dict:
+    """One run in a child process; a failed run (an OOM kill included) comes back as a row
+    that says so, with the end of its output, and the bench goes on."""
     out = subprocess.run(
         [sys.executable, __file__, "--child", size, "--child-days", str(days), "--child-mode", mode, "--work", str(work)],
         capture_output=True, text=True, cwd=ROOT,
     )
     if out.returncode != 0:
-        raise SystemExit(f"{size} {mode} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+        tail = (out.stdout[-1000:] + out.stderr[-3000:]).strip()
+        return {"size": size, "mode": mode, "failed": f"exit {out.returncode}: {tail[-300:]}", "log_tail": tail}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -211,7 +214,6 @@ def main() -> None:
         return
 
     from rich.console import Console
-    from rich.table import Table
 
     days = dict(DEFAULT_DAYS) | {k: int(v) for k, v in (kv.split("=") for kv in args.days.split(",") if kv)}
     sizes = [s for s in args.sizes.split(",") if s]
@@ -224,37 +226,56 @@ def main() -> None:
         fresh_warehouse(args.work / size)
         for mode in ("full", "incremental"):
             r = run_child(size, days[size], args.work, mode)
-            r["telemetry_rows"] = telemetry_rows(args.work / size)
             rows.append(r)
+            if "failed" in r:
+                console.print(f"  {mode} [red]failed[/]:\n{r['log_tail']}", highlight=False)
+                break  # no incremental night without its full run
+            r["telemetry_rows"] = telemetry_rows(args.work / size)
             console.print(f"  {mode}: {r['wall_s']} s, peak {r['peak_rss_mb']} MB", highlight=False)
+            save(rows, args.out)  # after every run: a later failure keeps what was measured
+    report(rows, console)
+    console.print(f"saved {save(rows, args.out)}")
 
+
+COLUMNS = ["size", "mode", "days", "telemetry_rows", "series", "plan_rows", *[f"{s}_s" for s in STAGES], "wall_s", "vs_full", "peak_rss_mb"]
+
+
+def save(rows: list[dict], out: Path) -> str:
+    """scaling.csv (every run, failed ones with the reason) and scaling.html (the chart)."""
     for r in rows:
-        full = next(f for f in rows if f["size"] == r["size"] and f["mode"] == "full")
-        r["vs_full"] = round(r["wall_s"] / full["wall_s"], 3)
+        full = next((f for f in rows if f["size"] == r["size"] and f["mode"] == "full" and "failed" not in f), None)
+        if full and "failed" not in r:
+            r["vs_full"] = round(r["wall_s"] / full["wall_s"], 3)
+    csv_path, html_path = out / "scaling.csv", out / "scaling.html"
+    fields = COLUMNS + [f"{s}_peak_mb" for s in STAGES] + ["rows_loaded", "failed"]
+    with csv_path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    write_chart([r for r in rows if "failed" not in r], html_path)
+    return f"{csv_path} and {html_path}"
+
+
+def report(rows: list[dict], console) -> None:
+    from rich.table import Table
+
     table = Table(title="nightly run by city size (seconds; peak RSS of the process tree in MB)")
-    cols = ["size", "mode", "days", "telemetry_rows", "series", "plan_rows", *[f"{s}_s" for s in STAGES], "wall_s", "vs_full", "peak_rss_mb"]
-    for c in cols:
+    for c in COLUMNS:
         table.add_column(c, justify="right")
     for r in rows:
-        table.add_row(*[f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]) for c in cols])
+        if "failed" in r:
+            table.add_row(r["size"], r["mode"], f"failed: {r['failed'][:80]}", *[""] * (len(COLUMNS) - 3))
+        else:
+            table.add_row(*[f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]) for c in COLUMNS])
     console.print(table)
-    full = [r for r in rows if r["mode"] == "full"]
+    full = [r for r in rows if r["mode"] == "full" and "failed" not in r]
     for a, b in zip(full, full[1:]):
         growth = b["telemetry_rows"] / max(a["telemetry_rows"], 1)
         per_stage = ", ".join(f"{s} ×{b[f'{s}_s'] / max(a[f'{s}_s'], 0.1):.1f}" for s in STAGES)
         console.print(f"{a['size']} → {b['size']}: rows ×{growth:.1f}, wall ×{b['wall_s'] / a['wall_s']:.1f} ({per_stage})")
     for r in rows:
-        if r["mode"] == "incremental":
+        if r["mode"] == "incremental" and "vs_full" in r:
             console.print(f"{r['size']}: incremental night = {r['vs_full']:.1%} of the full rebuild ({r['wall_s']} s vs {r['wall_s'] / r['vs_full']:.0f} s)")
-
-    csv_path, html_path = args.out / "scaling.csv", args.out / "scaling.html"
-    fields = cols + [f"{s}_peak_mb" for s in STAGES] + ["rows_loaded"]
-    with csv_path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    write_chart(rows, html_path)
-    console.print(f"saved {csv_path} and {html_path}")
 
 
 if __name__ == "__main__":

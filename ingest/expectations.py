@@ -47,6 +47,19 @@ class ExpectationOutcome:
         return f"{self.expectation}({self.column}): {self.unexpected_count} of {self.element_count} rows unexpected"
 
 
+def merge_outcomes(parts: list[list[ExpectationOutcome]]) -> list[ExpectationOutcome]:
+    """One outcome per expectation over frames validated one after the other: the counts add
+    up and it succeeds only if it succeeded on every frame."""
+    merged: dict[tuple[str, str], ExpectationOutcome] = {}
+    for outcomes in parts:
+        for o in outcomes:
+            m = merged.get((o.expectation, o.column))
+            merged[(o.expectation, o.column)] = o if m is None else ExpectationOutcome(
+                o.expectation, o.column, m.success and o.success,
+                m.unexpected_count + o.unexpected_count, m.element_count + o.element_count)
+    return list(merged.values())
+
+
 def suite_for(contract: Contract, now: datetime | None = None) -> "gx.ExpectationSuite":
     """Every rule of the contract that can be checked on landed rows, as GX expectations."""
     gx = _gx()

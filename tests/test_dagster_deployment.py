@@ -22,8 +22,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ingest.simulator import simulate
-from pipelines.home import PG_URL_ENV, home_from_env, prepare_home
+from pg_home_fixture import tiny_home_on_postgres
 from pipelines.cli import partition_tags
 
 pytestmark = pytest.mark.slow
@@ -35,13 +34,7 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def deployment(pg_database, tmp_path_factory):
     """A home on a PostgreSQL instance with the Dagster daemon running; yield (home, env)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CIVICFLOW_HOME", str(tmp_path_factory.mktemp("deploy") / "home"))
-        mp.setenv(PG_URL_ENV, pg_database.replace("postgresql://", "postgresql+psycopg2://", 1))
-        for var in ("DAGSTER_HOME", "CIVICFLOW_WAREHOUSE", "CIVICFLOW_DAGSTER_STORAGE"):
-            mp.setenv(var, os.environ.get(var, ""))  # prepare_home() sets them; restored after
-        home = prepare_home(home_from_env())
-        simulate(home.landing, size="tiny", days=5, seed=5)
+    with tiny_home_on_postgres(tmp_path_factory.mktemp("deploy"), pg_database, seed=5) as home:
         env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         log = (home.root / "daemon.log").open("w")
         daemon = subprocess.Popen(

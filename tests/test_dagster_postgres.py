@@ -8,13 +8,12 @@ without it. Each run of this module works in a database of its own, dropped afte
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlsplit
 
 import pytest
 
-from ingest.simulator import simulate
-from pipelines.home import PG_URL_ENV, home_from_env, prepare_home
+from pg_home_fixture import tiny_home_on_postgres
+from pipelines.home import PG_URL_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -31,14 +30,7 @@ def nightly_on_postgres(pg_url, tmp_path_factory):
     """Run the nightly job on a tiny city with the home's instance on PostgreSQL; yield (home, report)."""
     from pipelines.cli import run_nightly
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CIVICFLOW_HOME", str(tmp_path_factory.mktemp("pg") / "home"))
-        # dagster-postgres goes through SQLAlchemy: name the driver it installs.
-        mp.setenv(PG_URL_ENV, pg_url.replace("postgresql://", "postgresql+psycopg2://", 1))
-        for var in ("DAGSTER_HOME", "CIVICFLOW_WAREHOUSE", "CIVICFLOW_DAGSTER_STORAGE"):
-            mp.setenv(var, os.environ.get(var, ""))  # prepare_home() sets them; restored after
-        home = prepare_home(home_from_env())
-        simulate(home.landing, size="tiny", days=5, seed=3)
+    with tiny_home_on_postgres(tmp_path_factory.mktemp("pg"), pg_url, seed=3) as home:
         report = run_nightly(home)
         yield home, report
 

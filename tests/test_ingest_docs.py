@@ -97,3 +97,26 @@ def test_failing_gx_check_says_which_expectation_failed_on_how_many_rows(tmp_pat
     assert "expect_column_values_to_be_in_set(kind): 2 of 11 rows unexpected" in result.description
     assert "expect_compound_columns_to_be_unique(device_id,seq): 2 of 11 rows unexpected" in result.description
     assert result.metadata["rows_checked"].value == 11
+
+
+def test_gx_check_validates_many_dates_in_bounded_frames_and_adds_up(tmp_path, monkeypatch):
+    """A full rebuild validates a year of rows: in frames of at most GX_ROWS_PER_FRAME rows
+    (whole dates), whose counts add up to what one frame would have said."""
+    import pipelines.ingest_assets as ia
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    ensure_raw_schema(con)
+    cols = ", ".join(n for n, _ in __import__("ingest.loader", fromlist=["table_columns"]).table_columns(TELEMETRY))
+    row = "('D1', 'H1', {seq}, TIMESTAMP '{d} 07:00:00', TIMESTAMP '{d} 07:00:02', '{kind}', NULL, 80, 'percent', -2, false, TIMESTAMP '{d} 07:00:00', DATE '{d}', {seq}, 'sha', now()::TIMESTAMP)"
+    values = [row.format(seq=10 * k + i, d=f"2026-01-0{k}", kind="teleport" if i == 0 else "battery")
+              for k in (1, 2, 3) for i in range(4)]  # 3 dates × 4 rows, one bad kind per date
+    con.execute(f"INSERT INTO raw.telemetry ({cols}) VALUES {', '.join(values)}")
+    whole = ia.gx_check(con, TELEMETRY, ["2026-01-01", "2026-01-02", "2026-01-03"])
+    monkeypatch.setattr(ia, "GX_ROWS_PER_FRAME", 5)  # one date (4 rows) per frame
+    framed = ia.gx_check(con, TELEMETRY, ["2026-01-01", "2026-01-02", "2026-01-03"])
+    con.close()
+    assert whole.metadata["frames"].value == 1 and framed.metadata["frames"].value == 3
+    assert framed.metadata["rows_checked"].value == whole.metadata["rows_checked"].value == 12
+    assert framed.passed is whole.passed is False
+    assert framed.description == whole.description
+    assert "expect_column_values_to_be_in_set(kind): 3 of 12 rows unexpected" in framed.description
