@@ -178,7 +178,9 @@ def score(points: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     for (sid, m), g in points.group_by("series_id", "method", maintain_order=True):
         per.append({"series_id": sid, "method": m,
                     "used_methods": ",".join(sorted(set(g["used_method"].to_list()))), **_metrics(g)})
-    per_df = pl.DataFrame(per).sort("series_id", "method") if per else pl.DataFrame()
+    # every row decides the types: a metric is None (no event day, a flat window) for the first
+    # hundred series and a float later on a large city
+    per_df = pl.DataFrame(per, infer_schema_length=None).sort("series_id", "method") if per else pl.DataFrame()
     overall = []
     for (m,), g in points.group_by("method", maintain_order=True):
         d = _metrics(g)
@@ -186,7 +188,7 @@ def score(points: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         sub = per_df.filter(pl.col("method") == m)["mase"].drop_nulls()
         d["mase"] = float(sub.mean()) if len(sub) else None
         overall.append({"method": m, "n_series": g["series_id"].n_unique(), **d})
-    overall_df = pl.DataFrame(overall).sort("method") if overall else pl.DataFrame()
+    overall_df = pl.DataFrame(overall, infer_schema_length=None).sort("method") if overall else pl.DataFrame()
     for name, df in (("per", per_df), ("overall", overall_df)):
         if df.is_empty():
             continue
@@ -236,7 +238,7 @@ def score_by_kind(points: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for (m, k), g in points.group_by("method", "kind", maintain_order=True):
         rows.append({"method": m, "kind": k, "n_series": g["series_id"].n_unique(), **_metrics(g)})
-    return pl.DataFrame(rows).sort("method", "kind") if rows else pl.DataFrame()
+    return pl.DataFrame(rows, infer_schema_length=None).sort("method", "kind") if rows else pl.DataFrame()
 
 
 # ---- the generic command: any series file -------------------------------------------------

@@ -200,7 +200,7 @@ class _Progress:
     """The ingest step's log: every refusal at once (a person must act on it), the rest as one
     line at most every LOG_EVERY_S seconds and one at the end. A line per file was one
     event-log commit per file (tens of ms each on SQLite, bench/bench_event_log.py), and a
-    year of the medium city is 5,100 files: docs/scaling.md has the before and after."""
+    year of the medium city is 5,100 files (docs/scaling.md)."""
 
     LOG_EVERY_S = 10.0
 

@@ -390,3 +390,22 @@ def test_warehouse_backtest_calibrates_the_nightly_run_and_reports(tmp_path):
     s2 = run_nightly_forecast(con, None, 2, exports, workers=1)
     assert {p.name: _sha(p) for p in s2.plan_path.parent.iterdir()} == hashes  # csv, parquet, xlsx, html
     con.close()
+
+
+def test_backtest_scores_when_a_metric_first_appears_after_a_hundred_series():
+    """On the large city the first hundred-odd series had no event day in their test windows
+    (mae_event None) and a later one had: scoring must type the column from every row."""
+    from forecasts.backtest import score
+
+    rows = []
+    for i in range(150):
+        for m in (CIVICFLOW, intermittent.SEASONAL_NAIVE):
+            for step in range(1, 4):
+                rows.append({"series_id": f"s{i:03d}", "method": m, "used_method": m, "kind": SMOOTH, "origin": 1,
+                             "step": step, "y": 5.0, "point": 4.0 + 0.1 * i, "scale": 1.0, "is_event": i >= 120 and step == 2,
+                             **{c: 4.0 + q for c, q in zip(LEVEL_COLUMNS, LEVELS)}})
+    per, overall = score(pl.DataFrame(rows))
+    assert per.height == 300 and per["mae_event"].dtype == pl.Float64
+    assert per.filter(pl.col("series_id") == "s000")["mae_event"].to_list() == [None, None]
+    assert per.filter(pl.col("series_id") == "s149")["mae_event"].null_count() == 0
+    assert overall["n_event"].to_list() == [30, 30]
