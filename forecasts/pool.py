@@ -4,7 +4,7 @@ A process pool rather than threads: Stan fits are separate processes driven by P
 that holds the GIL between them. Details that matter (DESIGN.md traps):
 
 - `forkserver` start method: the caller (Dagster, DuckDB) has threads, and forking a
-  threaded process can deadlock; `max_tasks_per_child` also refuses plain `fork`.
+  threaded process can deadlock.
 - workers recycle after `max_tasks_per_child` chunks so a leak in Stan/Prophet cannot grow
   (a new pool per wave of chunks: `_run_wave` says why);
 - `OMP_NUM_THREADS=1` in each worker: two workers on two cores, not two × N threads;

@@ -82,10 +82,10 @@ class WarehouseResource(dg.ConfigurableResource):
         return warehouse_at(self.path)
 
     @contextmanager
-    def connect(self, context: dg.OpExecutionContext | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open the live warehouse for one step. With a step context, a transient failure (the
-        file still locked after the bounded wait, a busy disk) asks Dagster to retry the step
-        with exponential backoff instead of failing the run."""
+    def connect(self, context: dg.OpExecutionContext | None = None, memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the live warehouse for one step (`memory_limit` overrides the resource's). With a
+        step context, a transient failure (the file still locked after the bounded wait, a busy
+        disk) asks Dagster to retry the step with exponential backoff instead of failing the run."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             con = open_with_retry(self.warehouse())
@@ -97,7 +97,7 @@ class WarehouseResource(dg.ConfigurableResource):
             context.log.warning(f"transient failure opening the warehouse, retry in {wait} s: {exc}")
             raise dg.RetryRequested(max_retries=3, seconds_to_wait=wait) from exc
         try:
-            con.execute(f"SET memory_limit = '{self.memory_limit}'")
+            con.execute(f"SET memory_limit = '{memory_limit or self.memory_limit}'")
             con.execute(f"SET threads = {int(self.threads)}")
             yield con
         finally:
