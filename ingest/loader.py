@@ -27,6 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import polars as pl
@@ -34,6 +35,8 @@ import polars as pl
 from ingest import validate
 from ingest.contracts import EVENT_CONTRACTS, REFERENCE_CONTRACTS, Contract, landing_dir_for
 from ingest.validate import FileRefused, ParseResult, check_clearing_batch, validate_chunks, validate_files
+
+T = TypeVar("T")
 
 SQL_TYPES = {"str": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "timestamp": "TIMESTAMP", "date": "DATE"}
 
@@ -596,22 +599,27 @@ def prepare(contract: Contract, paths: list[Path], known: set[str] | None) -> li
     ]
 
 
-def _groups(paths: list[Path], group_bytes: int) -> list[list[Path]]:
-    """Consecutive small files up to `group_bytes` together (one validation pass); a big file alone."""
-    groups: list[list[Path]] = []
+def pack_in_order(items: Iterable[tuple[T, int]], budget: int, alone_over: int | None = None) -> list[list[T]]:
+    """Consecutive (item, weight) pairs in groups of at most `budget` total weight, order kept;
+    an item heavier than the budget, or than `alone_over`, is a group of its own."""
+    groups: list[list[T]] = []
     size = 0
-    for p in paths:
-        n = p.stat().st_size
-        if n > validate.CHUNK_BYTES:
-            groups.append([p])
-            size = group_bytes  # nothing joins a big file's group
+    for item, n in items:
+        if alone_over is not None and n > alone_over:
+            groups.append([item])
+            size = budget  # nothing joins it
             continue
-        if not groups or size + n > group_bytes:
+        if not groups or size + n > budget:
             groups.append([])
             size = 0
-        groups[-1].append(p)
+        groups[-1].append(item)
         size += n
     return groups
+
+
+def _groups(paths: list[Path], group_bytes: int) -> list[list[Path]]:
+    """Consecutive small files up to `group_bytes` together (one validation pass); a big file alone."""
+    return pack_in_order(((p, p.stat().st_size) for p in paths), group_bytes, alone_over=validate.CHUNK_BYTES)
 
 
 class _ReadAhead:

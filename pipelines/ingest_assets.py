@@ -12,7 +12,7 @@ import dagster as dg
 
 from ingest.contracts import CLEARING, CONTRACTS, PASS_SCANS, REFERENCE_CONTRACTS, TELEMETRY, TRANSACTIONS, Contract
 from ingest.expectations import merge_outcomes, validate_frame
-from ingest.loader import load_landing, summarise
+from ingest.loader import load_landing, pack_in_order, summarise
 from pipelines.partitions import context_dates, daily, single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
 
@@ -91,15 +91,7 @@ def _date_groups(con, table: str, dates: list[str]) -> list[list[str]]:
         f"SELECT event_date::VARCHAR, count(*) FROM {table} WHERE event_date::VARCHAR IN (SELECT unnest(?)) GROUP BY 1 ORDER BY 1",
         [dates],
     ).fetchall()
-    groups: list[list[str]] = []
-    rows = 0
-    for day, n in counts:
-        if not groups or rows + n > GX_ROWS_PER_FRAME:
-            groups.append([])
-            rows = 0
-        groups[-1].append(day)
-        rows += n
-    return groups
+    return pack_in_order(counts, GX_ROWS_PER_FRAME)
 
 
 def gx_check(con, contract: Contract, dates: list[str]) -> dg.AssetCheckResult:
