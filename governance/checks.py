@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 
 from governance.catalog import Catalog, Manifest
 from governance.rules import TeamRules
-from governance.snapshot import open_snapshot
+from warehouse.catalog_url import CatalogUrl
+from warehouse.snapshots import open_snapshot
 
 
 @dataclass(frozen=True)
@@ -21,8 +23,8 @@ class Finding:
     message: str
 
 
-def check_rules(rules: dict[str, TeamRules], snapshot: Path, manifest: Manifest) -> list[Finding]:
-    con = open_snapshot(snapshot, config={"enable_external_access": False})  # a DuckDB file or the lake's published version
+def check_rules(rules: dict[str, TeamRules], snapshot: Path, manifest: Manifest, credentials: Sequence[CatalogUrl] = ()) -> list[Finding]:
+    con = open_snapshot(snapshot, credentials, config={"enable_external_access": False}).con  # a DuckDB file or the lake's version
     try:
         catalog = Catalog(con)
         functions = {r[0].lower() for r in con.execute("SELECT function_name FROM duckdb_functions() WHERE function_type = 'table'").fetchall()}

@@ -44,7 +44,7 @@ def actual_bytes(profile_json: str, catalog: Catalog) -> int:
         stack.extend(node.get("children", []))
         info = node.get("extra_info") or {}
         if "Table" in info:
-            table = strip_catalog(info["Table"], node.get("operator_name"))
+            table = strip_catalog(info["Table"], node.get("operator_name"), catalog.relations.keys())
             rel = catalog.relations.get(table)
             cols = scan_columns(info, set(rel.columns) if rel else set())
             rows = int(node.get("operator_rows_scanned") or 0)

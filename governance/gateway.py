@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,7 +28,8 @@ from governance.plan import parse_plan
 from governance.policy import GROUP_SIZE_COLUMN, Permissions, Refusal, add_group_size, check_plan, check_statement, permissions_for
 from governance.rules import TeamRules
 from governance.sandbox import QueryTimeout, Sandbox, SandboxLimits
-from governance.snapshot import current_snapshot
+from warehouse.catalog_url import CatalogUrl
+from warehouse.snapshots import current_snapshot
 from governance.state import GovernanceState
 
 USAGE_NOTE = "GET /v1/usage"
@@ -72,8 +74,10 @@ class Gateway:
         published_dir: Path,
         manifest: Path | Manifest,
         limits: SandboxLimits = SandboxLimits(),
+        credentials: Sequence[CatalogUrl] = (),
     ):
         self.state, self.rules, self.published_dir, self.limits = state, rules, Path(published_dir), limits
+        self.credentials = tuple(credentials)  # a lake reader's catalog logins (WarehouseSettings.reader_credentials)
         self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
         self._sandboxes: dict[Path, Sandbox] = {}
         self._perms: dict[tuple[Path, str], Permissions] = {}
@@ -88,7 +92,7 @@ class Gateway:
         with self._lock:
             sb = self._sandboxes.get(path)
             if sb is None:
-                sb = Sandbox(path, self.limits)
+                sb = Sandbox(path, self.limits, self.credentials)
                 for old_path, old in list(self._sandboxes.items()):
                     old.retired = True
                     if old._users == 0:
@@ -179,13 +183,13 @@ class Gateway:
                     perms = self._permissions(sb, rules, cur)
                     columns_of = lambda tb: set(sb.catalog.relations[tb].columns) if tb in sb.catalog.relations else set()  # noqa: E731
                     wrapped = _limit(statement, rules.max_result_rows)
-                    plan = parse_plan(_explain(sb, cur, wrapped), columns_of)
+                    plan = parse_plan(_explain(sb, cur, wrapped), columns_of, sb.catalog.relations.keys())
                     decision = check_plan(plan, rules, perms)
                     if decision.needs_group_suppression:
                         try:
                             rewritten = add_group_size(cur, statement, decision.group_weight)
                             wrapped = _limit(rewritten, rules.max_result_rows)
-                            plan = parse_plan(_explain(sb, cur, wrapped), columns_of)
+                            plan = parse_plan(_explain(sb, cur, wrapped), columns_of, sb.catalog.relations.keys())
                         except Refusal:
                             raise
                         except Exception:

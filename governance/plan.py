@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 # Leaves that read no stored data: constants, VALUES, CTE and delim references, empty results.
 HARMLESS_LEAVES = {
@@ -68,24 +68,19 @@ def _as_list(value) -> list[str]:
 # may hold the same name in two schemas (raw.hub_capacity, marts.hub_capacity). `explain()` puts
 # the schema back from the query's logical plan (`json_serialize_plan`, whose DuckLake scans
 # carry catalog, schema and table). Where a plan cannot say (a profile, or one query reading two
-# tables of the same name), the tables a sandbox registered when it attached the lake resolve a
-# name held by exactly one schema; otherwise it stays bare and matches no permission (refused).
+# tables of the same name), the relations of the snapshot being queried (passed in by the
+# caller) resolve a name held by exactly one schema; otherwise it stays bare and matches no
+# permission (refused).
 LAKE_SCAN = "DUCKLAKE_SCAN"
-_lake_tables: dict[str, set[str]] = {}
 
 
-def register_lake_tables(qualified: list[str]) -> None:
-    for name in qualified:
-        schema, table = name.lower().split(".", 1)
-        _lake_tables.setdefault(table, set()).add(f"{schema}.{table}")
-
-
-def strip_catalog(qualified: str, operator: str | None = None) -> str:
+def strip_catalog(qualified: str, operator: str | None = None, relations: Collection[str] = ()) -> str:
+    """`schema.table` of a scanned table; `relations`: the snapshot's `schema.table` names."""
     parts = qualified.split(".")
     if len(parts) == 1 and operator == LAKE_SCAN:
-        owners = _lake_tables.get(parts[0].lower(), set())
+        owners = [r for r in relations if r.split(".", 1)[-1] == parts[0].lower()]
         if len(owners) == 1:
-            return next(iter(owners))
+            return owners[0]
     return ".".join(parts[-2:]).lower()
 
 
@@ -100,7 +95,7 @@ def qualify_lake_scans(con, sql: str, plan_json: str) -> str:
         return plan_json
     try:
         logical = json.loads(con.execute("SELECT json_serialize_plan(?)", [sql]).fetchone()[0])
-    except Exception:  # no logical plan: the registered tables decide (strip_catalog)
+    except Exception:  # no logical plan: the snapshot's relations decide (strip_catalog)
         return plan_json
     read: dict[str, set[str]] = {}
     stack = [logical]
@@ -142,8 +137,9 @@ def scan_columns(info: dict, table_columns: set[str]) -> frozenset[str]:
     return frozenset(cols)
 
 
-def parse_plan(explain_json: str, columns_of: Callable[[str], set[str]]) -> Plan:
-    """Read `EXPLAIN (FORMAT json)` output. `columns_of(table)` gives a table's column names."""
+def parse_plan(explain_json: str, columns_of: Callable[[str], set[str]], relations: Collection[str] = ()) -> Plan:
+    """Read `EXPLAIN (FORMAT json)` output. `columns_of(table)` gives a table's column names;
+    `relations` are the snapshot's `schema.table` names (see strip_catalog)."""
     roots = json.loads(explain_json)
     plan = Plan()
     for root in roots:
@@ -154,7 +150,7 @@ def parse_plan(explain_json: str, columns_of: Callable[[str], set[str]]) -> Plan
             for agg in _as_list(info.get("Aggregates")):
                 plan.aggregate_functions |= {f.lower() for f in _FUNC.findall(agg)}
             if "Table" in info:
-                table = strip_catalog(info["Table"], name)
+                table = strip_catalog(info["Table"], name, relations)
                 projected = frozenset(c.lower().strip('"') for c in _as_list(info.get("Projections")))
                 plan.scans.append(Scan(table, scan_columns(info, columns_of(table)), _int(info.get("Estimated Cardinality")), projected))
             elif "Function" in info:

@@ -63,11 +63,11 @@ def permissions_for(rules: TeamRules, catalog: Catalog, manifest: Manifest, con:
 
         for col in rel.columns:  # a view: follow each column to the base columns it reads
             explain = explain_json(con, f"SELECT {quote_ident(col)} FROM {quote_relation(name)}")
-            for scan in parse_plan(explain, columns_of).scans:
+            for scan in parse_plan(explain, columns_of, catalog.relations.keys()).scans:
                 for base_col in scan.projected:  # the view's own filters are handled below
                     grant(scan.table, base_col, classes.get(col, "identity"))
         explain = explain_json(con, f"SELECT count(*) FROM {quote_relation(name)}")
-        for scan in parse_plan(explain, columns_of).scans:
+        for scan in parse_plan(explain, columns_of, catalog.relations.keys()).scans:
             for base_col in scan.columns:  # read only by the view's own filters: quasi unless exposed
                 grant(scan.table, base_col, perms.columns.get(scan.table, {}).get(base_col, "quasi"))
     return perms

@@ -16,15 +16,17 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import duckdb
 import pyarrow as pa
 
 from governance.catalog import Catalog
 from governance.plan import explain as explain_json, qualify_lake_scans
-from governance.snapshot import open_snapshot, use_lake
 from governance.watchdog import WATCHDOG
+from warehouse.catalog_url import CatalogUrl
+from warehouse.lake import use_lake
+from warehouse.snapshots import open_snapshot
 
 # Kept on at plan and run time alike: constant folding against column statistics could drop a
 # filter on a denied column before the plan shows it.
@@ -49,13 +51,14 @@ class RunOutput:
 
 
 class Sandbox:
-    def __init__(self, snapshot: Path, limits: SandboxLimits = SandboxLimits()):
+    def __init__(self, snapshot: Path, limits: SandboxLimits = SandboxLimits(), credentials: Sequence[CatalogUrl] = ()):
         self.snapshot = Path(snapshot)
         self.limits = limits
         # A DuckDB file, or the DuckLake attached read-only at the published version
-        # (governance.snapshot.open_snapshot: external access goes off right after the attach).
+        # (warehouse.snapshots.open_snapshot: external access goes off right after the attach).
         self._db = open_snapshot(
             self.snapshot,
+            credentials,
             config={
                 "enable_external_access": False,
                 "autoload_known_extensions": False,
@@ -65,7 +68,7 @@ class Sandbox:
                 "memory_limit": limits.memory_limit,
                 "temp_directory": "",
             },
-        )
+        ).con
         self.catalog = Catalog(self._db)
         self._pool: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()
         for _ in range(limits.pool_size):

@@ -12,9 +12,11 @@ import json
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
+from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from warehouse.catalog_url import CatalogUrl
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
@@ -106,7 +108,10 @@ def create_app(gateway: Gateway) -> FastAPI:
     return app
 
 
-def build_gateway(governance_db: Path, rules_dir: Path, published_dir: Path, manifest: Path, limits: SandboxLimits = SandboxLimits()) -> Gateway:
+def build_gateway(
+    governance_db: Path, rules_dir: Path, published_dir: Path, manifest: Path, limits: SandboxLimits = SandboxLimits(),
+    credentials: Sequence[CatalogUrl] = (),
+) -> Gateway:
     """Load (and validate) the rules first: a malformed rule file stops the start."""
     rules = load_rules(rules_dir)
-    return Gateway(GovernanceState(governance_db), rules, published_dir, manifest, limits)
+    return Gateway(GovernanceState(governance_db), rules, published_dir, manifest, limits, credentials)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from governance.snapshot import open_snapshot
+from warehouse.tables import table_exists
 from ingest.contracts import CONTRACTS, EVENT_CONTRACTS, REFERENCE_CONTRACTS, Contract
 from ingest.expectations import _gx, suite_for
 
@@ -57,13 +57,13 @@ def _frame(con: duckdb.DuckDBPyConnection, contract: Contract, days: int):
 
 
 def build_data_docs(
-    database: Path,
+    con: duckdb.DuckDBPyConnection,
     gx_root: Path,
     contracts: list[Contract] | None = None,
     days: int = 7,
     now: datetime | None = None,
 ) -> DataDocs:
-    """Validate the raw tables of `database` (opened read-only) and (re)build the HTML site.
+    """Validate the raw tables on `con` (a published snapshot, read-only) and (re)build the HTML site.
 
     `days`: how many of the latest event dates of each event table to validate.
     Returns the path of the site's index.html and a summary per table.
@@ -76,46 +76,42 @@ def build_data_docs(
     source = context.data_sources.add_or_update_pandas(DATASOURCE)
     chosen = contracts if contracts is not None else list(EVENT_CONTRACTS + REFERENCE_CONTRACTS)
     tables: list[TableDocs] = []
-    con = open_snapshot(database)  # a DuckDB file, or the lake at its published version
-    try:
-        for contract in chosen:
-            frame = _frame(con, contract, days)
-            if frame is None:
-                continue
-            try:
-                asset = source.get_asset(contract.name)
-            except LookupError:
-                asset = source.add_dataframe_asset(contract.name)
-            try:
-                batch_def = asset.get_batch_definition("recent")
-            except (KeyError, LookupError):
-                batch_def = asset.add_batch_definition_whole_dataframe("recent")
-            suite = context.suites.add_or_update(suite_for(contract, now=now))
-            validation = context.validation_definitions.add_or_update(
-                gx.ValidationDefinition(name=f"raw_{contract.name}", data=batch_def, suite=suite)
+    for contract in chosen:
+        frame = _frame(con, contract, days)
+        if frame is None:
+            continue
+        try:
+            asset = source.get_asset(contract.name)
+        except LookupError:
+            asset = source.add_dataframe_asset(contract.name)
+        try:
+            batch_def = asset.get_batch_definition("recent")
+        except (KeyError, LookupError):
+            batch_def = asset.add_batch_definition_whole_dataframe("recent")
+        suite = context.suites.add_or_update(suite_for(contract, now=now))
+        validation = context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=f"raw_{contract.name}", data=batch_def, suite=suite)
+        )
+        checkpoint = context.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=f"raw_{contract.name}",
+                validation_definitions=[validation],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
             )
-            checkpoint = context.checkpoints.add_or_update(
-                gx.Checkpoint(
-                    name=f"raw_{contract.name}",
-                    validation_definitions=[validation],
-                    actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
-                )
-            )
-            result = checkpoint.run(batch_parameters={"dataframe": frame})
-            failed = []
-            for run_result in result.run_results.values():
-                for r in run_result.results:
-                    if not r.success:
-                        cfg = r.expectation_config
-                        column = cfg.kwargs.get("column") or ",".join(cfg.kwargs.get("column_list", []))
-                        stats = r.result or {}
-                        failed.append(
-                            f"{cfg.type}({column}): {int(stats.get('unexpected_count') or 0)} of "
-                            f"{int(stats.get('element_count') or len(frame))} rows unexpected"
-                        )
-            tables.append(TableDocs(contract.name, suite.name, len(frame), bool(result.success), failed))
-    finally:
-        con.close()
+        )
+        result = checkpoint.run(batch_parameters={"dataframe": frame})
+        failed = []
+        for run_result in result.run_results.values():
+            for r in run_result.results:
+                if not r.success:
+                    cfg = r.expectation_config
+                    column = cfg.kwargs.get("column") or ",".join(cfg.kwargs.get("column_list", []))
+                    stats = r.result or {}
+                    failed.append(
+                        f"{cfg.type}({column}): {int(stats.get('unexpected_count') or 0)} of "
+                        f"{int(stats.get('element_count') or len(frame))} rows unexpected"
+                    )
+        tables.append(TableDocs(contract.name, suite.name, len(frame), bool(result.success), failed))
     context.build_data_docs()
     index = gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     if not index.exists():  # GX decides the layout; ask it when it is not the usual one
@@ -124,24 +120,17 @@ def build_data_docs(
     return DataDocs(index_html=index, tables=tables)
 
 
-def quarantine_rows(database: Path, contract: str | None = None, limit: int = 50) -> list[dict]:
-    """The latest quarantined rows (file, line, field, reason, raw text), newest first, read-only."""
+def quarantine_rows(con: duckdb.DuckDBPyConnection, contract: str | None = None, limit: int = 50) -> list[dict]:
+    """The latest quarantined rows (file, line, field, reason, raw text), newest first."""
     if contract is not None and contract not in CONTRACTS:
         raise ValueError(f"unknown contract {contract!r}; one of {', '.join(CONTRACTS)}")
-    con = open_snapshot(database)  # a DuckDB file, or the lake at its published version
-    try:
-        exists = con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' AND table_name = '_quarantine'"
-        ).fetchone()[0]
-        if not exists:
-            return []
-        cur = con.execute(
-            """SELECT contract, file_path, line, field, reason, raw_text, quarantined_at
-               FROM raw._quarantine WHERE ? IS NULL OR contract = ?
-               ORDER BY quarantined_at DESC, file_path, line LIMIT ?""",
-            [contract, contract, limit],
-        )
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
-    finally:
-        con.close()
+    if not table_exists(con, "raw", "_quarantine"):
+        return []
+    cur = con.execute(
+        """SELECT contract, file_path, line, field, reason, raw_text, quarantined_at
+           FROM raw._quarantine WHERE ? IS NULL OR contract = ?
+           ORDER BY quarantined_at DESC, file_path, line LIMIT ?""",
+        [contract, contract, limit],
+    )
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]

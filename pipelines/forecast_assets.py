@@ -20,7 +20,7 @@ import dagster as dg
 import duckdb
 
 from ingest.contracts import CITY_TZ
-from pipelines.partitions import context_dates, daily, single_run
+from pipelines.partitions import context_dates, single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
 
 if TYPE_CHECKING:
@@ -30,8 +30,6 @@ OWNER = "team:operations-analytics"
 CALIBRATION_KEY = dg.AssetKey(["forecasts", "calibration"])
 CALIBRATION_JOB = "forecast_calibration"
 # Sunday 23:00 city time: after Sunday's 02:30 nightly run, well before Monday's
-CALIBRATION_CRON_ENV, CALIBRATION_CRON = "CIVICFLOW_CALIBRATION_CRON", "0 23 * * 0"
-CALIBRATION_TZ_ENV = "CIVICFLOW_CALIBRATION_TZ"
 MART_DEPS = [
     dg.AssetKey(["marts", "neighbourhood_demand_daily"]),
     dg.AssetKey(["marts", "hub_capacity"]),
@@ -118,9 +116,7 @@ def build_calibration_asset() -> dg.AssetsDefinition:
     return calibration
 
 
-def build_calibration_job(calibration: dg.AssetsDefinition):  # an (unresolved) asset job
-    from pipelines.notify import notify_on_failure
-
+def build_calibration_job(calibration: dg.AssetsDefinition, notify_on_failure: dg.HookDefinition):  # an (unresolved) asset job
     return dg.define_asset_job(
         CALIBRATION_JOB,
         selection=[calibration],
@@ -130,10 +126,8 @@ def build_calibration_job(calibration: dg.AssetsDefinition):  # an (unresolved) 
     )
 
 
-def build_calibration_schedule(job) -> dg.ScheduleDefinition:
-    """Weekly by default; CIVICFLOW_CALIBRATION_CRON (cron) and CIVICFLOW_CALIBRATION_TZ move it."""
-    cron = os.environ.get(CALIBRATION_CRON_ENV) or CALIBRATION_CRON
-    tz = os.environ.get(CALIBRATION_TZ_ENV) or CITY_TZ
+def build_calibration_schedule(job, cron: str, tz: str) -> dg.ScheduleDefinition:
+    """Weekly by default (settings: CIVICFLOW_CALIBRATION_CRON, CIVICFLOW_CALIBRATION_TZ)."""
     return dg.ScheduleDefinition(
         name="forecast_calibration_schedule",
         job=job,
@@ -143,7 +137,7 @@ def build_calibration_schedule(job) -> dg.ScheduleDefinition:
     )
 
 
-def build_forecast_asset(exports_dir: Path) -> dg.AssetsDefinition:
+def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name="nightly_forecast",
         specs=[
@@ -165,7 +159,7 @@ def build_forecast_asset(exports_dir: Path) -> dg.AssetsDefinition:
             ),
         ],
         pool=WRITER_POOL,
-        partitions_def=daily,
+        partitions_def=partitions_def,
         backfill_policy=single_run,
     )
     def nightly_forecast(context: dg.AssetExecutionContext, config: ForecastConfig, warehouse: WarehouseResource):

@@ -7,27 +7,34 @@ nothing still gets its nightly materialization (with 0 rows loaded): staleness h
 pipeline did not run; a silent source shows in `status` as its last delivery day.
 """
 
-import os
+from __future__ import annotations
+
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-import dagster as dg
+if TYPE_CHECKING:
+    import dagster as dg
 
 from ingest.contracts import CITY_TZ
 
-DEADLINE = os.environ.get("CIVICFLOW_FRESH_BY", "06:00")  # city-local time the night's run must be done by
+DEADLINE = "06:00"  # city-local time the night's run must be done by (settings.schedule.fresh_by)
 WINDOW = timedelta(hours=24)  # a materialization in the 24 h before the deadline counts
 
 
 def policy(deadline: str = DEADLINE) -> dg.FreshnessPolicy:
+    import dagster as dg  # here, not at import: `civicflow status` applies the rule without dagster
+
     hour, minute = (int(x) for x in deadline.split(":"))
     return dg.FreshnessPolicy.cron(deadline_cron=f"{minute} {hour} * * *", lower_bound_delta=WINDOW, timezone=CITY_TZ)
 
 
-def with_freshness(assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+def with_freshness(assets: Sequence[dg.AssetsDefinition], deadline: str = DEADLINE) -> list[dg.AssetsDefinition]:
     """The same assets, every spec carrying the nightly freshness policy."""
-    nightly = policy()
+    import dagster as dg
+
+    nightly = policy(deadline)
     return list(dg.map_asset_specs(lambda spec: spec.replace_attributes(freshness_policy=nightly), assets))
 
 

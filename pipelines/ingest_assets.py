@@ -10,10 +10,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from ingest.config import IngestConfig
 from ingest.contracts import CLEARING, CONTRACTS, PASS_SCANS, REFERENCE_CONTRACTS, TELEMETRY, TRANSACTIONS, Contract
 from ingest.expectations import merge_outcomes, validate_frame
 from ingest.loader import load_landing, pack_in_order, summarise
-from pipelines.partitions import context_dates, daily, single_run
+from pipelines.partitions import context_dates, single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
 
 OWNER = "team:data-platform"
@@ -135,19 +136,21 @@ def gx_check(con, contract: Contract, dates: list[str]) -> dg.AssetCheckResult:
     )
 
 
-def build_ingest_asset(source: str, contracts: tuple[Contract, ...], landing_default: Path) -> dg.AssetsDefinition:
+def build_ingest_asset(
+    source: str, contracts: tuple[Contract, ...], landing_default: Path, partitions_def: dg.PartitionsDefinition, config: IngestConfig
+) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name=f"ingest_{source}",
         specs=_specs(source, contracts),
         check_specs=_check_specs(contracts),
         pool=WRITER_POOL,
-        partitions_def=daily,
+        partitions_def=partitions_def,
         backfill_policy=single_run,
         can_subset=True,
         description=f"Load the {source} files delivered on the partition's days (SHA-256 once-only, bad rows quarantined).",
     )
-    def _ingest(context: dg.AssetExecutionContext, config: LandingConfig, warehouse: WarehouseResource):
-        landing = Path(config.landing_dir) if config.landing_dir else landing_default
+    def _ingest(context: dg.AssetExecutionContext, landing_config: LandingConfig, warehouse: WarehouseResource):
+        landing = Path(landing_config.landing_dir) if landing_config.landing_dir else landing_default
         chosen = [c for c in contracts if raw_key(c.name) in context.selected_asset_keys or (c.name == "clearing" and raw_key("clearing_batches") in context.selected_asset_keys)]
         with warehouse.connect(context) as con:
             progress = _Progress(context)
@@ -221,5 +224,5 @@ class _Progress:
         )
 
 
-def build_ingest_assets(landing_default: Path) -> list[dg.AssetsDefinition]:
-    return [build_ingest_asset(source, contracts, landing_default) for source, contracts in SOURCES.items()]
+def build_ingest_assets(landing_default: Path, partitions_def: dg.PartitionsDefinition, config: IngestConfig) -> list[dg.AssetsDefinition]:
+    return [build_ingest_asset(source, contracts, landing_default, partitions_def, config) for source, contracts in SOURCES.items()]

@@ -1,21 +1,25 @@
 """Failure notifications: a failed step of the nightly job is reported through a hook.
 
-Configured by environment (so a deployment sets it once, tests point it at a local receiver):
+Configured in the settings (so a deployment sets it once, tests point it at a local receiver):
 - CIVICFLOW_NOTIFY_WEBHOOK: a URL that receives the JSON payload by POST;
 - CIVICFLOW_NOTIFY_COMMAND: a command run with the payload on its standard input.
 Both may be set. A notification that cannot be delivered is logged, never raised: it must not
 hide the failure it reports.
 """
 
+from __future__ import annotations
+
 import json
-import os
 import shlex
+from collections.abc import Mapping
 import subprocess
 
 import dagster as dg
 
+from pipelines.settings import NotifySettings
 
-def failure_payload(context: dg.HookContext) -> dict:
+
+def failure_payload(context: dg.HookContext, assets_by_op: Mapping[str, list[str]]) -> dict:
     error = context.op_exception
     run = context.instance.get_run_by_id(context.run_id) if context.instance else None
     tags = run.tags if run else {}
@@ -27,26 +31,20 @@ def failure_payload(context: dg.HookContext) -> dict:
         "run_id": context.run_id,
         "job": context.job_name,
         "step": context.step_key,
-        "assets": assets_of_op(context.op.name),
+        "assets": list(assets_by_op.get(context.op.name, [])),
         "partition": partition,
         "error": f"{type(error).__name__}: {error}" if error else "unknown error",
     }
 
 
-def assets_of_op(op_name: str) -> list[str]:
-    """The assets a failed op was materializing, so the message names them, not just the step."""
-    from pipelines.definitions import defs  # loaded already: the hook runs inside the job
-
-    for assets_def in defs.assets or []:
-        if isinstance(assets_def, dg.AssetsDefinition) and assets_def.node_def.name == op_name:
-            return sorted(k.to_user_string() for k in assets_def.keys)
-    return []
+def assets_by_op(assets: list[dg.AssetsDefinition]) -> dict[str, list[str]]:
+    """The assets each op materializes, so a failure message names them, not just the step."""
+    return {a.node_def.name: sorted(k.to_user_string() for k in a.keys) for a in assets if isinstance(a, dg.AssetsDefinition)}
 
 
-def send(payload: dict, log) -> None:
+def send(payload: dict, log, settings: NotifySettings) -> None:
     body = json.dumps(payload, default=str)
-    url = os.environ.get("CIVICFLOW_NOTIFY_WEBHOOK")
-    command = os.environ.get("CIVICFLOW_NOTIFY_COMMAND")
+    url, command = settings.webhook, settings.command
     if url:
         import httpx
 
@@ -63,8 +61,11 @@ def send(payload: dict, log) -> None:
             log.warning(f"failure notification command {command!r} failed: {exc}")
 
 
-@dg.failure_hook(name="notify_on_failure")
-def notify_on_failure(context: dg.HookContext) -> None:
-    payload = failure_payload(context)
-    context.log.error(f"step {payload['step']} failed ({', '.join(payload['assets']) or 'no asset'}): {payload['error']}")
-    send(payload, context.log)
+def build_failure_hook(settings: NotifySettings, by_op: Mapping[str, list[str]]) -> dg.HookDefinition:
+    @dg.failure_hook(name="notify_on_failure")
+    def notify_on_failure(context: dg.HookContext) -> None:
+        payload = failure_payload(context, by_op)
+        context.log.error(f"step {payload['step']} failed ({', '.join(payload['assets']) or 'no asset'}): {payload['error']}")
+        send(payload, context.log, settings)
+
+    return notify_on_failure

@@ -6,7 +6,6 @@ forecast runs as of that day and plans the next. A range of days runs as one run
 (`BackfillPolicy.single_run()`), which dbt needs for its incremental models.
 """
 
-import os
 import warnings
 from datetime import date, datetime, timedelta
 
@@ -17,10 +16,12 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_p
 
 from ingest.contracts import CITY_TZ
 
-START_DATE = os.environ.get("CIVICFLOW_START_DATE", "2026-01-01")
-
-daily = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone=CITY_TZ)
 single_run = dg.BackfillPolicy.single_run()
+
+
+def daily_partitions(start: date) -> dg.DailyPartitionsDefinition:
+    """The delivery days from `start` (settings.schedule.start_date), city-local."""
+    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), timezone=CITY_TZ)
 
 
 def window_dates(start: datetime, end: datetime) -> list[date]:

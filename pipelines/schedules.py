@@ -10,7 +10,6 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from ingest.contracts import CITY_TZ
-from pipelines.partitions import daily
 
 
 def day_that_ended(tick: datetime) -> str:
@@ -19,7 +18,9 @@ def day_that_ended(tick: datetime) -> str:
     return (local.date() - timedelta(days=1)).isoformat()
 
 
-def build_nightly_schedule(job, at: str = "02:30", timezone: str = CITY_TZ) -> dg.ScheduleDefinition:
+def build_nightly_schedule(
+    job, partitions_def: dg.DailyPartitionsDefinition, at: str = "02:30", timezone: str = CITY_TZ
+) -> dg.ScheduleDefinition:
     hour, minute = (int(x) for x in at.split(":"))
 
     @dg.schedule(
@@ -31,7 +32,7 @@ def build_nightly_schedule(job, at: str = "02:30", timezone: str = CITY_TZ) -> d
     )
     def nightly_schedule(context: dg.ScheduleEvaluationContext):
         day = day_that_ended(context.scheduled_execution_time)
-        if day not in set(daily.get_partition_keys(current_time=context.scheduled_execution_time)):
+        if day not in set(partitions_def.get_partition_keys(current_time=context.scheduled_execution_time)):
             return dg.SkipReason(f"{day} is not a partition (before CIVICFLOW_START_DATE or in the future)")
         return dg.RunRequest(run_key=day, partition_key=day)
 

@@ -1,20 +1,33 @@
-"""`civicflow status`: a readable health summary of a home.
+"""`civicflow status`: a readable health summary of a home, at once.
 
-It reads the Dagster instance (runs, materializations, check results) and the *published*
-snapshot (quarantine, refusals, settlement backlog); it never opens the live warehouse, so it
-is safe while a run writes.
+It reads the Dagster instance's own tables (runs, the assets' last materializations, check
+results) with a plain SQL connection — SQLite files in the home, or the PostgreSQL instance —
+and the *published* snapshot (quarantine, refusals, settlement backlog). It imports neither
+dagster nor the definitions (which take seconds to load), and never opens the live warehouse,
+so it is safe while a run writes.
 """
 
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import dagster as dg
 import duckdb
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
-from governance.snapshot import current_snapshot, open_snapshot
 from pipelines.freshness import is_fresh
-from pipelines.home import Home
+from pipelines.settings import Settings
+from warehouse.snapshots import current_snapshot, open_snapshot
+
+# The nightly job's assets promise freshness; the weekly calibration and the usage report don't.
+NOT_NIGHTLY = {'["forecasts", "calibration"]', '["governance", "usage_report_daily"]'}
 
 
 @dataclass
@@ -36,87 +49,208 @@ class Health:
     refused_files: list[tuple[str, str]] = field(default_factory=list)
     last_delivery: dict[str, str] = field(default_factory=dict)
     settlement_backlog: dict = field(default_factory=dict)
+    budgets: object | None = None
 
     @property
     def stale(self) -> list[AssetHealth]:
         return [a for a in self.assets if not a.fresh]
 
 
-def _ts(seconds: float | None) -> datetime | None:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc) if seconds else None
+def _ts(value) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=timezone.utc)
 
 
-def gather(home: Home, defs: dg.Definitions, now: datetime | None = None) -> Health:
+@contextmanager
+def _instance_tables(settings: Settings) -> Iterator[tuple[object, object] | None]:
+    """DB-API connections to the instance's run storage and its asset index (None: no instance)."""
+    if settings.dagster_pg_url:
+        import psycopg2  # dagster-postgres's driver
+
+        con = psycopg2.connect(settings.dagster_pg_url.replace("postgresql+psycopg2://", "postgresql://"))
+        try:
+            yield con, con
+        finally:
+            con.close()
+        return
+    storage = settings.home.dagster_storage
+    runs, index = storage / "runs.db", storage / "index.db"
+    if not runs.exists() or not index.exists():
+        yield None
+        return
+    r = sqlite3.connect(f"file:{runs}?mode=ro", uri=True, timeout=5)
+    i = sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=5)
+    try:
+        yield r, i
+    finally:
+        r.close()
+        i.close()
+
+
+def _rows(con, sql: str) -> list[tuple]:
+    cur = con.cursor()
+    cur.execute(sql)
+    return cur.fetchall()
+
+
+def gather(settings: Settings, now: datetime | None = None) -> Health:
     now = now or datetime.now(timezone.utc)
     health = Health()
-    graph = defs.resolve_asset_graph()
-    with dg.DagsterInstance.get() as instance:
-        runs = instance.get_runs(filters=dg.RunsFilter(job_name="nightly"), limit=1)
-        if runs:
-            run = runs[0]
-            stats = instance.get_run_stats(run.run_id)
-            tags = run.tags
-            health.last_run = {
-                "run_id": run.run_id,
-                "status": run.status.value,
-                "days": tags.get("dagster/partition")
-                or f"{tags.get('dagster/asset_partition_range_start')}..{tags.get('dagster/asset_partition_range_end')}",
-                "started": _ts(stats.start_time),
-                "ended": _ts(stats.end_time),
-            }
-        # Freshness is judged on the assets that promise it (the nightly job's), by their policy.
-        promised = [k for k in graph.materializable_asset_keys if graph.get(k).freshness_policy is not None]
-        for key in sorted(promised, key=lambda k: k.to_user_string()):
-            event = instance.get_latest_materialization_event(key)
-            when = _ts(event.timestamp) if event else None
-            partition = event.dagster_event.partition if event and event.dagster_event else None
-            health.assets.append(AssetHealth(key.to_user_string(), graph.get(key).group_name or "", partition, when, is_fresh(when, now)))
-        checks = list(graph.asset_check_keys)
-        for check_key, record in instance.event_log_storage.get_latest_asset_check_execution_by_key(checks).items():
-            evaluation = record.event.asset_check_evaluation if record.event and record.event.dagster_event else None
-            failed = record.status.value == "FAILED" or (evaluation is not None and not evaluation.passed)
-            if failed:
-                health.failed_checks.append(
-                    {
-                        "asset": check_key.asset_key.to_user_string(),
-                        "check": check_key.name,
-                        "description": (evaluation.description if evaluation else None) or record.status.value,
-                    }
-                )
-    health.snapshot = current_snapshot(home.published)
+    with _instance_tables(settings) as tables:
+        if tables is not None:
+            _from_instance(health, *tables, now=now, deadline=settings.schedule.fresh_by)
+    health.snapshot = current_snapshot(settings.home.published)
     if health.snapshot and health.snapshot.exists():
-        _from_snapshot(health, health.snapshot)
+        _from_snapshot(health, health.snapshot, settings)
     return health
 
 
-def _from_snapshot(health: Health, snapshot: Path) -> None:
-    con = open_snapshot(snapshot)  # a DuckDB file, or the lake at its published version
+def _from_instance(health: Health, runs, index, now: datetime, deadline: str) -> None:
+    last = _rows(runs, "SELECT run_id, status, start_time, end_time FROM runs WHERE pipeline_name = 'nightly' ORDER BY id DESC LIMIT 1")
+    if last:
+        run_id, status, start, end = last[0]
+        tags = dict(_rows(runs, f"SELECT key, value FROM run_tags WHERE run_id = '{run_id}'"))
+        health.last_run = {
+            "run_id": run_id,
+            "status": status,
+            "days": tags.get("dagster/partition")
+            or f"{tags.get('dagster/asset_partition_range_start')}..{tags.get('dagster/asset_partition_range_end')}",
+            "started": _ts(start),
+            "ended": _ts(end),
+        }
+    latest = _rows(
+        index,
+        "SELECT asset_key, max(timestamp), max(partition) FROM event_logs "
+        "WHERE dagster_event_type = 'ASSET_MATERIALIZATION' GROUP BY asset_key",
+    )
+    for key_json, when, partition in sorted(latest):
+        if key_json in NOT_NIGHTLY:
+            continue
+        path = json.loads(key_json)
+        ts = _ts(when)
+        health.assets.append(AssetHealth("/".join(path), _group(path), partition, ts, is_fresh(ts, now, deadline)))
+    checks = _rows(
+        index,
+        "SELECT asset_key, check_name, execution_status, evaluation_event FROM asset_check_executions e "
+        "WHERE id = (SELECT max(id) FROM asset_check_executions l WHERE l.asset_key = e.asset_key AND l.check_name = e.check_name)",
+    )
+    for key_json, check, status, event in checks:
+        description = _check_description(event)
+        if status == "FAILED" or description is not None:
+            health.failed_checks.append({"asset": "/".join(json.loads(key_json)), "check": check, "description": description or status})
+
+
+def _group(path: list[str]) -> str:
+    return {"raw": "ingest", "staging": "warehouse", "intermediate": "warehouse", "marts": "warehouse", "published": "governance"}.get(path[0], path[0])
+
+
+def _check_description(event: str | None) -> str | None:
+    """The description of a failed evaluation (None when it passed or carries none)."""
+    if not event:
+        return None
     try:
-        health.quarantine = dict(con.execute("SELECT contract, count(*) FROM raw._quarantine GROUP BY 1 ORDER BY 1").fetchall())
-        health.refused_files = con.execute(
-            """
-            SELECT file_path, reason FROM raw._load_manifest
-            QUALIFY row_number() OVER (PARTITION BY file_path ORDER BY started_at DESC) = 1 AND status = 'refused'
-            ORDER BY file_path
-            """
-        ).fetchall()
-        health.last_delivery = dict(
-            con.execute(
+        evaluation = json.loads(event)["dagster_event"]["event_specific_data"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(evaluation, dict) or evaluation.get("passed", True):
+        return None
+    return evaluation.get("description") or "failed"
+
+
+def _from_snapshot(health: Health, snapshot: Path, settings: Settings) -> None:
+    with open_snapshot(snapshot, settings.warehouse.reader_credentials()) as snap:  # a DuckDB file, or the lake's version
+        con = snap.con
+        try:
+            health.quarantine = dict(con.execute("SELECT contract, count(*) FROM raw._quarantine GROUP BY 1 ORDER BY 1").fetchall())
+            health.refused_files = con.execute(
                 """
-                SELECT contract, max(try_cast(split_part(file_path, '/', 2) AS DATE))::VARCHAR
-                FROM raw._load_manifest WHERE status = 'loaded' AND source <> 'reference' GROUP BY 1 ORDER BY 1
+                SELECT file_path, reason FROM raw._load_manifest
+                QUALIFY row_number() OVER (PARTITION BY file_path ORDER BY started_at DESC) = 1 AND status = 'refused'
+                ORDER BY file_path
                 """
             ).fetchall()
+            health.last_delivery = dict(
+                con.execute(
+                    """
+                    SELECT contract, max(try_cast(split_part(file_path, '/', 2) AS DATE))::VARCHAR
+                    FROM raw._load_manifest WHERE status = 'loaded' AND source <> 'reference' GROUP BY 1 ORDER BY 1
+                    """
+                ).fetchall()
+            )
+            row = con.execute(
+                """
+                SELECT count(*), coalesce(sum(txn_amount_cents), 0), max(age_hours), max(as_of_ts)
+                FROM marts.settlement_reconciliation
+                WHERE item_type = 'transaction' AND NOT coalesce(is_settled, false) AND breached_settlement_target
+                """
+            ).fetchone()
+            health.settlement_backlog = {"transactions": row[0], "amount_cents": int(row[1]), "oldest_hours": row[2], "as_of": row[3]}
+        except duckdb.CatalogException:
+            pass  # a snapshot from before a table existed: show what there is
+
+
+def print_health(console: Console, health: Health, settings: Settings) -> None:
+    run = health.last_run
+    if run:
+        colour = "green" if run["status"] == "SUCCESS" else "red"
+        took = f"{(run['ended'] - run['started']).total_seconds():.0f} s" if run["ended"] and run["started"] else "running"
+        started = f"{run['started']:%Y-%m-%d %H:%M} UTC" if run["started"] else "not started"
+        console.print(f"Last nightly run: [{colour}]{run['status']}[/{colour}] for {escape(str(run['days']))} — started {started}, {took} ({run['run_id']})")
+    else:
+        console.print("Last nightly run: [yellow]none yet[/yellow] (civicflow run)")
+    groups: dict[str, list[AssetHealth]] = {}
+    for a in health.assets:
+        groups.setdefault(a.group, []).append(a)
+    table = Table(title="Freshness (rebuilt before the nightly deadline?)", title_justify="left")
+    for col in ("group", "assets", "fresh", "stale", "last day built", "last built (UTC)"):
+        table.add_column(col)
+    for group, assets in sorted(groups.items()):
+        stale = [a for a in assets if not a.fresh]
+        last = max((a.last_materialized for a in assets if a.last_materialized), default=None)
+        day = max((a.last_partition for a in assets if a.last_partition), default="-")
+        table.add_row(group, str(len(assets)), str(len(assets) - len(stale)), f"[red]{len(stale)}[/red]" if stale else "0", day, f"{last:%Y-%m-%d %H:%M}" if last else "never")
+    console.print(table)
+    if health.stale:
+        console.print("[red]stale:[/red] " + ", ".join(a.key for a in health.stale[:12]) + (" …" if len(health.stale) > 12 else ""))
+    if health.failed_checks:
+        console.print(f"[red]failed checks ({len(health.failed_checks)}):[/red]")
+        for c in health.failed_checks[:20]:
+            console.print(f"  {escape(c['asset'])} · {escape(c['check'])}: {escape(str(c['description']))}")
+    else:
+        console.print("Failed checks: [green]none[/green]")
+    _print_budgets(console, settings)
+    if health.snapshot is None:
+        console.print("Published snapshot: [yellow]none yet[/yellow]")
+        return
+    console.print(f"Published snapshot: {escape(health.snapshot.name)}")
+    q = ", ".join(f"{k} {v:,}" for k, v in health.quarantine.items()) or "none"
+    console.print(f"Quarantined rows: {escape(q)}")
+    console.print(f"Refused files still in the landing zone: {len(health.refused_files)}")
+    for path, reason in health.refused_files[:10]:
+        console.print(f"  {escape(path)}: {escape(reason.removeprefix(Path(path).name + ': '))}")
+    if health.last_delivery:
+        console.print("Last delivery day per source: " + escape(", ".join(f"{k} {v}" for k, v in health.last_delivery.items())))
+    b = health.settlement_backlog
+    if b:
+        console.print(
+            f"Settlement backlog past 24 h: {b['transactions']} transactions, EUR {b['amount_cents'] / 100:,.2f}"
+            + (f", oldest {b['oldest_hours']:.0f} h (as of {b['as_of']:%Y-%m-%d %H:%M})" if b["transactions"] else "")
         )
-        row = con.execute(
-            """
-            SELECT count(*), coalesce(sum(txn_amount_cents), 0), max(age_hours), max(as_of_ts)
-            FROM marts.settlement_reconciliation
-            WHERE item_type = 'transaction' AND NOT coalesce(is_settled, false) AND breached_settlement_target
-            """
-        ).fetchone()
-        health.settlement_backlog = {"transactions": row[0], "amount_cents": int(row[1]), "oldest_hours": row[2], "as_of": row[3]}
-    except duckdb.CatalogException:
-        pass  # a snapshot from before a table existed: show what there is
-    finally:
-        con.close()
+
+
+def _print_budgets(console: Console, settings: Settings) -> None:
+    from governance.state import StateBusy
+    from pipelines.cli.governance import budget_table
+    from pipelines.home import RULES_DIR
+
+    try:
+        console.print(budget_table(settings.home, RULES_DIR))
+    except StateBusy:
+        console.print("Budgets: the gateway holds governance.duckdb; ask it: GET /v1/usage")
+    except SystemExit:  # a rules problem was already printed
+        pass

@@ -1,13 +1,11 @@
 """`civicflow forecast …`: judge the forecaster on any series file, back-test it on the
 warehouse, and re-render a home's operations report.
 
-Registered on the main app by `pipelines/cli.py` (`register(app)`), kept in its own module
-so the forecast commands do not grow the main CLI file.
+Registered on the main app by pipelines/cli/__init__.py (`register(app)`).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from datetime import date
 from pathlib import Path
@@ -25,10 +23,7 @@ forecast_app = typer.Typer(
     no_args_is_help=True, add_completion=False,
 )
 
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option("--home", help="Runtime home (default: $CIVICFLOW_HOME or ./.civicflow).", show_default=False),
-]
+from pipelines.cli.options import HomeOpt, settings_for
 
 TABLE_COLUMNS = [  # the printed table; the CSVs have every metric
     ("method", "method", None), ("kind", "class", None), ("n_series", "series", 0), ("mase", "MASE", 3),
@@ -46,14 +41,6 @@ def metrics_table(df, title: str) -> Table:
     for r in df.iter_rows(named=True):
         t.add_row(*[("" if r[c] is None else str(r[c]) if nd is None else f"{r[c]:.{nd}f}") for c, _, nd in cols])
     return t
-
-
-def _home(home: Path | None):
-    from pipelines.home import home_from_env, prepare_home
-
-    if home is not None:
-        os.environ["CIVICFLOW_HOME"] = str(home)
-    return prepare_home(home_from_env())
 
 
 @forecast_app.command("backtest")
@@ -106,14 +93,14 @@ def evaluate(
     backtest_metrics_series, value_metrics and the calibration the nightly run applies.
     Opens the warehouse for writing: do not run it while a nightly run is writing."""
     from forecasts.evaluate import run_warehouse_backtest
-    from pipelines.warehouse import exists, open_warehouse, warehouse_at
+    from warehouse.backends import backend_for
 
-    h = _home(home)
-    wh = warehouse_at(h.warehouse)
-    if not exists(wh):
-        console.print(f"[red]no warehouse at {wh.describe()}[/red]: run `civicflow run` first")
+    settings = settings_for(home)
+    backend = backend_for(settings.warehouse)
+    if not backend.exists():
+        console.print(f"[red]no warehouse at {backend.describe()}[/red]: run `civicflow run` first")
         raise typer.Exit(1)
-    with open_warehouse(wh) as con:
+    with backend.connect() as con:
         r = run_warehouse_backtest(con, horizon=horizon, n_origins=origins, workers=workers)
     if r.as_of is None:
         console.print("[yellow]the demand mart is empty[/yellow]")
@@ -138,19 +125,21 @@ def report(
 
     from forecasts.exports import export_xlsx
     from forecasts.run import report_from_warehouse
-    from governance.snapshot import current_snapshot, open_snapshot
-    from pipelines.warehouse import open_warehouse, warehouse_at
+    from warehouse.backends import backend_for
+    from warehouse.retry import WarehouseBusy
+    from warehouse.snapshots import current_snapshot, open_snapshot
 
-    h = _home(home)
-    wh = warehouse_at(h.warehouse)
+    settings = settings_for(home)
+    h = settings.home
+    backend = backend_for(settings.warehouse)
     try:
-        con = open_warehouse(wh, read_only=True)
-    except duckdb.Error:
+        con = backend.connect(read_only=True)
+    except (WarehouseBusy, duckdb.Error):
         snap = current_snapshot(h.published)
         if snap is None:
-            console.print(f"[red]cannot open {wh.describe()} and no published snapshot[/red]")
+            console.print(f"[red]cannot open {backend.describe()} and no published snapshot[/red]")
             raise typer.Exit(1)
-        con = open_snapshot(snap)
+        con = open_snapshot(snap, settings.warehouse.reader_credentials()).con
     with con:
         day = date.fromisoformat(as_of) if as_of else None
         path = report_from_warehouse(con, h.exports, day)

@@ -1,7 +1,6 @@
 """The governance commands of `civicflow`: keys, serve, query, budget, governance check/verify-audit.
 
-`register(app)` adds them to the main Typer app (pipelines/cli.py calls it). The home option
-and its resolution come from pipelines.options, shared by every CLI module.
+`register(app)` adds them to the main Typer app (pipelines/cli/__init__.py calls it).
 
 The admin commands (keys, budget, verify-audit) work with or without a running `civicflow
 serve`: governance.admin_ops asks the server over its loopback admin listener when it runs (it
@@ -9,8 +8,9 @@ holds governance.duckdb), and opens the file directly when it does not.
 """
 
 
+from __future__ import annotations
+
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -19,10 +19,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.home import DBT_PROJECT_DIR, PROJECT_ROOT
+from pipelines.cli.options import HomeOpt, settings_for
+from pipelines.home import DBT_PROJECT_DIR, RULES_DIR
 
 console = Console()
-RULES_DIR = PROJECT_ROOT / "governance_rules"
 MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 
 RulesOpt = Annotated[Path, typer.Option("--rules", help="Folder of team rule files.")]
@@ -70,8 +70,8 @@ def budget_table(home, rules_dir: Path) -> Table:
 
 
 def register(app: typer.Typer) -> None:
-    from pipelines.options import HomeOpt
-    from pipelines.options import resolve_home as _home
+    def _home(home):
+        return settings_for(home).home
 
     keys_app = typer.Typer(help="API keys for the query gateway (only their hash is stored).", no_args_is_help=True)
     gov_app = typer.Typer(help="Governance rules and the audit trail.", no_args_is_help=True)
@@ -120,12 +120,13 @@ def register(app: typer.Typer) -> None:
         from governance.server import build_gateway
         from governance.state import StateBusy
 
-        h = _home(home)
+        settings = settings_for(home)
+        h = settings.home
         _load_rules(rules)  # refuse a malformed file with its line before anything starts
         if not manifest.exists():
             _fail(f"{manifest} not found: build it with `dbt parse` (the privacy classes come from it)")
         try:
-            gateway = build_gateway(h.governance_db, rules, h.published, manifest)
+            gateway = build_gateway(h.governance_db, rules, h.published, manifest, credentials=settings.warehouse.reader_credentials())
         except StateBusy as e:
             _fail(str(e))
         console.print(f"query gateway on http://{host}:{port} (home {h.root}, {len(gateway.rules)} teams)")
@@ -146,8 +147,9 @@ def register(app: typer.Typer) -> None:
         """Run SQL through the gateway and print the result, its cost and its audit id."""
         from governance.client import Client, GatewayError
 
+        settings = settings_for(home)
         try:
-            client = Client(url, key or os.environ.get("CIVICFLOW_API_KEY"))
+            client = Client(url or settings.gateway_url, key or settings.api_key)
         except ValueError as e:
             _fail(str(e))
         try:
@@ -178,17 +180,18 @@ def register(app: typer.Typer) -> None:
         """Validate every rule file, then check them against the published warehouse."""
         from governance.catalog import load_manifest
         from governance.checks import check_rules
-        from governance.snapshot import current_snapshot
+        from warehouse.snapshots import current_snapshot
 
         teams = _load_rules(rules)
         console.print(f"{len(teams)} rule file(s) parsed: {', '.join(sorted(teams))}")
-        h = _home(home)
+        settings = settings_for(home)
+        h = settings.home
         snap = current_snapshot(h.published)
         if snap is None or not snap.exists():
             _fail(f"no published snapshot in {h.published}: run the nightly job first")
         if not manifest.exists():
             _fail(f"{manifest} not found: build it with `dbt parse`")
-        findings = check_rules(teams, snap, load_manifest(manifest))
+        findings = check_rules(teams, snap, load_manifest(manifest), settings.warehouse.reader_credentials())
         for f in findings:
             console.print(f"[{'red' if f.level == 'error' else 'yellow'}]{f.level}[/] {f.team}: {f.message}")
         errors = sum(f.level == "error" for f in findings)

@@ -1,0 +1,103 @@
+"""`civicflow ingest …`: the data team's ingest commands (Data Docs, quarantine), off the nightly path.
+
+Both read the last *published* snapshot (read-only), falling back to the live warehouse
+opened read-only when nothing has been published yet — never while a run writes it (the
+read-only open fails on the writer's lock, with a message that says so).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from pipelines.cli.options import HomeOpt, settings_for
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import duckdb
+
+    from pipelines.settings import Settings
+
+console = Console()
+
+
+@contextmanager
+def readable_warehouse(settings: Settings) -> Iterator[tuple[str, duckdb.DuckDBPyConnection]]:
+    """The published snapshot, else the live warehouse read-only (its name and a connection);
+    exits with a message when neither exists."""
+    from warehouse.backends import backend_for
+    from warehouse.snapshots import current_snapshot, open_snapshot
+
+    snap = current_snapshot(settings.home.published)
+    if snap is not None and snap.exists():
+        with open_snapshot(snap, settings.warehouse.reader_credentials()) as opened:
+            yield snap.name, opened.con
+        return
+    backend = backend_for(settings.warehouse)
+    if not backend.exists():
+        console.print(f"[red]nothing to read: no published snapshot in {escape(str(settings.home.published))} and no warehouse at {escape(backend.describe())}[/red]")
+        raise typer.Exit(1)
+    con = backend.connect(read_only=True)
+    try:
+        yield backend.describe(), con
+    finally:
+        con.close()
+
+
+def register(app: typer.Typer) -> None:
+    ingest_app = typer.Typer(help="Ingest tools for the data team: Data Docs, quarantined rows.", no_args_is_help=True)
+
+    @ingest_app.command("data-docs")
+    def data_docs(
+        days: Annotated[int, typer.Option(help="Latest event dates of each event table to validate.")] = 7,
+        home: HomeOpt = None,
+    ) -> None:
+        """Build Great Expectations Data Docs (HTML) for the raw tables and print the index.html path."""
+        from ingest.data_docs import build_data_docs
+
+        settings = settings_for(home)
+        with readable_warehouse(settings) as (name, con), console.status(f"Validating the raw tables of {escape(name)} and building Data Docs…"):
+            docs = build_data_docs(con, settings.home.root / "gx", days=days)
+        table = Table(title=f"Great Expectations on {escape(name)}", title_justify="left")
+        for col in ("table", "suite", "rows checked", "result"):
+            table.add_column(col, justify="right" if col == "rows checked" else "left")
+        for t in docs.tables:
+            result = "[green]passed[/green]" if t.success else "[red]failed[/red]: " + "; ".join(t.failed)
+            table.add_row(t.contract, t.suite, f"{t.rows_checked:,}", escape(result))
+        console.print(table)
+        print(docs.index_html)
+
+    @ingest_app.command("quarantine")
+    def quarantine(
+        contract: Annotated[str | None, typer.Option(help="Only this contract (e.g. telemetry, pass_scans).")] = None,
+        limit: Annotated[int, typer.Option(help="Rows to show, newest first.")] = 50,
+        home: HomeOpt = None,
+    ) -> None:
+        """Show quarantined rows: file, line, field, reason and the raw text."""
+        from ingest.data_docs import quarantine_rows
+
+        settings = settings_for(home)
+        with readable_warehouse(settings) as (name, con):
+            try:
+                rows = quarantine_rows(con, contract=contract, limit=limit)
+            except ValueError as exc:
+                console.print(f"[red]{escape(str(exc))}[/red]")
+                raise typer.Exit(2) from None
+        table = Table(title=f"Quarantined rows ({len(rows)} shown, newest first) — {escape(name)}", title_justify="left")
+        for col in ("contract", "file", "line", "field", "reason", "raw text"):
+            table.add_column(col, overflow="fold", justify="right" if col == "line" else "left")
+        for r in rows:
+            raw = r["raw_text"] or ""
+            table.add_row(
+                escape(r["contract"]), escape(r["file_path"]), str(r["line"]), escape(r["field"] or "—"), escape(r["reason"]),
+                escape(raw if len(raw) <= 160 else raw[:157] + "…"),
+            )
+        console.print(table)
+
+    app.add_typer(ingest_app, name="ingest")

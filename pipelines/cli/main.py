@@ -1,0 +1,231 @@
+"""The nightly commands: simulate a city, run the nightly job, rebuild, status, the UI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import date
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from pipelines.cli.options import HomeOpt, settings_for
+
+if TYPE_CHECKING:
+    from pipelines.home import Home
+    from pipelines.nightly import RunReport
+    from pipelines.settings import Settings
+
+console = Console()
+STAGES = "ingest → dbt build → forecast → plan → publish"
+
+
+def print_report(report: RunReport, home: Home) -> None:
+    table = Table(title="Ingest (this run)", title_justify="left")
+    for col in ("contract", "files", "rows", "duplicate", "quarantined", "re-sent", "refused"):
+        table.add_column(col, justify="right" if col != "contract" else "left")
+    for r in report.ingest:
+        table.add_row(
+            escape(r["contract"]), str(r["files_loaded"]), f"{r['rows_loaded']:,}", f"{r['rows_duplicate']:,}",
+            f"{r['rows_quarantined']:,}", str(r["files_redelivered"]), str(r["files_refused"]),
+        )
+    if not report.ingest:
+        table.add_row("(no new files)", "0", "0", "0", "0", "0", "0")
+    console.print(table)
+    for r in report.ingest:
+        if r["refusals"]:
+            console.print(f"[yellow]refused {escape(r['contract'])} files (kept in the landing zone):[/yellow]\n{escape(r['refusals'])}")
+    status = "[green]succeeded[/green]" if report.success else "[red]FAILED[/red]"
+    console.print(f"Nightly run {report.run_id} {status} in {report.seconds:.1f} s")
+    if report.failure:
+        console.print(f"[red]{escape(report.failure)}[/red]")
+    console.print(f"Marts built: {len(report.marts)} ({', '.join(sorted(report.marts))})")
+    console.print(f"Series forecast: {report.series}; staging plan rows: {report.plan_rows}")
+    console.print(f"Staging plan: {escape(report.plan_path)}")
+    console.print(f"Published snapshot: {escape(report.snapshot)}")
+    console.print(f"Run log (dbt output): {escape(report.log_path)}")
+    console.print(
+        f"Dagster UI on this home: [bold]make ui[/bold] (or CIVICFLOW_HOME={escape(str(home.root))} civicflow ui), then open http://127.0.0.1:3000"
+    )
+
+
+def _print_simulation(summary) -> None:
+    console.print(summary.as_table() if hasattr(summary, "as_table") else summary)
+
+
+def _days_option(day: str | None, first: str | None, last: str | None) -> tuple[date, date] | None:
+    try:
+        if day:
+            if first or last:
+                raise typer.BadParameter("use --date or --from/--to, not both")
+            return date.fromisoformat(day), date.fromisoformat(day)
+        if first or last:
+            if not (first and last):
+                raise typer.BadParameter("--from and --to go together")
+            a, b = date.fromisoformat(first), date.fromisoformat(last)
+            if b < a:
+                raise typer.BadParameter(f"--to {b} is before --from {a}")
+            return a, b
+    except ValueError as exc:
+        raise typer.BadParameter(f"dates are YYYY-MM-DD: {exc}") from None
+    return None
+
+
+def _run_with_progress(settings: Settings, days: tuple[date, date] | None = None, horizon: int = 1, log_level: str = "WARNING") -> RunReport:
+    """Run a night, showing the step Dagster is on and how long each finished one took."""
+    from pipelines.nightly import NoDeliveries, run_nightly
+
+    # Bound to the terminal now: the run redirects stdout to its log file while it runs.
+    out = Console(file=sys.stdout)
+    with out.status(f"Nightly job through Dagster ({STAGES}): starting…") as status:
+        def on_step(step: str, event: str, seconds: float | None) -> None:
+            if event == "start":
+                status.update(f"Nightly job through Dagster: [bold]{escape(step)}[/bold]…")
+            else:
+                out.print(f"  {'✓' if event == 'success' else '✗'} {escape(step)}" + (f" ({seconds:.1f} s)" if seconds is not None else ""))
+
+        try:
+            return run_nightly(settings, days=days, horizon_days=horizon, log_level=log_level, on_step=on_step)
+        except NoDeliveries as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def simulate(
+        out: Annotated[str | None, typer.Option(help="Landing zone to write into (default: <home>/landing).")] = None,
+        size: Annotated[str, typer.Option(help="tiny | small | medium | large")] = "small",
+        days: Annotated[int, typer.Option(help="Days to simulate.")] = 120,
+        start: Annotated[str, typer.Option(help="First day (YYYY-MM-DD).")] = "2026-01-01",
+        seed: Annotated[int, typer.Option(help="Random seed: same arguments give byte-identical files.")] = 7,
+        append: Annotated[bool, typer.Option("--append", help="Add the next DAYS days after the last simulated day.")] = False,
+        home: HomeOpt = None,
+    ) -> None:
+        """Write a synthetic city's device files (and its ground truth) into a landing zone."""
+        from pathlib import Path
+
+        from ingest.simulator import simulate as run_simulation
+
+        target = Path(out) if out else settings_for(home).home.landing
+        summary = run_simulation(target, size=size, days=days, start=date.fromisoformat(start), seed=seed, append=append, progress=True)
+        _print_simulation(summary)
+
+    @app.command()
+    def run(
+        day: Annotated[str | None, typer.Option("--date", help="Run one delivery day (YYYY-MM-DD).")] = None,
+        first: Annotated[str | None, typer.Option("--from", help="First day of a range (YYYY-MM-DD), run as one run.")] = None,
+        last: Annotated[str | None, typer.Option("--to", help="Last day of the range (YYYY-MM-DD).")] = None,
+        horizon: Annotated[int, typer.Option(help="Days ahead to forecast and plan.")] = 1,
+        log_level: Annotated[str, typer.Option(help="Dagster console log level.")] = "WARNING",
+        home: HomeOpt = None,
+    ) -> None:
+        """Run the nightly job through Dagster and print what it did.
+
+        Without options: every delivery day in the landing zone, as one run. Re-running a day
+        is safe: files already loaded are skipped and the day's marts and plan are rebuilt.
+        """
+        settings = settings_for(home)
+        report = _run_with_progress(settings, _days_option(day, first, last), horizon, log_level)
+        print_report(report, settings.home)
+        if not report.success:
+            raise typer.Exit(1)
+
+    @app.command()
+    def demo(
+        size: Annotated[str, typer.Option(help="City size to simulate.")] = "small",
+        days: Annotated[int, typer.Option(help="Days of history.")] = 120,
+        seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+        home: HomeOpt = None,
+    ) -> None:
+        """The quick start: simulate a small city, run the nightly job through Dagster, summarise."""
+        from ingest.simulator import simulate as run_simulation
+
+        settings = settings_for(home)
+        t0 = time.perf_counter()
+        console.rule("1/2 simulate the city")
+        summary = run_simulation(settings.home.landing, size=size, days=days, start=date(2026, 1, 1), seed=seed, progress=True)
+        _print_simulation(summary)
+        console.rule("2/2 nightly job (Dagster)")
+        report = _run_with_progress(settings)
+        print_report(report, settings.home)
+        console.print(f"Demo finished in {time.perf_counter() - t0:.1f} s (home: {escape(str(settings.home.root))})")
+        if not report.success:
+            raise typer.Exit(1)
+
+    @app.command()
+    def rebuild(
+        yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+        home: HomeOpt = None,
+    ) -> None:
+        """Rebuild the warehouse from the landing archive (after corruption or a logic change).
+
+        The live warehouse is set aside (a file moves to <home>/recovered/; a lake keeps its
+        earlier version), then one nightly run over every delivery day replays all files into
+        a fresh warehouse and publishes it.
+        """
+        from pipelines.nightly import rebuild_warehouse
+        from warehouse.backends import backend_for
+
+        settings = settings_for(home)
+        what = backend_for(settings.warehouse).describe()
+        if not yes and not typer.confirm(f"Set {what} aside and rebuild it from {settings.home.landing}?"):
+            raise typer.Exit(1)
+        with console.status("Rebuilding the warehouse from the landing archive…"):
+            kept, report = rebuild_warehouse(settings)
+        if kept:
+            console.print(f"Previous warehouse kept at {escape(kept)}")
+        print_report(report, settings.home)
+        if not report.success:
+            raise typer.Exit(1)
+
+    @app.command()
+    def status(home: HomeOpt = None) -> None:
+        """Health of a home: last run, freshness per asset, failed checks, quarantine, settlement backlog.
+
+        Reads the Dagster instance's records and the published snapshot only; safe while a run writes.
+        """
+        from pipelines.status import gather, print_health
+
+        settings = settings_for(home)
+        print_health(console, gather(settings), settings)
+
+    @app.command()
+    def ui(
+        port: Annotated[int, typer.Option(help="Port for the Dagster webserver.")] = 3000,
+        host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+        home: HomeOpt = None,
+    ) -> None:
+        """Start the Dagster UI and daemon (`dagster dev`) on this home."""
+        import os
+
+        from pipelines.home import PROJECT_ROOT, prepare_home
+
+        settings = settings_for(home)
+        h = prepare_home(settings.home, settings.dagster_pg_url)
+        console.print(f"Dagster UI for {escape(str(h.root))} on http://{host}:{port}")
+        cmd = [sys.executable, "-m", "dagster", "dev", "-m", "pipelines.definitions", "-h", host, "-p", str(port)]
+        # A child process: the home and DAGSTER_HOME go in its environment only.
+        env = os.environ | {"CIVICFLOW_HOME": str(h.root), "DAGSTER_HOME": str(h.dagster)}
+        raise typer.Exit(subprocess.call(cmd, cwd=PROJECT_ROOT, env=env))
+
+    @app.command("settings")
+    def show_settings(home: HomeOpt = None) -> None:
+        """Every setting civicflow reads from the environment, with what it is set to here."""
+        import os
+
+        from pipelines.settings import VARIABLES
+
+        settings_for(home)  # a malformed value is reported before the table
+        table = Table(title="Settings (environment variables)", title_justify="left")
+        for col in ("variable", "set to", "meaning"):
+            table.add_column(col, overflow="fold")
+        for name, meaning in VARIABLES.items():
+            value = os.environ.get(name, "")
+            if value and any(w in name for w in ("CATALOG", "PG_URL", "KEY")):
+                value = "(set, hidden)"
+            table.add_row(name, escape(value) or "-", meaning)
+        console.print(table)

@@ -1,0 +1,193 @@
+"""The nightly run as a service: execute the nightly job through Dagster for a day or a range,
+and report what it did. The CLI, the tests and the benchmarks all run nights through here."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from contextlib import redirect_stdout
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+
+from pipelines.home import Home, prepare_home
+from pipelines.settings import Settings
+from warehouse.backends import backend_for
+from warehouse.tables import table_exists
+
+
+class NoDeliveries(ValueError):
+    """The landing zone holds no delivered file to run on."""
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    success: bool
+    seconds: float
+    ingest: list[dict] = field(default_factory=list)  # per contract: this run's loaded / duplicate / quarantined / refused
+    marts: list[str] = field(default_factory=list)
+    series: int = 0
+    plan_rows: int = 0
+    plan_path: str = ""
+    snapshot: str = ""
+    failure: str = ""
+    log_path: str = ""
+
+
+def landing_days(home: Home) -> tuple[date, date] | None:
+    """First and last delivery day found in the landing zone (the default range of `run`)."""
+    from ingest.landing import delivery_date
+
+    days = sorted({d for p in home.landing.glob("*/*/") if (d := delivery_date(p / "x")) is not None})
+    return (days[0], days[-1]) if days else None
+
+
+def partition_tags(first: date, last: date) -> dict[str, str]:
+    """Run tags that make one Dagster run cover the days first..last (one partition or a range)."""
+    if first == last:
+        return {"dagster/partition": first.isoformat()}
+    return {"dagster/asset_partition_range_start": first.isoformat(), "dagster/asset_partition_range_end": last.isoformat()}
+
+
+def open_instance(settings: Settings):
+    """The home's Dagster instance (its dagster.yaml written first), without DAGSTER_HOME."""
+    import dagster as dg
+
+    home = prepare_home(settings.home, settings.dagster_pg_url)
+    return dg.DagsterInstance.from_config(str(home.dagster))
+
+
+OnStep = Callable[[str, str, "float | None"], None]  # (step, "start" | "success" | "failure", seconds)
+
+
+def _watch_steps(instance, after: float, on_step: OnStep, stop: threading.Event) -> None:
+    """Report the steps of the nightly run started after `after` as they start and finish, read
+    from the instance's event log (the job runs in this process; its events are committed as
+    they happen)."""
+    import dagster as dg
+
+    kinds = {dg.DagsterEventType.STEP_START: "start", dg.DagsterEventType.STEP_SUCCESS: "success", dg.DagsterEventType.STEP_FAILURE: "failure"}
+    run_id, seen, started = None, 0, {}
+    while not stop.wait(1.0):
+        try:
+            if run_id is None:
+                records = instance.get_run_records(dg.RunsFilter(job_name="nightly", created_after=datetime.fromtimestamp(after, timezone.utc)), limit=1)
+                if not records:
+                    continue
+                run_id = records[0].dagster_run.run_id
+            entries = instance.all_logs(run_id, of_type=set(kinds))
+        except Exception:  # a busy SQLite file: try again on the next tick
+            continue
+        for entry in entries[seen:]:
+            kind, step = kinds[entry.dagster_event.event_type], entry.step_key or "?"
+            if kind == "start":
+                started[step] = entry.timestamp
+            on_step(step, kind, entry.timestamp - started[step] if step in started and kind != "start" else None)
+        seen = len(entries)
+
+
+def run_nightly(
+    settings: Settings, days: tuple[date, date] | None = None, horizon_days: int = 1, log_level: str = "WARNING",
+    on_step: OnStep | None = None,
+) -> RunReport:
+    """Execute the nightly job through Dagster (the same job the schedule launches) for a day or
+    a range; without `days`, every delivery day in the landing zone, as one run. `on_step` hears
+    each step start and finish."""
+    import dagster as dg
+
+    home = settings.home
+    days = days or landing_days(home)
+    if days is None:
+        raise NoDeliveries(f"no delivered files in {home.landing}: run `civicflow simulate` or deliver files first")
+    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    t0 = time.perf_counter()
+    run_config = {
+        "ops": {"nightly_forecast": {"config": {"horizon_days": horizon_days}}},
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+    }
+    with open_instance(settings) as instance:
+        home.logs.mkdir(parents=True, exist_ok=True)
+        log_path = home.logs / f"nightly-{started:%Y%m%dT%H%M%S%f}.log"
+        # dbt's event stream goes to stdout: keep it in a log file, the terminal gets the summary.
+        stop = threading.Event()
+        watcher = threading.Thread(target=_watch_steps, args=(instance, time.time() - 1, on_step, stop), daemon=True) if on_step else None
+        if watcher:
+            watcher.start()
+        with log_path.open("w") as log, redirect_stdout(log):
+            try:
+                result = dg.execute_job(
+                    dg.build_reconstructable_job(
+                        "pipelines.definitions", "nightly_job_def", reconstructable_kwargs={"home_root": str(home.root)}
+                    ),
+                    instance=instance,
+                    run_config=run_config,
+                    tags=partition_tags(*days),
+                )
+            finally:
+                stop.set()
+                if watcher:
+                    watcher.join()
+            report = _report(result, time.perf_counter() - t0, str(log_path))
+    report.ingest = ingest_report(settings, since=started)
+    return report
+
+
+def _report(result, seconds: float, log_path: str) -> RunReport:
+    report = RunReport(run_id=result.run_id, success=result.success, seconds=seconds, log_path=log_path)
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        key = mat.asset_key.path
+        if key[0] == "marts" and key[-1] not in report.marts:  # one event per partition
+            report.marts.append(key[-1])
+        md = {k: v.value for k, v in mat.metadata.items()}
+        if key == ["forecasts", "demand_forecast"]:
+            report.series = int(md.get("series", 0))
+        if key == ["forecasts", "staging_plan"]:
+            report.plan_rows, report.plan_path = int(md.get("plan_rows", 0)), str(md.get("plan_path", ""))
+        if key == ["published", "warehouse_snapshot"]:
+            report.snapshot = str(md.get("snapshot", ""))
+    if not result.success:
+        failures = [f"{e.step_key}: {e.event_specific_data.error.message.strip()}" for e in result.get_step_failure_events()]
+        report.failure = "\n".join(failures) or "run failed"
+    return report
+
+
+def ingest_report(settings: Settings, since: datetime) -> list[dict]:
+    """This run's ingest per contract, read from the manifest (the warehouse is closed by now)."""
+    backend = backend_for(settings.warehouse)
+    if not backend.exists():
+        return []
+    con = backend.connect(read_only=True)
+    try:
+        if not table_exists(con, "raw", "_load_manifest"):
+            return []  # ingest never got as far as its manifest (the failure is in the report)
+        rows = con.execute(
+            """
+            SELECT contract,
+                   count(*) FILTER (WHERE status = 'loaded') AS files_loaded,
+                   coalesce(sum(rows_loaded), 0) AS rows_loaded,
+                   coalesce(sum(rows_duplicate), 0) AS rows_duplicate,
+                   coalesce(sum(rows_quarantined), 0) AS rows_quarantined,
+                   count(*) FILTER (WHERE status = 'duplicate_file') AS files_redelivered,
+                   count(*) FILTER (WHERE status = 'refused') AS files_refused,
+                   string_agg(CASE WHEN status = 'refused' THEN file_path || ': ' || regexp_replace(reason, '^[^:]*: ', '') END, '\n') AS refusals
+            FROM raw._load_manifest WHERE started_at >= ? GROUP BY contract ORDER BY contract
+            """,
+            [since],
+        ).fetchall()
+        cols = [d[0] for d in con.description]
+        return [dict(zip(cols, r)) for r in rows]
+    finally:
+        con.close()
+
+
+def rebuild_warehouse(settings: Settings, log_level: str = "WARNING") -> tuple[str | None, RunReport]:
+    """Set the live warehouse aside and replay the landing archive into a fresh one.
+
+    The landing zone keeps every delivered file (loaded or refused), so it is the raw archive:
+    one run over all its delivery days loads the files in their delivery order, and dbt, the
+    forecast and the publish step rebuild everything from them. What was set aside is kept
+    (a file under `recovered/`, or the lake's earlier version) and described in the result."""
+    kept = backend_for(settings.warehouse).reset(settings.home.root / "recovered")
+    return kept, run_nightly(settings, log_level=log_level)

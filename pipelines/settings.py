@@ -1,0 +1,102 @@
+"""civicflow's configuration: declared once, typed, read at the edge.
+
+`Settings.from_env()` is called by the CLI and by the Dagster definitions, once, and the parts
+are passed down; no module below reads the environment. Every variable is listed in
+`VARIABLES` (printed by `civicflow settings`, documented in docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from forecasts.config import ForecastConfig, forecast_config_from_env
+from forecasts.config import VARIABLES as FORECAST_VARIABLES
+from ingest.config import IngestConfig, ingest_config_from_env
+from ingest.config import VARIABLES as INGEST_VARIABLES
+from ingest.contracts import CITY_TZ
+from pipelines.home import Home
+from warehouse.settings import VARIABLES as WAREHOUSE_VARIABLES
+from warehouse.settings import WarehouseSettings
+
+HOME_ENV = "CIVICFLOW_HOME"
+VARIABLES = {
+    HOME_ENV: "the runtime home every run writes to (default ./.civicflow)",
+    **WAREHOUSE_VARIABLES,
+    **INGEST_VARIABLES,
+    **FORECAST_VARIABLES,
+    "CIVICFLOW_START_DATE": "first delivery day of the daily partitions (default 2026-01-01)",
+    "CIVICFLOW_NIGHTLY_AT": "city-local time the nightly schedule runs (default 02:30)",
+    "CIVICFLOW_NIGHTLY_TZ": f"time zone of that schedule (default {CITY_TZ})",
+    "CIVICFLOW_FRESH_BY": "city-local time the night's run must be done by (default 06:00)",
+    "CIVICFLOW_CALIBRATION_CRON": "cron of the weekly forecast calibration (default Sundays 23:00)",
+    "CIVICFLOW_CALIBRATION_TZ": f"time zone of that cron (default {CITY_TZ})",
+    "CIVICFLOW_NOTIFY_WEBHOOK": "a URL that receives a failed run's JSON payload by POST",
+    "CIVICFLOW_NOTIFY_COMMAND": "a command run with a failed run's payload on its standard input",
+    "CIVICFLOW_DAGSTER_PG_URL": "Dagster's run and event storage on PostgreSQL (postgresql+psycopg2://…); unset: SQLite in the home",
+    "CIVICFLOW_DBT_MEMORY_LIMIT": "DuckDB memory_limit of dbt's connection (default 6GB; read by dbt_project/profiles.yml)",
+    "CIVICFLOW_GATEWAY_URL": "the query gateway the CLI and the Python client talk to (default http://127.0.0.1:8765)",
+    "CIVICFLOW_API_KEY": "an analyst's key for `civicflow query` and the Python client",
+}
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    start_date: date = date(2026, 1, 1)
+    nightly_at: str = "02:30"
+    nightly_tz: str = CITY_TZ
+    fresh_by: str = "06:00"
+    calibration_cron: str = "0 23 * * 0"
+    calibration_tz: str = CITY_TZ
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    webhook: str | None = None
+    command: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Home
+    warehouse: WarehouseSettings
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    dagster_pg_url: str | None = None
+    gateway_url: str | None = None
+    api_key: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, home: Path | None = None) -> Settings:
+        """The settings of this process: `home` (--home) over $CIVICFLOW_HOME over ./.civicflow."""
+        env = os.environ if env is None else env
+        root = Path(home if home is not None else env.get(HOME_ENV) or "./.civicflow").expanduser().resolve()
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        defaults = ScheduleSettings()
+        return cls(
+            home=Home(root),
+            warehouse=WarehouseSettings.from_env(env, root),
+            ingest=ingest_config_from_env(env),
+            forecast=forecast_config_from_env(env),
+            schedule=ScheduleSettings(
+                start_date=date.fromisoformat(get("CIVICFLOW_START_DATE") or defaults.start_date.isoformat()),
+                nightly_at=get("CIVICFLOW_NIGHTLY_AT") or defaults.nightly_at,
+                nightly_tz=get("CIVICFLOW_NIGHTLY_TZ") or defaults.nightly_tz,
+                fresh_by=get("CIVICFLOW_FRESH_BY") or defaults.fresh_by,
+                calibration_cron=get("CIVICFLOW_CALIBRATION_CRON") or defaults.calibration_cron,
+                calibration_tz=get("CIVICFLOW_CALIBRATION_TZ") or defaults.calibration_tz,
+            ),
+            notify=NotifySettings(webhook=get("CIVICFLOW_NOTIFY_WEBHOOK"), command=get("CIVICFLOW_NOTIFY_COMMAND")),
+            dagster_pg_url=get("CIVICFLOW_DAGSTER_PG_URL"),
+            gateway_url=get("CIVICFLOW_GATEWAY_URL"),
+            api_key=get("CIVICFLOW_API_KEY"),
+        )
