@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 from governance.gateway import Gateway  # noqa: E402
 from governance.keys import create_key  # noqa: E402
 from governance.rules import load_rules  # noqa: E402
-from governance.snapshot import current_snapshot, is_lake_snapshot, open_snapshot, use_lake  # noqa: E402
+from warehouse.lake import use_lake  # noqa: E402
+from warehouse.snapshots import current_snapshot, is_lake_snapshot, open_snapshot  # noqa: E402
 from governance.state import GovernanceState  # noqa: E402
 
 WORKLOAD = [
@@ -69,7 +70,7 @@ def bare_connection(snapshot: Path, tmp: Path) -> duckdb.DuckDBPyConnection:
     """The same data without the gateway. A DuckDB file is copied: one process cannot open a
     file with two configurations (the sandbox's is locked down)."""
     if is_lake_snapshot(snapshot):
-        return use_lake(open_snapshot(snapshot))
+        return use_lake(open_snapshot(snapshot).con)
     copy = tmp / "bare.duckdb"
     shutil.copyfile(snapshot, copy)
     return duckdb.connect(str(copy), read_only=True)

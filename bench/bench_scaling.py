@@ -79,12 +79,14 @@ class TreeSampler(threading.Thread):
             self.stop.wait(self.interval_s)
 
 
-def step_spans(run_id: str) -> list[tuple[str, float, float]]:
+def step_spans(settings, run_id: str) -> list[tuple[str, float, float]]:
     """(stage, start, end) per step of a run, from the Dagster event log."""
     import dagster as dg
 
+    from pipelines.nightly import open_instance
+
     starts, spans = {}, []
-    with dg.DagsterInstance.get() as instance:
+    with open_instance(settings) as instance:
         for e in instance.all_logs(run_id):
             if not e.is_dagster_event:
                 continue
@@ -99,23 +101,22 @@ def step_spans(run_id: str) -> list[tuple[str, float, float]]:
 
 def child(size: str, days: int, work: Path, mode: str) -> dict:
     """One nightly run (full or incremental) of one city size, in this (child) process."""
-    os.environ["CIVICFLOW_HOME"] = str(work / size)
-    from pipelines.cli import run_nightly
-    from pipelines.home import home_from_env, prepare_home
+    from pipelines.nightly import run_nightly
+    from pipelines.settings import Settings
 
-    home = prepare_home(home_from_env())
+    settings = Settings.from_env(home=work / size)
     last_full = START + timedelta(days=days - 1)
     first, last = (START, last_full) if mode == "full" else (last_full + timedelta(days=1),) * 2
     sampler = TreeSampler()
     sampler.start()
     t0 = time.time()
-    report = run_nightly(home, (first, last))
+    report = run_nightly(settings, (first, last))
     wall = time.time() - t0
     sampler.stop.set()
     sampler.join()
     if not report.success:
         raise SystemExit(f"{size} {mode} run failed: {report.failure}\nlog: {report.log_path}")
-    spans = step_spans(report.run_id)
+    spans = step_spans(settings, report.run_id)
     out = {"size": size, "mode": mode, "days": (last - first).days + 1, "wall_s": round(wall, 1),
            "peak_rss_mb": round(max(r for _, r in sampler.samples) / 2**20), "series": report.series,
            "plan_rows": report.plan_rows,

@@ -27,9 +27,7 @@ def build_publish_asset(published_dir: Path, upstream: list[dg.AssetKey], partit
         kinds={"duckdb"},
     )
     def warehouse_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        published = warehouse.backend().publish(
-            lambda: warehouse.connect(context, memory_limit=CHECKPOINT_MEMORY_LIMIT), published_dir
-        )
+        published = warehouse.backend().publish(published_dir, lambda: warehouse.connect(context, memory_limit=CHECKPOINT_MEMORY_LIMIT))
         context.log.info(f"published {published.path}")
         return dg.MaterializeResult(
             metadata={

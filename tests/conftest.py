@@ -10,19 +10,23 @@ from urllib.parse import urlsplit
 
 import pytest
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_per_fit():
+    """Stan and BLAS fits in tests use one thread each (the forecast pool fans out instead)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+        yield
 
 
 @pytest.fixture
 def home_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty runtime home; nothing a test runs writes outside it."""
+    """An empty runtime home, named by CIVICFLOW_HOME; nothing a test runs writes outside it."""
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("CIVICFLOW_HOME", str(home))
-    # prepare_home() points these at the home; restore them after the test.
-    for var in ("DAGSTER_HOME", "CIVICFLOW_WAREHOUSE", "CIVICFLOW_DAGSTER_STORAGE"):
-        monkeypatch.setenv(var, os.environ.get(var, ""))
     return home
 
 

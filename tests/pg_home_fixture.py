@@ -3,7 +3,6 @@ PostgreSQL-instance tests (test_dagster_postgres.py, test_dagster_deployment.py)
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -11,19 +10,19 @@ from typing import Iterator
 import pytest
 
 from ingest.simulator import simulate
-from pipelines.home import PG_URL_ENV, Home, home_from_env, prepare_home
+from pipelines.home import PG_URL_ENV, prepare_home
+from pipelines.settings import Settings
 
 
 @contextmanager
-def tiny_home_on_postgres(root: Path, pg_url: str, seed: int) -> Iterator[Home]:
+def tiny_home_on_postgres(root: Path, pg_url: str, seed: int) -> Iterator[Settings]:
     """Five simulated days of the tiny city in `root/home`, its instance in the database at
-    `pg_url`; the environment prepare_home() changes is restored on exit."""
+    `pg_url`; the variables are restored on exit."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CIVICFLOW_HOME", str(root / "home"))
         # dagster-postgres goes through SQLAlchemy: name the driver it installs.
         mp.setenv(PG_URL_ENV, pg_url.replace("postgresql://", "postgresql+psycopg2://", 1))
-        for var in ("DAGSTER_HOME", "CIVICFLOW_WAREHOUSE", "CIVICFLOW_DAGSTER_STORAGE"):
-            mp.setenv(var, os.environ.get(var, ""))  # prepare_home() sets them; restored after
-        home = prepare_home(home_from_env())
-        simulate(home.landing, size="tiny", days=5, seed=seed)
-        yield home
+        settings = Settings.from_env()
+        prepare_home(settings.home, settings.dagster_pg_url)
+        simulate(settings.home.landing, size="tiny", days=5, seed=seed)
+        yield settings

@@ -23,7 +23,7 @@ import duckdb
 import pytest
 
 from pg_home_fixture import tiny_home_on_postgres
-from pipelines.cli import partition_tags
+from pipelines.nightly import open_instance, partition_tags
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,9 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def deployment(pg_database, tmp_path_factory):
     """A home on a PostgreSQL instance with the Dagster daemon running; yield (home, env)."""
-    with tiny_home_on_postgres(tmp_path_factory.mktemp("deploy"), pg_database, seed=5) as home:
-        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    with tiny_home_on_postgres(tmp_path_factory.mktemp("deploy"), pg_database, seed=5) as settings:
+        home = settings.home
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DAGSTER_HOME": str(home.dagster)}
         log = (home.root / "daemon.log").open("w")
         daemon = subprocess.Popen(
             [str(BIN / "dagster-daemon"), "run", "-m", "pipelines.definitions", "-d", str(REPO)],
@@ -43,7 +44,7 @@ def deployment(pg_database, tmp_path_factory):
             start_new_session=True,  # its own process group: the code server it starts goes with it
         )
         try:
-            yield home, env
+            yield settings, env
         finally:
             os.killpg(daemon.pid, signal.SIGTERM)
             try:
@@ -57,7 +58,7 @@ def deployment(pg_database, tmp_path_factory):
             log.close()
 
 
-def launch(env: dict, first: date, last: date) -> str:
+def launch(settings, env: dict, first: date, last: date) -> str:
     """Queue one nightly run for a range of days, as an operator or a deployment script would."""
     out = subprocess.run(
         [str(BIN / "dagster"), "job", "launch", "-m", "pipelines.definitions", "-d", str(REPO), "-j", "nightly",
@@ -65,18 +66,14 @@ def launch(env: dict, first: date, last: date) -> str:
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    import dagster as dg
-
-    with dg.DagsterInstance.get() as instance:
+    with open_instance(settings) as instance:
         (run,) = instance.get_runs(limit=1)
         return run.run_id
 
 
-def wait_for(run_ids: list[str], timeout_s: float = 1500) -> dict:
-    import dagster as dg
-
+def wait_for(settings, run_ids: list[str], timeout_s: float = 1500) -> dict:
     deadline = time.monotonic() + timeout_s
-    with dg.DagsterInstance.get() as instance:
+    with open_instance(settings) as instance:
         while time.monotonic() < deadline:
             runs = {rid: instance.get_run_by_id(rid) for rid in run_ids}
             if all(r.is_finished for r in runs.values()):
@@ -88,16 +85,17 @@ def wait_for(run_ids: list[str], timeout_s: float = 1500) -> dict:
 def test_two_runs_launched_in_separate_processes_share_the_writer_pool(deployment):
     import dagster as dg
 
-    home, env = deployment
-    first = launch(env, date(2026, 1, 1), date(2026, 1, 5))
-    second = launch(env, date(2026, 1, 5), date(2026, 1, 5))  # a re-run of the last day, queued behind it
-    runs = wait_for([first, second])
+    settings, env = deployment
+    home = settings.home
+    first = launch(settings, env, date(2026, 1, 1), date(2026, 1, 5))
+    second = launch(settings, env, date(2026, 1, 5), date(2026, 1, 5))  # a re-run of the last day, queued behind it
+    runs = wait_for(settings, [first, second])
     log = (home.root / "daemon.log").read_text()
     assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs.values()), (
         {k: v.status for k, v in runs.items()}, log[-3000:]
     )
 
-    with dg.DagsterInstance.get() as instance:
+    with open_instance(settings) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         pids, steps = {}, {}
         for rid in (first, second):

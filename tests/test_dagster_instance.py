@@ -14,38 +14,51 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.home import DAGSTER_YAML, PG_URL_ENV, PROJECT_ROOT, home_from_env, instance_yaml, prepare_home
+from pipelines.home import DAGSTER_YAML, PG_URL_ENV, PROJECT_ROOT, Home, instance_yaml, prepare_home
+from pipelines.nightly import open_instance
+from pipelines.settings import Settings
 
 
 def test_sqlite_under_the_home_by_default(home_dir, monkeypatch):
     monkeypatch.delenv(PG_URL_ENV, raising=False)
-    home = prepare_home(home_from_env())
-    assert (home.dagster / "dagster.yaml").read_bytes() == DAGSTER_YAML.read_bytes()
-    import dagster as dg
-
-    with dg.DagsterInstance.get() as instance:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    settings = Settings.from_env()
+    home = settings.home
+    with open_instance(settings) as instance:
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
-        assert Path(instance.root_directory) == home.dagster / "storage"  # CIVICFLOW_DAGSTER_STORAGE
+        assert Path(instance.root_directory) == home.dagster / "storage"
+    written, base = yaml.safe_load((home.dagster / "dagster.yaml").read_text()), yaml.safe_load(DAGSTER_YAML.read_text())
+    # The home's file names its own storage, so `dagster` with only DAGSTER_HOME set finds it.
+    assert written["storage"] == {"sqlite": {"base_dir": str(home.dagster / "storage")}}
+    assert {k: v for k, v in written.items() if k not in ("storage", "local_artifact_storage")} == {
+        k: v for k, v in base.items() if k not in ("storage", "local_artifact_storage")
+    }
 
 
-def test_postgres_by_configuration_keeps_everything_else_of_dagster_yaml(home_dir, monkeypatch):
-    monkeypatch.setenv(PG_URL_ENV, "postgresql+psycopg2://u:s3cret@127.0.0.1:5432/d")
-    home = prepare_home(home_from_env())
-    written = (home.dagster / "dagster.yaml").read_text()
+def test_plain_dagster_commands_work_with_only_dagster_home_set(home_dir):
+    """What docs/operations.md tells the data team to run, with no civicflow variable set."""
+    settings = Settings.from_env()
+    prepare_home(settings.home)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIVICFLOW_")} | {"DAGSTER_HOME": str(settings.home.dagster)}
+    dagster = Path(sys.executable).with_name("dagster")
+    done = subprocess.run([str(dagster), "instance", "concurrency", "get", "warehouse"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "warehouse" in done.stdout and "1" in done.stdout, done.stdout
+
+
+def test_postgres_by_configuration_keeps_everything_else_of_dagster_yaml(home_dir):
+    home = Home(home_dir)
+    written = instance_yaml(home, "postgresql+psycopg2://u:s3cret@127.0.0.1:5432/d")
     assert "s3cret" not in written  # the URL is read from the environment when the instance loads
-    config, base = yaml.safe_load(written), yaml.safe_load(DAGSTER_YAML.read_text())
+    config, sqlite = yaml.safe_load(written), yaml.safe_load(instance_yaml(home, None))
     assert config["storage"] == {"postgres": {"postgres_url": {"env": PG_URL_ENV}}}
-    assert {k: v for k, v in config.items() if k != "storage"} == {k: v for k, v in base.items() if k != "storage"}
+    assert {k: v for k, v in config.items() if k != "storage"} == {k: v for k, v in sqlite.items() if k != "storage"}
     assert config["concurrency"]["pools"]["default_limit"] == 1
-    monkeypatch.delenv(PG_URL_ENV)
-    prepare_home(home)  # and back to SQLite
-    assert (home.dagster / "dagster.yaml").read_bytes() == DAGSTER_YAML.read_bytes()
 
 
-def test_a_url_without_its_driver_is_refused_with_the_fix(monkeypatch):
-    monkeypatch.setenv(PG_URL_ENV, "postgresql://u:p@127.0.0.1:5432/d")
+def test_a_url_without_its_driver_is_refused_with_the_fix(home_dir):
     with pytest.raises(ValueError, match=r"postgresql\+psycopg2://"):
-        instance_yaml()
+        instance_yaml(Home(home_dir), "postgresql://u:p@127.0.0.1:5432/d")
 
 
 # What a Dagster process other than a run worker does with the definitions, in a fresh process
@@ -65,19 +78,21 @@ duckdb.connect = spy
 
 import dagster as dg
 from ingest.simulator import simulate
-from pipelines.home import home_from_env, prepare_home
+from pipelines.nightly import open_instance
+from pipelines.settings import Settings
 
-home = prepare_home(home_from_env())
-simulate(home.landing, size="tiny", days=3, seed=5)  # files for the landing sensor to find
+settings = Settings.from_env()
+simulate(settings.home.landing, size="tiny", days=3, seed=5)  # files for the landing sensor to find
 
 import pipelines.definitions as d  # what the webserver and daemon load
 
-d.defs.resolve_asset_graph()
-for job in d.defs.resolve_all_job_defs():
+defs = d.definitions_for()
+defs.resolve_asset_graph()
+for job in defs.resolve_all_job_defs():
     job.graph.nodes
 ticks = {}
-with dg.DagsterInstance.get() as instance:
-    repo = d.defs.get_repository_def()
+with open_instance(settings) as instance:
+    repo = defs.get_repository_def()
     for sensor in repo.sensor_defs:
         result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=repo))
         ticks[sensor.name] = len(result.run_requests or [])
@@ -109,8 +124,8 @@ def test_dagster_ui_code_location_loads_without_creating_the_warehouse(tmp_path)
     """`dagster definitions validate` loads the code location the way the webserver does."""
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "CIVICFLOW_WAREHOUSE", "CIVICFLOW_DAGSTER_STORAGE", PG_URL_ENV)}
-    env.update(CIVICFLOW_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), CIVICFLOW_DAGSTER_STORAGE=str(home / "dagster" / "storage"))
-    prepare = [sys.executable, "-c", "from pipelines.home import home_from_env, prepare_home; prepare_home(home_from_env())"]
+    env.update(CIVICFLOW_HOME=str(home), DAGSTER_HOME=str(home / "dagster"))
+    prepare = [sys.executable, "-c", "from pipelines.home import prepare_home; from pipelines.settings import Settings; prepare_home(Settings.from_env().home)"]
     subprocess.run(prepare, cwd=PROJECT_ROOT, env=env, check=True, timeout=120)
     dagster = Path(sys.executable).with_name("dagster")
     done = subprocess.run(
@@ -124,10 +139,10 @@ def test_dagster_ui_code_location_loads_without_creating_the_warehouse(tmp_path)
 def test_every_step_that_can_open_the_warehouse_runs_in_the_writer_pool(home_dir):
     """Run workers open the warehouse only through the `warehouse` (WarehouseResource) or `dbt`
     resources: every node of every job that requires one of them is in the writer pool."""
-    import pipelines.definitions as d
+    from pipelines.definitions import definitions_for
 
     outside = []
-    for job in d.defs.resolve_all_job_defs():
+    for job in definitions_for(str(home_dir)).resolve_all_job_defs():
         for node in job.graph.nodes:
             needs = node.definition.required_resource_keys & {"warehouse", "dbt"}
             if needs and node.definition.pool != "warehouse":

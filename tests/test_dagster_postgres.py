@@ -28,11 +28,11 @@ def pg_url(pg_database):
 @pytest.fixture(scope="module")
 def nightly_on_postgres(pg_url, tmp_path_factory):
     """Run the nightly job on a tiny city with the home's instance on PostgreSQL; yield (home, report)."""
-    from pipelines.cli import run_nightly
+    from pipelines.nightly import run_nightly
 
-    with tiny_home_on_postgres(tmp_path_factory.mktemp("pg"), pg_url, seed=3) as home:
-        report = run_nightly(home)
-        yield home, report
+    with tiny_home_on_postgres(tmp_path_factory.mktemp("pg"), pg_url, seed=3) as settings:
+        report = run_nightly(settings)
+        yield settings, report
 
 
 def query(url: str, sql: str, params=()) -> list[tuple]:
@@ -46,7 +46,8 @@ def query(url: str, sql: str, params=()) -> list[tuple]:
 
 
 def test_the_instance_of_the_home_is_postgres_and_holds_no_secret(nightly_on_postgres, pg_url):
-    home, _ = nightly_on_postgres
+    settings, _ = nightly_on_postgres
+    home = settings.home
     config = (home.dagster / "dagster.yaml").read_text()
     assert "postgres_url" in config and f"env: {PG_URL_ENV}" in config
     assert "sqlite" not in config
@@ -86,12 +87,12 @@ def test_the_writer_pool_is_configured_in_the_postgres_instance(nightly_on_postg
     import dagster as dg
     from dagster_postgres.event_log import PostgresEventLogStorage
 
+    from pipelines.nightly import open_instance
+
     with pytest.MonkeyPatch.context() as mp:
-        home, report = nightly_on_postgres
-        mp.setenv("DAGSTER_HOME", str(home.dagster))
+        settings, report = nightly_on_postgres
         mp.setenv(PG_URL_ENV, pg_url.replace("postgresql://", "postgresql+psycopg2://", 1))
-        mp.setenv("CIVICFLOW_DAGSTER_STORAGE", str(home.dagster / "storage"))
-        with dg.DagsterInstance.get() as instance:
+        with open_instance(settings) as instance:
             assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
             info = instance.event_log_storage.get_concurrency_info("warehouse")
             assert info.limit == 1
@@ -105,7 +106,8 @@ def test_the_writer_pool_is_configured_in_the_postgres_instance(nightly_on_postg
 
 
 def test_nothing_was_written_to_sqlite_under_the_home(nightly_on_postgres):
-    home, _ = nightly_on_postgres
+    settings, _ = nightly_on_postgres
+    home = settings.home
     sqlite = [p for p in home.dagster.rglob("*") if p.is_file() and p.read_bytes()[:16] == b"SQLite format 3\x00"]
     assert not sqlite, sqlite
     assert not list(home.dagster.rglob("*.db"))

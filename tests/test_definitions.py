@@ -7,12 +7,22 @@ import pytest
 
 @pytest.fixture(scope="module")
 def defs(tmp_path_factory):
+    from pipelines.definitions import definitions_for
+
+    return definitions_for(str(tmp_path_factory.mktemp("defs-home")))
+
+
+def test_importing_the_definitions_writes_nothing_and_builds_nothing(tmp_path):
+    """`dagster dev -m pipelines.definitions` imports the module; only loading `defs` builds."""
     import os
+    import subprocess
+    import sys
 
-    os.environ.setdefault("CIVICFLOW_HOME", str(tmp_path_factory.mktemp("defs-home")))
-    from pipelines.definitions import defs
-
-    return defs
+    env = os.environ | {"CIVICFLOW_HOME": str(tmp_path / "home")}
+    code = "import sys, pipelines.definitions; print('dagster_dbt' in sys.modules, 'forecasts.run' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == ["False", "False"]
+    assert not (tmp_path / "home").exists()
 
 
 def test_every_asset_has_an_owner_a_group_and_a_description(defs):

@@ -22,19 +22,21 @@ from urllib.parse import urlsplit
 import duckdb
 import pytest
 
-from governance.snapshot import CATALOG_ENV, LAKE_SUFFIX, READER_CATALOG_ENV, CatalogUrl, LakeSnapshot, current_snapshot
 from ingest.simulator import simulate
-from pipelines.cli import RunReport, run_nightly
-from pipelines.home import PG_URL_ENV, Home, home_from_env, prepare_home
-from pipelines.warehouse import DATA_ENV, DBT_ENV, Warehouse, open_warehouse
+from pipelines.home import PG_URL_ENV, Home
+from pipelines.nightly import RunReport, run_nightly
+from pipelines.settings import Settings
+from warehouse.backends import DBT_LAKE_ENV, Backend, backend_for
+from warehouse.settings import CATALOG_ENV, DATA_ENV, READER_CATALOG_ENV
+from warehouse.snapshots import LAKE_SUFFIX, LakeSnapshot, current_snapshot
 
 pytestmark = pytest.mark.slow
 
 psycopg2 = pytest.importorskip("psycopg2")
 
 PROJECT = Path(__file__).resolve().parent.parent
-# Variables a run sets (prepare_home) or reads: recorded and restored around the module.
-ENV_VARS = ("CIVICFLOW_HOME", "DAGSTER_HOME", "CIVICFLOW_WAREHOUSE", "CIVICFLOW_DAGSTER_STORAGE", CATALOG_ENV, READER_CATALOG_ENV, DATA_ENV, PG_URL_ENV, *DBT_ENV.values())
+# Variables a run reads (or dbt's child environment holds): recorded and restored around the module.
+ENV_VARS = ("CIVICFLOW_HOME", "DAGSTER_HOME", "CIVICFLOW_WAREHOUSE", CATALOG_ENV, READER_CATALOG_ENV, DATA_ENV, PG_URL_ENV, *DBT_LAKE_ENV.values())
 DEMAND = "marts.neighbourhood_demand_daily"
 
 
@@ -48,17 +50,17 @@ def pg_url(pg_database):
 class Runs:
     file_home: Home
     lake_home: Home
-    lake: Warehouse
+    lake: Backend
     on_file: RunReport
     first: RunReport
     second: RunReport
     raw_after_first: dict[str, int]
 
 
-def _city(home: Home) -> Home:
-    home = prepare_home(home)
-    simulate(home.landing, size="tiny", days=5, seed=3)
-    return home
+def _city() -> Settings:
+    settings = Settings.from_env()
+    simulate(settings.home.landing, size="tiny", days=5, seed=3)
+    return settings
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +72,22 @@ def runs(pg_url, tmp_path_factory) -> Runs:
             mp.delenv(var)
         # The reference: the default backend, the local DuckDB file.
         mp.setenv("CIVICFLOW_HOME", str(root / "file"))
-        file_home = _city(home_from_env())
-        on_file = run_nightly(file_home)
+        file_settings = _city()
+        file_home = file_settings.home
+        on_file = run_nightly(file_settings)
         # The same city on DuckLake, its data on a path outside the home (as a shared mount would be).
         mp.setenv(CATALOG_ENV, pg_url)
         mp.setenv(DATA_ENV, str(root / "shared" / "lake"))
         mp.setenv("CIVICFLOW_HOME", str(root / "lake"))
-        lake_home = _city(home_from_env())
-        lake = Warehouse(lake_home.warehouse, CatalogUrl.parse(pg_url), root / "shared" / "lake")
-        first = run_nightly(lake_home)
-        con = open_warehouse(lake, read_only=True)
+        lake_settings = _city()
+        lake_home = lake_settings.home
+        lake = backend_for(lake_settings.warehouse)
+        assert lake.kind == "ducklake" and lake.data_path == root / "shared" / "lake"
+        first = run_nightly(lake_settings)
+        con = lake.connect(read_only=True)
         raw_after_first = {t: con.execute(f"SELECT count(*) FROM raw.{t}").fetchone()[0] for t in relations(con, "raw")}
         con.close()
-        second = run_nightly(lake_home)
+        second = run_nightly(lake_settings)
         print(f"\nnightly run, tiny city (5 days): file {on_file.seconds:.1f} s; DuckLake {first.seconds:.1f} s, second run {second.seconds:.1f} s")
         yield Runs(file_home, lake_home, lake, on_file, first, second, raw_after_first)
 
@@ -91,7 +96,7 @@ def runs(pg_url, tmp_path_factory) -> Runs:
 def both(runs: Runs):
     """(file warehouse, lake) read-only connections, closed after the test."""
     file_con = duckdb.connect(str(runs.file_home.warehouse), read_only=True)
-    lake_con = open_warehouse(runs.lake, read_only=True)
+    lake_con = runs.lake.connect(read_only=True)
     yield file_con, lake_con
     file_con.close()
     lake_con.close()
@@ -176,8 +181,8 @@ def test_status_reads_the_published_lake_version(runs: Runs) -> None:
     from pipelines.status import Health, _from_snapshot
 
     on_lake, on_file = Health(), Health()
-    _from_snapshot(on_lake, current_snapshot(runs.lake_home.published))
-    _from_snapshot(on_file, current_snapshot(runs.file_home.published))
+    _from_snapshot(on_lake, current_snapshot(runs.lake_home.published), Settings.from_env(home=runs.lake_home.root))
+    _from_snapshot(on_file, current_snapshot(runs.file_home.published), Settings.from_env(home=runs.file_home.root))
     assert on_lake.last_delivery == on_file.last_delivery and on_lake.last_delivery
     assert (on_lake.quarantine, on_lake.refused_files) == (on_file.quarantine, on_file.refused_files)
     assert on_lake.settlement_backlog == on_file.settlement_backlog
@@ -192,7 +197,10 @@ def gateway(runs: Runs, tmp_path: Path):
 
     state = GovernanceState(tmp_path / "governance.duckdb")
     key, _ = create_key(state, "mobility", "lake-analyst")
-    gw = Gateway(state, load_rules(PROJECT / "governance_rules"), runs.lake_home.published, PROJECT / "dbt_project" / "target" / "manifest.json")
+    gw = Gateway(
+        state, load_rules(PROJECT / "governance_rules"), runs.lake_home.published, PROJECT / "dbt_project" / "target" / "manifest.json",
+        credentials=(runs.lake.catalog,),
+    )
     yield gw, key
     gw.close()
     state.close()
@@ -222,7 +230,7 @@ def test_sandbox_on_the_lake_reads_no_file_and_no_catalog_secret(runs: Runs, pg_
     snap = current_snapshot(runs.lake_home.published)
     for published in runs.lake_home.published.iterdir():
         assert password not in published.read_text()
-    sb = Sandbox(snap)
+    sb = Sandbox(snap, credentials=(runs.lake.catalog,))
     try:
         with sb.connection() as cur:
             with pytest.raises(duckdb.PermissionException):
@@ -247,29 +255,30 @@ def test_sandbox_on_the_lake_reads_no_file_and_no_catalog_secret(runs: Runs, pg_
 
 def test_published_version_is_pinned_and_rotation_expires_old_versions(runs: Runs) -> None:
     """Runs last: it commits to the lake after the published version."""
+    from contextlib import nullcontext
+
     from governance.sandbox import Sandbox
-    from pipelines.publish import publish_lake_snapshot
 
     published = runs.lake_home.published
     before = LakeSnapshot.read(current_snapshot(published)).version
     first = LakeSnapshot.read(Path(runs.first.snapshot)).version
-    con = open_warehouse(runs.lake)
+    con = runs.lake.connect()
     try:
         con.execute("CREATE TABLE main.after_publish AS SELECT 1 AS x")
-        sb = Sandbox(current_snapshot(published))
+        sb = Sandbox(current_snapshot(published), credentials=(runs.lake.catalog,))
         try:
             with sb.connection() as cur:  # readers stay on the published version
                 assert rows(cur, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'after_publish'")[0][0] == 0
         finally:
             sb.close()
-        snap = publish_lake_snapshot(con, published, runs.lake.catalog.public(), keep=1)
+        snap = runs.lake.publish(published, lambda: nullcontext(con), keep=1).path
         assert current_snapshot(published) == snap and LakeSnapshot.read(snap).version > before
         assert sorted(p.name for p in published.glob(f"*{LAKE_SUFFIX}")) == [snap.name]
         alive = {r[0] for r in rows(con, "SELECT snapshot_id FROM ducklake_snapshots('lake')")}
         assert LakeSnapshot.read(snap).version in alive and first not in alive and before not in alive
     finally:
         con.close()
-    sb = Sandbox(current_snapshot(published))
+    sb = Sandbox(current_snapshot(published), credentials=(runs.lake.catalog,))
     try:
         with sb.connection() as cur:
             assert rows(cur, "SELECT x FROM main.after_publish") == [(1,)]
@@ -286,14 +295,22 @@ def test_operator_commands_read_the_lake(runs: Runs, pg_url, tmp_path: Path) -> 
     from ingest.data_docs import build_data_docs, quarantine_rows
     from pipelines.cli import app
 
-    docs = {name: build_data_docs(current_snapshot(home.published), tmp_path / name, days=7)
-            for name, home in (("lake", runs.lake_home), ("file", runs.file_home))}
+    from warehouse.snapshots import open_snapshot
+
+    def opened(home: Home):
+        return open_snapshot(current_snapshot(home.published), (runs.lake.catalog,))
+
+    docs = {}
+    for name, home in (("lake", runs.lake_home), ("file", runs.file_home)):
+        with opened(home) as snap:
+            docs[name] = build_data_docs(snap.con, tmp_path / name, days=7)
     checked = {name: [(t.contract, t.rows_checked, t.success) for t in d.tables] for name, d in docs.items()}
     assert checked["lake"] == checked["file"] and sum(n for _, n, _ in checked["lake"]) > 0
     assert docs["lake"].index_html.is_file()
 
-    on_lake = quarantine_rows(current_snapshot(runs.lake_home.published), limit=1000)
-    on_file = quarantine_rows(current_snapshot(runs.file_home.published), limit=1000)
+    with opened(runs.lake_home) as lake_snap, opened(runs.file_home) as file_snap:
+        on_lake = quarantine_rows(lake_snap.con, limit=1000)
+        on_file = quarantine_rows(file_snap.con, limit=1000)
     key = lambda r: (r["contract"], Path(r["file_path"]).name, r["line"], r["field"], r["reason"], r["raw_text"])  # noqa: E731
     assert sorted(map(key, on_lake)) == sorted(map(key, on_file))  # this small city quarantines none
 
@@ -307,6 +324,6 @@ def test_operator_commands_read_the_lake(runs: Runs, pg_url, tmp_path: Path) -> 
     report = Path(out.output.split("report:", 1)[1].split()[0])
     workbook = Path(out.output.split("workbook:", 1)[1].split()[0])
     assert report.is_file() and report.is_relative_to(runs.lake_home.exports) and workbook.is_file()
-    with open_warehouse(runs.lake, read_only=True) as con:
+    with runs.lake.connect(read_only=True) as con:
         as_of = con.execute("select max(as_of) from forecasts.staging_plan").fetchone()[0]
     assert as_of.isoformat() in report.read_text()

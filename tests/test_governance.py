@@ -21,7 +21,7 @@ from governance.gateway import Gateway
 from governance.keys import create_key, list_keys, revoke_key
 from governance.rules import RuleFileError, load_rule_file, load_rules
 from governance.server import create_app
-from governance.snapshot import current_snapshot
+from warehouse.snapshots import current_snapshot
 from governance.state import GovernanceState
 from test_governance_support import CANARY, Env, ServerThread, env, make_env  # noqa: F401
 
@@ -236,7 +236,7 @@ def test_every_request_is_audited_in_a_chain_that_detects_tampering(gw: Gateway)
 
 # ---------------------------------------------------------------- snapshots
 def test_a_new_publish_switches_the_gateway_to_the_new_snapshot(gw: Gateway, env: Env) -> None:
-    from pipelines.publish import publish_snapshot
+    from warehouse.backends import DuckDBFile
 
     key, _ = create_key(gw.state, "analysts", "ana")
     assert gw.query(key, "SELECT count(*) AS n FROM marts.demand").table.to_pylist() == [{"n": 20000}]
@@ -245,7 +245,7 @@ def test_a_new_publish_switches_the_gateway_to_the_new_snapshot(gw: Gateway, env
     expected = con.execute("SELECT count(*) FROM marts.demand").fetchone()[0]
     con.execute("CHECKPOINT")
     con.close()
-    new = publish_snapshot(env.home / "warehouse.duckdb", env.published)
+    new = DuckDBFile(env.home / "warehouse.duckdb").publish(env.published).path
     r = gw.query(key, "SELECT count(*) AS n FROM marts.demand")
     assert r.table.to_pylist() == [{"n": expected}] and expected < 20000
     assert audit.entries(gw.state, 1)[0]["snapshot"] == new.name

@@ -113,11 +113,11 @@ class Env:
 
 
 def make_env(root: Path, **rule_overrides) -> Env:
-    from pipelines.publish import publish_snapshot
+    from warehouse.backends import DuckDBFile
 
     root.mkdir(parents=True, exist_ok=True)
     warehouse = build_warehouse(root / "warehouse.duckdb")
-    publish_snapshot(warehouse, root / "published")
+    DuckDBFile(warehouse).publish(root / "published")
     return Env(root, root / "published", write_rules(root / "rules", **rule_overrides), write_manifest(root / "manifest.json"), root / "governance.duckdb")
 
 
@@ -153,7 +153,7 @@ class ServerThread:
 
 def test_snapshot_builder_plants_the_canary(tmp_path: Path) -> None:
     env = make_env(tmp_path / "env")
-    from governance.snapshot import current_snapshot
+    from warehouse.snapshots import current_snapshot
 
     snap = current_snapshot(env.published)
     con = duckdb.connect(str(snap), read_only=True)

@@ -10,8 +10,8 @@ import duckdb
 import pytest
 
 from ingest.simulator import simulate
-from pipelines.cli import run_nightly
-from pipelines.home import home_from_env, prepare_home
+from pipelines.nightly import open_instance, run_nightly
+from pipelines.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ class Receiver:
 
 
 def test_failed_run_notifies_hook_and_command_and_never_publishes(home_dir, tmp_path, monkeypatch):
-    home = prepare_home(home_from_env())
+    home = Settings.from_env().home
     simulate(home.landing, size="tiny", days=5, seed=3)
     # A foreign object where ingest expects its table: the telemetry step cannot insert.
     con = duckdb.connect(str(home.warehouse))
@@ -55,7 +55,7 @@ def test_failed_run_notifies_hook_and_command_and_never_publishes(home_dir, tmp_
     monkeypatch.setenv("CIVICFLOW_NOTIFY_COMMAND", f"tee {sink}")
     with Receiver() as receiver:
         monkeypatch.setenv("CIVICFLOW_NOTIFY_WEBHOOK", receiver.url)
-        report = run_nightly(home)
+        report = run_nightly(Settings.from_env())
     assert not report.success
     assert "ingest_telemetry" in report.failure
     (payload,) = receiver.received
@@ -78,8 +78,11 @@ def test_a_locked_warehouse_is_retried_with_backoff_and_the_run_succeeds(home_di
 
     import dagster as dg
 
-    home = prepare_home(home_from_env())
+    settings = Settings.from_env()
+    home = settings.home
     simulate(home.landing, size="tiny", days=3, seed=5)
+    with open_instance(settings):  # the instance's storage exists before two threads open it
+        pass
     duckdb.connect(str(home.warehouse)).close()
     holder = subprocess.Popen(
         [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(home.warehouse)!r}); print('held', flush=True); time.sleep(300)"],
@@ -91,7 +94,7 @@ def test_a_locked_warehouse_is_retried_with_backoff_and_the_run_succeeds(home_di
 
     def release_after_retry():
         deadline = time.monotonic() + 240
-        with dg.DagsterInstance.get() as instance:
+        with open_instance(settings) as instance:
             while time.monotonic() < deadline and not retried.is_set():
                 for run in instance.get_runs(limit=1):
                     if any("transient failure opening the warehouse" in (e.user_message or "") for e in instance.all_logs(run.run_id)):
@@ -102,13 +105,13 @@ def test_a_locked_warehouse_is_retried_with_backoff_and_the_run_succeeds(home_di
     watcher = threading.Thread(target=release_after_retry)
     watcher.start()
     try:
-        report = run_nightly(home)
+        report = run_nightly(settings)
     finally:
         holder.kill()
         watcher.join(timeout=300)
     assert retried.is_set()
     assert report.success, report.failure
-    with dg.DagsterInstance.get() as instance:
+    with open_instance(settings) as instance:
         events = instance.all_logs(report.run_id)
     assert any(e.dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY" for e in events)
     assert time.time() - started > 15  # the first attempt waited its bounded time before asking

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines.cli import _days_option, partition_tags
-from pipelines.partitions import daily, dbt_vars, window_dates
+from pipelines.cli.main import _days_option
+from pipelines.nightly import partition_tags
+from pipelines.partitions import daily_partitions, dbt_vars, window_dates
+
+daily = daily_partitions(date(2026, 1, 1))
 from pipelines.sensors import build_landing_sensor, new_deliveries
 
 

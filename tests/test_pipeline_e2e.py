@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 
 from ingest.simulator import simulate
-from pipelines.cli import run_nightly
-from pipelines.home import home_from_env, prepare_home
-from pipelines.publish import current_snapshot
+from pipelines.nightly import landing_days, open_instance, rebuild_warehouse, run_nightly
+from pipelines.settings import Settings
+from warehouse.snapshots import current_snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -30,28 +30,21 @@ def scalar(con, sql: str, params=None):
 def nightly(tmp_path_factory: pytest.TempPathFactory):
     """Simulate a tiny city, run the nightly job twice; yield (home, truth, first, second, counts after run 1)."""
     root = tmp_path_factory.mktemp("e2e")
-    saved = {k: os.environ.get(k) for k in ("CIVICFLOW_HOME", "DAGSTER_HOME", "CIVICFLOW_WAREHOUSE", "CIVICFLOW_DAGSTER_STORAGE")}
-    os.environ["CIVICFLOW_HOME"] = str(root / "home")
-    try:
-        home = prepare_home(home_from_env())
-        simulate(home.landing, size="tiny", days=28, seed=11)
-        truth = {name: pl.read_parquet(home.ground_truth / f"{name}.parquet") for name in ("event_totals", "daily_demand", "faults")}
-        first = run_nightly(home)
-        con = duckdb.connect(str(home.warehouse), read_only=True)
-        counts = {t: scalar(con, f"SELECT count(*) FROM raw.{t}") for t in EVENT_TABLES}
-        con.close()
-        second = run_nightly(home)
-        yield home, truth, first, second, counts
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    settings = Settings.from_env(home=root / "home")
+    home = settings.home
+    simulate(home.landing, size="tiny", days=28, seed=11)
+    truth = {name: pl.read_parquet(home.ground_truth / f"{name}.parquet") for name in ("event_totals", "daily_demand", "faults")}
+    first = run_nightly(settings)
+    con = duckdb.connect(str(home.warehouse), read_only=True)
+    counts = {t: scalar(con, f"SELECT count(*) FROM raw.{t}") for t in EVENT_TABLES}
+    con.close()
+    second = run_nightly(settings)
+    yield settings, truth, first, second, counts
 
 
 def test_run_succeeds_and_reports_every_stage(nightly):
-    home, _, first, _, _ = nightly
+    settings, _, first, _, _ = nightly
+    home = settings.home
     assert first.success, first.failure
     assert "neighbourhood_demand_daily" in first.marts
     assert first.series > 0 and first.plan_rows > 0
@@ -59,13 +52,15 @@ def test_run_succeeds_and_reports_every_stage(nightly):
 
 
 def test_raw_rows_equal_valid_distinct_events_of_the_ground_truth(nightly):
-    home, truth, _, _, counts = nightly
+    settings, truth, _, _, counts = nightly
+    home = settings.home
     expected = dict(truth["event_totals"].select("contract", "valid_distinct").iter_rows())
     assert counts == {t: expected[t] for t in EVENT_TABLES}
 
 
 def test_every_bad_row_is_quarantined_and_truncated_files_refused(nightly):
-    home, truth, _, _, _ = nightly
+    settings, truth, _, _, _ = nightly
+    home = settings.home
     con = duckdb.connect(str(home.warehouse), read_only=True)
     quarantined = set(con.execute("SELECT file_path, line FROM raw._quarantine").fetchall())
     refused = {r[0] for r in con.execute("SELECT file_path FROM raw._load_manifest WHERE status = 'refused'").fetchall()}
@@ -80,7 +75,8 @@ def test_every_bad_row_is_quarantined_and_truncated_files_refused(nightly):
 
 
 def test_demand_mart_matches_staging_and_ground_truth(nightly):
-    home, truth, _, _, _ = nightly
+    settings, truth, _, _, _ = nightly
+    home = settings.home
     con = duckdb.connect(str(home.warehouse), read_only=True)
     mart_total = scalar(con, "SELECT sum(units) FROM marts.neighbourhood_demand_daily")
     staging_total = scalar(con, "SELECT sum(value) FROM staging.stg_telemetry WHERE reading_kind = 'locker_pickup'")
@@ -96,7 +92,8 @@ def test_demand_mart_matches_staging_and_ground_truth(nightly):
 
 
 def test_plan_has_one_row_per_hub_category_day_and_no_negative_units(nightly):
-    home, _, first, _, _ = nightly
+    settings, _, first, _, _ = nightly
+    home = settings.home
     con = duckdb.connect(str(home.warehouse), read_only=True)
     hubs_x_categories = scalar(con, "SELECT count(*) FROM marts.hub_capacity")
     plan = con.execute('SELECT hub_id, category, plan_date, "window", units FROM forecasts.staging_plan').pl()
@@ -113,7 +110,8 @@ def test_plan_has_one_row_per_hub_category_day_and_no_negative_units(nightly):
 
 
 def test_published_snapshot_is_read_only_and_current(nightly):
-    home, _, _, second, _ = nightly
+    settings, _, _, second, _ = nightly
+    home = settings.home
     snap = current_snapshot(home.published)
     assert snap is not None and str(snap) == second.snapshot
     assert not snap.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
@@ -123,7 +121,8 @@ def test_published_snapshot_is_read_only_and_current(nightly):
 
 
 def test_second_run_loads_no_row_twice(nightly):
-    home, _, _, second, counts = nightly
+    settings, _, _, second, counts = nightly
+    home = settings.home
     assert second.success, second.failure
     assert second.ingest == []  # every file was already in the manifest: nothing new attempted
     con = duckdb.connect(str(home.warehouse), read_only=True)
@@ -134,11 +133,11 @@ def test_second_run_loads_no_row_twice(nightly):
 
 
 def test_status_reports_the_run_freshness_quarantine_and_backlog(nightly):
-    from pipelines.definitions import defs
     from pipelines.status import gather
 
-    home, truth, _, second, _ = nightly
-    health = gather(home, defs)
+    settings, truth, _, second, _ = nightly
+    home = settings.home
+    health = gather(settings)
     assert health.last_run["run_id"] == second.run_id and health.last_run["status"] == "SUCCESS"
     assert health.assets and not health.stale  # everything was just rebuilt
     assert {a.group for a in health.assets} >= {"ingest", "warehouse", "forecasts"}
@@ -164,11 +163,12 @@ def _export_hashes(home) -> dict[str, str]:
 
 
 def test_rerunning_a_day_gives_byte_identical_marts_and_exports(nightly):
-    home, _, first, _, _ = nightly
+    settings, _, first, _, _ = nightly
+    home = settings.home
     day = landing_last_day(home)
-    run_nightly(home, days=(day, day))
+    run_nightly(settings, days=(day, day))
     marts, exports = _mart_hashes(home), _export_hashes(home)
-    again = run_nightly(home, days=(day, day))
+    again = run_nightly(settings, days=(day, day))
     assert again.success, again.failure
     assert _mart_hashes(home) == marts
     assert _export_hashes(home) == exports
@@ -176,8 +176,6 @@ def test_rerunning_a_day_gives_byte_identical_marts_and_exports(nightly):
 
 
 def landing_last_day(home):
-    from pipelines.cli import landing_days
-
     return landing_days(home)[1]
 
 
@@ -189,9 +187,10 @@ def test_late_files_rebuild_only_the_dates_they_touched(nightly):
 
     import dagster as dg
 
-    from pipelines.definitions import landing_sensor
+    from pipelines.definitions import definitions_for
 
-    home, _, _, _, _ = nightly
+    settings, _, _, _, _ = nightly
+    home = settings.home
     last = landing_last_day(home)
     early = last - timedelta(days=20)
     source = sorted((home.landing / "telemetry" / early.isoformat()).glob("*.jsonl"))[0]
@@ -211,9 +210,9 @@ def test_late_files_rebuild_only_the_dates_they_touched(nightly):
     late_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     before = _demand_by_date(home)
-    (request,) = list(landing_sensor(dg.build_sensor_context(cursor=json_cursor(cursor_ns))))
+    (request,) = list(definitions_for(str(home.root)).resolve_sensor_def("landing_sensor")(dg.build_sensor_context(cursor=json_cursor(cursor_ns))))
     assert request.partition_key == delivery.isoformat()
-    report = run_nightly(home, days=(delivery, delivery))
+    report = run_nightly(settings, days=(delivery, delivery))
     assert report.success, report.failure
 
     con = duckdb.connect(str(home.warehouse), read_only=True)
@@ -226,7 +225,7 @@ def test_late_files_rebuild_only_the_dates_they_touched(nightly):
     assert touched and delivery.isoformat() not in touched
     for day, units in after.items():
         assert units == before.get(day, 0) + added.get(day, 0), day
-    with dg.DagsterInstance.get() as instance:
+    with open_instance(settings) as instance:
         (run,) = instance.get_runs(limit=1)
         (message,) = [e.user_message for e in instance.all_logs(run.run_id) if "rebuild_dates=" in (e.user_message or "")]
     assert set(message.split("rebuild_dates=")[1].split(",")) == {delivery.isoformat()} | touched
@@ -263,9 +262,9 @@ def test_analyst_queries_during_a_run_never_fail_nor_see_a_half_built_state(nigh
     from governance.rules import load_rules
     from governance.state import GovernanceState
     from pipelines.home import DBT_PROJECT_DIR, PROJECT_ROOT
-    from pipelines.publish import current_snapshot
 
-    home, _, _, _, _ = nightly
+    settings, _, _, _, _ = nightly
+    home = settings.home
     state = GovernanceState(home.governance_db)
     key, _ = create_key(state, "mobility", "concurrency-test")
     gateway = Gateway(state, load_rules(PROJECT_ROOT / "governance_rules"), home.published, DBT_PROJECT_DIR / "target" / "manifest.json")
@@ -285,7 +284,7 @@ def test_analyst_queries_during_a_run_never_fail_nor_see_a_half_built_state(nigh
     worker.start()
     try:
         day = landing_last_day(home)
-        report = run_nightly(home, days=(day, day))
+        report = run_nightly(settings, days=(day, day))
         seen = len(results)
         deadline = time.monotonic() + 60
         while len(results) < seen + 2 and time.monotonic() < deadline:  # queries after the switch
@@ -307,15 +306,14 @@ def test_analyst_queries_during_a_run_never_fail_nor_see_a_half_built_state(nigh
 
 
 def test_rebuild_from_the_landing_archive_gives_the_same_marts(nightly):
-    from pipelines.cli import rebuild_warehouse
-
-    home, _, _, _, _ = nightly
+    settings, _, _, _, _ = nightly
+    home = settings.home
     marts = _mart_hashes(home)
     # A corrupt live file: the rebuild must not even need to open it.
     home.warehouse.write_bytes(b"\x00garbage" * 100)
-    moved, report = rebuild_warehouse(home)
+    moved, report = rebuild_warehouse(settings)
     assert report.success, report.failure
-    assert moved is not None and moved.read_bytes().startswith(b"\x00garbage")
+    assert moved is not None and Path(moved).read_bytes().startswith(b"\x00garbage")
     assert _mart_hashes(home) == marts
 
 
@@ -323,7 +321,8 @@ def test_dbt_models_carry_their_row_counts_in_the_ui(nightly):
     """Item 7 of the operations issue: every table model's materialization shows its row count."""
     import dagster as dg
 
-    home, _, _, _, _ = nightly
+    settings, _, _, _, _ = nightly
+    home = settings.home
     # The snapshot of the last run in this module (earlier ones are rotated away).
     con = duckdb.connect(str(current_snapshot(home.published)), read_only=True)
     tables = con.execute(
@@ -333,7 +332,7 @@ def test_dbt_models_carry_their_row_counts_in_the_ui(nightly):
     expected = {(s, t): scalar(con, f'SELECT count(*) FROM "{s}"."{t}"') for s, t in tables}
     con.close()
     assert ("marts", "neighbourhood_demand_daily") in expected
-    with dg.DagsterInstance.get() as instance:
+    with open_instance(settings) as instance:
         for (schema, table), rows in expected.items():
             event = instance.get_latest_materialization_event(dg.AssetKey([schema, table]))
             assert event is not None, (schema, table)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -68,8 +68,9 @@ class Backend(Protocol):
         """A connection whose default catalog is the warehouse (raises WarehouseBusy subclasses
         for a transient failure; warehouse.retry waits them out)."""
 
-    def publish(self, connect: Connect, published_dir: Path, keep: int = 3) -> Published:
-        """Make what the run committed readable as a new snapshot and switch CURRENT to it."""
+    def publish(self, published_dir: Path, connect: Connect | None = None, keep: int = 3) -> Published:
+        """Make what the run committed readable as a new snapshot and switch CURRENT to it
+        (`connect`: how to open the writer's connection, default `connect()`)."""
 
     def reset(self, recovered_dir: Path) -> str | None:
         """Empty the warehouse for a rebuild, keeping the old state recoverable; says where."""
@@ -102,9 +103,9 @@ class DuckDBFile:
                 raise WarehouseLocked(f"warehouse {self.path} is locked by another process: {exc}") from exc
             raise
 
-    def publish(self, connect: Connect, published_dir: Path, keep: int = 3) -> Published:
+    def publish(self, published_dir: Path, connect: Connect | None = None, keep: int = 3) -> Published:
         published_dir.mkdir(parents=True, exist_ok=True)
-        with connect() as con:
+        with (connect or (lambda: closing(self.connect())))() as con:
             tables = user_table_count(con)
             con.execute("CHECKPOINT")
         # Copied once the connection is closed: nothing can write between CHECKPOINT and the copy.
@@ -160,9 +161,9 @@ class DuckLake:
             raise
         return con
 
-    def publish(self, connect: Connect, published_dir: Path, keep: int = 3) -> Published:
+    def publish(self, published_dir: Path, connect: Connect | None = None, keep: int = 3) -> Published:
         published_dir.mkdir(parents=True, exist_ok=True)
-        with connect() as con:
+        with (connect or (lambda: closing(self.connect())))() as con:
             tables = user_table_count(con)
             version = current_version(con)
             now = datetime.now(timezone.utc)

@@ -1,0 +1,5 @@
+"""`python -m pipelines.cli` is `civicflow`."""
+
+from pipelines.cli import app
+
+app()
