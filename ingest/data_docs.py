@@ -5,8 +5,8 @@ Dagster checks: `ingest/expectations.py`). This module is the human-readable sid
 file-mode GX project under `<CIVICFLOW_HOME>/gx/` holding the same contract suites, one
 validation per raw table, and the HTML site GX renders from them.
 
-It reads a DuckDB file *read-only* — the published snapshot (the caller passes its path),
-never the live warehouse while a run writes it — and validates each raw table's recent
+It reads a connection the caller opened read-only — the published snapshot, never the live
+warehouse while a run writes it — and validates each raw table's recent
 partitions (reference tables whole), one pandas frame at a time (GX 1.x has no DuckDB
 engine: DESIGN.md traps).
 """
@@ -42,10 +42,7 @@ class DataDocs:
 
 
 def _frame(con: duckdb.DuckDBPyConnection, contract: Contract, days: int):
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' AND table_name = ?", [contract.name]
-    ).fetchone()[0]
-    if not exists:
+    if not table_exists(con, "raw", contract.name):
         return None
     if contract.reference or contract.event_time is None:
         return con.execute(f"SELECT * FROM {contract.table}").df()
