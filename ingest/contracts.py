@@ -45,6 +45,8 @@ class Field:
     max: float | None = None
     unit: str | None = None
     privacy: str = "public"  # public | quasi | identity
+    # A `;`-separated list whose every token must be one of these (an empty value passes).
+    subset_of: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,37 @@ class Contract:
     reference: bool = False  # reference files are snapshots: the newest replaces the table
     filename_glob: str = "*"
     extra: dict = field(default_factory=dict)
+    # The file starts with a batch header stating its line count and the sum of this field over
+    # its lines; a file that does not add up is refused whole. None: no header.
+    batch_total_field: str | None = None
+    # Per value of `kind`: the unit a reading must carry and the range of its `value`.
+    reading_kinds: dict[str, tuple[str, float, float]] | None = None
+    # Values of `kind` whose rows must name a `category`.
+    category_required_for: tuple[str, ...] = ()
+    # The device registry: every other source's device_id is checked against its table, so a
+    # snapshot of it loading changes what the next files are checked against.
+    device_registry: bool = False
 
     @property
     def table(self) -> str:
         return f"raw.{self.name}"
+
+    @property
+    def has_batch_header(self) -> bool:
+        return self.batch_total_field is not None
+
+    @property
+    def clock_skew_threshold_s(self) -> float | None:
+        """Seconds the device clock may be off the gateway's; None: the event time is taken as sent.
+
+        Beyond it the row is flagged and the trusted receive time is its event time.
+        """
+        return self.extra.get("skew_threshold_s")
+
+    @property
+    def checks_devices(self) -> bool:
+        """Event rows name a device that must be in the device registry."""
+        return "device_id" in self.field_names and not self.reference
 
     @property
     def field_names(self) -> tuple[str, ...]:
@@ -105,6 +134,8 @@ TELEMETRY = Contract(
     event_time="device_time",
     max_reject_ratio=0.05,
     filename_glob="*.jsonl",
+    reading_kinds=READING_KINDS,
+    category_required_for=DEMAND_KINDS,
     # received_at is the gateway's trusted clock (always within seconds of the event); a
     # device clock further than this from it is skewed: flag the row, use received_at.
     extra={"skew_threshold_s": 300},
@@ -129,6 +160,7 @@ PASS_SCANS = Contract(
             "str",
             "Verified attributes applied, ';'-separated subset of residency;payment;accessibility.",
             required=False,
+            subset_of=ENTITLEMENTS,
         ),
     ),
     natural_key=("scan_id",),
@@ -177,6 +209,7 @@ CLEARING = Contract(
     event_time="settled_at",
     max_reject_ratio=0.0,
     filename_glob="*.jsonl",
+    batch_total_field="amount_cents",
 )
 
 # Reference data: snapshots delivered as CSV in landing/reference/<name>/.
@@ -250,6 +283,7 @@ DEVICES = Contract(
     max_reject_ratio=0.0,
     reference=True,
     filename_glob="*.csv",
+    device_registry=True,
 )
 
 CATEGORIES = Contract(

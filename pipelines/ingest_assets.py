@@ -13,7 +13,8 @@ import dagster as dg
 from ingest.config import IngestConfig
 from ingest.contracts import CLEARING, CONTRACTS, PASS_SCANS, REFERENCE_CONTRACTS, TELEMETRY, TRANSACTIONS, Contract
 from ingest.expectations import merge_outcomes, validate_frame
-from ingest.loader import load_landing, pack_in_order, summarise
+from ingest.loader import load_landing, summarise
+from ingest.read_ahead import pack_in_order
 from pipelines.partitions import context_dates, single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
 

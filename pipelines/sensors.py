@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ingest.loader import delivery_date
+from ingest.landing import delivery_date
 
 
 def new_deliveries(landing: Path, after_ns: int) -> tuple[dict[date, int], int, bool]:

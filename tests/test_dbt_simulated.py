@@ -84,7 +84,7 @@ def test_reconciliation_finds_the_injected_faults(simulated):
 @pytest.mark.slow
 def test_build_on_empty_raw_schema(tmp_path):
     """The first nightly run may find nothing landed: the project still builds, marts empty."""
-    from ingest.loader import ensure_raw_schema
+    from ingest.raw_tables import ensure_raw_schema
 
     db = tmp_path / "warehouse.duckdb"
     con = duckdb.connect(str(db))

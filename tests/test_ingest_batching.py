@@ -1,31 +1,30 @@
-"""Speed work on the loader (issue 4, item 8) must not change what lands: these tests pin it.
+"""Speed work on the loader must not change what lands: these tests pin it.
 
 Small files of one source are validated several at a time (`validate_files`) and committed
-several to a transaction (`BATCH_BYTES`); a file bigger than a chunk still has its own
+several to a transaction (`IngestConfig.batch_bytes`); a file bigger than a chunk still has its own
 transaction. Whatever the grouping: one manifest row and one checksum per file, the same
 counts, the same rows, and a crash leaves nothing of any file in the open transaction.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import duckdb
 import pytest
 from polars.testing import assert_frame_equal
 
-from ingest import loader, validate
+from ingest import fields, framing, validate
+from ingest.config import IngestConfig
 from ingest.contracts import CLEARING, PASS_SCANS, TELEMETRY
-from ingest.loader import FAULT_ENV, load_landing
+from ingest.loader import load_landing
+from ingest.parsed import FileRefused, ParseResult
 from ingest_fixture import SCAN_HEADER, jsonl, put, reading  # noqa: E402
+from support.crash import run_and_kill  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+INGEST = Path(validate.__file__).parent
+
+
 def count(con, sql: str) -> int:
     return con.execute(sql).fetchone()[0]
 
@@ -68,10 +67,10 @@ def test_validating_files_together_gives_what_each_file_gives_alone(tmp_path, co
     for path, got in zip(paths, together):
         try:
             (alone,) = list(validate.validate_chunks(contract, path, known))
-        except validate.FileRefused as exc:
-            assert isinstance(got, validate.FileRefused) and str(got) == str(exc)
+        except FileRefused as exc:
+            assert isinstance(got, FileRefused) and str(got) == str(exc)
             continue
-        assert isinstance(got, validate.ParseResult), f"{path.name}: {got}"
+        assert isinstance(got, ParseResult), f"{path.name}: {got}"
         if alone.good.width:
             assert_frame_equal(got.good, alone.good)
         else:
@@ -81,7 +80,7 @@ def test_validating_files_together_gives_what_each_file_gives_alone(tmp_path, co
 
 
 def _decoded_as_string_maps(frame, names: tuple[str, ...]):
-    """The decoder before issue 4 item 8 (every line into a string map): the oracle for the fast path."""
+    """The plain decoder (every line into a string map): the oracle for the fast path."""
     known = "[" + ", ".join(f"'{n}'" for n in names) + "]"
     picks = ", ".join(f"m['{n}'] AS \"{n}\"" for n in names)
     present = " + ".join(f"map_contains(m, '{n}')::INT" for n in names)
@@ -104,16 +103,16 @@ def test_json_fast_path_decodes_what_the_string_map_decodes():
         dict(usual, seq=3.0, value="2", hub_id={"id": "H1"}, kind=True, category=None),
         "[1, 2]", '"text"', "{}", "null", "{cut", "", "  ",
     ]
-    frame, _ = validate.frame_bytes(jsonl(lines * 50))  # several vectors' worth, every case mixed
-    got = validate._fields_from_json(frame, TELEMETRY.field_names).drop("line", "raw")
+    frame, _ = framing.frame_bytes(jsonl(lines * 50))  # several vectors' worth, every case mixed
+    got = fields.fields_from_json(frame, TELEMETRY.field_names).drop("line", "raw")
     assert_frame_equal(got, _decoded_as_string_maps(frame, TELEMETRY.field_names))
 
 
 def test_framing_keeps_every_line_and_its_number():
-    frame, ends = validate.frame_bytes(b"a\r\n\n \xff\nlast", first_line=7)
+    frame, ends = framing.frame_bytes(b"a\r\n\n \xff\nlast", first_line=7)
     assert not ends
     assert frame.rows() == [(7, "a\r"), (8, ""), (9, " \ufffd"), (10, "last")]
-    assert validate.frame_bytes(b"x\n")[0].rows() == [(1, "x")]
+    assert framing.frame_bytes(b"x\n")[0].rows() == [(1, "x")]
 
 
 # --------------------------------------------------------------------------- several files, one transaction
@@ -138,10 +137,9 @@ def what_landed(con) -> tuple:
 
 
 @pytest.mark.parametrize("batch_bytes", [1, 1 << 30], ids=["a transaction per file", "one batch"])
-def test_batching_changes_nothing_that_lands(landing, con, monkeypatch, batch_bytes):
-    monkeypatch.setattr(loader, "BATCH_BYTES", batch_bytes)
+def test_batching_changes_nothing_that_lands(landing, con, batch_bytes):
     telemetry_run(landing)
-    load_landing(con, landing)
+    load_landing(con, landing, config=IngestConfig(batch_bytes=batch_bytes))
     manifest, rows, bad = what_landed(con)
     by_file = {m[0].split("/")[-1]: m for m in manifest}
     assert list(by_file) == ["a.jsonl", "b.jsonl", "c.jsonl", "d.jsonl", "a-again.jsonl"]
@@ -159,45 +157,17 @@ def test_batching_changes_nothing_that_lands(landing, con, monkeypatch, batch_by
     assert bad == [("telemetry/2026-01-05/a.jsonl", 31, "unparseable JSON line")]  # nothing of the refused c
 
 
-def test_small_big_small_files_keep_their_order_and_each_its_transaction(landing, con, monkeypatch):
-    monkeypatch.setattr(validate, "CHUNK_BYTES", 4096)  # b is bigger than a chunk: its own transaction
+def test_small_big_small_files_keep_their_order_and_each_its_transaction(landing, con):
+    config = IngestConfig(chunk_bytes=4096)  # b is bigger than a chunk: its own transaction
     put(landing, "telemetry/2026-01-05/a.jsonl", jsonl([reading(i) for i in range(1, 6)]))
     put(landing, "telemetry/2026-01-05/b.jsonl", jsonl([reading(i) for i in range(3, 60)]))
     put(landing, "telemetry/2026-01-05/c.jsonl", jsonl([reading(i) for i in range(55, 62)]))
-    out = [o for o in load_landing(con, landing) if o.contract == "telemetry"]
+    out = [o for o in load_landing(con, landing, config=config) if o.contract == "telemetry"]
     assert [(o.path.split("/")[-1], o.loaded, o.duplicate) for o in out] == [("a.jsonl", 5, 0), ("b.jsonl", 54, 3), ("c.jsonl", 2, 5)]
     assert count(con, "SELECT count(*) FROM raw.telemetry") == 61
 
 
 # --------------------------------------------------------------------------- crashes
-
-KILLED_RUN = textwrap.dedent(
-    """
-    import sys, duckdb
-    from pathlib import Path
-    from ingest.loader import load_landing
-    con = duckdb.connect(sys.argv[2])
-    load_landing(con, Path(sys.argv[1]))
-    print("finished without being killed")
-    """
-)
-
-
-def run_and_kill(landing: Path, db: Path, point: str, marker: Path, **env_extra: str) -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **env_extra)
-    env[FAULT_ENV] = f"{point}:{marker}"
-    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(landing), str(db)], env=env, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert child.poll() is None, "the loader ended before reaching the fault point"
-            assert time.monotonic() < deadline, "the loader never reached the fault point"
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.wait(timeout=30)
-    assert child.returncode == -signal.SIGKILL
-
 
 @pytest.mark.slow
 def test_sigkill_inside_a_batch_of_files_then_rerun_loads_each_file_exactly_once(landing, tmp_path):
@@ -225,21 +195,21 @@ def test_sigkill_inside_a_batch_of_files_then_rerun_loads_each_file_exactly_once
         con.close()
 
 
-def test_loader_hands_frames_to_duckdb_without_register():
+def test_ingest_hands_frames_to_duckdb_without_register():
     """A view registered and dropped inside an open transaction keeps its frame alive until
     COMMIT: one file's transaction then held every chunk (1.9 GB for a 1 GB file)."""
-    src = Path(loader.__file__).read_text()
-    assert ".register(" not in src and ".unregister(" not in src
+    for module in sorted(INGEST.glob("*.py")):
+        src = module.read_text()
+        assert ".register(" not in src and ".unregister(" not in src, module.name
 
 
-def test_rows_of_a_batch_are_the_rows_a_file_at_a_time_gives(landing, tmp_path, monkeypatch):
+def test_rows_of_a_batch_are_the_rows_a_file_at_a_time_gives(landing, tmp_path):
     """Same landing zone, two grouping extremes: the raw table is identical, row for row."""
     for day in range(5, 8):
         put(landing, f"telemetry/2026-01-{day:02d}/gw.jsonl", jsonl([reading(i, day=day, device=("D1", "D2")[i % 2]) for i in range(1, 40)]))
     tables = []
     for n, batch_bytes in enumerate((1, 1 << 30)):
-        monkeypatch.setattr(loader, "BATCH_BYTES", batch_bytes)
         with duckdb.connect(str(tmp_path / f"w{n}.duckdb")) as c:
-            load_landing(c, landing)
+            load_landing(c, landing, config=IngestConfig(batch_bytes=batch_bytes))
             tables.append(c.execute("SELECT * EXCLUDE (_loaded_at) FROM raw.telemetry ORDER BY device_id, seq").pl())
     assert_frame_equal(tables[0], tables[1])

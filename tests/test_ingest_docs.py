@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ingest.contracts import CONTRACTS, TELEMETRY
-from ingest.loader import ensure_raw_schema, load_landing
+from ingest.loader import load_landing
+from ingest.raw_tables import ensure_raw_schema
 
 DEVICES_CSV = "device_id,device_type,hub_id,location_id,neighbourhood_id\nD1,locker,H1,H1,N1\n"
 
@@ -84,7 +85,7 @@ def test_failing_gx_check_says_which_expectation_failed_on_how_many_rows(tmp_pat
 
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     ensure_raw_schema(con)
-    cols = ", ".join(n for n, _ in __import__("ingest.loader", fromlist=["table_columns"]).table_columns(TELEMETRY))
+    cols = ", ".join(n for n, _ in __import__("ingest.raw_tables", fromlist=["table_columns"]).table_columns(TELEMETRY))
     good = "('D1', 'H1', {seq}, TIMESTAMP '2026-01-05 07:00:00', TIMESTAMP '2026-01-05 07:00:02', 'battery', NULL, 80, 'percent', -2, false, TIMESTAMP '2026-01-05 07:00:00', DATE '2026-01-05', {seq}, 'sha', now()::TIMESTAMP)"
     values = [good.format(seq=i) for i in range(1, 9)]
     values.append(good.format(seq=8))  # a duplicate natural key that slipped through
@@ -106,7 +107,7 @@ def test_gx_check_validates_many_dates_in_bounded_frames_and_adds_up(tmp_path, m
 
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     ensure_raw_schema(con)
-    cols = ", ".join(n for n, _ in __import__("ingest.loader", fromlist=["table_columns"]).table_columns(TELEMETRY))
+    cols = ", ".join(n for n, _ in __import__("ingest.raw_tables", fromlist=["table_columns"]).table_columns(TELEMETRY))
     row = "('D1', 'H1', {seq}, TIMESTAMP '{d} 07:00:00', TIMESTAMP '{d} 07:00:02', '{kind}', NULL, 80, 'percent', -2, false, TIMESTAMP '{d} 07:00:00', DATE '{d}', {seq}, 'sha', now()::TIMESTAMP)"
     values = [row.format(seq=10 * k + i, d=f"2026-01-0{k}", kind="teleport" if i == 0 else "battery")
               for k in (1, 2, 3) for i in range(4)]  # 3 dates × 4 rows, one bad kind per date

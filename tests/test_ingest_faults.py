@@ -1,4 +1,4 @@
-"""Fault suite for the loader (issue 4, item 7): each test checks that nothing is lost or doubled.
+"""Fault suite for the loader: each test checks that nothing is lost or doubled.
 
 "Accounted for" means: for every file that loaded, rows_loaded + rows_duplicate +
 rows_quarantined = rows_in_file, raw holds exactly the loaded rows, raw._quarantine exactly
@@ -10,8 +10,6 @@ crash, chunking, schema-drift, retry and lock cases.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -21,12 +19,16 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ingest import loader, validate
+from ingest import loader
+from ingest.config import IngestConfig
 from ingest.contracts import DEVICES, PASS_SCANS
-from ingest.loader import FAULT_ENV, load_landing
+from ingest.loader import load_landing
 from ingest_fixture import SCAN_HEADER, jsonl, put, reading  # noqa: E402
+from support.crash import run_and_kill  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+INGEST = Path(loader.__file__).parent
+
+
 def scan(i: int, **over) -> str:
     row = {
         "scan_id": f"S{i:05d}", "pass_id": "P1", "pass_type": "transit", "location_id": "H1", "device_id": "D1",
@@ -64,18 +66,6 @@ def assert_accounted(con, landing: Path) -> None:
 
 # --------------------------------------------------------------------------- crash mid-file
 
-KILLED_RUN = textwrap.dedent(
-    """
-    import sys, duckdb
-    from pathlib import Path
-    from ingest.loader import load_landing
-    con = duckdb.connect(sys.argv[2])
-    load_landing(con, Path(sys.argv[1]))
-    print("finished without being killed")
-    """
-)
-
-
 @pytest.mark.slow
 def test_sigkill_inside_the_file_transaction_then_rerun_loads_the_file_exactly_once(landing, db, tmp_path):
     n = 30_000
@@ -84,20 +74,8 @@ def test_sigkill_inside_the_file_transaction_then_rerun_loads_the_file_exactly_o
     big = put(landing, "telemetry/2026-01-05/big.jsonl", jsonl(rows))
     with duckdb.connect(str(db)) as c:  # the device reference first: the kill lands in big.jsonl's transaction
         load_landing(c, landing, [DEVICES])
-    marker = tmp_path / "in_transaction"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), CIVICFLOW_INGEST_CHUNK_BYTES=str(256 << 10))
-    env[FAULT_ENV] = f"in_transaction:{marker}"  # the child stops after its first chunk is written
-    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(landing), str(db)], env=env, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert child.poll() is None, "the loader ended before reaching the fault point"
-            assert time.monotonic() < deadline, "the loader never reached the fault point"
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)  # rows of the first chunk are written, not committed
-    finally:
-        child.wait(timeout=30)
-    assert child.returncode == -signal.SIGKILL
+    # The child stops after its first chunk is written: rows written, not committed.
+    run_and_kill(landing, db, "in_transaction", tmp_path / "in_transaction", chunk_bytes=256 << 10)
 
     con = duckdb.connect(str(db))
     try:
@@ -123,24 +101,23 @@ def test_sigkill_inside_the_file_transaction_then_rerun_loads_the_file_exactly_o
 # --------------------------------------------------------------------------- chunked files
 
 
-def test_a_file_read_in_many_chunks_is_still_one_transaction(landing, con, monkeypatch):
-    monkeypatch.setattr(validate, "CHUNK_BYTES", 4096)
+def test_a_file_read_in_many_chunks_is_still_one_transaction(landing, con):
+    config = IngestConfig(chunk_bytes=4096)
     rows = [reading(i) for i in range(1, 2001)]
     rows[1500] = reading(7)  # a device retry of line 7, thousands of lines (and many chunks) later
     rows[1800] = dict(reading(1801), seq="abc")
     put(landing, "telemetry/2026-01-05/a.jsonl", jsonl(rows))
-    (o,) = [o for o in load_landing(con, landing) if o.contract == "telemetry"]
+    (o,) = [o for o in load_landing(con, landing, config=config) if o.contract == "telemetry"]
     assert (o.loaded, o.duplicate, o.quarantined, o.rows_in_file) == (1998, 1, 1, 2000)
     assert con.execute("SELECT line, field FROM raw._quarantine").fetchall() == [(1801, "seq")]
     assert count(con, "SELECT _line FROM raw.telemetry WHERE seq = 7") == 7  # the first line with a key wins
     assert_accounted(con, landing)
 
 
-def test_truncated_big_file_is_refused_whole_even_after_its_first_chunks_were_written(landing, con, monkeypatch):
-    monkeypatch.setattr(validate, "CHUNK_BYTES", 4096)
+def test_truncated_big_file_is_refused_whole_even_after_its_first_chunks_were_written(landing, con):
     data = jsonl([reading(i) for i in range(1, 1001)])
     p = put(landing, "telemetry/2026-01-05/cut.jsonl", data[: len(data) - 40])  # last line cut, no line end
-    (o,) = [o for o in load_landing(con, landing) if o.contract == "telemetry"]
+    (o,) = [o for o in load_landing(con, landing, config=IngestConfig(chunk_bytes=4096)) if o.contract == "telemetry"]
     assert o.status == "refused" and "truncated (last line 1000" in o.reason
     assert count(con, "SELECT count(*) FROM raw.telemetry") == 0
     assert count(con, "SELECT count(*) FROM raw._quarantine") == 0
@@ -148,13 +125,12 @@ def test_truncated_big_file_is_refused_whole_even_after_its_first_chunks_were_wr
     assert p.exists()
 
 
-def test_file_over_its_reject_ratio_across_chunks_is_refused_whole(landing, con, monkeypatch):
-    monkeypatch.setattr(validate, "CHUNK_BYTES", 2048)
+def test_file_over_its_reject_ratio_across_chunks_is_refused_whole(landing, con):
     rows = [reading(i) for i in range(1, 301)]
     for i in range(250, 300):  # bad rows only in the last chunks: the first chunks were already written
         rows[i] = dict(rows[i], unit="litre")
     put(landing, "telemetry/2026-01-05/drift.jsonl", jsonl(rows))
-    (o,) = [o for o in load_landing(con, landing) if o.contract == "telemetry"]
+    (o,) = [o for o in load_landing(con, landing, config=IngestConfig(chunk_bytes=2048)) if o.contract == "telemetry"]
     assert o.status == "refused" and "50 of 300 rows rejected" in o.reason and "line 251, field unit" in o.reason
     assert count(con, "SELECT count(*) FROM raw.telemetry") == 0
     assert count(con, "SELECT count(*) FROM raw._quarantine") == 0
@@ -340,7 +316,12 @@ def test_second_writer_holding_the_database_gives_a_bounded_retry_then_a_clear_e
         con.close()
 
 
-def test_loader_module_never_opens_the_warehouse_itself():
-    """The caller owns the single writer's connection (DESIGN.md "One writer")."""
-    src = Path(loader.__file__).read_text()
-    assert "duckdb.connect(" not in src
+def test_loader_modules_never_open_the_warehouse_themselves():
+    """The caller owns the single writer's connection (DESIGN.md "One writer"); the only
+    connection ingest opens is the in-memory JSON decoder's (`fields`)."""
+    for module in sorted(INGEST.glob("*.py")):
+        src = module.read_text()
+        if module.name == "fields.py":
+            assert src.count("duckdb.connect(") == 1 and "duckdb.connect(config=" in src
+        elif module.name != "data_docs.py":  # Data Docs open the published snapshot, read-only
+            assert "duckdb.connect(" not in src, module.name
