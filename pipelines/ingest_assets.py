@@ -155,7 +155,7 @@ def build_ingest_asset(
         chosen = [c for c in contracts if raw_key(c.name) in context.selected_asset_keys or (c.name == "clearing" and raw_key("clearing_batches") in context.selected_asset_keys)]
         with warehouse.connect(context) as con:
             progress = _Progress(context)
-            outcomes = load_landing(con, landing, chosen, on_file=progress.file_done, delivery_dates=set(context_dates(context)))
+            outcomes = load_landing(con, landing, chosen, on_file=progress.file_done, delivery_dates=set(context_dates(context)), config=config)
             progress.log(skipped=sum(o.status == "skipped" for o in outcomes))
             totals = {
                 c.name: con.execute(f"SELECT count(*) FROM {c.table}").fetchone()[0] for c in chosen
