@@ -10,7 +10,6 @@ partition (the dates a run touched) at a time.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,9 +26,17 @@ FRESHNESS = timedelta(hours=36)  # a nightly source not loaded for a day and a h
 
 def _gx():
     """GX takes seconds to import: load it when a suite runs, not when the pipeline loads."""
-    # No network here, and GX would try to send usage statistics.
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations
+
+    # No network here. The GX the lock file pins (1.24) has no analytics; earlier 1.x releases
+    # would try to send usage statistics: switched off through GX's own config, not the
+    # environment (ingest reads and writes none).
+    try:
+        from great_expectations.analytics.config import ENV_CONFIG
+    except ImportError:
+        pass
+    else:
+        ENV_CONFIG.gx_analytics_enabled = False
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     return great_expectations
