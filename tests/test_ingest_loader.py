@@ -196,3 +196,22 @@ def test_delivery_dates_restrict_event_files_but_not_reference(landing, con):
     outcomes = load_landing(con, landing, delivery_dates={date(2026, 1, 6)})
     assert sorted(o.path for o in outcomes) == ["reference/devices/devices.csv", "telemetry/2026-01-06/b.jsonl"]
     assert con.execute("SELECT list(seq) FROM raw.telemetry").fetchone()[0] == [2]
+
+
+def test_manifest_table_has_the_columns_of_a_manifest_row(landing, con):
+    from dataclasses import fields
+
+    from ingest.manifest import ManifestRow
+
+    load_landing(con, landing)
+    described = [r[0] for r in con.execute("DESCRIBE raw._load_manifest").fetchall()]
+    assert described == [f.name for f in fields(ManifestRow)]
+
+
+def test_ingest_config_is_read_from_the_mapping_it_is_given():
+    from ingest.config import BATCH_BYTES_ENV, CHUNK_BYTES_ENV, FAULT_ENV, PARSE_WORKERS_ENV, IngestConfig, ingest_config_from_env
+
+    assert ingest_config_from_env({}) == IngestConfig()
+    assert ingest_config_from_env({BATCH_BYTES_ENV: " ", FAULT_ENV: ""}) == IngestConfig()
+    got = ingest_config_from_env({BATCH_BYTES_ENV: "1024", CHUNK_BYTES_ENV: "4096", PARSE_WORKERS_ENV: "3", FAULT_ENV: "in_batch:/tmp/m"})
+    assert got == IngestConfig(batch_bytes=1024, chunk_bytes=4096, parse_workers=3, fault="in_batch:/tmp/m")
