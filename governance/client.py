@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
-import polars as pl
-import pyarrow as pa
+
+if TYPE_CHECKING:  # imported where a frame is built: the CLI's JSON path starts without them
+    import polars as pl
+    import pyarrow as pa
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 
@@ -53,14 +56,26 @@ class Client:
             raise GatewayError(resp.status_code, err.get("rule"), err.get("message"), err.get("audit_id"))
         return resp
 
-    def query_arrow(self, sql: str) -> pa.Table:
-        resp = self._check(self._http.post("/v1/query", json={"sql": sql, "format": "arrow"}))
+    def _query(self, sql: str, fmt: str) -> httpx.Response:
+        resp = self._check(self._http.post("/v1/query", json={"sql": sql, "format": fmt}))
         h = resp.headers
         self.last = QueryInfo(h["x-audit-id"], float(h["x-cost-estimate"]), float(h["x-cost-actual"]), h["x-truncated"] == "true", int(h["x-suppressed-groups"]))
-        with pa.ipc.open_stream(resp.content) as reader:
+        return resp
+
+    def query_arrow(self, sql: str) -> pa.Table:
+        import pyarrow as pa
+
+        with pa.ipc.open_stream(self._query(sql, "arrow").content) as reader:
             return reader.read_all()
 
+    def query_rows(self, sql: str) -> tuple[list[str], list[list]]:
+        """Column names and rows as JSON values (what the CLI prints: no frame library needed)."""
+        payload = self._query(sql, "json").json()
+        return payload["columns_out"], payload["rows"]
+
     def query(self, sql: str) -> pl.DataFrame:
+        import polars as pl
+
         return pl.from_arrow(self.query_arrow(sql))
 
     def query_pandas(self, sql: str):

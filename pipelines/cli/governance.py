@@ -157,17 +157,17 @@ def register(app: typer.Typer) -> None:
                 if estimate:
                     console.print_json(json.dumps(client.estimate(sql)))
                     return
-                df = client.query(sql)
+                columns, rows = client.query_rows(sql)
                 info = client.last
         except GatewayError as e:
             _fail(f"refused [{e.rule}]: {e.message}\naudit id: {e.audit_id}", code=2)
         except Exception as e:  # connection refused etc.
             _fail(f"could not reach the gateway at {client.url}: {type(e).__name__}")
-        table = Table(*df.columns)
-        for row in df.head(200).iter_rows():
+        table = Table(*columns)
+        for row in rows[:200]:
             table.add_row(*("" if v is None else str(v) for v in row))
         console.print(table)
-        notes = [f"{len(df)} rows"] + (["truncated to the team's max_result_rows"] if info.truncated else []) + ([f"{info.suppressed_groups} small groups suppressed"] if info.suppressed_groups else [])
+        notes = [f"{len(rows)} rows"] + (["truncated to the team's max_result_rows"] if info.truncated else []) + ([f"{info.suppressed_groups} small groups suppressed"] if info.suppressed_groups else [])
         console.print(f"{'; '.join(notes)} · cost {info.actual:.4f} units (estimate {info.estimate:.4f}) · audit id {info.audit_id}")
 
     @app.command()
