@@ -8,7 +8,7 @@ from __future__ import annotations
 import polars as pl
 
 from ingest.contracts import CITY_TZ, Contract
-from ingest.fields import fields_from_csv, fields_from_json, json_failure
+from ingest.decode import fields_from_csv, fields_from_json, json_failure
 from ingest.parsed import BAD_SCHEMA, ParseResult
 
 # Timestamps carry an explicit UTC offset or a Z: a naive local time is ambiguous around DST.

@@ -3,7 +3,7 @@
 Pure data in, data out: nothing here touches the warehouse. The loader decides what to do
 with the result (load the good rows, quarantine the bad, or refuse the file). This module
 holds the file-level decisions (empty, header only, columns changed, truncated, a batch
-header); the lines themselves are framed by `framing`, decoded by `fields` and checked by
+header); the lines themselves are framed by `framing`, decoded by `decode` and checked by
 `rules`.
 
 Memory stays bounded whatever the file size: a big file is read in chunks of whole lines
@@ -21,7 +21,7 @@ import polars as pl
 from ingest.batch_header import split_batch_header
 from ingest.config import IngestConfig
 from ingest.contracts import Contract
-from ingest.fields import csv_header
+from ingest.decode import csv_header
 from ingest.framing import frame_bytes, read_chunks
 from ingest.parsed import BAD_SCHEMA, FileRefused, ParseResult
 from ingest.rules import extra_key_counts, validate_lines

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 from polars.testing import assert_frame_equal
 
-from ingest import fields, framing, validate
+from ingest import decode, framing, validate
 from ingest.config import IngestConfig
 from ingest.contracts import CLEARING, PASS_SCANS, TELEMETRY
 from ingest.loader import load_landing
@@ -104,7 +104,7 @@ def test_json_fast_path_decodes_what_the_string_map_decodes():
         "[1, 2]", '"text"', "{}", "null", "{cut", "", "  ",
     ]
     frame, _ = framing.frame_bytes(jsonl(lines * 50))  # several vectors' worth, every case mixed
-    got = fields.fields_from_json(frame, TELEMETRY.field_names).drop("line", "raw")
+    got = decode.fields_from_json(frame, TELEMETRY.field_names).drop("line", "raw")
     assert_frame_equal(got, _decoded_as_string_maps(frame, TELEMETRY.field_names))
 
 

@@ -318,10 +318,10 @@ def test_second_writer_holding_the_database_gives_a_bounded_retry_then_a_clear_e
 
 def test_loader_modules_never_open_the_warehouse_themselves():
     """The caller owns the single writer's connection (DESIGN.md "One writer"); the only
-    connection ingest opens is the in-memory JSON decoder's (`fields`)."""
+    connection ingest opens is the in-memory JSON decoder's (`decode`)."""
     for module in sorted(INGEST.glob("*.py")):
         src = module.read_text()
-        if module.name == "fields.py":
+        if module.name == "decode.py":
             assert src.count("duckdb.connect(") == 1 and "duckdb.connect(config=" in src
         elif module.name != "data_docs.py":  # Data Docs open the published snapshot, read-only
             assert "duckdb.connect(" not in src, module.name
