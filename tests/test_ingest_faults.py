@@ -292,23 +292,26 @@ HOLDER = textwrap.dedent(
 
 @pytest.mark.slow
 def test_second_writer_holding_the_database_gives_a_bounded_retry_then_a_clear_error(landing, db):
-    from pipelines.resources import WarehouseLocked, connect_with_retry
+    from pipelines.resources import open_with_retry
+    from warehouse.backends import DuckDBFile
+    from warehouse.retry import WarehouseLocked
 
+    backend = DuckDBFile(db)
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"
         t0 = time.monotonic()
         with pytest.raises(WarehouseLocked) as err:
-            connect_with_retry(db, attempts=3, first_wait_s=0.05)
+            open_with_retry(backend, attempts=3, first_wait_s=0.05)
         waited = time.monotonic() - t0
         msg = str(err.value)
-        assert str(db) in msg and "locked by another process after 3 attempts" in msg
+        assert str(db) in msg and "locked by another process" in msg and "after 3 attempts" in msg
         assert "lock" in msg.lower() and str(holder.pid) in msg  # DuckDB names the holding process
         assert waited < 60  # bounded: 0.05 + 0.1 s of back-off, not a hang
     finally:
         holder.kill()
         holder.wait(timeout=30)
-    con = connect_with_retry(db, attempts=3, first_wait_s=0.05)  # the lock is gone: the load goes ahead
+    con = open_with_retry(backend, attempts=3, first_wait_s=0.05)  # the lock is gone: the load goes ahead
     try:
         load_landing(con, landing)
         assert count(con, "SELECT count(*) FROM raw.devices") == 2
