@@ -30,8 +30,9 @@ import polars as pl
 
 from forecasts import calibration, intermittent
 from forecasts.calibration import Calibration
+from forecasts.config import ForecastConfig
+from forecasts.engine import run_tasks
 from forecasts.model import SeriesForecast, SeriesTask, season_length
-from forecasts.pool import run_tasks
 from forecasts.quantiles import LEVEL_COLUMNS, LEVELS, pinball_loss
 from forecasts.series import classify_values
 
@@ -178,8 +179,8 @@ def score(points: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     for (sid, m), g in points.group_by("series_id", "method", maintain_order=True):
         per.append({"series_id": sid, "method": m,
                     "used_methods": ",".join(sorted(set(g["used_method"].to_list()))), **_metrics(g)})
-    # every row decides the types: a metric is None (no event day, a flat window) for the first
-    # hundred series and a float later on a large city
+    # every row decides the types: a metric can be None (no event day, a flat window) for the
+    # first hundred series and a float only later
     per_df = pl.DataFrame(per, infer_schema_length=None).sort("series_id", "method") if per else pl.DataFrame()
     overall = []
     for (m,), g in points.group_by("method", maintain_order=True):
@@ -214,10 +215,13 @@ def run_backtest(
     cfg: BacktestConfig,
     workers: int = 2,
     attendance: dict[str, np.ndarray] | None = None,
+    config: ForecastConfig = ForecastConfig(),
 ) -> BacktestSummary:
+    """Replay the forecaster at `cfg`'s origins on every series and score it; `config`: where
+    the fits run (the local pool, or a Dask cluster)."""
     t0 = time.perf_counter()
     pairs = make_backtest_tasks(series, events, cfg, attendance)
-    results = run_tasks([t for t, _ in pairs], workers=workers)
+    results = run_tasks([t for t, _ in pairs], workers=workers, config=config)
     raw = points_frame(pairs, results, events, cfg.freq)
     cal = Calibration()
     points = raw
@@ -324,6 +328,7 @@ def backtest_file(
     out_dir: Path,
     n_origins: int = 4,
     workers: int = 2,
+    config: ForecastConfig = ForecastConfig(),
 ) -> BacktestSummary:
     """Backtest any series file; writes `metrics_per_series.csv`, `metrics_overall.csv`,
     `metrics_by_kind.csv`, `backtest_points.csv` and `calibration.csv` to `out_dir`. Print `format_table(summary.overall,
@@ -332,7 +337,7 @@ def backtest_file(
     series = read_series_file(Path(series_csv), freq)
     events = read_events_file(Path(events_csv) if events_csv else None, sorted(series))
     summary = run_backtest(series, events, BacktestConfig(horizon=horizon, n_origins=n_origins, freq=freq),
-                           workers=workers)
+                           workers=workers, config=config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"per_series": out / "metrics_per_series.csv", "overall": out / "metrics_overall.csv",

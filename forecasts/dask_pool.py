@@ -1,10 +1,10 @@
 """The forecast fan-out on a Dask distributed cluster instead of the local process pool.
 
-Chosen when `CIVICFLOW_DASK_SCHEDULER` names a scheduler (`tcp://host:8786`; pool.py
-decides). The work is the same: chunks of `SeriesTask`s, each run by
-`pool.run_chunk` → `model.forecast_series` on a worker, results gathered in submission
-order. Every seed lives in the task, so the forecasts are the ones the local pool gives, as
-long as the workers run the same civicflow and libraries (docs/operations-forecasts.md).
+Chosen when `ForecastConfig.dask_scheduler` names a scheduler (`tcp://host:8786`; engine.py
+decides). The work is the same: chunks of `SeriesTask`s, each run by `chunks.run_chunk` →
+`model.forecast_series` on a worker, results gathered in submission order. Every seed lives
+in the task, so the forecasts are the ones the local pool gives, as long as the workers run
+the same civicflow and libraries (docs/operations-forecasts.md).
 
 Tasks go to the workers with `scatter` rather than inside the task graph: a large city's
 history would otherwise travel through the scheduler (and trip Dask's large-graph warning).
@@ -12,47 +12,39 @@ history would otherwise travel through the scheduler (and trip Dask's large-grap
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Sequence
 
+from forecasts.chunks import THREAD_VARS, chunk_size_for, chunked, run_chunk
 from forecasts.model import SeriesForecast, SeriesTask
-
-SCHEDULER_ENV = "CIVICFLOW_DASK_SCHEDULER"
-CONNECT_TIMEOUT_ENV = "CIVICFLOW_DASK_TIMEOUT_S"
-
-log = logging.getLogger(__name__)
-
-
-def scheduler_address() -> str | None:
-    """The configured scheduler, or None for the local pool."""
-    return (os.environ.get(SCHEDULER_ENV) or "").strip() or None
 
 
 def run_chunk_on_worker(tasks: list[SeriesTask]) -> list[SeriesForecast]:
     """A worker's side: one Stan thread per fit, Stan/Prophet logs quiet (as the local
     pool's worker initializer does), then the same per-series code."""
-    from forecasts.pool import THREAD_VARS, run_chunk
     from forecasts.prophet_model import quiet_stan_logs
 
-    for v in THREAD_VARS:  # for the Stan processes this worker starts
+    for v in THREAD_VARS:  # the Dask worker's own environment, for the Stan processes it starts
         os.environ.setdefault(v, "1")
     quiet_stan_logs()
     return run_chunk(tasks)
 
 
-def run_on_dask(tasks: Sequence[SeriesTask], address: str, chunk_size: int | None = None) -> list[SeriesForecast]:
+def run_on_dask(
+    tasks: Sequence[SeriesTask],
+    address: str,
+    connect_timeout_s: float = 30.0,
+    chunk_size: int | None = None,
+) -> list[SeriesForecast]:
     """Forecast every task on the cluster at `address`; results in the order of `tasks`.
-    Raises OSError / TimeoutError when the scheduler cannot be reached."""
+    Raises OSError / TimeoutError when the scheduler cannot be reached within
+    `connect_timeout_s`."""
     from distributed import Client
-
-    from forecasts.pool import chunk_size_for, chunked
 
     tasks = list(tasks)
     if not tasks:
         return []
-    timeout = float(os.environ.get(CONNECT_TIMEOUT_ENV, "30"))
-    with Client(address, timeout=timeout, set_as_default=False) as client:
+    with Client(address, timeout=connect_timeout_s, set_as_default=False) as client:
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         chunks = chunked(tasks, chunk_size or chunk_size_for(len(tasks), n_workers))
         data = client.scatter(chunks)

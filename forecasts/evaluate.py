@@ -26,7 +26,9 @@ import polars as pl
 
 from forecasts import calibration as calib
 from forecasts.backtest import BacktestConfig, BacktestSummary, run_backtest
+from forecasts.config import ForecastConfig
 from forecasts.series import build_series, classify_series, last_demand_date, read_demand, read_events
+from forecasts.tasks import build_tasks, event_calendar
 from forecasts.value import policy_costs, summarise
 
 ALL_KINDS = "*"
@@ -65,8 +67,6 @@ class WarehouseBacktest:
 def warehouse_inputs(con: duckdb.DuckDBPyConnection, as_of: date):
     """Series, events, attendance (as the nightly run builds them), per-category costs and
     per-series capacity (sum over the neighbourhood's hubs)."""
-    from forecasts.run import build_tasks, event_calendar
-
     series = build_series(read_demand(con, as_of), as_of)
     classes = classify_series(series)
     tasks = build_tasks(series, classes, event_calendar(read_events(con)), [as_of + timedelta(days=60)])
@@ -100,14 +100,18 @@ def run_warehouse_backtest(
     n_origins: int = 4,
     workers: int = 2,
     n_boot: int = 2000,
+    config: ForecastConfig = ForecastConfig(),
 ) -> WarehouseBacktest:
+    """Backtest the forecaster on the demand mart as of `as_of` (default: the last day with
+    demand) and replace that as_of's metrics, cost simulation and calibration. `config`:
+    where the fits run, as for the nightly forecast."""
     t0 = time.perf_counter()
     as_of = as_of or last_demand_date(con)
     if as_of is None:
         return WarehouseBacktest(None, None, pl.DataFrame(), pl.DataFrame())
     hist, events, attendance, costs, capacity = warehouse_inputs(con, as_of)
     bt = run_backtest(hist, events, BacktestConfig(horizon=horizon, n_origins=n_origins), workers=workers,
-                      attendance=attendance)
+                      attendance=attendance, config=config)
     timings = {"backtest_s": round(time.perf_counter() - t0, 3)}
     meta = {"horizon": horizon, "n_origins": bt.n_origins}
     metrics = pl.DataFrame()

@@ -1,4 +1,4 @@
-"""Fit many series on all cores (or on a Dask cluster: dask_pool.py, when configured).
+"""Fit many series on all cores of this machine (engine.py picks this or a Dask cluster).
 
 A process pool rather than threads: Stan fits are separate processes driven by Python code
 that holds the GIL between them. Details that matter (DESIGN.md traps):
@@ -7,7 +7,8 @@ that holds the GIL between them. Details that matter (DESIGN.md traps):
   threaded process can deadlock.
 - workers recycle after `max_tasks_per_child` chunks so a leak in Stan/Prophet cannot grow
   (a new pool per wave of chunks: `_run_wave` says why);
-- `OMP_NUM_THREADS=1` in each worker: two workers on two cores, not two × N threads;
+- `OMP_NUM_THREADS=1` (chunks.THREAD_VARS) in each worker: two workers on two cores, not
+  two × N threads;
 - each worker's temp dir (where a direct Stan fit writes its input and output files,
   deleted after each fit, and cmdstanpy's if the Prophet-object fallback runs) is inside
   a directory this pool owns and deletes at the end — cmdstanpy otherwise leaves files
@@ -27,13 +28,12 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Sequence
 
-from forecasts import dask_pool
+from forecasts.chunks import THREAD_VARS, chunk_size_for, chunked, run_chunk
 from forecasts.intermittent import CROSTON, SES
-from forecasts.model import SeriesForecast, SeriesTask, forecast_series, primary_method
+from forecasts.model import SeriesForecast, SeriesTask, primary_method
 
 STATSFORECAST_METHODS = (CROSTON, SES)
 log = logging.getLogger(__name__)
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 # Imported once in the fork server, inherited by every worker it forks: importing
@@ -41,7 +41,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 # would otherwise be paid again at every worker recycle — but only when some task needs it
 # (Croston, the SES baseline). Prophet itself (3 s) is not needed: Prophet fits run its Stan
 # model directly (prophet_direct.py); the rare fallback through the Prophet object imports it.
-_PRELOAD = ["forecasts.model"]
+_PRELOAD = ["forecasts.chunks"]  # and through it forecasts.model
 _PRELOAD_STATSFORECAST = ["forecasts.statsforecast_preload"]
 
 
@@ -68,22 +68,8 @@ def _init_worker(tmp_root: str) -> None:
     quiet_stan_logs()
 
 
-def run_chunk(tasks: list[SeriesTask]) -> list[SeriesForecast]:
-    return [forecast_series(t) for t in tasks]
-
-
 def needs_statsforecast(tasks: Sequence[SeriesTask]) -> bool:
     return any((t.method or primary_method(t.kind)) in STATSFORECAST_METHODS for t in tasks)
-
-
-def chunked(seq: Sequence[SeriesTask], size: int) -> list[list[SeriesTask]]:
-    return [list(seq[i : i + size]) for i in range(0, len(seq), size)]
-
-
-def chunk_size_for(n_tasks: int, workers: int) -> int:
-    """A few chunks per worker: enough to balance slow (Prophet) and fast (Croston) series,
-    few enough that pickling and dispatch overhead stays small."""
-    return max(1, min(16, n_tasks // (workers * 4) or 1))
 
 
 def work_while_pool_starts(chunks: list[list[SeriesTask]], futures: list[Future]) -> dict[int, list[SeriesForecast]]:
@@ -115,8 +101,8 @@ def run_tasks(
     chunk_size: int | None = None,
     max_tasks_per_child: int = 50,
 ) -> list[SeriesForecast]:
-    """Forecast every task; results in the order of `tasks` (deterministic output does not
-    depend on which worker finished first)."""
+    """Forecast every task on this machine; results in the order of `tasks` (deterministic
+    output does not depend on which worker finished first)."""
     return run_tasks_with_engine(tasks, workers, chunk_size, max_tasks_per_child)[0]
 
 
@@ -126,18 +112,9 @@ def run_tasks_with_engine(
     chunk_size: int | None = None,
     max_tasks_per_child: int = 50,
 ) -> tuple[list[SeriesForecast], str]:
-    """run_tasks, plus which engine ran them: `dask <address>` when CIVICFLOW_DASK_SCHEDULER
-    is set (dask_pool.py; `workers` is then the cluster's business), else `local pool (N
-    workers)` or `one process`. A scheduler that cannot be reached is logged and the local
-    pool takes over: same results, and the night's plan is not lost to a network problem."""
+    """run_tasks, plus how they ran: `local pool (N workers)`, `one process` (one worker or
+    one task, or the pool broke) or `none` (no tasks)."""
     tasks = list(tasks)
-    address = dask_pool.scheduler_address()
-    if address and tasks:
-        try:
-            return dask_pool.run_on_dask(tasks, address, chunk_size), f"dask {address}"
-        except (OSError, TimeoutError) as exc:
-            log.warning(f"Dask scheduler {address} unreachable ({type(exc).__name__}: {exc}); "
-                        f"forecasting on the local pool instead")
     if not tasks:
         return [], "none"
     if workers <= 1 or len(tasks) == 1:
@@ -169,9 +146,8 @@ def _run_wave(chunks: list[list[SeriesTask]], workers: int, ctx, tmp_root: str, 
     This is how workers are recycled: not with ProcessPoolExecutor's `max_tasks_per_child`,
     which on Python 3.11 never replaces a retired worker once a backlog is queued, so the
     pool hangs for good when every worker has retired (CPython gh-115634; the fix went to
-    3.13 and later, 3.11 only gets security fixes). It hung the medium city's first-night
-    backtest: 450 chunks on 2 workers × 50. The fork server outlives the pool, so a new
-    wave's workers start in milliseconds."""
+    3.13 and later, 3.11 only gets security fixes). The fork server outlives the pool, so a
+    new wave's workers start in milliseconds."""
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(tmp_root,)) as ex:
         futures = [ex.submit(run_chunk, c) for c in chunks]
         done = work_while_pool_starts(chunks, futures) if warm_start else {}

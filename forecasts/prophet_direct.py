@@ -19,7 +19,6 @@ it owns) and are deleted when the fit returns, failed or not.
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import subprocess
 import tempfile
@@ -177,8 +176,8 @@ def _run(exe: Path, wdir: Path, seed: int, algorithm: str) -> dict[str, np.ndarr
     cmd = [str(exe), "random", f"seed={seed}", "data", f"file={wdir / 'data.json'}",
            f"init={wdir / 'init.json'}", "output", f"file={out}", "method=optimize",
            f"algorithm={algorithm}", f"iter={ITER}"]
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          env=os.environ)
+    # the child inherits this process's environment (a pool worker's thread and temp variables)
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         tail = proc.stdout.decode(errors="replace").strip().splitlines()[-3:]
         raise StanFailed(f"prophet_model {algorithm} exited {proc.returncode}: {' | '.join(tail)}")

@@ -15,18 +15,21 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import polars as pl
 
 from forecasts import calibration
-from forecasts.calibration import IN_SAMPLE, Calibration
+from forecasts.calibration import IN_SAMPLE
+from forecasts.config import ForecastConfig
+from forecasts.engine import run_tasks_with_engine
+from forecasts.evaluate import read_latest, run_warehouse_backtest
 from forecasts.exports import export_plan, export_report, export_xlsx
-from forecasts.windows import read_profile, split_plan
-from forecasts.model import SeriesForecast, SeriesTask
+from forecasts.model import SeriesForecast
 from forecasts.planner import plan_staging
-from forecasts.pool import run_tasks_with_engine
 from forecasts.quantiles import LEVEL_COLUMNS
+from forecasts.report import HISTORY_DAYS, render
 from forecasts.series import build_series, classify_series, last_demand_date, read_demand, read_events
+from forecasts.tasks import build_tasks, event_calendar
+from forecasts.windows import read_profile, split_plan
 
 FORECAST_SCHEMA: dict[str, pl.DataType] = {
     "as_of": pl.Date,
@@ -93,62 +96,6 @@ class ForecastSummary:
         return sum(self.series_by_method.values())
 
 
-def event_calendar(events: pl.DataFrame) -> pl.DataFrame:
-    """One row per (neighbourhood, event day): holiday name and expected attendance."""
-    if events.is_empty():
-        return pl.DataFrame(schema={"neighbourhood_id": pl.String, "ds": pl.Date, "holiday": pl.String,
-                                    "attendance": pl.Float64})
-    e = events.filter(pl.col("venue_neighbourhood_id").is_not_null() & pl.col("start_date").is_not_null())
-    return (
-        e.with_columns(
-            pl.col("venue_neighbourhood_id").cast(pl.String).alias("neighbourhood_id"),
-            pl.date_ranges(pl.col("start_date").cast(pl.Date),
-                           pl.coalesce(pl.col("end_date"), pl.col("start_date")).cast(pl.Date)).alias("ds"),
-            # holidays by kind: the effect is learned across events of the same kind
-            ("event_" + pl.coalesce(pl.col("kind"), pl.col("name"), pl.lit("event")).cast(pl.String)
-             .str.to_lowercase().str.replace_all(r"[^a-z0-9]+", "_")).alias("holiday"),
-            pl.col("expected_attendance").cast(pl.Float64).fill_null(0.0).alias("attendance"),
-        )
-        .explode("ds")
-        .select("neighbourhood_id", "ds", "holiday", "attendance")
-        .sort("neighbourhood_id", "ds", "holiday")
-    )
-
-
-def build_tasks(series: pl.DataFrame, classes: pl.DataFrame, calendar: pl.DataFrame,
-                future: list[date], calibrate: bool = True,
-                calibration: Calibration | None = None) -> list[SeriesTask]:
-    kinds = dict(zip(classes["series_id"].to_list(), classes["kind"].to_list()))
-    fut = np.array(future, dtype="datetime64[D]")
-    att_by_nb: dict[str, dict[date, float]] = {}
-    hol_by_nb: dict[str, list[tuple[str, date, date]]] = {}
-    for nb, g in calendar.group_by("neighbourhood_id", maintain_order=True):
-        nb = nb[0]
-        daily = g.group_by("ds").agg(pl.col("attendance").sum()).sort("ds")
-        att_by_nb[nb] = dict(zip(daily["ds"].to_list(), daily["attendance"].to_list()))
-        hol_by_nb[nb] = [(h, d, d) for h, d in zip(g["holiday"].to_list(), g["ds"].to_list())]
-    tasks: list[SeriesTask] = []
-    for (sid,), g in series.group_by("series_id", maintain_order=True):
-        nb = g["neighbourhood_id"][0]
-        ds_list = g["ds"].to_list()
-        att = att_by_nb.get(nb, {})
-        first, last_f = ds_list[0], future[-1] if future else ds_list[-1]
-        hols = tuple(h for h in hol_by_nb.get(nb, []) if first <= h[1] <= last_f)
-        tasks.append(SeriesTask(
-            series_id=sid,
-            ds=np.array(ds_list, dtype="datetime64[D]"),
-            y=g["y"].to_numpy().astype(float),
-            future_ds=fut,
-            kind=kinds.get(sid, "too_short"),
-            events=hols,
-            attendance_hist=np.array([att.get(d, 0.0) for d in ds_list]) if att else None,
-            attendance_future=np.array([att.get(d, 0.0) for d in future]) if att else None,
-            calibrate=calibrate,
-            calibration=calibration,
-        ))
-    return tasks
-
-
 def forecasts_frame(results: list[SeriesForecast], series: pl.DataFrame, classes: pl.DataFrame,
                     as_of: date) -> pl.DataFrame:
     meta = {r["series_id"]: r for r in classes.iter_rows(named=True)}
@@ -208,9 +155,6 @@ def report_from_warehouse(con: duckdb.DuckDBPyConnection, exports_dir: Path, as_
     """Render `<exports_dir>/<plan date>/report.html` from what the warehouse holds for
     `as_of` (default: the latest forecast): plan, forecast, recent demand, latest backtest
     and cost simulation. Reads only — usable on a published snapshot."""
-    from forecasts.evaluate import read_latest
-    from forecasts.report import HISTORY_DAYS, render
-
     have = {r[0] for r in con.execute(
         "select table_name from information_schema.tables where table_schema = 'forecasts'").fetchall()}
     if "staging_plan" not in have:
@@ -248,6 +192,7 @@ def run_nightly_forecast(
     windows: bool = True,
     report: bool = True,
     backtest_if_uncalibrated: bool = False,
+    config: ForecastConfig = ForecastConfig(),
 ) -> ForecastSummary:
     """Forecast, plan, store and export one night.
 
@@ -257,6 +202,7 @@ def run_nightly_forecast(
     report: also write staging_plan.xlsx and report.html next to the CSV.
     backtest_if_uncalibrated: when there is no calibration table yet, run the warehouse
       backtest first (costs ~ n_origins × 3 fits per series, once).
+    config: where the fits run (the local pool or a Dask cluster) and how they are chunked.
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -266,10 +212,8 @@ def run_nightly_forecast(
     future = [as_of + timedelta(days=k) for k in range(1, horizon_days + 1)]
     cal = calibration.read(con) if calibrate else calibration.Calibration()
     if calibrate and not cal and backtest_if_uncalibrated:
-        from forecasts.evaluate import run_warehouse_backtest
-
         t = time.perf_counter()
-        run_warehouse_backtest(con, as_of, workers=workers)
+        run_warehouse_backtest(con, as_of, workers=workers, config=config)
         cal = calibration.read(con)
         timings["backtest_s"] = time.perf_counter() - t
     cal_source = "in_sample"
@@ -293,7 +237,7 @@ def run_nightly_forecast(
     timings["prepare_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    results, engine = run_tasks_with_engine(tasks, workers=workers)
+    results, engine = run_tasks_with_engine(tasks, workers=workers, config=config)
     timings["fit_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -1,8 +1,11 @@
-"""Imported by the pool's fork server (pool.py) when a run has Croston or SES series.
+"""The fork server's preload for nights with Croston or SES series (pool.py names it).
 
-statsforecast's models are numba functions compiled on their first call (~2 s per process
-here, on top of a 6–10 s import). Importing and compiling them once in the fork server,
-before it forks the workers, lets every worker — and every recycled one — inherit both.
+The one module of forecasts/ that works when imported, because that is its job: a fork
+server can only be told which modules to import before it forks the workers
+(`set_forkserver_preload`), not which function to call. statsforecast's models are numba
+functions compiled on their first call (~2 s per process, on top of a 6–10 s import);
+compiling them once here lets every worker, and every recycled one, inherit both. Nothing
+else imports this module.
 """
 
 from forecasts.intermittent import warm_up

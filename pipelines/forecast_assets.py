@@ -24,6 +24,7 @@ from pipelines.partitions import context_dates, single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
 
 if TYPE_CHECKING:
+    from forecasts.config import ForecastConfig as ForecastEngineConfig
     from forecasts.evaluate import WarehouseBacktest
 
 OWNER = "team:operations-analytics"
@@ -51,12 +52,21 @@ class CalibrationConfig(dg.Config):
     workers: int = 2
 
 
-def calibrate(con: duckdb.DuckDBPyConnection, as_of: date | None, cfg: CalibrationConfig) -> dict[str, dg.MetadataValue]:
+def forecast_config_from_env() -> "ForecastEngineConfig":
+    """Where this step's forecast fits run (local pool or Dask), from the step's environment."""
+    from forecasts.config import forecast_config_from_env as from_env
+
+    return from_env(os.environ)
+
+
+def calibrate(con: duckdb.DuckDBPyConnection, as_of: date | None, cfg: CalibrationConfig,
+              engine: "ForecastEngineConfig") -> dict[str, dg.MetadataValue]:
     """Run the warehouse backtest (it replaces forecasts.calibration, backtest_metrics,
     backtest_metrics_series and value_metrics for its as_of) and describe it for Dagster."""
     from forecasts.evaluate import run_warehouse_backtest
 
-    wb = run_warehouse_backtest(con, as_of, horizon=cfg.horizon_days, n_origins=cfg.n_origins, workers=cfg.workers)
+    wb = run_warehouse_backtest(con, as_of, horizon=cfg.horizon_days, n_origins=cfg.n_origins, workers=cfg.workers,
+                                config=engine)
     return calibration_metadata(wb)
 
 
@@ -109,7 +119,7 @@ def build_calibration_asset() -> dg.AssetsDefinition:
     )
     def calibration(context: dg.AssetExecutionContext, config: CalibrationConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
         with warehouse.connect(context) as con:
-            md = calibrate(con, None, config)  # as of the last day with demand
+            md = calibrate(con, None, config, forecast_config_from_env())  # as of the last day with demand
         context.log.info(f"calibration: {({k: v.value for k, v in md.items() if k != 'metrics'})}")
         return dg.MaterializeResult(metadata=md)
 
@@ -167,6 +177,7 @@ def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinit
         from forecasts.run import run_nightly_forecast
 
         last_day = context_dates(context)[-1]
+        engine = forecast_config_from_env()
         with warehouse.connect(context) as con:
             # As of the window's last day, or the last day with demand before it (never later data).
             as_of = con.execute(
@@ -176,11 +187,12 @@ def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinit
                 raise dg.Failure(f"no demand in marts.neighbourhood_demand_daily up to {last_day}: nothing to forecast")
             if config.backtest_if_uncalibrated and not calibration.read(con):
                 context.log.info("no interval calibration in the warehouse yet: running the backtest first")
-                md = calibrate(con, as_of, CalibrationConfig(workers=config.workers))
+                md = calibrate(con, as_of, CalibrationConfig(workers=config.workers), engine)
                 context.log_event(dg.AssetMaterialization(
                     asset_key=CALIBRATION_KEY, metadata=md,
                     description="Learned by the nightly run: the warehouse had no calibration yet."))
-            summary = run_nightly_forecast(con, as_of=as_of, horizon_days=config.horizon_days, exports_dir=exports_dir, workers=config.workers)
+            summary = run_nightly_forecast(con, as_of=as_of, horizon_days=config.horizon_days, exports_dir=exports_dir,
+                                           workers=config.workers, config=engine)
             chart = forecast_chart_md(con, as_of)
         context.log.info(f"forecast summary: {summary}")
         methods = getattr(summary, "series_by_method", {}) or {}

@@ -98,6 +98,35 @@ def test_pool_recycles_its_workers_without_hanging():
     assert not tmp_dirs_left()
 
 
+def test_forecast_config_is_read_from_the_given_environment_only():
+    from forecasts.config import (CHUNK_SIZE_ENV, CONNECT_TIMEOUT_ENV, RECYCLE_ENV, SCHEDULER_ENV, VARIABLES,
+                                  ForecastConfig, forecast_config_from_env)
+
+    assert forecast_config_from_env({}) == ForecastConfig()
+    assert ForecastConfig() == ForecastConfig(dask_scheduler=None, dask_connect_timeout_s=30.0,
+                                              recycle_after_chunks=50, chunk_size=None)
+    blank = {SCHEDULER_ENV: "  ", CONNECT_TIMEOUT_ENV: "", RECYCLE_ENV: "", CHUNK_SIZE_ENV: ""}
+    assert forecast_config_from_env(blank) == ForecastConfig()  # empty means unset
+    env = {SCHEDULER_ENV: " tcp://sched:8786 ", CONNECT_TIMEOUT_ENV: "2.5", RECYCLE_ENV: "10", CHUNK_SIZE_ENV: "4"}
+    assert forecast_config_from_env(env) == ForecastConfig("tcp://sched:8786", 2.5, 10, 4)
+    assert set(VARIABLES) == {SCHEDULER_ENV, CONNECT_TIMEOUT_ENV, RECYCLE_ENV, CHUNK_SIZE_ENV}
+    for bad in ({RECYCLE_ENV: "0"}, {CHUNK_SIZE_ENV: "0"}, {CONNECT_TIMEOUT_ENV: "-1"}, {RECYCLE_ENV: "many"}):
+        with pytest.raises(ValueError):
+            forecast_config_from_env(bad)
+
+
+def test_engine_without_a_scheduler_runs_the_local_pool():
+    from forecasts.config import ForecastConfig
+    from forecasts.engine import run_tasks_with_engine
+
+    ds = _days(60)
+    tasks = [SeriesTask(f"s{i}", ds, np.arange(60, dtype=float) % 7 + i, ds[-3:] + 3, method="seasonal_naive")
+             for i in range(3)]
+    results, engine = run_tasks_with_engine(tasks, workers=1, config=ForecastConfig())
+    assert engine == "one process" and [r.series_id for r in results] == ["s0", "s1", "s2"]
+    assert run_tasks_with_engine([], workers=2, config=ForecastConfig(dask_scheduler="tcp://nowhere:1")) == ([], "none")
+
+
 @pytest.mark.slow  # ~10 s, mostly importing Prophet and statsforecast
 def test_every_series_gets_a_forecast_with_method_recorded():
     rng = np.random.default_rng(3)
@@ -319,8 +348,8 @@ def test_calibration_learn_lookup_roundtrip(tmp_path):
 
 @pytest.mark.slow
 def test_coverage_within_5_points_on_two_year_series():
-    """Issue 6 item 2: calibrated quantiles cover within 5 points of nominal in the
-    rolling-origin backtest (cross-fitted: each origin uses what earlier origins taught)."""
+    """Calibrated quantiles cover within 5 points of nominal in the rolling-origin backtest
+    (cross-fitted: each origin uses what earlier origins taught)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -393,8 +422,8 @@ def test_warehouse_backtest_calibrates_the_nightly_run_and_reports(tmp_path):
 
 
 def test_backtest_scores_when_a_metric_first_appears_after_a_hundred_series():
-    """On the large city the first hundred-odd series had no event day in their test windows
-    (mae_event None) and a later one had: scoring must type the column from every row."""
+    """The first hundred-odd series have no event day in their test windows (mae_event None)
+    and a later one has: scoring must type the column from every row."""
     from forecasts.backtest import score
 
     rows = []

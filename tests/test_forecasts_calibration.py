@@ -1,9 +1,9 @@
 """The interval calibration as a Dagster asset: real runs of the real asset definitions on a
 small DuckDB fixture city, with real Prophet/statsforecast fits.
 
-Issue 6 items 2/3: the warehouse backtest that learns the calibration is scheduled (weekly,
-plus the first night without one), and the nightly forecast then says its intervals are
-calibrated — in the Dagster metadata, the summary and the plan's `intervals` column.
+The warehouse backtest that learns the calibration is scheduled (weekly, plus the first
+night without one), and the nightly forecast then says its intervals are calibrated — in
+the Dagster metadata, the summary and the plan's `intervals` column.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ from pipelines.forecast_assets import (
     build_calibration_schedule,
     build_forecast_asset,
 )
+from pipelines.notify import build_failure_hook
+from pipelines.partitions import daily_partitions
 from pipelines.resources import WarehouseResource
+from pipelines.settings import NotifySettings, Settings
 from test_forecasts_fixtures import AS_OF, build_city
 
 DEMAND = dg.AssetKey(["forecasts", "demand_forecast"])
@@ -33,7 +36,7 @@ NIGHT_1, NIGHT_2 = "2026-01-05", "2026-01-06"  # partitions after the fixture's 
 
 def _defs(db: Path, exports: Path) -> dg.Definitions:
     calibration = build_calibration_asset()
-    nightly = build_forecast_asset(exports)
+    nightly = build_forecast_asset(exports, daily_partitions(Settings.from_env({}, db.parent).schedule.start_date))
     return dg.Definitions(
         assets=[calibration, nightly],
         jobs=[
@@ -41,7 +44,7 @@ def _defs(db: Path, exports: Path) -> dg.Definitions:
             dg.define_asset_job("nightly", selection=[nightly], executor_def=dg.in_process_executor,
                                 partitions_def=nightly.partitions_def),
         ],
-        resources={"warehouse": WarehouseResource(path=str(db))},
+        resources={"warehouse": WarehouseResource(home=str(db.parent))},
     )
 
 
@@ -124,11 +127,14 @@ def test_first_night_without_calibration_learns_it_before_forecasting(tmp_path: 
         assert second.success and CALIBRATION_KEY not in _materializations(instance, second.run_id)
 
 
-def test_calibration_schedule_is_weekly_and_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
-    job = build_calibration_job(build_calibration_asset())
-    default = build_calibration_schedule(job)
+def test_calibration_schedule_is_weekly_and_configurable(tmp_path: Path) -> None:
+    job = build_calibration_job(build_calibration_asset(), build_failure_hook(NotifySettings(), {}))
+
+    def schedule(env: dict[str, str]) -> dg.ScheduleDefinition:
+        s = Settings.from_env(env, tmp_path).schedule  # as the Dagster definitions read it
+        return build_calibration_schedule(job, s.calibration_cron, s.calibration_tz)
+
+    default = schedule({})
     assert (default.cron_schedule, default.execution_timezone) == ("0 23 * * 0", "Europe/Amsterdam")
-    monkeypatch.setenv("CIVICFLOW_CALIBRATION_CRON", "30 4 * * 6")
-    monkeypatch.setenv("CIVICFLOW_CALIBRATION_TZ", "UTC")
-    moved = build_calibration_schedule(job)
+    moved = schedule({"CIVICFLOW_CALIBRATION_CRON": "30 4 * * 6", "CIVICFLOW_CALIBRATION_TZ": "UTC"})
     assert (moved.cron_schedule, moved.execution_timezone) == ("30 4 * * 6", "UTC")

@@ -1,6 +1,7 @@
-"""The forecast fan-out on Dask distributed (issue 9 item 3): a real LocalCluster on
-127.0.0.1 — worker processes talking the same TCP protocol as a real cluster — reached
-through CIVICFLOW_DASK_SCHEDULER, against the local process pool on the same fixture city."""
+"""The forecast fan-out on Dask distributed: a real LocalCluster on 127.0.0.1 — worker
+processes talking the same TCP protocol as a real cluster — reached through
+`ForecastConfig.dask_scheduler` (CIVICFLOW_DASK_SCHEDULER at the edge), against the local
+process pool on the same fixture city."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forecasts.dask_pool import CONNECT_TIMEOUT_ENV, SCHEDULER_ENV
+from forecasts.config import CONNECT_TIMEOUT_ENV, SCHEDULER_ENV, ForecastConfig, forecast_config_from_env
 from forecasts.model import SeriesTask
 from test_forecasts_fixtures import build_city
 
@@ -34,21 +35,19 @@ def _files(d: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow  # ~30 s: starting two worker processes that import statsforecast dominates
-def test_nightly_forecast_on_dask_equals_the_local_pool(tmp_path: Path, cluster, monkeypatch) -> None:
+def test_nightly_forecast_on_dask_equals_the_local_pool(tmp_path: Path, cluster) -> None:
     from forecasts.run import run_nightly_forecast
 
-    monkeypatch.delenv(SCHEDULER_ENV, raising=False)
     con = build_city(tmp_path / "w.duckdb", n_days=150)
     try:
-        def night(exports: Path):
-            summary = run_nightly_forecast(con, None, 7, exports, workers=2)
+        def night(exports: Path, config: ForecastConfig):
+            summary = run_nightly_forecast(con, None, 7, exports, workers=2, config=config)
             fc = con.execute("select * from forecasts.demand_forecast order by series_id, forecast_date").pl()
             plan = con.execute('select * from forecasts.staging_plan order by plan_date, hub_id, category, "window"').pl()
             return summary, fc, plan
 
-        local, fc_local, plan_local = night(tmp_path / "local")
-        monkeypatch.setenv(SCHEDULER_ENV, cluster.scheduler_address)
-        remote, fc_remote, plan_remote = night(tmp_path / "dask")
+        local, fc_local, plan_local = night(tmp_path / "local", ForecastConfig())
+        remote, fc_remote, plan_remote = night(tmp_path / "dask", ForecastConfig(dask_scheduler=cluster.scheduler_address))
     finally:
         con.close()
     assert local.engine == "local pool (2 workers)"
@@ -65,15 +64,15 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_unreachable_scheduler_falls_back_to_the_local_pool(monkeypatch, caplog) -> None:
-    from forecasts.pool import run_tasks_with_engine
+def test_unreachable_scheduler_falls_back_to_the_local_pool(caplog) -> None:
+    from forecasts.engine import run_tasks_with_engine
 
-    monkeypatch.setenv(SCHEDULER_ENV, f"tcp://127.0.0.1:{_closed_port()}")
-    monkeypatch.setenv(CONNECT_TIMEOUT_ENV, "2")
+    # built as the edge builds it, from the operator's variables
+    config = forecast_config_from_env({SCHEDULER_ENV: f"tcp://127.0.0.1:{_closed_port()}", CONNECT_TIMEOUT_ENV: "2"})
     ds = np.arange(np.datetime64("2024-01-01"), np.datetime64("2024-02-01"))
     tasks = [SeriesTask(f"s{i}", ds, np.arange(len(ds), dtype=float) % 7 + i, ds[-7:] + 7, method="seasonal_naive")
              for i in range(2)]
-    with caplog.at_level(logging.WARNING, logger="forecasts.pool"):
-        results, engine = run_tasks_with_engine(tasks, workers=1)
+    with caplog.at_level(logging.WARNING, logger="forecasts.engine"):
+        results, engine = run_tasks_with_engine(tasks, workers=1, config=config)
     assert engine == "one process" and [r.series_id for r in results] == ["s0", "s1"]
     assert "unreachable" in caplog.text

@@ -59,14 +59,21 @@ def backtest(
     exponential smoothing on any series file: prints the overall metrics and writes
     metrics_overall.csv, metrics_per_series.csv, metrics_by_kind.csv, backtest_points.csv
     and calibration.csv to --out."""
+    import os
+
     import polars as pl
 
     from forecasts.backtest import backtest_file
+    from forecasts.config import forecast_config_from_env
 
     if freq.upper() not in ("D", "H"):
         raise typer.BadParameter("--freq must be D or H")
     try:
-        s = backtest_file(series, events, horizon, freq, out, n_origins=origins, workers=workers)
+        engine = forecast_config_from_env(os.environ)
+    except ValueError as exc:  # a malformed variable: the user's to fix
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        s = backtest_file(series, events, horizon, freq, out, n_origins=origins, workers=workers, config=engine)
     except (ValueError, OSError, pl.exceptions.PolarsError) as exc:
         console.print(f"[red]error:[/red] cannot use {series}: {exc}")
         raise typer.Exit(2)
@@ -101,7 +108,7 @@ def evaluate(
         console.print(f"[red]no warehouse at {backend.describe()}[/red]: run `civicflow run` first")
         raise typer.Exit(1)
     with backend.connect() as con:
-        r = run_warehouse_backtest(con, horizon=horizon, n_origins=origins, workers=workers)
+        r = run_warehouse_backtest(con, horizon=horizon, n_origins=origins, workers=workers, config=settings.forecast)
     if r.as_of is None:
         console.print("[yellow]the demand mart is empty[/yellow]")
         raise typer.Exit(1)
