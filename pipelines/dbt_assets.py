@@ -9,7 +9,8 @@ missing or older than the project files.
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
 from pipelines.home import DBT_PROJECT_DIR
-from pipelines.partitions import context_dates, daily, dbt_vars, single_run
+from pipelines.partitions import context_dates, dbt_vars, single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
 
 OWNERS = {"staging": "team:data-platform", "intermediate": "team:analytics-engineering", "marts": "team:analytics-engineering"}
@@ -88,7 +89,28 @@ def reference_changed_since(con, since_epoch: float) -> bool:
     )
 
 
-def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
+@contextmanager
+def child_env(values: Mapping[str, str | None]) -> Iterator[None]:
+    """The variables dbt's profile reads (dbt_project/profiles.yml), set for the dbt child
+    process only: dagster-dbt hands the dbt subprocess a copy of this process's environment
+    (and reads the profile in-process too), so they are set around the call and restored."""
+    saved = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def build_dbt_assets(project: DbtProject, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     nodes = json.loads(Path(project.manifest_path).read_text())["nodes"]
     materialized = {uid: n.get("config", {}).get("materialized", "") for uid, n in nodes.items()}
 
@@ -98,7 +120,7 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
         dagster_dbt_translator=CivicflowTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)),
         pool=WRITER_POOL,
         name="warehouse_dbt",
-        partitions_def=daily,
+        partitions_def=partitions_def,
         backfill_policy=single_run,
     )
     def warehouse_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
@@ -120,7 +142,8 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
         # buffered and a failing dbt test still lets the models that built report first.
         events, failure = [], None
         try:
-            events.extend(dbt.cli(args, context=context).stream())
+            with child_env(warehouse.dbt_env()):
+                events.extend(dbt.cli(args, context=context).stream())
         except Exception as exc:  # re-raised below, after the successful models are reported
             failure = exc
         yield from with_row_counts(context, warehouse, events, materialized)

@@ -42,13 +42,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
 
     ingest_assets = build_ingest_assets(home.landing, daily, settings.ingest)
     warehouse_dbt = build_dbt_assets(project, daily)
-    nightly_forecast = build_forecast_asset(home.exports, daily)
+    nightly_forecast = build_forecast_asset(home.exports, daily, settings.forecast)
     model_keys = [k for k in warehouse_dbt.keys if k.path[0] != "raw"]
     warehouse_snapshot = build_publish_asset(home.published, sorted(model_keys, key=str) + list(nightly_forecast.keys), daily)
     nightly_assets = with_freshness([*ingest_assets, warehouse_dbt, nightly_forecast, warehouse_snapshot], settings.schedule.fresh_by)
 
     usage_report = build_usage_asset(home)
-    forecast_calibration = build_calibration_asset()
+    forecast_calibration = build_calibration_asset(settings.forecast)
     notify = build_failure_hook(settings.notify, assets_by_op([*nightly_assets, forecast_calibration]))
 
     nightly_job = dg.define_asset_job(

@@ -11,7 +11,6 @@ Two steps, both in the writer pool:
   Dagster skip everything downstream of it, the forecast and the publish.)
 """
 
-import os
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
 OWNER = "team:operations-analytics"
 CALIBRATION_KEY = dg.AssetKey(["forecasts", "calibration"])
 CALIBRATION_JOB = "forecast_calibration"
-# Sunday 23:00 city time: after Sunday's 02:30 nightly run, well before Monday's
 MART_DEPS = [
     dg.AssetKey(["marts", "neighbourhood_demand_daily"]),
     dg.AssetKey(["marts", "hub_capacity"]),
@@ -52,11 +50,6 @@ class CalibrationConfig(dg.Config):
     workers: int = 2
 
 
-def forecast_config_from_env() -> "ForecastEngineConfig":
-    """Where this step's forecast fits run (local pool or Dask), from the step's environment."""
-    from forecasts.config import forecast_config_from_env as from_env
-
-    return from_env(os.environ)
 
 
 def calibrate(con: duckdb.DuckDBPyConnection, as_of: date | None, cfg: CalibrationConfig,
@@ -107,7 +100,7 @@ def calibration_metadata(wb: "WarehouseBacktest") -> dict[str, dg.MetadataValue]
     return md
 
 
-def build_calibration_asset() -> dg.AssetsDefinition:
+def build_calibration_asset(engine: "ForecastEngineConfig") -> dg.AssetsDefinition:
     @dg.asset(
         key=CALIBRATION_KEY,
         deps=MART_DEPS,
@@ -119,7 +112,7 @@ def build_calibration_asset() -> dg.AssetsDefinition:
     )
     def calibration(context: dg.AssetExecutionContext, config: CalibrationConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
         with warehouse.connect(context) as con:
-            md = calibrate(con, None, config, forecast_config_from_env())  # as of the last day with demand
+            md = calibrate(con, None, config, engine)  # as of the last day with demand
         context.log.info(f"calibration: {({k: v.value for k, v in md.items() if k != 'metrics'})}")
         return dg.MaterializeResult(metadata=md)
 
@@ -147,7 +140,7 @@ def build_calibration_schedule(job, cron: str, tz: str) -> dg.ScheduleDefinition
     )
 
 
-def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinition, engine: "ForecastEngineConfig") -> dg.AssetsDefinition:
     @dg.multi_asset(
         name="nightly_forecast",
         specs=[
@@ -177,7 +170,6 @@ def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinit
         from forecasts.run import run_nightly_forecast
 
         last_day = context_dates(context)[-1]
-        engine = forecast_config_from_env()
         with warehouse.connect(context) as con:
             # As of the window's last day, or the last day with demand before it (never later data).
             as_of = con.execute(

@@ -15,6 +15,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from forecasts.config import ForecastConfig as ForecastEngineConfig
 from pipelines.forecast_assets import (
     CALIBRATION_JOB,
     CALIBRATION_KEY,
@@ -35,8 +36,8 @@ NIGHT_1, NIGHT_2 = "2026-01-05", "2026-01-06"  # partitions after the fixture's 
 
 
 def _defs(db: Path, exports: Path) -> dg.Definitions:
-    calibration = build_calibration_asset()
-    nightly = build_forecast_asset(exports, daily_partitions(Settings.from_env({}, db.parent).schedule.start_date))
+    calibration = build_calibration_asset(ForecastEngineConfig())
+    nightly = build_forecast_asset(exports, daily_partitions(Settings.from_env({}, db.parent).schedule.start_date), ForecastEngineConfig())
     return dg.Definitions(
         assets=[calibration, nightly],
         jobs=[
@@ -128,7 +129,7 @@ def test_first_night_without_calibration_learns_it_before_forecasting(tmp_path: 
 
 
 def test_calibration_schedule_is_weekly_and_configurable(tmp_path: Path) -> None:
-    job = build_calibration_job(build_calibration_asset(), build_failure_hook(NotifySettings(), {}))
+    job = build_calibration_job(build_calibration_asset(ForecastEngineConfig()), build_failure_hook(NotifySettings(), {}))
 
     def schedule(env: dict[str, str]) -> dg.ScheduleDefinition:
         s = Settings.from_env(env, tmp_path).schedule  # as the Dagster definitions read it

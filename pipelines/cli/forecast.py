@@ -59,19 +59,13 @@ def backtest(
     exponential smoothing on any series file: prints the overall metrics and writes
     metrics_overall.csv, metrics_per_series.csv, metrics_by_kind.csv, backtest_points.csv
     and calibration.csv to --out."""
-    import os
-
     import polars as pl
 
     from forecasts.backtest import backtest_file
-    from forecasts.config import forecast_config_from_env
 
     if freq.upper() not in ("D", "H"):
         raise typer.BadParameter("--freq must be D or H")
-    try:
-        engine = forecast_config_from_env(os.environ)
-    except ValueError as exc:  # a malformed variable: the user's to fix
-        raise typer.BadParameter(str(exc)) from None
+    engine = settings_for(None).forecast
     try:
         s = backtest_file(series, events, horizon, freq, out, n_origins=origins, workers=workers, config=engine)
     except (ValueError, OSError, pl.exceptions.PolarsError) as exc:
