@@ -138,7 +138,7 @@ def gx_check(con, contract: Contract, dates: list[str]) -> dg.AssetCheckResult:
 
 
 def build_ingest_asset(
-    source: str, contracts: tuple[Contract, ...], landing_default: Path, partitions_def: dg.PartitionsDefinition, config: IngestConfig
+    source: str, contracts: tuple[Contract, ...], landing_default: Path, partitions_def: dg.PartitionsDefinition, ingest_config: IngestConfig
 ) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name=f"ingest_{source}",
@@ -150,12 +150,12 @@ def build_ingest_asset(
         can_subset=True,
         description=f"Load the {source} files delivered on the partition's days (SHA-256 once-only, bad rows quarantined).",
     )
-    def _ingest(context: dg.AssetExecutionContext, landing_config: LandingConfig, warehouse: WarehouseResource):
-        landing = Path(landing_config.landing_dir) if landing_config.landing_dir else landing_default
+    def _ingest(context: dg.AssetExecutionContext, config: LandingConfig, warehouse: WarehouseResource):
+        landing = Path(config.landing_dir) if config.landing_dir else landing_default
         chosen = [c for c in contracts if raw_key(c.name) in context.selected_asset_keys or (c.name == "clearing" and raw_key("clearing_batches") in context.selected_asset_keys)]
         with warehouse.connect(context) as con:
             progress = _Progress(context)
-            outcomes = load_landing(con, landing, chosen, on_file=progress.file_done, delivery_dates=set(context_dates(context)), config=config)
+            outcomes = load_landing(con, landing, chosen, on_file=progress.file_done, delivery_dates=set(context_dates(context)), config=ingest_config)
             progress.log(skipped=sum(o.status == "skipped" for o in outcomes))
             totals = {
                 c.name: con.execute(f"SELECT count(*) FROM {c.table}").fetchone()[0] for c in chosen
