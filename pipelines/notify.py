@@ -7,8 +7,6 @@ Both may be set. A notification that cannot be delivered is logged, never raised
 hide the failure it reports.
 """
 
-from __future__ import annotations
-
 import json
 import shlex
 from collections.abc import Mapping

@@ -1,7 +1,5 @@
 """Publish the warehouse as a read-only snapshot once everything upstream succeeded."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import dagster as dg

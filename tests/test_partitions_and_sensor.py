@@ -75,7 +75,7 @@ def test_nightly_schedule_runs_the_city_day_that_just_ended():
     assert day_that_ended(datetime(2026, 3, 10, 0, 30, tzinfo=ZoneInfo("America/New_York"))) == "2026-03-09"
     assert day_that_ended(datetime(2026, 3, 10, 23, 30, tzinfo=ZoneInfo("America/New_York"))) == "2026-03-10"
     job = dg.define_asset_job("nightly", partitions_def=daily)
-    schedule = build_nightly_schedule(job, at="03:15", timezone="America/New_York")
+    schedule = build_nightly_schedule(job, daily, at="03:15", timezone="America/New_York")
     assert schedule.cron_schedule == "15 3 * * *" and schedule.execution_timezone == "America/New_York"
     ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 2, 2, 3, 15, tzinfo=ZoneInfo("America/New_York")))
     request = schedule(ctx)  # the schedule function itself: no repository needed
