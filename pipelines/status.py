@@ -78,8 +78,10 @@ def _instance_tables(settings: Settings) -> Iterator[tuple[object, object] | Non
         finally:
             con.close()
         return
-    storage = settings.home.dagster_storage
-    runs, index = storage / "runs.db", storage / "index.db"
+    # Dagster's SQLite layout under the storage folder: runs in history/runs.db, each run's events
+    # in history/runs/<run_id>.db and every asset event again in history/runs/index.db.
+    history = settings.home.dagster_storage / "history"
+    runs, index = history / "runs.db", history / "runs" / "index.db"
     if not runs.exists() or not index.exists():
         yield None
         return
