@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 UV_VERSION := $(shell sed -n '/^name = "uv"$$/{n;s/version = "\(.*\)"/\1/p}' uv.lock)
 export CIVICFLOW_HOME ?= $(CURDIR)/.civicflow
 
-.PHONY: install demo test test-fast ui bench clean help
+.PHONY: install lint demo test test-fast ui bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,7 +26,10 @@ install: $(VENV)/.synced  ## create .venv and install the locked dependencies
 demo: install  ## simulate a small city and run the nightly job through Dagster
 	$(BIN)/civicflow demo
 
-test: install  ## the whole test suite, slow end-to-end tests included (what CI runs)
+lint: install  ## ruff (configured in pyproject.toml)
+	$(BIN)/ruff check .
+
+test: install lint  ## lint, then the whole test suite, slow end-to-end tests included (what CI runs)
 	$(BIN)/pytest
 
 test-fast: install  ## the suite without the slow end-to-end tests

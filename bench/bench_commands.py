@@ -73,7 +73,7 @@ def main() -> None:
     width = max(map(len, results))
     for k, v in results.items():
         print(f"{k:<{width}}  {v}")
-    print(f"targets: help and query ≤ 3× the reference; status ≤ 3 s; a night with no new file ≤ 15 % of the first (demo) night")
+    print("targets: help and query ≤ 3× the reference; status ≤ 3 s; a night with no new file ≤ 15 % of the first (demo) night")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -20,8 +20,8 @@ import logging
 import os
 import tempfile
 import time
-from pathlib import Path
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 

@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 from governance.gateway import Gateway  # noqa: E402
 from governance.keys import create_key  # noqa: E402
 from governance.rules import load_rules  # noqa: E402
+from governance.state import GovernanceState  # noqa: E402
 from warehouse.lake import use_lake  # noqa: E402
 from warehouse.snapshots import current_snapshot, is_lake_snapshot, open_snapshot  # noqa: E402
-from governance.state import GovernanceState  # noqa: E402
 
 WORKLOAD = [
     "SELECT category, sum(units) AS units FROM marts.neighbourhood_demand_daily GROUP BY 1 ORDER BY 1",

@@ -201,7 +201,7 @@ def write_chart(rows: list[dict], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="tiny,small,medium,large", help="comma-separated city sizes")
-    ap.add_argument("--days", default="", help="days of history per size, e.g. large=365 (default %s)" % DEFAULT_DAYS)
+    ap.add_argument("--days", default="", help=f"days of history per size, e.g. large=365 (default {DEFAULT_DAYS})")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("CIVICFLOW_BENCH_WORK", "/tmp/civicflow-scaling")),
                     help="where the cities' homes are kept (large needs ~15 GB)")

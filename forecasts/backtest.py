@@ -162,7 +162,7 @@ def _metrics(g: pl.DataFrame) -> dict[str, float | int | None]:
         "mase": float(np.mean(ae[ok] / scale[ok])) if ok.any() else None,
         "pinball": float(np.mean([pinball_loss(y, g[c].to_numpy(), q) for q, c in zip(LEVELS, LEVEL_COLUMNS)])),
     }
-    for q, c in zip(LEVELS, LEVEL_COLUMNS):
+    for c in LEVEL_COLUMNS:
         out[f"cov_{c}"] = float(np.mean(y <= g[c].to_numpy() + 1e-9))
     out["cov_p10_p90"] = float(np.mean((y >= g["p10"].to_numpy() - 1e-9) & (y <= g["p90"].to_numpy() + 1e-9)))
     ev = g["is_event"].to_numpy()

@@ -7,7 +7,7 @@ tasks the same way and run every chunk through the same per-series code.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from forecasts.model import SeriesForecast, SeriesTask, forecast_series
 

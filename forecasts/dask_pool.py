@@ -13,7 +13,7 @@ history would otherwise travel through the scheduler (and trip Dask's large-grap
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from forecasts.chunks import THREAD_VARS, chunk_size_for, chunked, run_chunk
 from forecasts.model import SeriesForecast, SeriesTask

@@ -8,7 +8,7 @@ and the machines differ.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from forecasts import dask_pool, pool
 from forecasts.config import ForecastConfig

@@ -13,9 +13,9 @@ from datetime import date
 import numpy as np
 
 from forecasts import intermittent
-from forecasts.prophet_model import ProphetConfig, fit_predict_prophet
 from forecasts.calibration import IN_SAMPLE, Calibration, series_spread
 from forecasts.calibration import apply as apply_calibration
+from forecasts.prophet_model import ProphetConfig, fit_predict_prophet
 from forecasts.quantiles import LEVELS, make_quantiles, residual_offsets, standardized_residuals
 from forecasts.series import INTERMITTENT, SMOOTH
 

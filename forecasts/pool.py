@@ -23,10 +23,10 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Sequence
 
 from forecasts.chunks import THREAD_VARS, chunk_size_for, chunked, run_chunk
 from forecasts.intermittent import CROSTON, SES
@@ -51,7 +51,7 @@ def _point_cmdstan_tmp_at(wdir: str) -> None:
     so its files die with the pool's directory."""
     for name, mod in list(sys.modules.items()):
         if (name == "cmdstanpy" or name.startswith("cmdstanpy.")) and hasattr(mod, "_TMPDIR"):
-            setattr(mod, "_TMPDIR", wdir)
+            mod._TMPDIR = wdir
 
 
 def _init_worker(tmp_root: str) -> None:

@@ -9,9 +9,9 @@ the same transaction as the change.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Callable
 
 from governance import audit, ledger
 from governance.admin import AdminError, ask_server
@@ -54,7 +54,7 @@ def keys_revoke(state: GovernanceState, rules: Rules, name_or_id: str) -> dict:
 
 
 def budget(state: GovernanceState, rules: Rules) -> dict:
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     return {"day": today.isoformat(), "teams": [ledger.team_usage(state, rules[t], today) for t in sorted(rules)]}
 
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from governance.state import GovernanceState
 
@@ -59,7 +59,7 @@ def _head(state: GovernanceState) -> tuple[int, str]:
 def append(state: GovernanceState, entry: AuditEntry) -> str:
     """Add a row to the chain. Inside `state.transaction()` it commits with the other writes
     of the request (e.g. the ledger's settlement); alone, it is its own transaction."""
-    ts = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    ts = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     with state.lock:
         last_seq, prev = _head(state)
         seq = last_seq + 1

@@ -6,9 +6,9 @@ know. Warnings: allowed columns without a privacy class (they count as identity)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 
 from governance.catalog import Catalog, Manifest
 from governance.rules import TeamRules

@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 
 from governance.catalog import Catalog
-from governance.plan import _as_list, scan_columns, strip_catalog
-from governance.plan import Plan
+from governance.plan import Plan, _as_list, scan_columns, strip_catalog
 from governance.rules import COST_UNIT_BYTES
 
 FUNCTION_ROW_BYTES = 8

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import duckdb
 import pyarrow as pa
@@ -28,9 +27,9 @@ from governance.plan import parse_plan
 from governance.policy import GROUP_SIZE_COLUMN, Permissions, Refusal, add_group_size, check_plan, check_statement, permissions_for
 from governance.rules import TeamRules
 from governance.sandbox import QueryTimeout, Sandbox, SandboxLimits
+from governance.state import GovernanceState
 from warehouse.catalog_url import CatalogUrl
 from warehouse.snapshots import current_snapshot
-from governance.state import GovernanceState
 
 USAGE_NOTE = "GET /v1/usage"
 

@@ -13,16 +13,17 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import duckdb
 import pyarrow as pa
 
 from governance.catalog import Catalog
-from governance.plan import explain as explain_json, qualify_lake_scans
+from governance.plan import explain as explain_json
+from governance.plan import qualify_lake_scans
 from governance.watchdog import WATCHDOG
 from warehouse.catalog_url import CatalogUrl
 from warehouse.lake import use_lake

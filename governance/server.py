@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from warehouse.catalog_url import CatalogUrl
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
@@ -25,6 +24,7 @@ from governance.gateway import Gateway, Result
 from governance.rules import load_rules
 from governance.sandbox import SandboxLimits
 from governance.state import GovernanceState
+from warehouse.catalog_url import CatalogUrl
 
 ARROW_MEDIA = "application/vnd.apache.arrow.stream"
 

@@ -14,7 +14,7 @@ import itertools
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class Watchdog:

@@ -14,14 +14,14 @@ engine: DESIGN.md traps).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 
-from warehouse.tables import table_exists
 from ingest.contracts import CONTRACTS, EVENT_CONTRACTS, REFERENCE_CONTRACTS, Contract
 from ingest.expectations import _gx, suite_for
+from warehouse.tables import table_exists
 
 DATASOURCE = "civicflow_raw"
 
@@ -66,7 +66,7 @@ def build_data_docs(
     Returns the path of the site's index.html and a summary per table.
     """
     gx = _gx()
-    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    now = now or datetime.now(UTC).replace(tzinfo=None)
     gx_root.mkdir(parents=True, exist_ok=True)
     context = gx.get_context(mode="file", project_root_dir=str(gx_root))
     context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)

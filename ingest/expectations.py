@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
 from typing import TYPE_CHECKING
 
 from ingest.contracts import Contract

@@ -10,7 +10,7 @@ what the loader reports for a file, moved from status to status by named methods
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -56,7 +56,7 @@ MANIFEST_DDL = "CREATE TABLE IF NOT EXISTS raw._load_manifest (\n    {}\n)".form
 
 def now_utc() -> datetime:
     """Naive UTC, as every timestamp in the warehouse."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def create_manifest(con: duckdb.DuckDBPyConnection) -> None:

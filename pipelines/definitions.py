@@ -10,7 +10,7 @@ settings, once per home and process.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import dagster as dg
@@ -85,7 +85,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def definitions_for(home_root: str | None = None) -> dg.Definitions:
     """The definitions of a home (default: the settings' home), built once per process."""
     return build_definitions(Settings.from_env(home=Path(home_root) if home_root else None))

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import duckdb
 
-from ingest.contracts import CITY_TZ
 from pipelines.partitions import context_dates, single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
 

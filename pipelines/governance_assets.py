@@ -1,7 +1,7 @@
 """Dagster asset: the gateway's daily usage report (per team: queries, refusals, cost, budget left)."""
 
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
@@ -23,7 +23,7 @@ def build_usage_asset(home: Home) -> dg.AssetsDefinition:
         description="Per analyst team and day: queries run, refused and failed, cost settled (1 unit = 1 MB scanned) and the daily budget left, from governance.duckdb. Written to exports/usage/usage-<day>.csv.",
     )
     def usage_report_daily(context: dg.AssetExecutionContext, config: UsageReportConfig) -> dg.MaterializeResult:
-        day = date.fromisoformat(config.day) if config.day else datetime.now(timezone.utc).date() - timedelta(days=1)
+        day = date.fromisoformat(config.day) if config.day else datetime.now(UTC).date() - timedelta(days=1)
         frame = usage_report(home.governance_db, day, load_rules(config.rules_dir))
         out = home.exports / "usage" / f"usage-{day.isoformat()}.csv"
         out.parent.mkdir(parents=True, exist_ok=True)

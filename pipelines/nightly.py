@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from pipelines.home import Home, prepare_home
 from pipelines.settings import Settings
@@ -72,7 +72,7 @@ def _watch_steps(instance, after: float, on_step: OnStep, stop: threading.Event)
     while not stop.wait(1.0):
         try:
             if run_id is None:
-                records = instance.get_run_records(dg.RunsFilter(job_name="nightly", created_after=datetime.fromtimestamp(after, timezone.utc)), limit=1)
+                records = instance.get_run_records(dg.RunsFilter(job_name="nightly", created_after=datetime.fromtimestamp(after, UTC)), limit=1)
                 if not records:
                     continue
                 run_id = records[0].dagster_run.run_id
@@ -100,7 +100,7 @@ def run_nightly(
     days = days or landing_days(home)
     if days is None:
         raise NoDeliveries(f"no delivered files in {home.landing}: run `civicflow simulate` or deliver files first")
-    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    started = datetime.now(UTC).replace(tzinfo=None)
     t0 = time.perf_counter()
     run_config = {
         "ops": {"nightly_forecast": {"config": {"horizon_days": horizon_days}}},

@@ -9,8 +9,8 @@ hide the failure it reports.
 
 import json
 import shlex
-from collections.abc import Mapping
 import subprocess
+from collections.abc import Mapping
 
 import dagster as dg
 

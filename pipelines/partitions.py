@@ -11,10 +11,10 @@ from datetime import date, datetime, timedelta
 
 import dagster as dg
 
+from ingest.contracts import CITY_TZ
+
 # backfill_policy is "beta" in Dagster 1.13; single-run ranges are what dbt needs, on purpose.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
-
-from ingest.contracts import CITY_TZ
 
 single_run = dg.BackfillPolicy.single_run()
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from forecasts.config import ForecastConfig, forecast_config_from_env
 from forecasts.config import VARIABLES as FORECAST_VARIABLES
-from ingest.config import IngestConfig, ingest_config_from_env
+from forecasts.config import ForecastConfig, forecast_config_from_env
 from ingest.config import VARIABLES as INGEST_VARIABLES
+from ingest.config import IngestConfig, ingest_config_from_env
 from ingest.contracts import CITY_TZ
 from pipelines.home import Home
 from warehouse.settings import VARIABLES as WAREHOUSE_VARIABLES

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -60,10 +60,10 @@ def _ts(value) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, tz=timezone.utc)
-    return datetime.fromisoformat(str(value)).replace(tzinfo=timezone.utc)
+        return datetime.fromtimestamp(value, tz=UTC)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
 
 
 @contextmanager
@@ -101,7 +101,7 @@ def _rows(con, sql: str) -> list[tuple]:
 
 
 def gather(settings: Settings, now: datetime | None = None) -> Health:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     health = Health()
     with _instance_tables(settings) as tables:
         if tables is not None:

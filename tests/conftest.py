@@ -60,8 +60,9 @@ def pg_database():
 # reference of tests/ingest_fixture.py, and the warehouse file they load into.
 @pytest.fixture
 def landing(tmp_path: Path) -> Path:
-    from ingest.contracts import DEVICES
     from ingest_fixture import DEVICES_CSV, put
+
+    from ingest.contracts import DEVICES
 
     root = tmp_path / "landing"
     put(root, f"reference/{DEVICES.name}/devices.csv", DEVICES_CSV.encode())

@@ -3,9 +3,9 @@ PostgreSQL-instance tests (test_dagster_postgres.py, test_dagster_deployment.py)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

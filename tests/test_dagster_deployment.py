@@ -21,8 +21,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 from pg_home_fixture import tiny_home_on_postgres
+
 from pipelines.nightly import open_instance, partition_tags
 
 pytestmark = pytest.mark.slow
@@ -109,7 +109,7 @@ def test_two_runs_launched_in_separate_processes_share_the_writer_pool(deploymen
     assert a != b and os.getpid() not in (a, b), pids
     # Every step writes the warehouse: no two steps of the two runs ever overlapped in time.
     spans = sorted((min(ts), max(ts), rid) for (rid, _), ts in steps.items())
-    for (a_start, a_end, a_run), (b_start, b_end, b_run) in zip(spans, spans[1:]):
+    for (_a_start, a_end, a_run), (b_start, _b_end, b_run) in zip(spans, spans[1:]):
         assert b_start >= a_end, f"steps of {a_run} and {b_run} overlapped"
     assert {rid for _, _, rid in spans} == {first, second}
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import pytest
-
 from pg_home_fixture import tiny_home_on_postgres
+
 from pipelines.home import PG_URL_ENV
 
 pytestmark = pytest.mark.slow

@@ -294,7 +294,6 @@ def test_operator_commands_read_the_lake(runs: Runs, pg_url, tmp_path: Path) -> 
 
     from ingest.data_docs import build_data_docs, quarantine_rows
     from pipelines.cli import app
-
     from warehouse.snapshots import open_snapshot
 
     def opened(home: Home):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from test_forecasts_fixtures import AS_OF, build_city, smooth_series
 
 from forecasts import intermittent
 from forecasts.backtest import CIVICFLOW, BacktestConfig, backtest_file, origins, run_backtest
@@ -18,8 +19,6 @@ from forecasts.planner import CAP_HUB, CAP_TOTAL, critical_ratio, newsvendor_uni
 from forecasts.pool import run_tasks, tmp_dirs_left
 from forecasts.quantiles import LEVEL_COLUMNS, LEVELS, enforce_monotone, interpolate_quantile, make_quantiles
 from forecasts.series import INTERMITTENT, SMOOTH, TOO_SHORT, build_series, classify_series, classify_values
-
-from test_forecasts_fixtures import AS_OF, build_city, smooth_series
 
 RNG = np.random.default_rng(11)
 
@@ -99,8 +98,15 @@ def test_pool_recycles_its_workers_without_hanging():
 
 
 def test_forecast_config_is_read_from_the_given_environment_only():
-    from forecasts.config import (CHUNK_SIZE_ENV, CONNECT_TIMEOUT_ENV, RECYCLE_ENV, SCHEDULER_ENV, VARIABLES,
-                                  ForecastConfig, forecast_config_from_env)
+    from forecasts.config import (
+        CHUNK_SIZE_ENV,
+        CONNECT_TIMEOUT_ENV,
+        RECYCLE_ENV,
+        SCHEDULER_ENV,
+        VARIABLES,
+        ForecastConfig,
+        forecast_config_from_env,
+    )
 
     assert forecast_config_from_env({}) == ForecastConfig()
     assert ForecastConfig() == ForecastConfig(dask_scheduler=None, dask_connect_timeout_s=30.0,
@@ -204,7 +210,7 @@ def test_planner_newsvendor_split_caps_and_shape():
     ratio = critical_ratio(4.0, 1.0)  # 0.8 → p80 = 26
     assert ratio == pytest.approx(0.8)
     n1 = plan.filter((pl.col("neighbourhood_id") == "N1") & (pl.col("category") == "parcels"))
-    for day, g in n1.group_by("plan_date"):
+    for _day, g in n1.group_by("plan_date"):
         assert g["units"].sum() == 26 == g["neighbourhood_units"][0]  # uncapped: split sums to the quantile
         assert g.sort("hub_id")["units"].to_list() == [20, 6]  # by capacity share 30:10 → 19.5:6.5
         assert g["cap_reason"].null_count() == 2

@@ -14,6 +14,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
+from test_forecasts_fixtures import AS_OF, build_city
 
 from forecasts.config import ForecastConfig as ForecastEngineConfig
 from pipelines.forecast_assets import (
@@ -28,7 +29,6 @@ from pipelines.notify import build_failure_hook
 from pipelines.partitions import daily_partitions
 from pipelines.resources import WarehouseResource
 from pipelines.settings import NotifySettings, Settings
-from test_forecasts_fixtures import AS_OF, build_city
 
 DEMAND = dg.AssetKey(["forecasts", "demand_forecast"])
 PLAN = dg.AssetKey(["forecasts", "staging_plan"])

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_forecasts_fixtures import build_city
 
 from forecasts.config import CONNECT_TIMEOUT_ENV, SCHEDULER_ENV, ForecastConfig, forecast_config_from_env
 from forecasts.model import SeriesTask
-from test_forecasts_fixtures import build_city
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_governance_support import CANARY, CANARY_YEAR, ServerThread, make_env
 
 from governance import ledger
 from governance.gateway import Gateway
@@ -17,7 +18,6 @@ from governance.keys import create_key, revoke_key
 from governance.rules import load_rules
 from governance.server import create_app
 from governance.state import GovernanceState
-from test_governance_support import CANARY, CANARY_YEAR, ServerThread, make_env
 
 POLICY = {"identity_column", "table_not_allowed", "table_function_not_allowed", "operator_not_allowed", "external_access", "plan_failed"}
 STATEMENT = {"single_select"}

@@ -12,6 +12,7 @@ import httpx
 import polars as pl
 import pyarrow as pa
 import pytest
+from test_governance_support import CANARY, Env, ServerThread, env, make_env  # noqa: F401
 from typer.testing import CliRunner
 
 from governance import audit, ledger
@@ -21,9 +22,8 @@ from governance.gateway import Gateway
 from governance.keys import create_key, list_keys, revoke_key
 from governance.rules import RuleFileError, load_rule_file, load_rules
 from governance.server import create_app
-from warehouse.snapshots import current_snapshot
 from governance.state import GovernanceState
-from test_governance_support import CANARY, Env, ServerThread, env, make_env  # noqa: F401
+from warehouse.snapshots import current_snapshot
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -308,9 +308,8 @@ def test_usage_requests_are_audited_accepted_or_refused(server) -> None:
 
 
 def test_cli_keys_query_budget_and_verify_audit(env: Env, server, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.cli import app
-
     from pipelines import governance_cli
+    from pipelines.cli import app
 
     monkeypatch.setattr(governance_cli.console, "width", 200)
     runner = CliRunner()

@@ -10,11 +10,12 @@ import stat
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from test_governance_support import Env, free_port, make_env
 from typer.testing import CliRunner
 
 from governance.admin import AdminEndpoint, admin_file, read_admin_file, write_admin_file
@@ -22,7 +23,6 @@ from governance.client import Client, GatewayError
 from governance.rules import load_rules
 from governance.state import GovernanceState, StateBusy
 from governance.usage import usage_report
-from test_governance_support import Env, free_port, make_env
 
 PROJECT = Path(__file__).resolve().parent.parent
 SQL = "SELECT category, count(*) AS n FROM marts.demand GROUP BY 1 ORDER BY 1"
@@ -71,9 +71,8 @@ def served(tmp_path: Path):
 
 
 def _cli(*args: str):
-    from pipelines.cli import app
-
     from pipelines import governance_cli
+    from pipelines.cli import app
 
     governance_cli.console.width = 200
     return CliRunner().invoke(app, list(args))
@@ -114,7 +113,7 @@ def test_admin_commands_go_through_the_running_server(served: ServerProcess) -> 
     assert err.value.status == 401 and err.value.rule == "revoked_key"
 
     # the daily usage report (a Dagster asset, another process) also asks the server
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     report = usage_report(env.governance_db, today, load_rules(env.rules_dir)).to_dicts()
     analysts = next(r for r in report if r["team"] == "analysts")
     assert (analysts["queries"], analysts["refused"], analysts["cost"]) == (1, 1, pytest.approx(spent))

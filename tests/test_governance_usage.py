@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from test_governance_support import make_env
 
 from governance.gateway import Gateway
 from governance.keys import create_key
@@ -15,7 +16,6 @@ from governance.state import GovernanceState
 from governance.usage import usage_report
 from pipelines.governance_assets import build_usage_asset
 from pipelines.home import Home
-from test_governance_support import make_env
 
 
 def test_usage_report_counts_queries_refusals_and_cost_per_team(tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_usage_report_counts_queries_refusals_and_cost_per_team(tmp_path: Path) 
     gateway.query(key, "SELECT CAST(category AS INTEGER) FROM marts.demand")  # fails, free
     gateway.close()
     state.close()
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     frame = usage_report(env.governance_db, today, rules)
     row = frame.filter(pl.col("team") == "analysts").row(0, named=True)
     assert (row["queries"], row["refused"], row["failed"]) == (4, 1, 1)

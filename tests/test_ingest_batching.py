@@ -12,15 +12,15 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from ingest_fixture import SCAN_HEADER, jsonl, put, reading  # noqa: E402
 from polars.testing import assert_frame_equal
+from support.crash import run_and_kill  # noqa: E402
 
 from ingest import decode, framing, validate
 from ingest.config import IngestConfig
 from ingest.contracts import CLEARING, PASS_SCANS, TELEMETRY
 from ingest.loader import load_landing
 from ingest.parsed import FileRefused, ParseResult
-from ingest_fixture import SCAN_HEADER, jsonl, put, reading  # noqa: E402
-from support.crash import run_and_kill  # noqa: E402
 
 INGEST = Path(validate.__file__).parent
 

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from ingest_fixture import SCAN_HEADER, jsonl, put, reading  # noqa: E402
+from support.crash import run_and_kill  # noqa: E402
 
 from ingest import loader
 from ingest.config import IngestConfig
 from ingest.contracts import DEVICES, PASS_SCANS
 from ingest.loader import load_landing
-from ingest_fixture import SCAN_HEADER, jsonl, put, reading  # noqa: E402
-from support.crash import run_and_kill  # noqa: E402
 
 INGEST = Path(loader.__file__).parent
 

@@ -7,11 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from ingest_fixture import DEVICES_CSV  # noqa: E402
 
 from ingest.contracts import CLEARING, TELEMETRY
 from ingest.loader import load_landing
-
-from ingest_fixture import DEVICES_CSV  # noqa: E402
 
 
 def reading(seq: int, device: str = "D1", kind: str = "locker_pickup", value: float = 2, **over) -> dict:

@@ -76,7 +76,6 @@ def test_a_locked_warehouse_is_retried_with_backoff_and_the_run_succeeds(home_di
     import threading
     import time
 
-    import dagster as dg
 
     settings = Settings.from_env()
     home = settings.home

@@ -12,9 +12,9 @@ import dagster as dg
 from pipelines.cli.main import _days_option
 from pipelines.nightly import partition_tags
 from pipelines.partitions import daily_partitions, dbt_vars, window_dates
+from pipelines.sensors import build_landing_sensor, new_deliveries
 
 daily = daily_partitions(date(2026, 1, 1))
-from pipelines.sensors import build_landing_sensor, new_deliveries
 
 
 def test_window_dates_cover_one_partition_or_a_range():

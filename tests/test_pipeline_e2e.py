@@ -4,7 +4,6 @@ the simulator's ground truth, then run again to prove nothing loads twice."""
 from __future__ import annotations
 
 import csv
-import os
 import stat
 from pathlib import Path
 
@@ -44,7 +43,6 @@ def nightly(tmp_path_factory: pytest.TempPathFactory):
 
 def test_run_succeeds_and_reports_every_stage(nightly):
     settings, _, first, _, _ = nightly
-    home = settings.home
     assert first.success, first.failure
     assert "neighbourhood_demand_daily" in first.marts
     assert first.series > 0 and first.plan_rows > 0
@@ -53,7 +51,6 @@ def test_run_succeeds_and_reports_every_stage(nightly):
 
 def test_raw_rows_equal_valid_distinct_events_of_the_ground_truth(nightly):
     settings, truth, _, _, counts = nightly
-    home = settings.home
     expected = dict(truth["event_totals"].select("contract", "valid_distinct").iter_rows())
     assert counts == {t: expected[t] for t in EVENT_TABLES}
 
@@ -136,7 +133,6 @@ def test_status_reports_the_run_freshness_quarantine_and_backlog(nightly):
     from pipelines.status import gather
 
     settings, truth, _, second, _ = nightly
-    home = settings.home
     health = gather(settings)
     assert health.last_run["run_id"] == second.run_id and health.last_run["status"] == "SUCCESS"
     assert health.assets and not health.stale  # everything was just rebuilt

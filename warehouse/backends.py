@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable
 from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -80,7 +80,7 @@ class Backend(Protocol):
 
 
 def _stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class DuckDBFile:
     def reset(self, recovered_dir: Path) -> str | None:
         if not self.path.exists():
             return None
-        target = recovered_dir / f"warehouse-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.duckdb"
+        target = recovered_dir / f"warehouse-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.duckdb"
         target.parent.mkdir(parents=True, exist_ok=True)
         self.path.rename(target)
         wal = self.path.with_name(self.path.name + ".wal")
@@ -166,7 +166,7 @@ class DuckLake:
         with (connect or (lambda: closing(self.connect())))() as con:
             tables = user_table_count(con)
             version = current_version(con)
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             record = LakeSnapshot(version=version, catalog=self.catalog.public(), data_path=lake_data_path(con), published_at=now.isoformat())
             path = write_read_only(published_dir, f"lake-{now:%Y%m%dT%H%M%S%fZ}-v{version}{LAKE_SUFFIX}", record.write)
             switch_current(published_dir, path.name)
@@ -188,7 +188,7 @@ class DuckLake:
         if expire:
             con.execute(f"CALL ducklake_expire_snapshots('{LAKE_ALIAS}', versions => ?)", [expire])
         con.execute(
-            f"CALL ducklake_cleanup_old_files('{LAKE_ALIAS}', older_than => ?::TIMESTAMPTZ)", [datetime.now(timezone.utc) - self.grace]
+            f"CALL ducklake_cleanup_old_files('{LAKE_ALIAS}', older_than => ?::TIMESTAMPTZ)", [datetime.now(UTC) - self.grace]
         )
         for old in snapshots:
             if old not in kept:

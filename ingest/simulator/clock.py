@@ -8,7 +8,7 @@ operator as UTC with `Z`.
 from __future__ import annotations
 
 import zlib
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -63,7 +63,7 @@ def local_iso(epoch: int) -> str:
 
 
 def utc_iso(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime(UTC_FMT)
+    return datetime.fromtimestamp(epoch, UTC).strftime(UTC_FMT)
 
 
 def rng_for(seed: int, day_index: int, stream: str) -> np.random.Generator:

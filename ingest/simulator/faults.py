@@ -9,9 +9,9 @@ changes the underlying city data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Callable
 
 import numpy as np
 import polars as pl

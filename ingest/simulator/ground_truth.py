@@ -76,7 +76,7 @@ def _faults_of(f: OutFile) -> list[dict]:
         by_dev = skew.group_by("device_id").agg(
             pl.len().alias("n"), pl.col("_pos").min().alias("first"), (pl.col("_devt") - pl.col("_t")).median().alias("off")
         ).sort("device_id")
-        for dev, n, first, offs in by_dev.iter_rows():
+        for dev, n, _first, offs in by_dev.iter_rows():
             recs.append({**base, "kind": "clock_skew", "line": None, "key": dev, "rows": n,
                          "detail": f"device clock off by about {int(offs):+d} s on {n} rows"})
     for pos, kind, key in flagged.filter(pl.col("_fault") != "clock_skew").select("_pos", "_fault", "_key").iter_rows():

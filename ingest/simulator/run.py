@@ -9,9 +9,9 @@ inside it) and writes only what is new.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
-import multiprocessing
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ingest.contracts import PASS_SCANS, TELEMETRY, TRANSACTIONS, CLEARING
+from ingest.contracts import CLEARING, PASS_SCANS, TELEMETRY, TRANSACTIONS
 
 from .city import City, build_city, reference_frames
 from .clock import day_bounds, rng_for

@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.cli.options import HomeOpt, settings_for
+
 # the metrics table needs ~110 columns; narrower (a pipe, CI logs: 80) would truncate every number
 console = Console(width=max(shutil.get_terminal_size((130, 24)).columns, 130))
 
@@ -23,7 +25,6 @@ forecast_app = typer.Typer(
     no_args_is_help=True, add_completion=False,
 )
 
-from pipelines.cli.options import HomeOpt, settings_for
 
 TABLE_COLUMNS = [  # the printed table; the CSVs have every metric
     ("method", "method", None), ("kind", "class", None), ("n_series", "series", 0), ("mase", "MASE", 3),
@@ -70,7 +71,7 @@ def backtest(
         s = backtest_file(series, events, horizon, freq, out, n_origins=origins, workers=workers, config=engine)
     except (ValueError, OSError, pl.exceptions.PolarsError) as exc:
         console.print(f"[red]error:[/red] cannot use {series}: {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if s.overall.is_empty():
         console.print("[yellow]no series long enough for a backtest origin[/yellow] "
                       f"(need 4 seasons + {horizon} periods per origin)")
@@ -139,7 +140,7 @@ def report(
         snap = current_snapshot(h.published)
         if snap is None:
             console.print(f"[red]cannot open {backend.describe()} and no published snapshot[/red]")
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
         con = open_snapshot(snap, settings.warehouse.reader_credentials()).con
     with con:
         day = date.fromisoformat(as_of) if as_of else None
