@@ -71,7 +71,7 @@ def served(tmp_path: Path):
 
 
 def _cli(*args: str):
-    from pipelines import governance_cli
+    from pipelines.cli import governance as governance_cli
     from pipelines.cli import app
 
     governance_cli.console.width = 200

@@ -1,0 +1,60 @@
+"""The settings are declared once and documented: the table in docs/operations.md lists every
+variable the code reads, and `Settings.from_env` turns a malformed one into a clear error."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from pipelines.settings import VARIABLES, Settings
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
+
+
+def test_every_variable_is_documented_and_every_documented_one_exists():
+    text = DOC.read_text()
+    section = text[text.index("Configuration (environment)"): text.index("## Scheduling")]
+    documented = set(re.findall(r"^\| `(CIVICFLOW_[A-Z_]+)` \|", section, flags=re.M))
+    assert documented == set(VARIABLES)
+
+
+def test_settings_come_from_the_mapping_given_and_nothing_else(tmp_path):
+    env = {
+        "CIVICFLOW_HOME": str(tmp_path / "h"), "CIVICFLOW_START_DATE": "2026-02-01", "CIVICFLOW_INGEST_BATCH_BYTES": "1024",
+        "CIVICFLOW_DASK_SCHEDULER": "tcp://sched:8786", "CIVICFLOW_WAREHOUSE_THREADS": "3",
+    }
+    s = Settings.from_env(env)
+    assert s.home.root == (tmp_path / "h").resolve()
+    assert s.warehouse.file == s.home.warehouse and s.warehouse.catalog is None and s.warehouse.threads == 3
+    assert s.schedule.start_date == date(2026, 2, 1) and s.ingest.batch_bytes == 1024
+    assert s.forecast.dask_scheduler == "tcp://sched:8786"
+    # --home wins over the variable
+    assert Settings.from_env(env, home=tmp_path / "other").home.root == (tmp_path / "other").resolve()
+
+
+def test_a_lake_catalog_is_parsed_once_and_its_password_never_printed(tmp_path):
+    s = Settings.from_env({"CIVICFLOW_WAREHOUSE_CATALOG": "postgresql://u:s3cr%40t@db:5433/lake"}, home=tmp_path)
+    assert s.warehouse.catalog.password == "s3cr@t" and s.warehouse.catalog.port == 5433
+    assert s.warehouse.data_path == tmp_path.resolve() / "lake"
+    assert "s3cr" not in repr(s) and "s3cr" not in repr(s.warehouse.catalog)
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [("CIVICFLOW_START_DATE", "01/02/2026"), ("CIVICFLOW_WAREHOUSE_CATALOG", "mysql://x@y/z"), ("CIVICFLOW_INGEST_BATCH_BYTES", "lots")],
+)
+def test_a_malformed_variable_is_refused_by_name(tmp_path, name, value):
+    with pytest.raises(ValueError):
+        Settings.from_env({name: value}, home=tmp_path)
+
+
+def test_the_cli_reports_a_malformed_variable_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    out = CliRunner().invoke(app, ["settings", "--home", str(tmp_path)], env={"CIVICFLOW_START_DATE": "yesterday"})
+    assert out.exit_code == 2 and "Traceback" not in out.output and "yesterday" in out.output
