@@ -1,4 +1,4 @@
-"""Data Docs and quarantine commands (issue 4, item 5), and the GX check's failure message."""
+"""Data Docs and quarantine commands, and the GX check's failure message."""
 
 from __future__ import annotations
 

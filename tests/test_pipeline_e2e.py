@@ -314,7 +314,7 @@ def test_rebuild_from_the_landing_archive_gives_the_same_marts(nightly):
 
 
 def test_dbt_models_carry_their_row_counts_in_the_ui(nightly):
-    """Item 7 of the operations issue: every table model's materialization shows its row count."""
+    """Every table model's materialization shows its row count in the UI."""
     import dagster as dg
 
     settings, _, _, _, _ = nightly
