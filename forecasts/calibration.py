@@ -35,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from forecasts.quantiles import LEVEL_COLUMNS, LEVELS, make_quantiles
+from warehouse.tables import table_exists
 
 ANY = "*"
 MIN_POINTS = 40
@@ -183,9 +184,7 @@ def write(con: duckdb.DuckDBPyConnection, cal: Calibration, as_of: date | None, 
 
 
 def read(con: duckdb.DuckDBPyConnection) -> Calibration:
-    exists = con.execute("""select count(*) from information_schema.tables
-        where table_schema = 'forecasts' and table_name = 'calibration'""").fetchone()[0]
-    if not exists:
+    if not table_exists(con, "forecasts", "calibration"):
         return Calibration()
     return Calibration.from_frame(con.execute(
         'select method, kind, horizon_bucket, level, "offset", n_points from forecasts.calibration '

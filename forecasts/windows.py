@@ -19,6 +19,7 @@ import duckdb
 import polars as pl
 
 from forecasts.planner import split_units
+from warehouse.tables import table_exists
 
 WINDOWS: tuple[tuple[str, int, int], ...] = (
     ("night", 0, 6), ("morning", 6, 12), ("afternoon", 12, 18), ("evening", 18, 24),
@@ -34,9 +35,7 @@ def window_of_hour_sql() -> str:
 
 def read_profile(con: duckdb.DuckDBPyConnection, as_of) -> pl.DataFrame:
     """neighbourhood_id, category, dow (ISO 1–7 or 0 = all days), window, share."""
-    have = con.execute("""select count(*) from information_schema.tables
-        where table_schema = 'marts' and table_name = 'neighbourhood_demand_hourly'""").fetchone()[0]
-    if not have:
+    if not table_exists(con, "marts", "neighbourhood_demand_hourly"):
         return pl.DataFrame()
     sql = f"""
         with h as (

@@ -14,6 +14,7 @@ from ingest.config import IngestConfig
 from ingest.contracts import CLEARING, CONTRACTS, PASS_SCANS, REFERENCE_CONTRACTS, TELEMETRY, TRANSACTIONS, Contract
 from ingest.expectations import merge_outcomes, validate_frame
 from ingest.loader import load_landing, summarise
+from ingest.raw_tables import BATCH_HEADERS_TABLE
 from ingest.read_ahead import pack_in_order
 from pipelines.partitions import context_dates, single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
@@ -29,6 +30,9 @@ SOURCES: dict[str, tuple[Contract, ...]] = {
 
 def raw_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["raw", table])
+
+
+BATCH_HEADERS_KEY = raw_key(BATCH_HEADERS_TABLE.split(".")[-1])
 
 
 class LandingConfig(dg.Config):
@@ -50,10 +54,12 @@ def _specs(source: str, contracts: tuple[Contract, ...]) -> list[dg.AssetSpec]:
         )
         for c in contracts
     ]
-    if source == "settlement":
+    for c in contracts:
+        if not c.has_batch_header:
+            continue
         specs.append(
             dg.AssetSpec(
-                raw_key("clearing_batches"),
+                BATCH_HEADERS_KEY,
                 description="Clearing batch headers (count and sum each batch promised).",
                 group_name="ingest",
                 owners=[OWNER],
@@ -152,7 +158,10 @@ def build_ingest_asset(
     )
     def _ingest(context: dg.AssetExecutionContext, config: LandingConfig, warehouse: WarehouseResource):
         landing = Path(config.landing_dir) if config.landing_dir else landing_default
-        chosen = [c for c in contracts if raw_key(c.name) in context.selected_asset_keys or (c.name == "clearing" and raw_key("clearing_batches") in context.selected_asset_keys)]
+        chosen = [
+            c for c in contracts
+            if raw_key(c.name) in context.selected_asset_keys or (c.has_batch_header and BATCH_HEADERS_KEY in context.selected_asset_keys)
+        ]
         with warehouse.connect(context) as con:
             progress = _Progress(context)
             outcomes = load_landing(con, landing, chosen, on_file=progress.file_done, delivery_dates=set(context_dates(context)), config=ingest_config)
@@ -160,8 +169,8 @@ def build_ingest_asset(
             totals = {
                 c.name: con.execute(f"SELECT count(*) FROM {c.table}").fetchone()[0] for c in chosen
             }
-            if any(c.name == "clearing" for c in chosen):
-                totals["clearing_batches"] = con.execute("SELECT count(*) FROM raw.clearing_batches").fetchone()[0]
+            if any(c.has_batch_header for c in chosen):
+                totals[BATCH_HEADERS_KEY.path[-1]] = con.execute(f"SELECT count(*) FROM {BATCH_HEADERS_TABLE}").fetchone()[0]
             checks = [
                 gx_check(con, CONTRACTS[key.path[-1]], sorted({d.isoformat() for o in outcomes if o.contract == key.path[-1] for d in o.affected_dates}))
                 for key in sorted(context.selected_asset_keys, key=str)
