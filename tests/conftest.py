@@ -57,10 +57,10 @@ def pg_database():
 
 
 # The loader's tests (tests/test_ingest_*.py): a landing zone holding the two-device
-# reference of tests/ingest_fixture.py, and the warehouse file they load into.
+# reference of tests/support/landing_files.py, and the warehouse file they load into.
 @pytest.fixture
 def landing(tmp_path: Path) -> Path:
-    from ingest_fixture import DEVICES_CSV, put
+    from support.landing_files import DEVICES_CSV, put
 
     from ingest.contracts import DEVICES
 

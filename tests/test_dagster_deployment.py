@@ -21,7 +21,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from pg_home_fixture import tiny_home_on_postgres
+from support.pg_home import tiny_home_on_postgres
 
 from pipelines.nightly import open_instance, partition_tags
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import pytest
-from pg_home_fixture import tiny_home_on_postgres
+from support.pg_home import tiny_home_on_postgres
 
 from pipelines.home import PG_URL_ENV
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from test_forecasts_fixtures import AS_OF, build_city, smooth_series
+from support.forecast_city import AS_OF, build_city, smooth_series
 
 from forecasts import intermittent
 from forecasts.backtest import CIVICFLOW, BacktestConfig, backtest_file, origins, run_backtest

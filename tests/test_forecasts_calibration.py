@@ -14,7 +14,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
-from test_forecasts_fixtures import AS_OF, build_city
+from support.forecast_city import AS_OF, build_city
 
 from forecasts.config import ForecastConfig as ForecastEngineConfig
 from pipelines.forecast_assets import (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_forecasts_fixtures import build_city
+from support.forecast_city import build_city
 
 from forecasts.config import CONNECT_TIMEOUT_ENV, SCHEDULER_ENV, ForecastConfig, forecast_config_from_env
 from forecasts.model import SeriesTask

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_governance_support import CANARY, CANARY_YEAR, ServerThread, make_env
+from support.governance_env import CANARY, CANARY_YEAR, ServerThread, make_env
 
 from governance import ledger
 from governance.gateway import Gateway

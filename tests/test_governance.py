@@ -12,7 +12,7 @@ import httpx
 import polars as pl
 import pyarrow as pa
 import pytest
-from test_governance_support import CANARY, Env, ServerThread, env, make_env  # noqa: F401
+from support.governance_env import CANARY, Env, ServerThread, env, make_env  # noqa: F401
 from typer.testing import CliRunner
 
 from governance import audit, ledger
@@ -352,3 +352,13 @@ def test_governance_check_validates_rules_against_the_warehouse(env: Env) -> Non
     (env.rules_dir / "analysts.yml").write_text("team: analysts\nbudget: {per_day: x}\n")
     malformed = runner.invoke(app, ["governance", "check", "--rules", str(env.rules_dir), "--home", str(env.home)])
     assert malformed.exit_code == 1 and "analysts.yml:2" in malformed.output.replace("\n", "")
+
+
+def test_snapshot_builder_plants_the_canary(tmp_path: Path) -> None:
+    env = make_env(tmp_path / "env")
+    from warehouse.snapshots import current_snapshot
+
+    snap = current_snapshot(env.published)
+    con = duckdb.connect(str(snap), read_only=True)
+    assert con.execute("SELECT count(*) FROM marts.passes WHERE holder_email LIKE ?", [CANARY + "%"]).fetchone()[0] == 1
+    con.close()

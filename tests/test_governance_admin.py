@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_governance_support import Env, free_port, make_env
+from support.governance_env import Env, free_port, make_env
 from typer.testing import CliRunner
 
 from governance.admin import AdminEndpoint, admin_file, read_admin_file, write_admin_file

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from test_governance_support import make_env
+from support.governance_env import make_env
 
 from governance.gateway import Gateway
 from governance.keys import create_key

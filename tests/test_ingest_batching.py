@@ -12,9 +12,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from ingest_fixture import SCAN_HEADER, jsonl, put, reading  # noqa: E402
 from polars.testing import assert_frame_equal
 from support.crash import run_and_kill  # noqa: E402
+from support.landing_files import SCAN_HEADER, jsonl, put, reading  # noqa: E402
 
 from ingest import decode, framing, validate
 from ingest.config import IngestConfig

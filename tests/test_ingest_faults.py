@@ -18,8 +18,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from ingest_fixture import SCAN_HEADER, jsonl, put, reading  # noqa: E402
 from support.crash import run_and_kill  # noqa: E402
+from support.landing_files import SCAN_HEADER, jsonl, put, reading  # noqa: E402
 
 from ingest.config import IngestConfig
 from ingest.contracts import DEVICES, PASS_SCANS

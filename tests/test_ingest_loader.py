@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from ingest_fixture import DEVICES_CSV  # noqa: E402
+from support.landing_files import DEVICES_CSV  # noqa: E402
 
 from ingest.contracts import CLEARING, TELEMETRY
 from ingest.loader import load_landing
