@@ -58,3 +58,21 @@ def test_the_cli_reports_a_malformed_variable_in_one_line(tmp_path):
 
     out = CliRunner().invoke(app, ["settings", "--home", str(tmp_path)], env={"CIVICFLOW_START_DATE": "yesterday"})
     assert out.exit_code == 2 and "Traceback" not in out.output and "yesterday" in out.output
+
+
+def test_every_command_has_help_whose_summary_is_one_sentence():
+    """The command list shows each docstring's first paragraph: one line, never cut mid-sentence."""
+    import click
+    import typer.main
+
+    from pipelines.cli import app
+
+    def walk(cmd: click.Command, path: str):
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, f"{path} {name}")
+
+    for path, cmd in walk(typer.main.get_command(app), "civicflow"):
+        summary = (cmd.help or "").strip().split("\n\n")[0]
+        assert summary, f"{path} has no help"
+        assert "\n" not in summary, f"{path}: {summary!r}"

@@ -56,9 +56,9 @@ def backtest(
     origins: Annotated[int, typer.Option("--origins", min=1, help="Scored rolling origins (one more is used to learn the calibration).")] = 4,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 2,
 ) -> None:
-    """Rolling-origin backtest of civicflow's forecaster against seasonal-naive and simple
-    exponential smoothing on any series file: prints the overall metrics and writes
-    metrics_overall.csv, metrics_per_series.csv, metrics_by_kind.csv, backtest_points.csv
+    """Backtest civicflow's forecaster on any series file, against seasonal naive and SES.
+
+    Prints the overall metrics and writes metrics_overall.csv, metrics_per_series.csv, metrics_by_kind.csv, backtest_points.csv
     and calibration.csv to --out."""
     import polars as pl
 
@@ -91,9 +91,10 @@ def evaluate(
     origins: Annotated[int, typer.Option("--origins", min=1, help="Scored rolling origins.")] = 4,
     workers: Annotated[int, typer.Option("--workers", min=1)] = 2,
 ) -> None:
-    """Backtest the home's warehouse (reads the demand mart): writes forecasts.backtest_metrics,
-    backtest_metrics_series, value_metrics and the calibration the nightly run applies.
-    Opens the warehouse for writing: do not run it while a nightly run is writing."""
+    """Backtest the forecaster on the home's warehouse and refresh its calibration.
+
+    Reads the demand mart; writes forecasts.backtest_metrics, backtest_metrics_series,
+    value_metrics and the calibration the nightly run applies. Opens the warehouse for writing: do not run it while a nightly run is writing."""
     from forecasts.evaluate import run_warehouse_backtest
     from warehouse.backends import backend_for
 
@@ -121,8 +122,9 @@ def report(
     home: HomeOpt = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Forecast date (YYYY-MM-DD); default the latest.")] = None,
 ) -> None:
-    """Re-render the HTML report (and the Excel workbook) of a home's latest plan, from the
-    live warehouse opened read-only, or the published snapshot when the live one is busy."""
+    """Re-render the HTML report and the Excel workbook of a home's latest plan.
+
+    Reads the live warehouse opened read-only, or the published snapshot when it is busy."""
     import duckdb
 
     from forecasts.exports import export_xlsx

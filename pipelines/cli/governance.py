@@ -114,8 +114,10 @@ def register(app: typer.Typer) -> None:
         manifest: ManifestOpt = MANIFEST,
         home: HomeOpt = None,
     ) -> None:
-        """Start the query gateway (HTTP) on the home's published snapshot, with an admin
-        listener on 127.0.0.1 for `civicflow keys|budget|governance verify-audit`."""
+        """Start the query gateway (HTTP) on the home's published snapshot.
+
+        An admin listener on 127.0.0.1 serves `civicflow keys|budget|governance verify-audit`
+        while it runs."""
         from governance.admin_app import serve as serve_gateway
         from governance.server import build_gateway
         from governance.state import StateBusy
