@@ -320,3 +320,13 @@ def test_reconciliation_properties(tmp_path_factory, case):
         assert {r[0]: r[2] for r in rows} == reference_classes(txns, clearing)
     # the result does not depend on input order
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("value", ["2024-06-01", "2024-06-01,2024-06-02"])
+def test_rebuild_dates_string_is_refused(tmp_path, value):
+    """Only a list is accepted: a comma string is a compiler error that names the expected form."""
+    db = make_raw_fixture(tmp_path / "warehouse.duckdb")
+    run_dbt(["build"], db, tmp_path)
+    proc = run_dbt(["run", "--select", "stg_telemetry", "--vars", json.dumps({"rebuild_dates": value})], db, tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "rebuild_dates must be a list" in proc.stdout

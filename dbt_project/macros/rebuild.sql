@@ -2,7 +2,7 @@
 
     Every big model is `incremental` with `delete+insert` on its date column. On an
     incremental run it rebuilds
-      * the dates in var `rebuild_dates` (list or comma-separated string of YYYY-MM-DD), or
+      * the dates in var `rebuild_dates` (a list of YYYY-MM-DD strings), or
         in the window `rebuild_from`..`rebuild_to`;
       * every date the target does not hold yet (late data for a new day is never lost);
     and, when no rebuild var is given at all, every date (same result as a full refresh,
@@ -13,13 +13,12 @@
     {%- if raw is none or raw == '' -%}
         {{ return(none) }}
     {%- endif -%}
-    {%- if raw is string -%}
-        {%- set items = raw.replace('[', '').replace(']', '').replace('"', '').replace("'", '').split(',') -%}
-    {%- else -%}
-        {%- set items = raw -%}
+    {#- A string is refused rather than split: one accepted form keeps callers and tests honest. -#}
+    {%- if raw is string or raw is mapping or raw is not iterable -%}
+        {{ exceptions.raise_compiler_error("rebuild_dates must be a list of YYYY-MM-DD dates, e.g. {\"rebuild_dates\": [\"2026-01-10\"]}; got " ~ (raw | string)) }}
     {%- endif -%}
     {%- set dates = [] -%}
-    {%- for d in items -%}
+    {%- for d in raw -%}
         {%- set s = (d | string).strip() -%}
         {%- if s -%}
             {%- if not modules.re.match('^\d{4}-\d{2}-\d{2}$', s) -%}
