@@ -21,9 +21,8 @@ NIGHTLY_JOB = "nightly"
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    from dagster_dbt import DbtCliResource
-
     from pipelines.dbt_assets import build_dbt_assets, dbt_project
+    from pipelines.dbt_resource import DbtCli
     from pipelines.forecast_assets import build_calibration_asset, build_calibration_job, build_calibration_schedule, build_forecast_asset
     from pipelines.freshness import with_freshness
     from pipelines.governance_assets import build_usage_asset
@@ -80,7 +79,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[build_landing_sensor(nightly_job, home.landing, daily)],
         resources={
             "warehouse": WarehouseResource.from_settings(settings.warehouse),
-            "dbt": DbtCliResource(project_dir=project, profiles_dir=str(project.profiles_dir)),
+            "dbt": DbtCli(project_dir=project, profiles_dir=str(project.profiles_dir)),
         },
     )
 

@@ -59,3 +59,14 @@ def test_forecast_calibration_runs_weekly_in_the_writer_pool(defs):
     schedule = defs.resolve_schedule_def("forecast_calibration_schedule")
     assert schedule.job_name == "forecast_calibration"
     assert schedule.cron_schedule.split()[-1] != "*"  # weekly (a day of the week), not nightly
+
+
+def test_the_dbt_resource_knows_its_version_without_starting_dbt(defs):
+    """dagster-dbt would run `dbt --version` (a whole dbt start) before every build."""
+    from importlib.metadata import version
+
+    from pipelines.dbt_resource import DbtCli
+
+    dbt = defs.resources["dbt"]
+    assert isinstance(dbt, DbtCli)
+    assert str(dbt._cli_version) == version("dbt-core")
