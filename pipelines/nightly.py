@@ -64,27 +64,29 @@ OnStep = Callable[[str, str, "float | None"], None]  # (step, "start" | "success
 def _watch_steps(instance, after: float, on_step: OnStep, stop: threading.Event) -> None:
     """Report the steps of the nightly run started after `after` as they start and finish, read
     from the instance's event log (the job runs in this process; its events are committed as
-    they happen)."""
+    they happen). Once `stop` is set it reads once more, for the run's last steps."""
     import dagster as dg
 
     kinds = {dg.DagsterEventType.STEP_START: "start", dg.DagsterEventType.STEP_SUCCESS: "success", dg.DagsterEventType.STEP_FAILURE: "failure"}
     run_id, seen, started = None, 0, {}
-    while not stop.wait(1.0):
+    while True:
+        last_pass = stop.wait(1.0)
         try:
             if run_id is None:
                 records = instance.get_run_records(dg.RunsFilter(job_name="nightly", created_after=datetime.fromtimestamp(after, UTC)), limit=1)
-                if not records:
-                    continue
-                run_id = records[0].dagster_run.run_id
-            entries = instance.all_logs(run_id, of_type=set(kinds))
+                run_id = records[0].dagster_run.run_id if records else None
+            entries = instance.all_logs(run_id, of_type=set(kinds)) if run_id else []
         except Exception:  # a busy SQLite file: try again on the next tick
-            continue
-        for entry in entries[seen:]:
+            entries = None
+        for entry in (entries or [])[seen:]:
             kind, step = kinds[entry.dagster_event.event_type], entry.step_key or "?"
             if kind == "start":
                 started[step] = entry.timestamp
             on_step(step, kind, entry.timestamp - started[step] if step in started and kind != "start" else None)
-        seen = len(entries)
+        if entries:
+            seen = len(entries)
+        if last_pass:
+            return
 
 
 def run_nightly(
