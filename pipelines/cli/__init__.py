@@ -8,7 +8,13 @@ import typer
 
 from pipelines.cli import forecast, governance, ingest, main
 
-app = typer.Typer(help="civicflow: smart-city data pipeline and analytics warehouse.", no_args_is_help=True, add_completion=False)
+# Plain (click) help: typer's rich help imports rich.markdown and markdown-it, which tripled the
+# start of `civicflow --help`.
+app = typer.Typer(
+    help="civicflow: smart-city data pipeline and analytics warehouse.", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+    # Wide enough that no command's one-line summary is cut, piped or not.
+    context_settings={"terminal_width": 120, "max_content_width": 120},
+)
 main.register(app)
 governance.register(app)
 forecast.register(app)
