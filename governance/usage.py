@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import polars as pl
 
 from governance.admin import ask_server
 from governance.rules import TeamRules
 
-SCHEMA = {"day": pl.Date, "team": pl.Utf8, "queries": pl.Int64, "refused": pl.Int64, "failed": pl.Int64,
-          "cost": pl.Float64, "budget_per_day": pl.Float64, "budget_left": pl.Float64}
+if TYPE_CHECKING:  # polars is imported by the report only: `civicflow status` counts usage without it
+    import polars as pl
+
+SCHEMA = {"day": "Date", "team": "Utf8", "queries": "Int64", "refused": "Int64", "failed": "Int64",
+          "cost": "Float64", "budget_per_day": "Float64", "budget_left": "Float64"}
 
 
 def usage_counts(con: duckdb.DuckDBPyConnection, day: date) -> dict[str, dict]:
@@ -61,4 +64,6 @@ def usage_report(governance_db: Path, day: date, rules: dict[str, TeamRules] | N
         r = {"queries": 0, "refused": 0, "failed": 0, "cost": 0.0} | rows[team]
         budget = rules[team].budget_per_day if team in rules else None
         out.append({"day": day, "team": team, **r, "budget_per_day": budget, "budget_left": None if budget is None else max(0.0, budget - r["cost"])})
-    return pl.DataFrame(out, schema=SCHEMA)
+    import polars as pl
+
+    return pl.DataFrame(out, schema={name: getattr(pl, dtype) for name, dtype in SCHEMA.items()})
