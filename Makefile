@@ -7,6 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := $(shell sed -n '/^name = "uv"$$/{n;s/version = "\(.*\)"/\1/p}' uv.lock)
 export CIVICFLOW_HOME ?= $(CURDIR)/.civicflow
+# Bytecode caches are what make a command start at once (a sandbox may switch them off).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install lint demo test test-fast ui bench clean help
 
