@@ -85,6 +85,30 @@ def test_parse_needs_no_database(tmp_path):
             assert col["meta"].get("privacy") in {"public", "quasi", "identity"}, (name, col["name"])
             assert col["description"], (name, col["name"])
     assert all(c["meta"]["privacy"] != "identity" for c in marts["pass_onboarding_funnel"]["columns"].values())
+    assert_incremental_configs(manifest)
+
+
+# The config each date-partitioned incremental model had written out before it came from the
+# shared incremental_by_date macro: the macro must resolve to exactly this.
+INCREMENTAL = {
+    "stg_telemetry": ("event_date", "sync_all_columns"),
+    "stg_pass_scans": ("event_date", "sync_all_columns"),
+    "int_telemetry_located": ("event_date", "sync_all_columns"),
+    "int_pickups_daily": ("event_date", "sync_all_columns"),
+    "neighbourhood_demand_daily": ("demand_date", "fail"),
+    "neighbourhood_demand_hourly": ("demand_date", "fail"),
+}
+
+
+def assert_incremental_configs(manifest: dict) -> None:
+    models = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model"}
+    assert {name for name, n in models.items() if n["config"]["materialized"] == "incremental"} == set(INCREMENTAL)
+    for name, (key, on_schema_change) in INCREMENTAL.items():
+        config = models[name]["config"]
+        assert (config["incremental_strategy"], config["unique_key"], config["on_schema_change"]) == (
+            "delete+insert", key, on_schema_change,
+        ), name
+        assert "macro.civicflow.incremental_by_date" in models[name]["depends_on"]["macros"], name
 
 
 @pytest.mark.slow

@@ -1,11 +1,4 @@
-{{
-  config(
-    materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='event_date',
-    on_schema_change='sync_all_columns'
-  )
-}}
+{{ config(**incremental_by_date('event_date', 'sync_all_columns')) }}
 -- Pickups (and deposits) per hub × category × local day, from distinct demand readings of
 -- registered devices (a device missing from `devices` breaks its contract: not a valid event).
 select

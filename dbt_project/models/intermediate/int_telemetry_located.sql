@@ -1,11 +1,4 @@
-{{
-  config(
-    materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='event_date',
-    on_schema_change='sync_all_columns'
-  )
-}}
+{{ config(**incremental_by_date('event_date', 'sync_all_columns')) }}
 -- Telemetry readings placed at a hub and a neighbourhood: the device registry is
 -- authoritative for the hub, the gateway's hub_id is the fallback for unknown devices.
 select

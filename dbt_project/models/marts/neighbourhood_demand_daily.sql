@@ -1,11 +1,4 @@
-{{
-  config(
-    materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='demand_date',
-    on_schema_change='fail'
-  )
-}}
+{{ config(**incremental_by_date('demand_date', 'fail')) }}
 -- Demand per neighbourhood × category × local date: the series the forecasts model.
 -- Zero-filled: every neighbourhood with a hub (or with readings) × every category × every
 -- date from the first to the last date with a locker deposit or pickup reading gets a row

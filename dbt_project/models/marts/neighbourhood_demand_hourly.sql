@@ -1,11 +1,4 @@
-{{
-  config(
-    materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='demand_date',
-    on_schema_change='fail'
-  )
-}}
+{{ config(**incremental_by_date('demand_date', 'fail')) }}
 -- Demand per neighbourhood × category × local date × local hour of day (0–23), zero-filled
 -- like neighbourhood_demand_daily (same neighbourhoods, categories and dates). On the autumn
 -- DST day local hour 2 holds both UTC hours; on the spring day it is an empty row.

@@ -1,11 +1,4 @@
-{{
-  config(
-    materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='event_date',
-    on_schema_change='sync_all_columns'
-  )
-}}
+{{ config(**incremental_by_date('event_date', 'sync_all_columns')) }}
 -- Pass scans, de-duplicated on scan_id, entitlements split into flags.
 with source as (
     select * from {{ source('raw', 'pass_scans') }}

@@ -1,11 +1,4 @@
-{{
-  config(
-    materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='event_date',
-    on_schema_change='sync_all_columns'
-  )
-}}
+{{ config(**incremental_by_date('event_date', 'sync_all_columns')) }}
 -- Device readings, typed and de-duplicated on (device_id, seq); one partition per local date.
 with source as (
     select * from {{ source('raw', 'telemetry') }}
