@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The one source of the city's time zone: Dagster hands it to every dbt run as the city_tz
+# var (pipelines/partitions.py dbt_vars); dbt_project.yml holds a test-checked copy for dbt
+# run by hand. Python is the source because ingest derives event_date before dbt runs and a
+# leaf module must not read project files at import.
 CITY_TZ = "Europe/Amsterdam"
 
 # Telemetry reading kinds, the unit each must carry and the value range that is possible.

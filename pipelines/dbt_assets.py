@@ -130,13 +130,14 @@ def build_dbt_assets(project: DbtProject, partitions_def: dg.PartitionsDefinitio
             late = affected_dates(con, days)
             reference_changed = reference_changed_since(con, run_started)
         if reference_changed:
-            # New devices, hubs or events reshape every date: rebuild them all (no date vars).
+            # New devices, hubs or events reshape every date: rebuild them all (no date vars;
+            # city_tz is still passed).
             context.log.info("a reference snapshot changed in this run: rebuilding every date")
-            args = ["build"]
+            build_vars = dbt_vars(None)
         else:
-            rebuild = dbt_vars(days + late)
-            context.log.info(f"dbt build for {len(days)} delivery day(s); rebuild_dates={','.join(rebuild['rebuild_dates'])}")
-            args = ["build", "--vars", json.dumps(rebuild)]
+            build_vars = dbt_vars(days + late)
+            context.log.info(f"dbt build for {len(days)} delivery day(s); rebuild_dates={','.join(build_vars['rebuild_dates'])}")
+        args = ["build", "--vars", json.dumps(build_vars)]
         # Row counts are taken after dbt exits: dbt holds the warehouse file while it runs, so a
         # second connection (dagster-dbt's fetch_row_counts) would hit DuckDB's lock. Events are
         # buffered and a failing dbt test still lets the models that built report first.

@@ -35,6 +35,13 @@ def context_dates(context: dg.AssetExecutionContext) -> list[date]:
     return window_dates(window.start, window.end)
 
 
-def dbt_vars(rebuild: list[date]) -> dict:
-    """`--vars` for the dbt build of a window: the dates the incremental models rebuild."""
-    return {"rebuild_dates": [d.isoformat() for d in sorted(set(rebuild))]}
+def dbt_vars(rebuild: list[date] | None) -> dict:
+    """`--vars` for a dbt build: the city's time zone, and the dates the incremental models
+    rebuild (`None` = every date, which dbt does when rebuild_dates is unset).
+
+    city_tz is passed on every run so that every dbt run Dagster starts uses CITY_TZ itself, never a
+    copy: dbt_project.yml keeps the same value only as the default for dbt run by hand."""
+    out: dict = {"city_tz": CITY_TZ}
+    if rebuild is not None:
+        out["rebuild_dates"] = [d.isoformat() for d in sorted(set(rebuild))]
+    return out

@@ -8,7 +8,9 @@ from datetime import date, datetime
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
+from ingest.contracts import CITY_TZ
 from pipelines.cli.main import _days_option
 from pipelines.nightly import partition_tags
 from pipelines.partitions import daily_partitions, dbt_vars, window_dates
@@ -23,7 +25,18 @@ def test_window_dates_cover_one_partition_or_a_range():
 
 
 def test_dbt_vars_are_sorted_unique_iso_dates():
-    assert dbt_vars([date(2026, 1, 7), date(2026, 1, 2), date(2026, 1, 7)]) == {"rebuild_dates": ["2026-01-02", "2026-01-07"]}
+    assert dbt_vars([date(2026, 1, 7), date(2026, 1, 2), date(2026, 1, 7)])["rebuild_dates"] == ["2026-01-02", "2026-01-07"]
+    assert "rebuild_dates" not in dbt_vars(None)  # unset: dbt rebuilds every date
+
+
+def test_city_tz_has_one_source():
+    # Every dbt run Dagster starts gets CITY_TZ itself (with or without dates), so ingest's
+    # event_date and dbt's local dates cannot disagree there; the dbt_project.yml default
+    # (for dbt run by hand) is a copy that must stay equal.
+    assert dbt_vars([date(2026, 1, 2)])["city_tz"] == CITY_TZ
+    assert dbt_vars(None) == {"city_tz": CITY_TZ}
+    project = yaml.safe_load((Path(__file__).resolve().parents[1] / "dbt_project" / "dbt_project.yml").read_text())
+    assert project["vars"]["city_tz"] == CITY_TZ
 
 
 def test_partition_tags_for_a_day_and_a_range():
