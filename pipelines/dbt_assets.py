@@ -8,6 +8,7 @@ missing or older than the project files.
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -110,6 +111,30 @@ def child_env(values: Mapping[str, str | None]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+# Per-run dbt folders kept under <home>/dbt for debugging (run_results.json, dbt.log, compiled SQL).
+KEEP_DBT_RUNS = 3
+
+
+def dbt_run_dir(home: str | Path, run_id: str) -> Path:
+    """Where one run's dbt artifacts and log go: under the home, like everything a run writes.
+
+    dagster-dbt's default is a new `target/<unique>` inside the project (with DBT_LOG_PATH set
+    to the same folder), which grows the repository by a folder per run. Passing target_path
+    moves both: dagster-dbt sets DBT_TARGET_PATH and DBT_LOG_PATH to it. A retried step of the
+    same run reuses its folder."""
+    return Path(home) / "dbt" / run_id[:8]
+
+
+def prune_dbt_runs(parent: Path, keep: int) -> list[Path]:
+    """Remove all but the `keep` most recently written run folders; return the removed ones."""
+    if not parent.is_dir():
+        return []
+    runs = sorted((p for p in parent.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in runs[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return runs[keep:]
+
+
 def build_dbt_assets(project: DbtProject, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     nodes = json.loads(Path(project.manifest_path).read_text())["nodes"]
     materialized = {uid: n.get("config", {}).get("materialized", "") for uid, n in nodes.items()}
@@ -142,11 +167,14 @@ def build_dbt_assets(project: DbtProject, partitions_def: dg.PartitionsDefinitio
         # second connection (dagster-dbt's fetch_row_counts) would hit DuckDB's lock. Events are
         # buffered and a failing dbt test still lets the models that built report first.
         events, failure = [], None
+        target = dbt_run_dir(warehouse.home, context.run_id)
         try:
             with child_env(warehouse.dbt_env()):
-                events.extend(dbt.cli(args, context=context).stream())
+                events.extend(dbt.cli(args, context=context, target_path=target).stream())
         except Exception as exc:  # re-raised below, after the successful models are reported
             failure = exc
+        finally:
+            prune_dbt_runs(target.parent, keep=KEEP_DBT_RUNS)
         yield from with_row_counts(context, warehouse, events, materialized)
         if failure is not None:
             raise failure

@@ -3,6 +3,7 @@ loader, run the real `dbt build`, and compare (issue 5, item 5)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -135,3 +136,55 @@ def test_late_data_rebuilt_from_affected_dates(tmp_path):
     run_dbt(["build", "--full-refresh"], db, tmp_path)
     for t in tables:
         assert sorted(query(db, f"select * from {t}"), key=repr) == incremental[t], t
+
+
+@pytest.mark.slow
+def test_dagster_dbt_runs_write_under_the_home_and_are_capped(tmp_path):
+    """A dbt step run by Dagster writes its target folder and log under <home>/dbt, not into
+    the repository's dbt_project/target or dbt_project/logs, and old run folders are pruned."""
+    from datetime import date
+
+    import dagster as dg
+
+    from ingest.raw_tables import ensure_raw_schema
+    from pipelines.dbt_assets import KEEP_DBT_RUNS, build_dbt_assets, dbt_project
+    from pipelines.dbt_resource import DbtCli
+    from pipelines.partitions import daily_partitions
+    from pipelines.resources import WarehouseResource
+
+    home = tmp_path / "home"
+    home.mkdir()
+    con = duckdb.connect(str(home / "warehouse.duckdb"))
+    try:
+        ensure_raw_schema(con)
+    finally:
+        con.close()
+    old_runs = [home / "dbt" / f"old{i}" for i in range(KEEP_DBT_RUNS + 1)]
+    for i, run in enumerate(old_runs):
+        run.mkdir(parents=True)
+        os.utime(run, (1_000_000 + i, 1_000_000 + i))  # old0 is the oldest
+
+    project = dbt_project()  # parses first if stale: parse artifacts may be (re)written here, not after
+    repo_target, repo_logs = Path(project.project_dir) / "target", Path(project.project_dir) / "logs"
+
+    def snapshot(folder: Path) -> dict:
+        return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.is_dir() else {}
+
+    before_target, before_logs = snapshot(repo_target), snapshot(repo_logs)
+    result = dg.materialize(
+        [build_dbt_assets(project, daily_partitions(date(2026, 1, 1)))],
+        partition_key="2026-01-01",
+        resources={
+            "dbt": DbtCli(project_dir=project, profiles_dir=str(project.profiles_dir)),
+            "warehouse": WarehouseResource(home=str(home)),
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    this_run = home / "dbt" / result.run_id[:8]
+    assert (this_run / "run_results.json").exists() and (this_run / "dbt.log").exists()
+    runs = sorted(p.name for p in (home / "dbt").iterdir())
+    assert runs == sorted([this_run.name, *(r.name for r in old_runs[-(KEEP_DBT_RUNS - 1):])])
+    # Nothing new in the repository: no per-run folder under target/, no log written.
+    assert set(snapshot(repo_target)) <= set(before_target)
+    assert snapshot(repo_logs) == before_logs
