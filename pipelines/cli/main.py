@@ -25,6 +25,8 @@ STAGES = "ingest → dbt build → forecast → plan → publish"
 
 
 def print_report(report: RunReport, home: Home) -> None:
+    for line in report.recovered:  # what a crashed run left behind, freed before this one
+        console.print(f"[yellow]{escape(line)}[/yellow]")
     table = Table(title="Ingest (this run)", title_justify="left")
     for col in ("contract", "files", "rows", "duplicate", "quarantined", "re-sent", "refused"):
         table.add_column(col, justify="right" if col != "contract" else "left")
@@ -78,6 +80,7 @@ def _days_option(day: str | None, first: str | None, last: str | None) -> tuple[
 def _run_with_progress(settings: Settings, days: tuple[date, date] | None = None, horizon: int = 1, log_level: str = "WARNING") -> RunReport:
     """Run a night, showing the step Dagster is on and how long each finished one took."""
     from pipelines.nightly import NoDeliveries, run_nightly
+    from pipelines.run_lock import RunInProgress
 
     # Bound to the terminal now: the run redirects stdout to its log file while it runs.
     out = Console(file=sys.stdout)
@@ -92,6 +95,9 @@ def _run_with_progress(settings: Settings, days: tuple[date, date] | None = None
             return run_nightly(settings, days=days, horizon_days=horizon, log_level=log_level, on_step=on_step)
         except NoDeliveries as exc:
             raise typer.BadParameter(str(exc)) from None
+        except RunInProgress as exc:
+            print(exc, flush=True)  # one plain line: no markup, no wrapping
+            raise typer.Exit(3) from None
 
 
 def register(app: typer.Typer) -> None:
