@@ -127,3 +127,45 @@ def test_the_home_lock_is_released_when_its_holder_dies(tmp_path: Path):
     with home_run_lock(tmp_path):  # taken at once: the dead holder's lock is gone
         pass
 
+
+
+HOSTILE = ["readings [/] .jsonl", "a\\", "[bold]x[/bold]", "\\[/]", "[red]"]
+
+
+def test_printed_names_and_reasons_are_never_read_as_markup(tmp_path: Path):
+    """A run report and `status` with file names and reasons full of markup print them as they are."""
+    import io
+
+    from rich.console import Console
+
+    from pipelines.cli import main as cli_main
+    from pipelines.nightly import RunReport
+    from pipelines.status import Health, print_health
+
+    settings = Settings.from_env(env={}, home=tmp_path / "home")
+    refusals = "\n".join(f"telemetry/2026-01-02/{name}: {name} line 3: field 'x' {name}" for name in HOSTILE)
+    report = RunReport(
+        run_id="r1", success=False, seconds=1.0, failure="ingest: " + HOSTILE[0], log_path=HOSTILE[1], recovered=[HOSTILE[2]],
+        ingest=[{"contract": "telemetry", "files_loaded": 1, "rows_loaded": 1, "rows_duplicate": 0, "rows_quarantined": 0,
+                 "files_redelivered": 0, "files_refused": len(HOSTILE), "refusals": refusals}],
+    )
+    out = io.StringIO()
+    cli_main.console = Console(file=out, width=400, color_system=None)
+    cli_main.print_report(report, settings.home)
+    printed = out.getvalue()
+    for line in refusals.splitlines() + [report.failure, f"Run log (dbt output): {HOSTILE[1]}", HOSTILE[2]]:
+        assert line in printed
+
+    (settings.home.published).mkdir(parents=True)
+    health = Health(
+        snapshot=settings.home.published / "warehouse-[bold] x\\",
+        refused_files=[(f"telemetry/2026-01-02/f{i}.jsonl", f"f{i}.jsonl: reason {n}") for i, n in enumerate(HOSTILE)],
+        failed_checks=[{"asset": HOSTILE[4], "check": HOSTILE[0], "description": HOSTILE[1]}],
+    )
+    out = io.StringIO()
+    print_health(Console(file=out, width=400, color_system=None), health, settings)
+    printed = out.getvalue()
+    assert "Published snapshot: warehouse-[bold] x\\\n" in printed
+    for i, n in enumerate(HOSTILE):
+        assert f"telemetry/2026-01-02/f{i}.jsonl: reason {n}\n" in printed
+    assert f"{HOSTILE[4]} · {HOSTILE[0]}: {HOSTILE[1]}" in printed
