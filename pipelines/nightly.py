@@ -3,6 +3,7 @@ and report what it did. The CLI, the tests and the benchmarks all run nights thr
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -11,7 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from pipelines.home import Home, prepare_home
+from pipelines.run_lock import home_run_lock
 from pipelines.settings import Settings
+from pipelines.stale_runs import clean_partial_copies, free_dead_runs, live_slot_holders, own_process_tags
 from warehouse.backends import backend_for
 from warehouse.tables import table_exists
 
@@ -33,6 +36,7 @@ class RunReport:
     snapshot: str = ""
     failure: str = ""
     log_path: str = ""
+    recovered: list[str] = field(default_factory=list)  # one line per slot freed / copy cleaned before the run
 
 
 def landing_days(home: Home) -> tuple[date, date] | None:
@@ -95,7 +99,25 @@ def run_nightly(
 ) -> RunReport:
     """Execute the nightly job through Dagster (the same job the schedule launches) for a day or
     a range; without `days`, every delivery day in the landing zone, as one run. `on_step` hears
-    each step start and finish."""
+    each step start and finish.
+
+    One run per home at a time (`RunInProgress` for the second); before it starts, slots held
+    by runs that died are freed and the copies a killed publish left are removed."""
+    with home_run_lock(settings.home.root):
+        return _run_locked(settings, days, horizon_days, log_level, on_step)
+
+
+def recover(instance, home: Home) -> list[str]:
+    """Free what dead runs left behind; one line for each thing done."""
+    lines = [f.line() for f in free_dead_runs(instance)]
+    if not live_slot_holders(instance):
+        lines += [f"removed a partial snapshot copy {p.name}" for p in clean_partial_copies(home.published)]
+    return lines
+
+
+def _run_locked(
+    settings: Settings, days: tuple[date, date] | None, horizon_days: int, log_level: str, on_step: OnStep | None,
+) -> RunReport:
     import dagster as dg
 
     home = settings.home
@@ -109,8 +131,9 @@ def run_nightly(
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
     with open_instance(settings) as instance:
+        recovered = recover(instance, home)
         home.logs.mkdir(parents=True, exist_ok=True)
-        log_path = home.logs / f"nightly-{started:%Y%m%dT%H%M%S%f}.log"
+        log_path = home.logs / f"nightly-{started:%Y%m%dT%H%M%S%f}-{os.getpid()}.log"
         # dbt's event stream goes to stdout: keep it in a log file, the terminal gets the summary.
         stop = threading.Event()
         watcher = threading.Thread(target=_watch_steps, args=(instance, time.time() - 1, on_step, stop), daemon=True) if on_step else None
@@ -124,13 +147,14 @@ def run_nightly(
                     ),
                     instance=instance,
                     run_config=run_config,
-                    tags=partition_tags(*days),
+                    tags=partition_tags(*days) | own_process_tags(),
                 )
             finally:
                 stop.set()
                 if watcher:
                     watcher.join()
             report = _report(result, time.perf_counter() - t0, str(log_path))
+            report.recovered = recovered
     report.ingest = ingest_report(settings, since=started)
     return report
 
@@ -191,5 +215,6 @@ def rebuild_warehouse(settings: Settings, log_level: str = "WARNING") -> tuple[s
     one run over all its delivery days loads the files in their delivery order, and dbt, the
     forecast and the publish step rebuild everything from them. What was set aside is kept
     (a file under `recovered/`, or the lake's earlier version) and described in the result."""
-    kept = backend_for(settings.warehouse).reset(settings.home.root / "recovered")
-    return kept, run_nightly(settings, log_level=log_level)
+    with home_run_lock(settings.home.root):
+        kept = backend_for(settings.warehouse).reset(settings.home.root / "recovered")
+        return kept, _run_locked(settings, None, 1, log_level, None)

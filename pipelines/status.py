@@ -21,6 +21,7 @@ import duckdb
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from pipelines.freshness import is_fresh
 from pipelines.settings import Settings
@@ -222,19 +223,19 @@ def print_health(console: Console, health: Health, settings: Settings) -> None:
     if health.failed_checks:
         console.print(f"[red]failed checks ({len(health.failed_checks)}):[/red]")
         for c in health.failed_checks[:20]:
-            console.print(f"  {escape(c['asset'])} · {escape(c['check'])}: {escape(str(c['description']))}")
+            console.print(Text(f"  {c['asset']} · {c['check']}: {c['description']}"))  # data: never read as markup
     else:
         console.print("Failed checks: [green]none[/green]")
     _print_budgets(console, settings)
     if health.snapshot is None:
         console.print("Published snapshot: [yellow]none yet[/yellow]")
         return
-    console.print(f"Published snapshot: {escape(health.snapshot.name)}")
+    console.print(Text(f"Published snapshot: {health.snapshot.name}"))
     q = ", ".join(f"{k} {v:,}" for k, v in health.quarantine.items()) or "none"
     console.print(f"Quarantined rows: {escape(q)}")
     console.print(f"Refused files still in the landing zone: {len(health.refused_files)}")
     for path, reason in health.refused_files[:10]:
-        console.print(f"  {escape(path)}: {escape(reason.removeprefix(Path(path).name + ': '))}")
+        console.print(Text(f"  {path}: {reason.removeprefix(Path(path).name + ': ')}"))  # data: never read as markup
     if health.last_delivery:
         console.print("Last delivery day per source: " + escape(", ".join(f"{k} {v}" for k, v in health.last_delivery.items())))
     b = health.settlement_backlog

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from pipelines.cli.options import HomeOpt, settings_for
 
@@ -25,6 +26,8 @@ STAGES = "ingest → dbt build → forecast → plan → publish"
 
 
 def print_report(report: RunReport, home: Home) -> None:
+    for line in report.recovered:  # what a crashed run left behind, freed before this one
+        console.print(Text(line, style="yellow"))
     table = Table(title="Ingest (this run)", title_justify="left")
     for col in ("contract", "files", "rows", "duplicate", "quarantined", "re-sent", "refused"):
         table.add_column(col, justify="right" if col != "contract" else "left")
@@ -38,16 +41,17 @@ def print_report(report: RunReport, home: Home) -> None:
     console.print(table)
     for r in report.ingest:
         if r["refusals"]:
-            console.print(f"[yellow]refused {escape(r['contract'])} files (kept in the landing zone):[/yellow]\n{escape(r['refusals'])}")
+            console.print(Text(f"refused {r['contract']} files (kept in the landing zone):", style="yellow"))
+            console.print(Text(r["refusals"]))  # file names and reasons come from the data: never markup
     status = "[green]succeeded[/green]" if report.success else "[red]FAILED[/red]"
     console.print(f"Nightly run {report.run_id} {status} in {report.seconds:.1f} s")
     if report.failure:
-        console.print(f"[red]{escape(report.failure)}[/red]")
+        console.print(Text(report.failure, style="red"))
     console.print(f"Marts built: {len(report.marts)} ({', '.join(sorted(report.marts))})")
     console.print(f"Series forecast: {report.series}; staging plan rows: {report.plan_rows}")
-    console.print(f"Staging plan: {escape(report.plan_path)}")
-    console.print(f"Published snapshot: {escape(report.snapshot)}")
-    console.print(f"Run log (dbt output): {escape(report.log_path)}")
+    console.print(Text(f"Staging plan: {report.plan_path}"))
+    console.print(Text(f"Published snapshot: {report.snapshot}"))
+    console.print(Text(f"Run log (dbt output): {report.log_path}"))
     console.print(
         f"Dagster UI on this home: [bold]make ui[/bold] (or CIVICFLOW_HOME={escape(str(home.root))} civicflow ui), then open http://127.0.0.1:3000"
     )
@@ -78,6 +82,7 @@ def _days_option(day: str | None, first: str | None, last: str | None) -> tuple[
 def _run_with_progress(settings: Settings, days: tuple[date, date] | None = None, horizon: int = 1, log_level: str = "WARNING") -> RunReport:
     """Run a night, showing the step Dagster is on and how long each finished one took."""
     from pipelines.nightly import NoDeliveries, run_nightly
+    from pipelines.run_lock import RunInProgress
 
     # Bound to the terminal now: the run redirects stdout to its log file while it runs.
     out = Console(file=sys.stdout)
@@ -92,6 +97,9 @@ def _run_with_progress(settings: Settings, days: tuple[date, date] | None = None
             return run_nightly(settings, days=days, horizon_days=horizon, log_level=log_level, on_step=on_step)
         except NoDeliveries as exc:
             raise typer.BadParameter(str(exc)) from None
+        except RunInProgress as exc:
+            print(exc, flush=True)  # one plain line: no markup, no wrapping
+            raise typer.Exit(3) from None
 
 
 def register(app: typer.Typer) -> None:

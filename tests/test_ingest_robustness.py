@@ -1,0 +1,171 @@
+"""The fault suite of a real landing zone and an unlucky night: each test breaks one thing the
+way a real night would and asserts on rows, against the simulator's ground truth."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from ingest.config import FAULT_ENV
+from ingest.simulator import simulate
+from pipelines.nightly import open_instance, run_nightly
+from pipelines.run_lock import RunInProgress, home_run_lock
+from pipelines.settings import Settings
+from pipelines.stale_runs import live_slot_holders
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENT_TABLES = ("telemetry", "pass_scans", "transactions", "clearing")
+DAYS, SEED = 5, 19
+
+
+def _raw_and_marts(home) -> dict[str, str]:
+    """Every raw event table and mart as an order-free hash of its rows (without load times)."""
+    con = duckdb.connect(str(home.warehouse), read_only=True)
+    try:
+        names = [f"raw.{t}" for t in EVENT_TABLES] + [
+            f"marts.{r[0]}"
+            for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'marts' ORDER BY 1").fetchall()
+        ]
+        out = {}
+        for name in names:
+            cols = [c for (c,) in con.execute(f"SELECT column_name FROM (DESCRIBE {name})").fetchall() if not c.startswith("_")]
+            select = ", ".join(f'"{c}"' for c in cols)
+            out[name] = con.execute(f"SELECT count(*) || ':' || md5(coalesce(string_agg(t::VARCHAR, '|' ORDER BY t::VARCHAR), '')) FROM (SELECT {select} FROM {name}) t").fetchone()[0]
+        return out
+    finally:
+        con.close()
+
+
+def _kill_cli_run_at(home: Path, point: str, marker: Path) -> None:
+    """Start a real `civicflow run` on `home`, wait until its ingest reaches `point`, SIGKILL it."""
+    env = dict(os.environ, CIVICFLOW_HOME=str(home), PYTHONPATH=str(ROOT), **{FAULT_ENV: f"{point}:{marker}"})
+    child = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while not marker.exists():
+            assert child.poll() is None, f"the run ended before reaching {point}: {child.stderr.read().decode()[-2000:]}"
+            time.sleep(0.1)
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_a_run_killed_during_ingest_never_blocks_the_next_which_equals_a_clean_run(tmp_path: Path):
+    killed = Settings.from_env(env={}, home=tmp_path / "killed")
+    clean = Settings.from_env(env={}, home=tmp_path / "clean")
+    for s in (killed, clean):
+        simulate(s.home.landing, size="tiny", days=DAYS, seed=SEED)
+    truth = pl.read_parquet(clean.home.ground_truth / "event_totals.parquet")
+
+    _kill_cli_run_at(killed.home.root, "in_batch", tmp_path / "at-fault")
+    with open_instance(killed) as instance:
+        held = live_slot_holders(instance)
+    assert len(held) == 1, "the killed run should still hold the warehouse slot"
+    # A killed publish leaves its partial copy behind: it must go too.
+    (killed.home.published / ".warehouse-20260101T000000Z.duckdb.tmp").write_bytes(b"partial")
+
+    after = run_nightly(killed)
+    assert after.success, after.failure
+    (dead,) = held
+    assert re.fullmatch(rf"freed the warehouse slot held by run {dead} \(its process \d+ is no longer alive\)", after.recovered[0])
+    assert any("partial snapshot copy" in line for line in after.recovered)
+    assert not list(killed.home.published.glob(".*.tmp"))
+    with open_instance(killed) as instance:
+        assert not live_slot_holders(instance)
+        assert instance.get_run_by_id(dead).is_failure
+
+    reference = run_nightly(clean)
+    assert reference.success, reference.failure
+    assert reference.recovered == []
+    ours, theirs = _raw_and_marts(killed.home), _raw_and_marts(clean.home)
+    assert ours == theirs
+    expected = dict(truth.select("contract", "valid_distinct").iter_rows())
+    assert {t: int(ours[f"raw.{t}"].split(":")[0]) for t in EVENT_TABLES} == {t: expected[t] for t in EVENT_TABLES}
+
+
+def test_a_second_run_on_one_home_refuses_in_one_line_while_the_first_holds_it(tmp_path: Path):
+    """A real second `civicflow run` process while this process holds the home."""
+    home = tmp_path / "home"
+    simulate(home / "landing", size="tiny", days=1, seed=SEED)
+    env = dict(os.environ, CIVICFLOW_HOME=str(home), PYTHONPATH=str(ROOT))
+    with home_run_lock(home):
+        second = subprocess.run([sys.executable, "-m", "pipelines.cli", "run"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 3
+    lines = [line for line in second.stdout.splitlines() if line.strip()]
+    assert lines == [f"another civicflow run (pid {os.getpid()}) is running on {home}: wait for it to finish"]
+    assert not (home / "warehouse.duckdb").exists()  # it touched nothing
+
+
+def test_the_home_lock_is_released_when_its_holder_dies(tmp_path: Path):
+    ready = tmp_path / "locked"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from pipelines.run_lock import home_run_lock\n"
+         "with home_run_lock(Path(sys.argv[1])):\n    Path(sys.argv[2]).write_text('x'); time.sleep(600)", str(tmp_path), str(ready)],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    try:
+        while not ready.exists():
+            assert holder.poll() is None
+            time.sleep(0.05)
+        with pytest.raises(RunInProgress, match=f"pid {holder.pid}"):
+            with home_run_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with home_run_lock(tmp_path):  # taken at once: the dead holder's lock is gone
+        pass
+
+
+
+HOSTILE = ["readings [/] .jsonl", "a\\", "[bold]x[/bold]", "\\[/]", "[red]"]
+
+
+def test_printed_names_and_reasons_are_never_read_as_markup(tmp_path: Path):
+    """A run report and `status` with file names and reasons full of markup print them as they are."""
+    import io
+
+    from rich.console import Console
+
+    from pipelines.cli import main as cli_main
+    from pipelines.nightly import RunReport
+    from pipelines.status import Health, print_health
+
+    settings = Settings.from_env(env={}, home=tmp_path / "home")
+    refusals = "\n".join(f"telemetry/2026-01-02/{name}: {name} line 3: field 'x' {name}" for name in HOSTILE)
+    report = RunReport(
+        run_id="r1", success=False, seconds=1.0, failure="ingest: " + HOSTILE[0], log_path=HOSTILE[1], recovered=[HOSTILE[2]],
+        ingest=[{"contract": "telemetry", "files_loaded": 1, "rows_loaded": 1, "rows_duplicate": 0, "rows_quarantined": 0,
+                 "files_redelivered": 0, "files_refused": len(HOSTILE), "refusals": refusals}],
+    )
+    out = io.StringIO()
+    cli_main.console = Console(file=out, width=400, color_system=None)
+    cli_main.print_report(report, settings.home)
+    printed = out.getvalue()
+    for line in refusals.splitlines() + [report.failure, f"Run log (dbt output): {HOSTILE[1]}", HOSTILE[2]]:
+        assert line in printed
+
+    (settings.home.published).mkdir(parents=True)
+    health = Health(
+        snapshot=settings.home.published / "warehouse-[bold] x\\",
+        refused_files=[(f"telemetry/2026-01-02/f{i}.jsonl", f"f{i}.jsonl: reason {n}") for i, n in enumerate(HOSTILE)],
+        failed_checks=[{"asset": HOSTILE[4], "check": HOSTILE[0], "description": HOSTILE[1]}],
+    )
+    out = io.StringIO()
+    print_health(Console(file=out, width=400, color_system=None), health, settings)
+    printed = out.getvalue()
+    assert "Published snapshot: warehouse-[bold] x\\\n" in printed
+    for i, n in enumerate(HOSTILE):
+        assert f"telemetry/2026-01-02/f{i}.jsonl: reason {n}\n" in printed
+    assert f"{HOSTILE[4]} · {HOSTILE[0]}: {HOSTILE[1]}" in printed
