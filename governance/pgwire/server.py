@@ -9,7 +9,7 @@ import threading
 
 from governance.gateway import Gateway
 from governance.pgwire.codec import ProtocolError
-from governance.pgwire.session import Session
+from governance.pgwire.session import Session, Stats
 
 
 class PgServer:
@@ -20,9 +20,10 @@ class PgServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self.stats = Stats()  # rows and DataRow batches sent, over all sessions
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = Session(self.gateway, reader, writer)
+        session = Session(self.gateway, reader, writer, stats=self.stats)
         try:
             if await session.start():
                 await session.serve()
@@ -37,6 +38,7 @@ class PgServer:
 
     def _run(self) -> None:
         loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         try:
             self._server = loop.run_until_complete(asyncio.start_server(self._handle, self.host, self.port))
             self.port = self._server.sockets[0].getsockname()[1]
@@ -50,7 +52,8 @@ class PgServer:
         tasks = asyncio.all_tasks(loop)  # open sessions: end them so the loop closes clean
         for task in tasks:
             task.cancel()
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        if tasks:
+            loop.run_until_complete(asyncio.wait(tasks))
         loop.close()
 
     def start(self) -> PgServer:

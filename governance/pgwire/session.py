@@ -53,6 +53,8 @@ def refusal(result: Result) -> bytes:
 _SESSION = re.compile(r"^\s*(SET|RESET|BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT|DISCARD|DEALLOCATE|CLOSE|LISTEN|UNLISTEN)\b", re.I)
 _SHOW = re.compile(r"^\s*SHOW\s+(.+?)\s*;?\s*$", re.I | re.S)
 _PROBE = re.compile(r"\b(pg_catalog|information_schema|pg_[a-z_]+|version\s*\(|current_schema|current_database|current_user|session_user|txid_current)\b", re.I)
+_FIXED = re.compile(r"^\s*SELECT\s+((?:pg_catalog\.)?(?:version|current_schema)\s*\(\s*\))\s*;?\s*$", re.I)
+VERSION = "PostgreSQL 16.0 (civicflow governed gateway on DuckDB)"
 _TAGS = {"SET": "SET", "RESET": "RESET", "BEGIN": "BEGIN", "START": "BEGIN", "COMMIT": "COMMIT", "END": "COMMIT", "ROLLBACK": "ROLLBACK",
          "ABORT": "ROLLBACK", "DISCARD": "DISCARD ALL", "DEALLOCATE": "DEALLOCATE", "CLOSE": "CLOSE CURSOR", "LISTEN": "LISTEN", "UNLISTEN": "UNLISTEN"}
 
@@ -80,6 +82,12 @@ class Answer:
 
 
 @dataclass
+class Stats:
+    rows: int = 0
+    batches: int = 0
+
+
+@dataclass
 class Session:
     gateway: Gateway
     reader: asyncio.StreamReader
@@ -91,6 +99,7 @@ class Session:
     statements: dict[str, Prepared] = field(default_factory=dict)
     portals: dict[str, Portal] = field(default_factory=dict)
     probe: duckdb.DuckDBPyConnection | None = None
+    stats: Stats = field(default_factory=Stats)
 
     # ------------------------------------------------------------------ startup and login
     async def start(self) -> bool:
@@ -221,6 +230,10 @@ class Session:
             name = m.group(1).strip().strip('"')
             lower = {k.lower(): v for k, v in {**SERVER_PARAMS, **SHOW_EXTRA, **self.settings}.items()}
             return Answer("SHOW", pa.table({name.split()[0]: [lower.get(name.lower(), "")]}))
+        fixed = _FIXED.match(sql)
+        if fixed:
+            value = VERSION if "version" in fixed.group(1).lower() else "marts"
+            return Answer("SELECT 1", pa.table({fixed.group(1).split(".")[-1].rstrip("()"): [value]}))
         if _PROBE.search(sql):
             return await asyncio.to_thread(self._probe, sql)
         result = await asyncio.to_thread(self.gateway.query, self.key, sql)
@@ -249,6 +262,8 @@ class Session:
             columns = [text_column(c) for c in batch.columns]
             self.writer.write(b"".join(codec.data_row(row) for row in zip(*columns)) if columns else b"")
             await self.writer.drain()
+            self.stats.rows += batch.num_rows
+            self.stats.batches += 1
 
     # ------------------------------------------------------------------ extended query
     async def _parse(self, buf: codec.Buffer) -> bool:

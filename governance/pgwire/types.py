@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import struct
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import pyarrow as pa
@@ -114,7 +114,15 @@ def literal(value: bytes | None, oid: int, binary: bool) -> str:
     return _quote(text)
 
 
+PG_EPOCH = date(2000, 1, 1)
+
+
 def _binary_literal(value: bytes, oid: int) -> str:
+    if oid == DATE and len(value) == 4:
+        return f"DATE '{date.fromordinal(PG_EPOCH.toordinal() + struct.unpack('!i', value)[0]).isoformat()}'"
+    if oid in (TIMESTAMP, TIMESTAMPTZ) and len(value) == 8:
+        micros = struct.unpack("!q", value)[0]
+        return f"TIMESTAMP '{(datetime(2000, 1, 1) + timedelta(microseconds=micros)).isoformat(sep=' ')}'"
     fmt = {INT2: "!h", INT4: "!i", INT8: "!q", FLOAT4: "!f", FLOAT8: "!d", BOOL: "!?"}.get(oid)
     if fmt is None or struct.calcsize(fmt) != len(value):
         if oid in (TEXT, VARCHAR, UNKNOWN, 0):
