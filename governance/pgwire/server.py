@@ -27,8 +27,8 @@ class PgServer:
         try:
             if await session.start():
                 await session.serve()
-        except (asyncio.IncompleteReadError, ConnectionError, ProtocolError, UnicodeDecodeError, ValueError, IndexError):
-            pass  # the client went away or spoke nonsense: drop the connection
+        except (asyncio.CancelledError, asyncio.IncompleteReadError, ConnectionError, ProtocolError, UnicodeDecodeError, ValueError, IndexError):
+            pass  # the client went away, spoke nonsense, or the server stops: drop the connection
         finally:
             if session.probe is not None:
                 session.probe.close()

@@ -256,6 +256,18 @@ class Session:
             table = pa.table({"?column?": pa.array([], pa.string())})
         return Answer(f"SELECT {len(table)}", table)
 
+    def _shape(self, prepared: Prepared) -> pa.Schema | None:
+        """A statement's columns before it is bound (pg8000, asyncpg, JDBC ask for them): planned on
+        the probe connection, whose tables are empty copies of the team's grant, so describing
+        reads no data and bills nothing; the real run still goes through the gateway."""
+        if self.probe is None:
+            self.probe = _probe_connection(self.gateway.granted_columns(self.key))
+        try:
+            sql = bind(prepared.sql, ["NULL"] * len(prepared.param_oids))
+            return self.probe.execute(f"SELECT * FROM ({sql}) AS cf_shape LIMIT 0").fetch_arrow_table().schema
+        except (duckdb.Error, BadParameter):
+            return None
+
     async def _rows(self, table: pa.Table) -> None:
         """DataRows a batch at a time: only one batch of encoded rows exists at once."""
         for batch in table.to_batches(max_chunksize=BATCH_ROWS):
@@ -308,8 +320,9 @@ class Session:
             if prepared is None:
                 await self._send(codec.error_response("26000", f'prepared statement "{name}" does not exist'))
                 return False
-            # Columns are known only by running; a statement is described without them.
-            self.writer.write(codec.parameter_description([o or TEXT for o in prepared.param_oids]) + codec.NO_DATA)
+            schema = await asyncio.to_thread(self._shape, prepared)
+            out = codec.parameter_description([o or TEXT for o in prepared.param_oids])
+            self.writer.write(out + (_row_description(schema) if schema is not None and len(schema) else codec.NO_DATA))
             return True
         portal = self.portals.get(name)
         if portal is None:
