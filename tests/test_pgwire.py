@@ -275,3 +275,13 @@ def test_a_million_rows_stream_in_batches_with_bounded_server_memory(pg: Pg) -> 
     print(f"server RSS grew {grew / 1e6:.0f} MB for {wire_bytes / 1e6:.0f} MB on the wire")
     # All rows as Python objects would take several times the wire size; batches hold one at a time.
     assert grew < 2 * wire_bytes
+
+
+def test_the_python_client_raises_gateway_error_when_no_server_answers() -> None:
+    from test_governance_support import free_port
+
+    from governance.client import Client, GatewayError
+
+    with Client(f"http://127.0.0.1:{free_port()}", key="cfk_x", timeout=5) as client, pytest.raises(GatewayError) as e:
+        client.usage()
+    assert e.value.rule == "unreachable" and "cannot be reached" in e.value.message
