@@ -308,8 +308,8 @@ def test_usage_requests_are_audited_accepted_or_refused(server) -> None:
 
 
 def test_cli_keys_query_budget_and_verify_audit(env: Env, server, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines import governance_cli
     from pipelines.cli import app
+    from pipelines.cli import governance as governance_cli
 
     monkeypatch.setattr(governance_cli.console, "width", 200)
     runner = CliRunner()

@@ -71,8 +71,8 @@ def served(tmp_path: Path):
 
 
 def _cli(*args: str):
-    from pipelines import governance_cli
     from pipelines.cli import app
+    from pipelines.cli import governance as governance_cli
 
     governance_cli.console.width = 200
     return CliRunner().invoke(app, list(args))
