@@ -50,6 +50,14 @@ class Client:
         self._http = httpx.Client(base_url=self.url, timeout=timeout, headers={"Authorization": f"Bearer {self.key}"}, verify=not plain)
         self.last: QueryInfo | None = None
 
+    def _send(self, method: str, path: str, **kw) -> httpx.Response:
+        """The request, or GatewayError(rule "unreachable") when no gateway answers: callers see
+        one exception type whatever went wrong."""
+        try:
+            return self._http.request(method, path, **kw)
+        except httpx.TransportError as e:
+            raise GatewayError(0, "unreachable", f"the gateway at {self.url} cannot be reached ({type(e).__name__}); is `civicflow serve` running?", None) from None
+
     def _check(self, resp: httpx.Response) -> httpx.Response:
         if resp.status_code >= 400:
             try:
@@ -60,7 +68,7 @@ class Client:
         return resp
 
     def _query(self, sql: str, fmt: str) -> httpx.Response:
-        resp = self._check(self._http.post("/v1/query", json={"sql": sql, "format": fmt}))
+        resp = self._check(self._send("POST", "/v1/query", json={"sql": sql, "format": fmt}))
         h = resp.headers
         self.last = QueryInfo(h["x-audit-id"], float(h["x-cost-estimate"]), float(h["x-cost-actual"]), h["x-truncated"] == "true", int(h["x-suppressed-groups"]))
         return resp
@@ -85,10 +93,10 @@ class Client:
         return self.query_arrow(sql).to_pandas()
 
     def estimate(self, sql: str) -> dict:
-        return self._check(self._http.post("/v1/estimate", json={"sql": sql})).json()
+        return self._check(self._send("POST", "/v1/estimate", json={"sql": sql})).json()
 
     def usage(self) -> dict:
-        return self._check(self._http.get("/v1/usage")).json()
+        return self._check(self._send("GET", "/v1/usage")).json()
 
     def close(self) -> None:
         self._http.close()

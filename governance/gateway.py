@@ -146,6 +146,30 @@ class Gateway:
             result = Result(audit_id=entry.audit_id, outcome="failed")
             return self._finish(entry, result, time.perf_counter(), rule="internal_error", message=f"the gateway failed ({type(e).__name__})", note=USAGE_NOTE)
 
+    def granted_columns(self, key: str | None) -> dict[str, list[tuple[str, str]]]:
+        """`schema.relation` → [(column, DuckDB type)] the key's team may name, identity columns
+        left out unless it is cleared: what catalog probes (pg_catalog, information_schema) see."""
+        info = authenticate(self.state, key)
+        rules = self.rules.get(info.team) if info is not None and info.revoked_at is None else None
+        sb = self._acquire_sandbox() if rules is not None else None
+        if sb is None:
+            return {}
+        try:
+            with sb.connection() as cur:
+                rows = cur.execute(
+                    "SELECT table_schema || '.' || table_name, column_name, data_type FROM information_schema.columns "
+                    "WHERE table_catalog = current_database() ORDER BY table_schema, table_name, ordinal_position").fetchall()
+            out: dict[str, list[tuple[str, str]]] = {}
+            for rel, col, typ in rows:
+                if not rules.allows_relation(rel):
+                    continue
+                if self.manifest.privacy.get(rel, {}).get(col, "identity") == "identity" and not rules.identity_clearance:
+                    continue
+                out.setdefault(rel, []).append((col, typ))
+            return out
+        finally:
+            self._release_sandbox(sb)
+
     def _authenticate(self, key: str | None, entry: AuditEntry, result: Result, t0: float, note: str | None = None) -> TeamRules | Result:
         """The key's team rules, or the audited refusal."""
         info = authenticate(self.state, key)

@@ -13,9 +13,25 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from scramp import ScramMechanism
+
 from governance.state import GovernanceState
 
 PREFIX = "cfk_"
+SCRAM_ITERATIONS = 4096  # PostgreSQL's default; the key itself is 32 random bytes
+
+
+class KeyHash(str):
+    """A key already proven without being sent (SCRAM over the Postgres endpoint), named by
+    its hash: the gateway accepts it where it accepts a key."""
+
+
+@dataclass(frozen=True)
+class ScramVerifier:
+    salt: bytes
+    stored_key: bytes
+    server_key: bytes
+    iterations: int
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,9 @@ def create_key(state: GovernanceState, team: str, name: str) -> tuple[str, KeyIn
             raise ValueError(f"an active key named {name!r} already exists; revoke it first or pick another name")
         index = _by_hash(state)
         state.con.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, NULL)", [key_id, hash_key(key), team, name, info.created_at])
+        # SCRAM's verifier, so a Postgres client can prove the key without sending it.
+        salt, stored, server, iterations = ScramMechanism("SCRAM-SHA-256").make_auth_info(key, iteration_count=SCRAM_ITERATIONS)
+        state.con.execute("INSERT INTO key_scram VALUES (?, ?, ?, ?, ?)", [key_id, salt, stored, server, iterations])
         index[hash_key(key)] = info
     return key, info
 
@@ -80,7 +99,22 @@ def revoke_key(state: GovernanceState, name_or_id: str) -> int:
 
 def authenticate(state: GovernanceState, key: str | None) -> KeyInfo | None:
     """The key's record if it exists (revoked or not: the caller tells them apart)."""
+    if isinstance(key, KeyHash):
+        with state.lock:
+            return _by_hash(state).get(str(key))
     if not key or not key.startswith(PREFIX):
         return None
     with state.lock:
         return _by_hash(state).get(hash_key(key))
+
+
+def scram_login(state: GovernanceState, name: str) -> tuple[KeyHash, KeyInfo, ScramVerifier] | None:
+    """The newest key named `name` (active first) with its SCRAM verifier, or None."""
+    with state.lock:
+        row = state.con.execute(
+            "SELECT k.key_hash, s.salt, s.stored_key, s.server_key, s.iterations FROM keys k JOIN key_scram s USING (key_id) "
+            "WHERE k.name = ? ORDER BY k.revoked_at IS NULL DESC, k.created_at DESC LIMIT 1", [name]).fetchone()
+        if row is None:
+            return None
+        info = _by_hash(state)[row[0]]
+    return KeyHash(row[0]), info, ScramVerifier(bytes(row[1]), bytes(row[2]), bytes(row[3]), int(row[4]))

@@ -39,6 +39,7 @@ VARIABLES = {
     "CIVICFLOW_DAGSTER_PG_URL": "Dagster's run and event storage on PostgreSQL (postgresql+psycopg2://…); unset: SQLite in the home",
     "CIVICFLOW_DBT_MEMORY_LIMIT": "DuckDB memory_limit of dbt's connection (default 6GB; read by dbt_project/profiles.yml)",
     "CIVICFLOW_GATEWAY_URL": "the query gateway the CLI and the Python client talk to (default http://127.0.0.1:8765)",
+    "CIVICFLOW_GATEWAY_PG_PORT": "port of the gateway's PostgreSQL wire protocol endpoint on 127.0.0.1 (default 8766; 0 turns it off)",
     "CIVICFLOW_API_KEY": "an analyst's key for `civicflow query` and the Python client",
 }
 
@@ -70,6 +71,7 @@ class Settings:
     dagster_pg_url: str | None = None
     gateway_url: str | None = None
     api_key: str | None = None
+    gateway_pg_port: int = 8766
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, home: Path | None = None) -> Settings:
@@ -99,4 +101,5 @@ class Settings:
             dagster_pg_url=get("CIVICFLOW_DAGSTER_PG_URL"),
             gateway_url=get("CIVICFLOW_GATEWAY_URL"),
             api_key=get("CIVICFLOW_API_KEY"),
+            gateway_pg_port=int(get("CIVICFLOW_GATEWAY_PG_PORT") or 8766),
         )

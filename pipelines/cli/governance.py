@@ -109,6 +109,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
         port: Annotated[int, typer.Option(help="Port.")] = 8765,
+        pg_port: Annotated[int | None, typer.Option("--pg-port", help="Port of the PostgreSQL endpoint on 127.0.0.1 (default: $CIVICFLOW_GATEWAY_PG_PORT or 8766; 0: off).", show_default=False)] = None,
         host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1 keeps it local).")] = "127.0.0.1",
         rules: RulesOpt = RULES_DIR,
         manifest: ManifestOpt = MANIFEST,
@@ -131,10 +132,18 @@ def register(app: typer.Typer) -> None:
             gateway = build_gateway(h.governance_db, rules, h.published, manifest, credentials=settings.warehouse.reader_credentials())
         except StateBusy as e:
             _fail(str(e))
-        console.print(f"query gateway on http://{host}:{port} (home {h.root}, {len(gateway.rules)} teams)")
+        from governance.pgwire.server import PgServer
+
+        pg_port = settings.gateway_pg_port if pg_port is None else pg_port
+        # The Postgres endpoint always binds loopback: SCRAM without TLS is for this machine only.
+        pg = PgServer(gateway, "127.0.0.1", pg_port).start() if pg_port else None
+        pg_note = f", postgresql://127.0.0.1:{pg.port}" if pg else ""
+        console.print(f"query gateway on http://{host}:{port}{pg_note} (home {h.root}, {len(gateway.rules)} teams)")
         try:
             serve_gateway(gateway, h.governance_db, host, port)
         finally:
+            if pg is not None:
+                pg.stop()
             gateway.close()
             gateway.state.close()
 

@@ -1,0 +1,384 @@
+"""One client connection: startup, SCRAM login, then simple and extended queries.
+
+Analysts' SQL goes to `Gateway.query` (plan → policy → cost → reserve → run → settle → audit),
+exactly as over HTTP. Session statements (SET, SHOW, BEGIN, …) are answered here, and catalog
+probes run on a private in-memory DuckDB that holds empty copies of the team's granted
+relations only, with external access off: it has no data to leak."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+
+from governance.gateway import Gateway, Result
+from governance.keys import KeyHash, scram_login
+from governance.pgwire import codec
+from governance.pgwire.auth import MECHANISM, ScramExchange
+from governance.pgwire.types import TEXT, BadParameter, bind, literal, oid_of, placeholder_count, text_column
+
+BATCH_ROWS = 1000  # DataRows per write; the socket is drained between batches
+SERVER_PARAMS = {
+    "server_version": "16.0", "server_encoding": "UTF8", "client_encoding": "UTF8", "DateStyle": "ISO, MDY",
+    "TimeZone": "UTC", "integer_datetimes": "on", "standard_conforming_strings": "on", "IntervalStyle": "postgres",
+    "application_name": "", "is_superuser": "off", "default_transaction_read_only": "on", "in_hot_standby": "off",
+}
+SHOW_EXTRA = {"transaction_isolation": "read committed", "transaction isolation level": "read committed",
+              "search_path": "marts", "max_identifier_length": "63", "lc_collate": "C"}
+
+POLICY_RULES = {"external_access", "operator_not_allowed", "table_function_not_allowed", "table_not_allowed", "identity_column",
+                "quasi_aggregate_required", "quasi_value_aggregate", "unknown_team"}
+
+
+def sqlstate(result: Result) -> str:
+    rule = result.rule or ""
+    if rule in POLICY_RULES:
+        return "42501"
+    if rule in ("per_query_cap", "daily_budget", "monthly_budget"):
+        return "53400"
+    if rule == "plan_failed":  # the gateway names DuckDB's error class, never its text
+        return "42P01" if "CatalogException" in (result.message or "") else "42703"
+    return {"concurrency": "53300", "timeout": "57014", "single_select": "0A000", "query_failed": "22000",
+            "unauthenticated": "28000", "revoked_key": "28000", "no_snapshot": "57P03"}.get(rule, "XX000")
+
+
+def refusal(result: Result) -> bytes:
+    return codec.error_response(sqlstate(result), f"{result.message} (rule {result.rule}, audit {result.audit_id})")
+
+
+_SESSION = re.compile(r"^\s*(SET|RESET|BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT|DISCARD|DEALLOCATE|CLOSE|LISTEN|UNLISTEN)\b", re.I)
+_SHOW = re.compile(r"^\s*SHOW\s+(.+?)\s*;?\s*$", re.I | re.S)
+_PROBE = re.compile(r"\b(pg_catalog|information_schema|pg_[a-z_]+|version\s*\(|current_schema|current_database|current_user|session_user|txid_current)\b", re.I)
+_FIXED = re.compile(r"^\s*SELECT\s+((?:pg_catalog\.)?(?:version|current_schema)\s*\(\s*\))\s*;?\s*$", re.I)
+VERSION = "PostgreSQL 16.0 (civicflow governed gateway on DuckDB)"
+_TAGS = {"SET": "SET", "RESET": "RESET", "BEGIN": "BEGIN", "START": "BEGIN", "COMMIT": "COMMIT", "END": "COMMIT", "ROLLBACK": "ROLLBACK",
+         "ABORT": "ROLLBACK", "DISCARD": "DISCARD ALL", "DEALLOCATE": "DEALLOCATE", "CLOSE": "CLOSE CURSOR", "LISTEN": "LISTEN", "UNLISTEN": "UNLISTEN"}
+
+
+@dataclass
+class Prepared:
+    sql: str
+    param_oids: list[int]
+
+
+@dataclass
+class Portal:
+    sql: str
+    result_text: bool
+    answer: "Answer | None" = None  # run at Describe (the columns must be known), sent at Execute
+
+
+@dataclass
+class Answer:
+    """What one statement returned: a table (columns + rows), a tag only, or an error message."""
+
+    tag: str
+    table: pa.Table | None = None
+    error: bytes | None = None
+
+
+@dataclass
+class Stats:
+    rows: int = 0
+    batches: int = 0
+
+
+@dataclass
+class Session:
+    gateway: Gateway
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    key: KeyHash | None = None
+    user: str = ""
+    in_txn: bool = False
+    settings: dict[str, str] = field(default_factory=dict)
+    statements: dict[str, Prepared] = field(default_factory=dict)
+    portals: dict[str, Portal] = field(default_factory=dict)
+    probe: duckdb.DuckDBPyConnection | None = None
+    stats: Stats = field(default_factory=Stats)
+
+    # ------------------------------------------------------------------ startup and login
+    async def start(self) -> bool:
+        while True:
+            code, body = await codec.read_startup(self.reader)
+            if code in (codec.SSL_REQUEST, codec.GSSENC_REQUEST):
+                self.writer.write(b"N")  # loopback only: no TLS, the client goes on in clear
+                await self.writer.drain()
+                continue
+            if code == codec.CANCEL_REQUEST:
+                return False
+            if code != codec.PROTOCOL_V3:
+                await self._fatal("08P01", "only protocol 3.0 is supported")
+                return False
+            params = codec.startup_params(body)
+            self.user = params.get("user", "")
+            return await self._login()
+
+    async def _fatal(self, state: str, text: str) -> None:
+        self.writer.write(codec.error_response(state, text, "FATAL"))
+        await self.writer.drain()
+
+    async def _login(self) -> bool:
+        found = await asyncio.to_thread(scram_login, self.gateway.state, self.user)
+        exchange = ScramExchange(found)
+        self.writer.write(codec.auth_sasl([MECHANISM]))
+        await self.writer.drain()
+        kind, body = await codec.read_message(self.reader)
+        buf = codec.Buffer(body)
+        if kind != b"p" or buf.cstr() != MECHANISM:
+            await self._fatal("28000", "SCRAM-SHA-256 authentication is required")
+            return False
+        n = buf.int32()
+        try:
+            server_first = exchange.first(buf.bytes_(n).decode())
+        except Exception:
+            await self._fatal("28P01", f'password authentication failed for user "{self.user}"')
+            return False
+        self.writer.write(codec.auth_sasl_continue(server_first.encode()))
+        await self.writer.drain()
+        kind, body = await codec.read_message(self.reader)
+        final = exchange.final(body.decode()) if kind == b"p" else None
+        if final is None or found is None:
+            await self._fatal("28P01", f'password authentication failed for user "{self.user}"')
+            return False
+        key, info, _ = found
+        if info.revoked_at is not None:
+            await self._fatal("28000", f"key {info.name} was revoked")
+            return False
+        self.key = key
+        out = codec.auth_sasl_final(final.encode()) + codec.auth_ok()
+        out += b"".join(codec.parameter_status(k, v) for k, v in SERVER_PARAMS.items())
+        out += codec.backend_key_data(secrets.randbelow(2**31), secrets.randbelow(2**31)) + codec.ready_for_query()
+        self.writer.write(out)
+        await self.writer.drain()
+        return True
+
+    # ------------------------------------------------------------------ the message loop
+    async def serve(self) -> None:
+        skip_to_sync = False  # after an error in an extended-query batch, until Sync
+        while True:
+            kind, body = await codec.read_message(self.reader)
+            if kind == b"X":
+                return
+            if kind == b"S":
+                skip_to_sync = False
+                await self._send(codec.ready_for_query(b"T" if self.in_txn else b"I"))
+                continue
+            if kind == b"H":
+                await self.writer.drain()
+                continue
+            if skip_to_sync and kind in b"PBDECF":
+                continue
+            buf = codec.Buffer(body)
+            if kind == b"Q":
+                await self._simple(buf.cstr())
+            elif kind == b"P":
+                skip_to_sync = not await self._parse(buf)
+            elif kind == b"B":
+                skip_to_sync = not await self._bind(buf)
+            elif kind == b"D":
+                skip_to_sync = not await self._describe(buf)
+            elif kind == b"E":
+                skip_to_sync = not await self._execute(buf)
+            elif kind == b"C":
+                what, name = buf.bytes_(1), buf.cstr()
+                (self.statements if what == b"S" else self.portals).pop(name, None)
+                self.writer.write(codec.CLOSE_COMPLETE)
+            else:
+                await self._send(codec.error_response("08P01", f"message type {kind!r} is not supported"))
+                skip_to_sync = True
+
+    async def _send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    # ------------------------------------------------------------------ simple query
+    async def _simple(self, sql: str) -> None:
+        statements = [s for s in _split(sql)]
+        if not statements:
+            await self._send(codec.EMPTY_QUERY + codec.ready_for_query(b"T" if self.in_txn else b"I"))
+            return
+        for statement in statements:
+            answer = await self._answer(statement)
+            if answer.error is not None:
+                self.writer.write(answer.error)
+                break
+            if answer.table is not None:
+                self.writer.write(_row_description(answer.table.schema))
+                await self._rows(answer.table)
+            self.writer.write(codec.command_complete(answer.tag))
+        await self._send(codec.ready_for_query(b"T" if self.in_txn else b"I"))
+
+    async def _answer(self, sql: str) -> Answer:
+        """Session statements here; catalog probes on the probe connection; all else the gateway."""
+        m = _SESSION.match(sql)
+        if m:
+            word = m.group(1).split()[0].upper()
+            if word in ("BEGIN", "START"):
+                self.in_txn = True
+            elif word in ("COMMIT", "END", "ROLLBACK", "ABORT"):
+                self.in_txn = False
+            elif word == "SET":
+                self._set(sql)
+            return Answer(_TAGS[word])
+        m = _SHOW.match(sql)
+        if m:
+            name = m.group(1).strip().strip('"')
+            lower = {k.lower(): v for k, v in {**SERVER_PARAMS, **SHOW_EXTRA, **self.settings}.items()}
+            return Answer("SHOW", pa.table({name.split()[0]: [lower.get(name.lower(), "")]}))
+        fixed = _FIXED.match(sql)
+        if fixed:
+            value = VERSION if "version" in fixed.group(1).lower() else "marts"
+            return Answer("SELECT 1", pa.table({fixed.group(1).split(".")[-1].rstrip("()"): [value]}))
+        if _PROBE.search(sql):
+            return await asyncio.to_thread(self._probe, sql)
+        result = await asyncio.to_thread(self.gateway.query, self.key, sql)
+        if result.outcome != "ok":
+            return Answer("", error=refusal(result))
+        return Answer(f"SELECT {len(result.table)}", result.table)
+
+    def _set(self, sql: str) -> None:
+        m = re.match(r"^\s*SET\s+(?:SESSION\s+|LOCAL\s+)?([\w.]+)\s*(?:=|TO)\s*(.+?)\s*;?\s*$", sql, re.I | re.S)
+        if m:
+            self.settings[m.group(1)] = m.group(2).strip("'\"")
+
+    def _probe(self, sql: str) -> Answer:
+        if self.probe is None:
+            self.probe = _probe_connection(self.gateway.granted_columns(self.key))
+        try:
+            table = self.probe.execute(sql).fetch_arrow_table()
+        except duckdb.Error:
+            # A probe DuckDB cannot answer gets an empty answer, never DuckDB's text.
+            table = pa.table({"?column?": pa.array([], pa.string())})
+        return Answer(f"SELECT {len(table)}", table)
+
+    def _shape(self, prepared: Prepared) -> pa.Schema | None:
+        """A statement's columns before it is bound (pg8000, asyncpg, JDBC ask for them): planned on
+        the probe connection, whose tables are empty copies of the team's grant, so describing
+        reads no data and bills nothing; the real run still goes through the gateway."""
+        if self.probe is None:
+            self.probe = _probe_connection(self.gateway.granted_columns(self.key))
+        try:
+            sql = bind(prepared.sql, ["NULL"] * len(prepared.param_oids))
+            return self.probe.execute(f"SELECT * FROM ({sql}) AS cf_shape LIMIT 0").fetch_arrow_table().schema
+        except (duckdb.Error, BadParameter):
+            return None
+
+    async def _rows(self, table: pa.Table) -> None:
+        """DataRows a batch at a time: only one batch of encoded rows exists at once."""
+        for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+            columns = [text_column(c) for c in batch.columns]
+            self.writer.write(b"".join(codec.data_row(row) for row in zip(*columns)) if columns else b"")
+            await self.writer.drain()
+            self.stats.rows += batch.num_rows
+            self.stats.batches += 1
+
+    # ------------------------------------------------------------------ extended query
+    async def _parse(self, buf: codec.Buffer) -> bool:
+        name, sql = buf.cstr(), buf.cstr()
+        oids = [buf.int32() for _ in range(buf.int16())]
+        count = placeholder_count(sql)
+        oids += [0] * (count - len(oids))
+        self.statements[name] = Prepared(sql, oids)
+        self.writer.write(codec.PARSE_COMPLETE)
+        return True
+
+    async def _bind(self, buf: codec.Buffer) -> bool:
+        portal, name = buf.cstr(), buf.cstr()
+        prepared = self.statements.get(name)
+        if prepared is None:
+            await self._send(codec.error_response("26000", f'prepared statement "{name}" does not exist'))
+            return False
+        formats = [buf.int16() for _ in range(buf.int16())]
+        values: list[bytes | None] = []
+        for _ in range(buf.int16()):
+            n = buf.int32()
+            values.append(None if n < 0 else buf.bytes_(n))
+        result_formats = [buf.int16() for _ in range(buf.int16())]
+        if any(f != 0 for f in result_formats):
+            await self._send(codec.error_response("0A000", "only text result format is supported"))
+            return False
+        try:
+            binary = [(formats[i] if len(formats) > 1 else (formats[0] if formats else 0)) == 1 for i in range(len(values))]
+            oids = prepared.param_oids + [0] * (len(values) - len(prepared.param_oids))
+            sql = bind(prepared.sql, [literal(v, oids[i], binary[i]) for i, v in enumerate(values)])
+        except (BadParameter, UnicodeDecodeError) as e:
+            await self._send(codec.error_response("22023", str(e)))
+            return False
+        self.portals[portal] = Portal(sql, True)
+        self.writer.write(codec.BIND_COMPLETE)
+        return True
+
+    async def _describe(self, buf: codec.Buffer) -> bool:
+        what, name = buf.bytes_(1), buf.cstr()
+        if what == b"S":
+            prepared = self.statements.get(name)
+            if prepared is None:
+                await self._send(codec.error_response("26000", f'prepared statement "{name}" does not exist'))
+                return False
+            schema = await asyncio.to_thread(self._shape, prepared)
+            out = codec.parameter_description([o or TEXT for o in prepared.param_oids])
+            self.writer.write(out + (_row_description(schema) if schema is not None and len(schema) else codec.NO_DATA))
+            return True
+        portal = self.portals.get(name)
+        if portal is None:
+            await self._send(codec.error_response("34000", f'portal "{name}" does not exist'))
+            return False
+        portal.answer = await self._answer(portal.sql)  # billed once: Execute sends this answer
+        if portal.answer.error is not None:
+            await self._send(portal.answer.error)
+            return False
+        self.writer.write(_row_description(portal.answer.table.schema) if portal.answer.table is not None else codec.NO_DATA)
+        return True
+
+    async def _execute(self, buf: codec.Buffer) -> bool:
+        name = buf.cstr()
+        portal = self.portals.get(name)
+        if portal is None:
+            await self._send(codec.error_response("34000", f'portal "{name}" does not exist'))
+            return False
+        answer, portal.answer = portal.answer or await self._answer(portal.sql), None
+        if answer.error is not None:
+            await self._send(answer.error)
+            return False
+        if answer.table is not None:
+            await self._rows(answer.table)
+        self.writer.write(codec.command_complete(answer.tag) if portal.sql.strip() else codec.EMPTY_QUERY)
+        return True
+
+
+def _row_description(schema: pa.Schema) -> bytes:
+    return codec.row_description([(f.name, *oid_of(f.type)) for f in schema])
+
+
+_SPLIT = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|;", re.S)
+
+
+def _split(sql: str) -> list[str]:
+    """Statements of a simple query, split on semicolons outside strings and comments."""
+    out, start = [], 0
+    for m in _SPLIT.finditer(sql):
+        if m.group(0) == ";":
+            out.append(sql[start:m.start()])
+            start = m.end()
+    out.append(sql[start:])
+    return [s.strip() for s in out if s.strip()]
+
+
+def _probe_connection(granted: dict[str, list[tuple[str, str]]]) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:")
+    for rel, cols in granted.items():
+        schema, name = rel.split(".", 1)
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        body = ", ".join(f'"{c.replace(chr(34), "")}" {t}' for c, t in cols)
+        con.execute(f'CREATE TABLE "{schema}"."{name}" ({body})')
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+
