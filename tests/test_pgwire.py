@@ -17,7 +17,7 @@ import psycopg
 import psycopg2
 import pytest
 import sqlalchemy as sa
-from test_governance_support import TEAM_YAML, Env, ServerThread, make_env
+from support.governance_env import TEAM_YAML, Env, ServerThread, make_env
 
 from governance.gateway import Gateway
 from governance.keys import create_key, revoke_key
@@ -278,7 +278,7 @@ def test_a_million_rows_stream_in_batches_with_bounded_server_memory(pg: Pg) -> 
 
 
 def test_the_python_client_raises_gateway_error_when_no_server_answers() -> None:
-    from test_governance_support import free_port
+    from support.governance_env import free_port
 
     from governance.client import Client, GatewayError
 
