@@ -24,6 +24,7 @@ from forecasts.engine import run_tasks_with_engine
 from forecasts.evaluate import read_latest, run_warehouse_backtest
 from forecasts.exports import export_plan, export_report, export_xlsx
 from forecasts.model import SeriesForecast
+from forecasts.places import read_places
 from forecasts.planner import plan_staging
 from forecasts.quantiles import LEVEL_COLUMNS
 from forecasts.report import HISTORY_DAYS, render
@@ -251,10 +252,11 @@ def run_nightly_forecast(
 
     t = time.perf_counter()
     write_tables(con, as_of, forecast, plan)
-    paths = export_plan(plan, exports_dir, future[0])
+    places = read_places(con)
+    paths = export_plan(plan, exports_dir, future[0], places)
     xlsx = report_path = None
     if report:
-        xlsx = export_xlsx(plan, exports_dir, future[0])
+        xlsx = export_xlsx(plan, exports_dir, future[0], places)
         report_path = report_from_warehouse(con, exports_dir, as_of)
     timings["write_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0

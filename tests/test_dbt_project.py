@@ -275,7 +275,7 @@ def reference_classes(txns, clearing):
         elif exact:
             out[f"txn:{txn_id}"] = "matched"
             first = exact[0]
-            for b, n, a, ts in ls:
+            for b, n, _a, ts in ls:
                 if (ts, b, n) != first:
                     out[f"line:{b}:{n}"] = "duplicate"
         elif len(ls) == 1:
