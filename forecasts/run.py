@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -194,6 +195,7 @@ def run_nightly_forecast(
     report: bool = True,
     backtest_if_uncalibrated: bool = False,
     config: ForecastConfig = ForecastConfig(),
+    before_export: Callable[[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame], None] | None = None,
 ) -> ForecastSummary:
     """Forecast, plan, store and export one night.
 
@@ -204,6 +206,8 @@ def run_nightly_forecast(
     backtest_if_uncalibrated: when there is no calibration table yet, run the warehouse
       backtest first (costs ~ n_origins × 3 fits per series, once).
     config: where the fits run (the local pool or a Dask cluster) and how they are chunked.
+    before_export: called with (plan, forecast, hubs, capacity) before the plan is
+      written or exported; raising stops both (the Dagster asset's plan checks).
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -251,6 +255,8 @@ def run_nightly_forecast(
     timings["plan_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    if before_export is not None:  # before the tables too: a refused plan is neither stored nor sent
+        before_export(plan, forecast, hubs, capacity)
     write_tables(con, as_of, forecast, plan)
     places = read_places(con)
     paths = export_plan(plan, exports_dir, future[0], places)
