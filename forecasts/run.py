@@ -180,7 +180,9 @@ def report_from_warehouse(con: duckdb.DuckDBPyConnection, exports_dir: Path, as_
         if cal_as_of is not None:
             calibration_source = f"backtest of {cal_as_of} ({calibration_source})"
     first = plan["plan_date"].min() if plan.height else as_of + timedelta(days=1)
-    text = render(plan, forecast, history, metrics, value, as_of, first, calibration_source)
+    events = read_events(con)
+    text = render(plan, forecast, history, metrics, value, as_of, first, calibration_source,
+                  events=events if events.height else None, places=read_places(con))
     return export_report(text, exports_dir, first)
 
 
