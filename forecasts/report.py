@@ -153,9 +153,9 @@ def render(
              f'</div><div class="l">hub × category capped by capacity</div></div>']
     heads = headline(value)
     for k, text in enumerate(heads):
-        pct, rest = text.split(" ", 1)[0], text.split(" ", 2)[2]
+        pct, rest = text.split(" ", 1)[0], text.split(" fulfilment cost than ", 1)[1]
         cards.append(f'<div class="card" id="headline-{k}"><div class="v">{_e(pct)} %</div>'
-                     f'<div class="l">fulfilment cost saved: {_e(rest.replace("fulfilment cost than ", "vs "))} (backtest)</div></div>')
+                     f'<div class="l">fulfilment cost saved vs {_e(rest)} (backtest)</div></div>')
     parts.append("<h2>Summary</h2><div class=\"cards\">" + "".join(cards) + "</div>")
     ev = events_in_horizon(events, plan, forecast, history)
     parts.append('<h2 id="events">Events in the plan horizon</h2>')
@@ -178,8 +178,11 @@ def render(
     # 1b. the first day at a glance: hub × category units (all windows)
     if first_day.height:
         cats = sorted(first_day["category"].unique().to_list())
-        glance = (first_day.group_by("hub_id", "neighbourhood_id", "category").agg(pl.col("units").sum())
-                  .pivot(on="category", index=["hub_id", "neighbourhood_id"], values="units")
+        named = "hub_name" in first_day.columns
+        if not named:
+            first_day = first_day.with_columns(pl.col("hub_id").alias("hub_name"), pl.col("neighbourhood_id").alias("neighbourhood_name"))
+        glance = (first_day.group_by("hub_id", "hub_name", "neighbourhood_name", "category").agg(pl.col("units").sum())
+                  .pivot(on="category", index=["hub_id", "hub_name", "neighbourhood_name"], values="units")
                   .sort("hub_id"))
         for c in cats:
             if c not in glance.columns:
@@ -188,7 +191,8 @@ def render(
         capped_hubs = set(first_day.filter(pl.col("cap_reason").is_not_null())["hub_id"].to_list())
         parts.append(f"<h2>{plan_date} at a glance: units per hub</h2>"
                      '<p class="note">All windows together; hubs shaded orange have at least one capped category.</p>')
-        parts.append(_table(glance, [("hub_id", "hub", -1), ("neighbourhood_id", "neighbourhood", -1),
+        parts.append(_table(glance, [("hub_id", "hub", -1), ("hub_name", "hub name", -1),
+                                     ("neighbourhood_name", "neighbourhood", -1),
                                      *[(c, c, 0) for c in cats], ("_total", "total", 0)],
                             lambda r: "capped" if r["hub_id"] in capped_hubs else "", table_id="glance-table"))
 

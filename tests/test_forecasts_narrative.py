@@ -53,5 +53,5 @@ def test_report_calls_out_every_event_with_attendance_and_lift():
     assert "Harbour" in table and "Bridge" in table and "Clinic" not in table  # the venue's hubs only
     assert "lift (%)" in table
     assert html.index('id="headline-0"') < html.index('id="headline-1"')
-    assert "vs staging yesterday&#x27;s demand" in html.split('id="headline-0"', 1)[1][:400]
+    assert "saved vs staging yesterday&#x27;s demand" in html.split('id="headline-0"', 1)[1][:400]
     assert "On 9 days in 10, parcels demand at Harbour stays under" in html
