@@ -46,6 +46,8 @@ def _fmt(v: object, nd: int = 1) -> str:
         return ""
     if isinstance(v, float):
         return f"{v:,.{nd}f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
     return _e(v)
 
 
@@ -121,8 +123,15 @@ def render(
     as_of: date,
     plan_date: date,
     calibration_source: str = "",
+    events: pl.DataFrame | None = None,
+    places: pl.DataFrame | None = None,
 ) -> str:
-    """The whole report as one HTML string (pure: same inputs, same bytes)."""
+    """The whole report as one HTML string (pure: same inputs, same bytes). `events`
+    (marts.dim_events) and `places` (hub and neighbourhood names) are optional."""
+    from forecasts.narrative import events_in_horizon, headline, hub_outlook
+
+    if places is not None and not places.is_empty() and plan.height and "hub_name" not in plan.columns:
+        plan = plan.join(places.select("hub_id", "hub_name", "neighbourhood_name"), on="hub_id", how="left")
     if plan.height and "window" in plan.columns:  # windows in the order of the day
         rank = {n: i for i, n in enumerate(WINDOW_ORDER)}
         plan = (plan.with_columns(pl.col("window").replace_strict(rank, default=len(rank)).alias("_w"))
@@ -142,12 +151,26 @@ def render(
              f'<div class="l">hubs</div></div>',
              f'<div class="card"><div class="v">{capped.select("hub_id", "category").unique().height if capped.height else 0}'
              f'</div><div class="l">hub × category capped by capacity</div></div>']
-    if value.height:
-        r = value.filter(pl.col("policy") == "reactive")
-        if r.height and r["civicflow_reduction"][0] is not None:
-            cards.append(f'<div class="card"><div class="v">{100 * r["civicflow_reduction"][0]:.0f} %</div>'
-                         f'<div class="l">fulfilment cost saved vs reactive (backtest)</div></div>')
+    heads = headline(value)
+    for k, text in enumerate(heads):
+        pct, rest = text.split(" ", 1)[0], text.split(" fulfilment cost than ", 1)[1]
+        cards.append(f'<div class="card" id="headline-{k}"><div class="v">{_e(pct)} %</div>'
+                     f'<div class="l">fulfilment cost saved vs {_e(rest)} (backtest)</div></div>')
     parts.append("<h2>Summary</h2><div class=\"cards\">" + "".join(cards) + "</div>")
+    ev = events_in_horizon(events, plan, forecast, history)
+    parts.append('<h2 id="events">Events in the plan horizon</h2>')
+    if ev.height:
+        parts.append('<p class="note">Lift: the forecast median that day at each hub of the venue\'s neighbourhood '
+                     "against the mean of the same weekday over the last 4 weeks.</p>")
+        parts.append(_table(ev, [("event", "event", -1), ("date", "day", -1), ("attendance", "expected attendance", 0),
+                                 ("hub", "hub", -1), ("category", "category", -1), ("forecast_p50", "forecast (median)", 1),
+                                 ("usual", "usual that weekday", 1), ("lift_pct", "lift (%)", 1)], table_id="events-table"))
+    else:
+        parts.append('<p class="note">No event in the plan horizon.</p>')
+    outlook = hub_outlook(plan, forecast, plan_date)
+    if outlook.height:
+        parts.append(f'<h2 id="uncertainty">How sure is the forecast? ({plan_date})</h2><ul id="outlook">'
+                     + "".join(f"<li>{_e(w)}</li>" for w in outlook["words"].to_list()) + "</ul>")
     if tot.height:
         parts.append("<p>Units per category over the plan: " + ", ".join(
             f"<b>{_e(c)}</b> {int(u):,}" for c, u in tot.iter_rows()) + ".</p>")
@@ -155,8 +178,11 @@ def render(
     # 1b. the first day at a glance: hub × category units (all windows)
     if first_day.height:
         cats = sorted(first_day["category"].unique().to_list())
-        glance = (first_day.group_by("hub_id", "neighbourhood_id", "category").agg(pl.col("units").sum())
-                  .pivot(on="category", index=["hub_id", "neighbourhood_id"], values="units")
+        named = "hub_name" in first_day.columns
+        if not named:
+            first_day = first_day.with_columns(pl.col("hub_id").alias("hub_name"), pl.col("neighbourhood_id").alias("neighbourhood_name"))
+        glance = (first_day.group_by("hub_id", "hub_name", "neighbourhood_name", "category").agg(pl.col("units").sum())
+                  .pivot(on="category", index=["hub_id", "hub_name", "neighbourhood_name"], values="units")
                   .sort("hub_id"))
         for c in cats:
             if c not in glance.columns:
@@ -165,7 +191,8 @@ def render(
         capped_hubs = set(first_day.filter(pl.col("cap_reason").is_not_null())["hub_id"].to_list())
         parts.append(f"<h2>{plan_date} at a glance: units per hub</h2>"
                      '<p class="note">All windows together; hubs shaded orange have at least one capped category.</p>')
-        parts.append(_table(glance, [("hub_id", "hub", -1), ("neighbourhood_id", "neighbourhood", -1),
+        parts.append(_table(glance, [("hub_id", "hub", -1), ("hub_name", "hub name", -1),
+                                     ("neighbourhood_name", "neighbourhood", -1),
                                      *[(c, c, 0) for c in cats], ("_total", "total", 0)],
                             lambda r: "capped" if r["hub_id"] in capped_hubs else "", table_id="glance-table"))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from forecasts.engine import run_tasks_with_engine
 from forecasts.evaluate import read_latest, run_warehouse_backtest
 from forecasts.exports import export_plan, export_report, export_xlsx
 from forecasts.model import SeriesForecast
+from forecasts.places import read_places
 from forecasts.planner import plan_staging
 from forecasts.quantiles import LEVEL_COLUMNS
 from forecasts.report import HISTORY_DAYS, render
@@ -178,7 +180,9 @@ def report_from_warehouse(con: duckdb.DuckDBPyConnection, exports_dir: Path, as_
         if cal_as_of is not None:
             calibration_source = f"backtest of {cal_as_of} ({calibration_source})"
     first = plan["plan_date"].min() if plan.height else as_of + timedelta(days=1)
-    text = render(plan, forecast, history, metrics, value, as_of, first, calibration_source)
+    events = read_events(con)
+    text = render(plan, forecast, history, metrics, value, as_of, first, calibration_source,
+                  events=events if events.height else None, places=read_places(con))
     return export_report(text, exports_dir, first)
 
 
@@ -193,6 +197,7 @@ def run_nightly_forecast(
     report: bool = True,
     backtest_if_uncalibrated: bool = False,
     config: ForecastConfig = ForecastConfig(),
+    before_export: Callable[[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame], None] | None = None,
 ) -> ForecastSummary:
     """Forecast, plan, store and export one night.
 
@@ -203,6 +208,8 @@ def run_nightly_forecast(
     backtest_if_uncalibrated: when there is no calibration table yet, run the warehouse
       backtest first (costs ~ n_origins × 3 fits per series, once).
     config: where the fits run (the local pool or a Dask cluster) and how they are chunked.
+    before_export: called with (plan, forecast, hubs, capacity) before the plan is
+      written or exported; raising stops both (the Dagster asset's plan checks).
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -250,11 +257,14 @@ def run_nightly_forecast(
     timings["plan_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    if before_export is not None:  # before the tables too: a refused plan is neither stored nor sent
+        before_export(plan, forecast, hubs, capacity)
     write_tables(con, as_of, forecast, plan)
-    paths = export_plan(plan, exports_dir, future[0])
+    places = read_places(con)
+    paths = export_plan(plan, exports_dir, future[0], places)
     xlsx = report_path = None
     if report:
-        xlsx = export_xlsx(plan, exports_dir, future[0])
+        xlsx = export_xlsx(plan, exports_dir, future[0], places)
         report_path = report_from_warehouse(con, exports_dir, as_of)
     timings["write_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0

@@ -28,6 +28,13 @@ if TYPE_CHECKING:
 OWNER = "team:operations-analytics"
 CALIBRATION_KEY = dg.AssetKey(["forecasts", "calibration"])
 CALIBRATION_JOB = "forecast_calibration"
+PLAN_KEY = dg.AssetKey(["forecasts", "staging_plan"])
+PLAN_CHECKS = {
+    "one_row_per_hub_category_window": "One row per hub × category × day × delivery window; every forecast hub × category × day planned.",
+    "no_negative_units": "No plan row stages a negative (or missing) number of units.",
+    "within_capacity": "A hub's units per day fit its category capacity and its total capacity.",
+    "totals_consistent_with_forecast": "Per neighbourhood × category × day the units add up to the forecast's newsvendor quantile, less only where a hub is capped.",
+}
 MART_DEPS = [
     dg.AssetKey(["marts", "neighbourhood_demand_daily"]),
     dg.AssetKey(["marts", "hub_capacity"]),
@@ -152,7 +159,7 @@ def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinit
                 kinds={"prophet", "duckdb"},
             ),
             dg.AssetSpec(
-                dg.AssetKey(["forecasts", "staging_plan"]),
+                PLAN_KEY,
                 deps=[dg.AssetKey(["forecasts", "demand_forecast"])],
                 group_name="forecasts",
                 owners=[OWNER],
@@ -160,6 +167,8 @@ def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinit
                 kinds={"duckdb", "csv"},
             ),
         ],
+        check_specs=[dg.AssetCheckSpec(name, asset=PLAN_KEY, blocking=True, description=d)
+                     for name, d in PLAN_CHECKS.items()],
         pool=WRITER_POOL,
         partitions_def=partitions_def,
         backfill_policy=single_run,
@@ -182,8 +191,15 @@ def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinit
                 context.log_event(dg.AssetMaterialization(
                     asset_key=CALIBRATION_KEY, metadata=md,
                     description="Learned by the nightly run: the warehouse had no calibration yet."))
-            summary = run_nightly_forecast(con, as_of=as_of, horizon_days=config.horizon_days, exports_dir=exports_dir,
-                                           workers=config.workers, config=engine)
+            checks: list = []
+            try:
+                summary = run_nightly_forecast(con, as_of=as_of, horizon_days=config.horizon_days, exports_dir=exports_dir,
+                                               workers=config.workers, config=engine, before_export=plan_gate(checks))
+            except PlanRefused:
+                yield from check_results(checks)
+                failed = [c.name for c in checks if not c.passed]
+                raise dg.Failure(f"staging plan refused by its checks ({', '.join(failed)}): not stored, not exported",
+                                 metadata={c.name: dg.MetadataValue.text(c.description) for c in checks if not c.passed}) from None
             chart = forecast_chart_md(con, as_of)
         context.log.info(f"forecast summary: {summary}")
         methods = getattr(summary, "series_by_method", {}) or {}
@@ -212,8 +228,33 @@ def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinit
                 "intervals": dg.MetadataValue.text(str(getattr(summary, "intervals", ""))),
             },
         )
+        yield from check_results(checks)
 
     return nightly_forecast
+
+
+class PlanRefused(Exception):
+    """A plan check failed: the nightly run stores and exports nothing."""
+
+
+def plan_gate(into: list):
+    """The `before_export` hook: run the plan checks, keep their results in `into` (the
+    asset reports them), refuse the plan when one fails."""
+    def gate(plan, forecast, hubs, capacity) -> None:
+        from forecasts.plan_checks import check_plan
+
+        into.extend(check_plan(plan, forecast, hubs, capacity))
+        if not all(c.passed for c in into):
+            raise PlanRefused()
+    return gate
+
+
+def check_results(checks: list):
+    for c in checks:
+        yield dg.AssetCheckResult(asset_key=PLAN_KEY, check_name=c.name, passed=bool(c.passed),
+                                  severity=dg.AssetCheckSeverity.ERROR,
+                                  metadata={"failing_rows": dg.MetadataValue.int(int(c.failing)),
+                                            "detail": dg.MetadataValue.text(c.description)})
 
 
 def forecast_chart_md(con: duckdb.DuckDBPyConnection, as_of: date, history_days: int = 21) -> str:

@@ -79,8 +79,8 @@ def test_report_and_xlsx_are_deterministic(tmp_path):
     from openpyxl import load_workbook
 
     wb = load_workbook(tmp_path / "a" / str(DAYS[0]) / "staging_plan.xlsx")
-    assert wb.sheetnames == ["overview", "N1", "N2"]
-    assert wb["N1"].max_row == 1 + plan.filter(pl.col("neighbourhood_id") == "N1").height
+    assert wb.sheetnames == ["Overview", "N1", "N2"]
+    assert wb["N1"].max_row == 2 + plan.filter(pl.col("neighbourhood_id") == "N1").height  # header, rows, totals
 
 
 def _chromium() -> str | None:

@@ -72,6 +72,9 @@ def build_city(db_path: Path, n_days: int = 150, seed: int = 7) -> duckdb.DuckDB
     con.execute("""create table marts.dim_hubs as select * from (values
         ('H1a','N1','North A'), ('H1b','N1','North B'), ('H2','N2','Centre'), ('H3','N3','South'))
         t(hub_id, neighbourhood_id, name)""")
+    con.execute("""create table marts.dim_neighbourhoods as select * from (values
+        ('N1','Northfield',5000,51.51,-0.12), ('N2','Old Town',4000,51.50,-0.10), ('N3','Southbank',3000,51.49,-0.11))
+        t(neighbourhood_id, name, population, lat, lon)""")
     con.execute("""create table marts.hub_capacity as select hub_id, neighbourhood_id, category,
         capacity_units::BIGINT capacity_units from (values
         ('H1a','N1','parcels',40), ('H1b','N1','parcels',20), ('H1a','N1','groceries',30), ('H1b','N1','groceries',30),

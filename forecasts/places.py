@@ -1,0 +1,103 @@
+"""Names and places for the plan operations reads: hub and neighbourhood names and where the
+hub is, joined onto the plan rows, key columns first, headers that carry their units.
+
+The warehouse keeps no street address or coordinates per hub (raw `hubs` has id,
+neighbourhood and name); the location given is the hub's neighbourhood centroid from
+`marts.dim_neighbourhoods`, and the header says so.
+
+The warehouse table `forecasts.staging_plan` keeps its machine names; only the files for
+people (CSV, workbook, report) use the headers below.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+
+from forecasts.windows import DAY, WINDOWS
+
+WINDOW_ORDER: dict[str, int] = {n: i for i, n in enumerate([*(w[0] for w in WINDOWS), DAY])}
+WINDOW_HOURS: dict[str, str] = {n: f"{lo:02d}:00–{hi:02d}:00" for n, lo, hi in WINDOWS} | {DAY: "00:00–24:00"}
+
+PLACE_SCHEMA: dict[str, pl.DataType] = {
+    "hub_id": pl.String, "hub_name": pl.String, "neighbourhood_id": pl.String,
+    "neighbourhood_name": pl.String, "lat": pl.Float64, "lon": pl.Float64,
+}
+
+# plan column → (header for people, kind); kind drives the workbook's number format
+HEADERS: dict[str, tuple[str, str]] = {
+    "plan_date": ("plan date", "date"),
+    "hub_id": ("hub", "text"),
+    "hub_name": ("hub name", "text"),
+    "neighbourhood_name": ("neighbourhood", "text"),
+    "category": ("category", "text"),
+    "window": ("delivery window", "text"),
+    "window_hours": ("window hours (local)", "text"),
+    "units": ("units to stage (units)", "int"),
+    "forecast_p50": ("median demand (units)", "float"),
+    "p10": ("demand p10 (units)", "float"),
+    "p90": ("demand p90 (units)", "float"),
+    "capacity_units": ("hub capacity (units)", "int"),
+    "cap_reason": ("capped by", "text"),
+    "quantile": ("service level staged for (%)", "pct"),
+    "hub_share": ("hub share of neighbourhood (%)", "pct"),
+    "window_share": ("window share of day (%)", "pct"),
+    "neighbourhood_units": ("neighbourhood units (units)", "int"),
+    "under_cost": ("cost per unit short (EUR)", "eur"),
+    "over_cost": ("cost per unit hauled back (EUR)", "eur"),
+    "intervals": ("interval source", "text"),
+    "neighbourhood_id": ("neighbourhood id", "text"),
+    "lat": ("hub latitude (neighbourhood centroid, °)", "coord"),
+    "lon": ("hub longitude (neighbourhood centroid, °)", "coord"),
+}
+KEY_ORDER = ("plan_date", "hub_id", "category", "window")
+
+
+def read_places(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """hub_id, hub_name, neighbourhood_id, neighbourhood_name, lat, lon. A warehouse without
+    `dim_neighbourhoods` (or its coordinates) still gets hub names; the rest stay empty."""
+    cols = {(t, c) for t, c in con.execute(
+        "select table_name, column_name from information_schema.columns where table_schema = 'marts' "
+        "and table_name in ('dim_hubs', 'dim_neighbourhoods')").fetchall()}
+    if ("dim_hubs", "hub_id") not in cols:
+        return pl.DataFrame(schema=PLACE_SCHEMA)
+    hub_name = "h.name" if ("dim_hubs", "name") in cols else "h.hub_id"
+    if {("dim_neighbourhoods", c) for c in ("neighbourhood_id", "name", "lat", "lon")} <= cols:
+        sql = f"""select h.hub_id, {hub_name} hub_name, h.neighbourhood_id, n.name neighbourhood_name,
+                         n.lat::DOUBLE lat, n.lon::DOUBLE lon
+                  from marts.dim_hubs h left join marts.dim_neighbourhoods n using (neighbourhood_id) order by 1"""
+    else:
+        sql = f"""select hub_id, {hub_name} hub_name, neighbourhood_id, neighbourhood_id neighbourhood_name,
+                         NULL::DOUBLE lat, NULL::DOUBLE lon from marts.dim_hubs h order by 1"""
+    return pl.DataFrame(con.execute(sql).pl(), schema=PLACE_SCHEMA)
+
+
+def with_places(plan: pl.DataFrame, places: pl.DataFrame | None) -> pl.DataFrame:
+    """The plan with names, location and window hours, sorted by plan date, hub, category
+    and delivery window in time order (night before morning), key columns first."""
+    if places is None or places.is_empty():
+        places = plan.select("hub_id", "neighbourhood_id").unique().with_columns(
+            pl.col("hub_id").alias("hub_name"), pl.col("neighbourhood_id").alias("neighbourhood_name"),
+            pl.lit(None, pl.Float64).alias("lat"), pl.lit(None, pl.Float64).alias("lon"))
+    out = plan.join(places.drop("neighbourhood_id"), on="hub_id", how="left").with_columns(
+        pl.col("hub_name").fill_null(pl.col("hub_id")),
+        pl.col("neighbourhood_name").fill_null(pl.col("neighbourhood_id")))
+    if "window" not in out.columns:
+        out = out.with_columns(pl.lit(DAY).alias("window"))
+    out = out.with_columns(pl.col("window").replace_strict(WINDOW_HOURS, default="").alias("window_hours"))
+    out = (out.with_columns(pl.col("window").replace_strict(WINDOW_ORDER, default=99).alias("_w"))
+           .sort("plan_date", "hub_id", "category", "_w").drop("_w"))
+    first = [c for c in HEADERS if c in out.columns]
+    return out.select(first + [c for c in out.columns if c not in first])
+
+
+def for_people(plan: pl.DataFrame, places: pl.DataFrame | None) -> pl.DataFrame:
+    """`with_places`, with the headers people read (units and currency in them)."""
+    out = with_places(plan, places)
+    return out.rename({c: HEADERS[c][0] for c in out.columns if c in HEADERS})
+
+
+def kinds(columns: list[str]) -> list[str]:
+    """The kind (date, int, float, pct, eur, coord, text) of each people-facing header."""
+    by_header = {h: k for h, k in HEADERS.values()}
+    return [by_header.get(c, "text") for c in columns]
