@@ -8,12 +8,12 @@ from datetime import date, datetime, timedelta
 
 import polars as pl
 from openpyxl import load_workbook
+from support.forecast_city import build_city
 
 from forecasts.exports import export_plan, export_xlsx
 from forecasts.places import read_places
 from forecasts.planner import plan_staging
 from forecasts.windows import split_plan
-from tests.test_forecasts_fixtures import build_city
 
 AS_OF = date(2024, 6, 30)
 DAYS = [AS_OF + timedelta(days=k) for k in (1, 2)]

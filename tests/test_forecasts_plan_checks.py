@@ -74,9 +74,10 @@ def test_totals_that_drift_from_the_forecast_fail():
 
 
 def test_a_refused_plan_is_neither_stored_nor_exported(tmp_path):
+    from support.forecast_city import build_city
+
     from forecasts.run import run_nightly_forecast
     from pipelines.forecast_assets import PlanRefused, plan_gate
-    from tests.test_forecasts_fixtures import build_city
 
     con = build_city(tmp_path / "w.duckdb", n_days=70)
     seen: list = []
