@@ -103,7 +103,7 @@ def test_plan_has_one_row_per_hub_category_day_and_no_negative_units(nightly):
     with open(first.plan_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == plan.height
-    assert sum(int(r["units"]) for r in rows) == plan["units"].sum()
+    assert sum(int(r["units to stage (units)"]) for r in rows) == plan["units"].sum()  # operations' header
 
 
 def test_published_snapshot_is_read_only_and_current(nightly):
