@@ -97,18 +97,19 @@ def child_env(values: Mapping[str, str | None]) -> Iterator[None]:
     (and reads the profile in-process too), so they are set around the call and restored."""
     saved = {k: os.environ.get(k) for k in values}
     try:
-        for k, v in values.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _set_env(values)
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _set_env(saved)
+
+
+def _set_env(values: Mapping[str, str | None]) -> None:
+    """Set each variable, or unset it where the value is None."""
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 # Per-run dbt folders kept under <home>/dbt for debugging (run_results.json, dbt.log, compiled SQL).
