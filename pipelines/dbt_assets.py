@@ -10,8 +10,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,21 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 from pipelines.home import DBT_PROJECT_DIR
 from pipelines.partitions import context_dates, dbt_vars, single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
+from pipelines.scoped_env import scoped_env
+from pipelines.unchanged import (
+    StepState,
+    check_outcomes,
+    clear_state,
+    digest,
+    files_digest,
+    output_metadata,
+    raw_digest,
+    read_state,
+    report_unchanged,
+    unchanged,
+    whole_asset_selected,
+    write_state,
+)
 
 OWNERS = {"staging": "team:data-platform", "intermediate": "team:analytics-engineering", "marts": "team:analytics-engineering"}
 
@@ -51,13 +65,27 @@ def dbt_project() -> DbtProject:
     return project
 
 
+def project_files() -> list[Path]:
+    """The files that make the dbt project (models, tests, seeds, macros, settings)."""
+    return [p for ext in ("*.sql", "*.yml", "*.yaml", "*.csv") for p in DBT_PROJECT_DIR.rglob(ext) if "target" not in p.parts]
+
+
 def _manifest_stale(project: DbtProject) -> bool:
     manifest = Path(project.manifest_path)
     if not manifest.exists():
         return True
     built = manifest.stat().st_mtime
-    sources = [p for ext in ("*.sql", "*.yml", "*.yaml", "*.csv") for p in DBT_PROJECT_DIR.rglob(ext) if "target" not in p.parts]
-    return any(p.stat().st_mtime > built for p in sources)
+    return any(p.stat().st_mtime > built for p in project_files())
+
+
+DBT_STEP = "dbt"
+
+
+def dbt_fingerprint(con) -> str:
+    """Everything a full dbt build's result depends on (see pipelines.unchanged): what raw
+    holds, the project, and the city's time zone. The dates to rebuild are not part of it: from
+    the same raw tables, rebuilding any dates gives the rows the last full build left."""
+    return digest([DBT_STEP, raw_digest(con), files_digest(project_files(), DBT_PROJECT_DIR), dbt_vars(None)])
 
 
 def affected_dates(con, delivery_days: list) -> list:
@@ -88,28 +116,6 @@ def reference_changed_since(con, since_epoch: float) -> bool:
             [since_epoch],
         ).fetchone()[0]
     )
-
-
-@contextmanager
-def child_env(values: Mapping[str, str | None]) -> Iterator[None]:
-    """The variables dbt's profile reads (dbt_project/profiles.yml), set for the dbt child
-    process only: dagster-dbt hands the dbt subprocess a copy of this process's environment
-    (and reads the profile in-process too), so they are set around the call and restored."""
-    saved = {k: os.environ.get(k) for k in values}
-    try:
-        _set_env(values)
-        yield
-    finally:
-        _set_env(saved)
-
-
-def _set_env(values: Mapping[str, str | None]) -> None:
-    """Set each variable, or unset it where the value is None."""
-    for k, v in values.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 # Per-run dbt folders kept under <home>/dbt for debugging (run_results.json, dbt.log, compiled SQL).
@@ -152,9 +158,18 @@ def build_dbt_assets(project: DbtProject, partitions_def: dg.PartitionsDefinitio
     def warehouse_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
         days = context_dates(context)
         run_started = context.instance.get_run_stats(context.run_id).start_time or 0
+        whole = whole_asset_selected(context)
         with warehouse.connect(context) as con:  # closed again before dbt opens the file
             late = affected_dates(con, days)
             reference_changed = reference_changed_since(con, run_started)
+            fingerprint = dbt_fingerprint(con)
+            last = read_state(con, DBT_STEP)
+            skip = unchanged(context, last, fingerprint)
+            if not skip:
+                clear_state(con, DBT_STEP)
+        if skip:
+            yield from report_unchanged(context, last, "no file loaded, no dbt project change")
+            return
         if reference_changed:
             # New devices, hubs or events reshape every date: rebuild them all (no date vars;
             # city_tz is still passed).
@@ -170,13 +185,17 @@ def build_dbt_assets(project: DbtProject, partitions_def: dg.PartitionsDefinitio
         events, failure = [], None
         target = dbt_run_dir(warehouse.home, context.run_id)
         try:
-            with child_env(warehouse.dbt_env()):
+            with scoped_env(warehouse.dbt_env()):
                 events.extend(dbt.cli(args, context=context, target_path=target).stream())
         except Exception as exc:  # re-raised below, after the successful models are reported
             failure = exc
         finally:
             prune_dbt_runs(target.parent, keep=KEEP_DBT_RUNS)
-        yield from with_row_counts(context, warehouse, events, materialized)
+        events = with_row_counts(context, warehouse, events, materialized)
+        if failure is None and whole:
+            with warehouse.connect(context) as con:
+                write_state(con, DBT_STEP, StepState(fingerprint, context.run_id, check_outcomes(events), output_metadata(context, events)))
+        yield from events
         if failure is not None:
             raise failure
 

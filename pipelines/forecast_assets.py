@@ -20,6 +20,20 @@ import duckdb
 
 from pipelines.partitions import context_dates, single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
+from pipelines.unchanged import (
+    CheckOutcome,
+    StepState,
+    clear_state,
+    digest,
+    dump_metadata,
+    files_digest,
+    read_state,
+    relations_digest,
+    report_unchanged,
+    unchanged,
+    whole_asset_selected,
+    write_state,
+)
 
 if TYPE_CHECKING:
     from forecasts.config import ForecastConfig as ForecastEngineConfig
@@ -191,6 +205,13 @@ def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinit
                 context.log_event(dg.AssetMaterialization(
                     asset_key=CALIBRATION_KEY, metadata=md,
                     description="Learned by the nightly run: the warehouse had no calibration yet."))
+            fingerprint = forecast_fingerprint(con, as_of, config, engine)
+            last = read_state(con, FORECAST_STEP)
+            whole = whole_asset_selected(context)
+            if unchanged(context, last, fingerprint) and outputs_exist(last):
+                yield from report_unchanged(context, last, f"same marts, calibration, settings and code as of {as_of}")
+                return
+            clear_state(con, FORECAST_STEP)
             checks: list = []
             try:
                 summary = run_nightly_forecast(con, as_of=as_of, horizon_days=config.horizon_days, exports_dir=exports_dir,
@@ -201,9 +222,44 @@ def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinit
                 raise dg.Failure(f"staging plan refused by its checks ({', '.join(failed)}): not stored, not exported",
                                  metadata={c.name: dg.MetadataValue.text(c.description) for c in checks if not c.passed}) from None
             chart = forecast_chart_md(con, as_of)
-        context.log.info(f"forecast summary: {summary}")
-        methods = getattr(summary, "series_by_method", {}) or {}
-        yield dg.MaterializeResult(
+            context.log.info(f"forecast summary: {summary}")
+            methods = getattr(summary, "series_by_method", {}) or {}
+            results = forecast_results(summary, as_of, chart, methods)
+            if whole:
+                write_state(con, FORECAST_STEP, StepState(
+                    fingerprint, context.run_id,
+                    tuple(CheckOutcome(tuple(PLAN_KEY.path), c.name, bool(c.passed), "ERROR") for c in checks),
+                    {r.asset_key.to_user_string(): dump_metadata(r.metadata) for r in results},
+                ))
+        yield from results
+        yield from check_results(checks)
+
+    return nightly_forecast
+
+
+FORECAST_STEP = "forecast"
+FORECASTS_CODE = Path(__file__).resolve().parent.parent / "forecasts"
+
+
+def forecast_fingerprint(con: duckdb.DuckDBPyConnection, as_of: date, config: ForecastConfig, engine: "ForecastEngineConfig") -> str:
+    """What the nightly forecast's result depends on (see pipelines.unchanged): every mart and
+    the interval calibration, by content; the day, the horizon, the engine's settings and the
+    forecasting code."""
+    marts = [f"marts.{r[0]}" for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'marts' ORDER BY 1").fetchall()]
+    return digest([FORECAST_STEP, relations_digest(con, [*marts, "forecasts.calibration"]), as_of, config.horizon_days,
+                   repr(engine), files_digest(FORECASTS_CODE.rglob("*.py"), FORECASTS_CODE)])
+
+
+def outputs_exist(state: StepState) -> bool:
+    """The exports the stored run wrote are still there (someone may have cleared them)."""
+    plan = state.metadata.get(PLAN_KEY.to_user_string(), {})
+    return all(Path(plan[k][1]).exists() for k in ("plan_path", "workbook") if plan.get(k) and plan[k][1])
+
+
+def forecast_results(summary, as_of: date, chart: str, methods: dict) -> list[dg.MaterializeResult]:
+    return [
+        dg.MaterializeResult(
             asset_key=dg.AssetKey(["forecasts", "demand_forecast"]),
             metadata={
                 "as_of": dg.MetadataValue.text(str(as_of)),
@@ -217,9 +273,9 @@ def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinit
                 "seconds": dg.MetadataValue.json({k: round(float(v), 2) for k, v in (getattr(summary, "timings", {}) or {}).items()}),
                 "report (charts of history, forecast and interval per hub)": dg.MetadataValue.path(str(getattr(summary, "report_path", "") or "")),
             },
-        )
-        yield dg.MaterializeResult(
-            asset_key=dg.AssetKey(["forecasts", "staging_plan"]),
+        ),
+        dg.MaterializeResult(
+            asset_key=PLAN_KEY,
             metadata={
                 "plan_rows": dg.MetadataValue.int(int(getattr(summary, "plan_rows", 0))),
                 "plan_path": dg.MetadataValue.path(str(getattr(summary, "plan_path", ""))),
@@ -227,10 +283,8 @@ def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinit
                 "windows": dg.MetadataValue.text(", ".join(getattr(summary, "windows", ()) or ())),
                 "intervals": dg.MetadataValue.text(str(getattr(summary, "intervals", ""))),
             },
-        )
-        yield from check_results(checks)
-
-    return nightly_forecast
+        ),
+    ]
 
 
 class PlanRefused(Exception):

@@ -25,8 +25,8 @@ ALLOWED = {
 }
 LEAVES = ("warehouse", "ingest", "forecasts", "governance")
 # Where the environment may be written: a forecast worker's own thread and temp variables (in
-# the worker process), and dbt's child-process variables around the dbt invocation.
-ENV_WRITERS = {"forecasts/pool.py", "forecasts/dask_pool.py", "pipelines/dbt_assets.py", "ingest/simulator/run.py"}
+# the worker process), and variables scoped to one call (dbt's child process, Dagster's switches).
+ENV_WRITERS = {"forecasts/pool.py", "forecasts/dask_pool.py", "pipelines/scoped_env.py", "ingest/simulator/run.py"}
 # Edges below pipelines/: the analysts' Python client runs in their own process and reads its
 # key and URL there; a Stan fit hands its environment to the cmdstan child it starts.
 ENV_READERS = ENV_WRITERS | {"governance/client.py", "forecasts/prophet_direct.py"}

@@ -144,6 +144,33 @@ def test_status_reports_the_run_freshness_quarantine_and_backlog(nightly):
     assert health.settlement_backlog["transactions"] >= 1  # the injected never-settled transaction
 
 
+def test_a_night_with_nothing_new_rebuilds_nothing_and_says_so(nightly):
+    """The second run loaded no file: dbt and the forecast did not run (no dbt folder, the plan
+    files untouched) and reported their assets and checks as the first run left them."""
+    import dagster as dg
+
+    from pipelines.dbt_assets import dbt_run_dir
+
+    settings, _, first, second, _ = nightly
+    home = settings.home
+    assert second.success, second.failure
+    assert set(second.unchanged_since) == {"staging", "intermediate", "marts", "forecasts"}
+    assert set(second.unchanged_since.values()) == {first.run_id[:8]}
+    assert dbt_run_dir(home.root, first.run_id).is_dir() and not dbt_run_dir(home.root, second.run_id).exists()
+    assert second.plan_path == first.plan_path and second.plan_rows == first.plan_rows and second.series == first.series
+    with open_instance(settings) as instance:
+        def checks(run_id):
+            return sorted((e.dagster_event.event_specific_data.asset_key.to_user_string(), e.dagster_event.event_specific_data.check_name,
+                           e.dagster_event.event_specific_data.passed)
+                          for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION))
+        first_checks = checks(first.run_id)
+        assert len(first_checks) > 20 and checks(second.run_id) == first_checks
+        plan_written = [e.timestamp for e in instance.all_logs(first.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+                        if e.dagster_event.asset_key == dg.AssetKey(["forecasts", "staging_plan"])]
+    # The plan's files were written by the first run only.
+    assert Path(second.plan_path).stat().st_mtime <= max(plan_written)
+
+
 def _mart_hashes(home) -> dict[str, str]:
     con = duckdb.connect(str(home.warehouse), read_only=True)
     marts = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'marts' ORDER BY 1").fetchall()]

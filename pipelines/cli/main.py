@@ -25,6 +25,9 @@ console = Console()
 STAGES = "ingest → dbt build → forecast → plan → publish"
 
 
+LAYERS = ("staging", "intermediate", "marts", "forecasts")  # the order a night builds them
+
+
 def print_report(report: RunReport, home: Home) -> None:
     for line in report.recovered:  # what a crashed run left behind, freed before this one
         console.print(Text(line, style="yellow"))
@@ -47,6 +50,9 @@ def print_report(report: RunReport, home: Home) -> None:
     console.print(f"Nightly run {report.run_id} {status} in {report.seconds:.1f} s")
     if report.failure:
         console.print(Text(report.failure, style="red"))
+    for run in sorted(set(report.unchanged_since.values())):
+        layers = [layer for layer in LAYERS if report.unchanged_since.get(layer) == run]
+        console.print(f"Unchanged since run {run}: {', '.join(layers)} (nothing they read is new: their results and checks stand, nothing was rebuilt)")
     console.print(f"Marts built: {len(report.marts)} ({', '.join(sorted(report.marts))})")
     console.print(f"Series forecast: {report.series}; staging plan rows: {report.plan_rows}")
     console.print(Text(f"Staging plan: {report.plan_path}"))
@@ -79,7 +85,9 @@ def _days_option(day: str | None, first: str | None, last: str | None) -> tuple[
     return None
 
 
-def _run_with_progress(settings: Settings, days: tuple[date, date] | None = None, horizon: int = 1, log_level: str = "WARNING") -> RunReport:
+def _run_with_progress(
+    settings: Settings, days: tuple[date, date] | None = None, horizon: int = 1, log_level: str = "WARNING", rebuild: bool = False,
+) -> RunReport:
     """Run a night, showing the step Dagster is on and how long each finished one took."""
     from pipelines.nightly import NoDeliveries, run_nightly
     from pipelines.run_lock import RunInProgress
@@ -94,7 +102,7 @@ def _run_with_progress(settings: Settings, days: tuple[date, date] | None = None
                 out.print(f"  {'✓' if event == 'success' else '✗'} {escape(step)}" + (f" ({seconds:.1f} s)" if seconds is not None else ""))
 
         try:
-            return run_nightly(settings, days=days, horizon_days=horizon, log_level=log_level, on_step=on_step)
+            return run_nightly(settings, days=days, horizon_days=horizon, log_level=log_level, on_step=on_step, rebuild=rebuild)
         except NoDeliveries as exc:
             raise typer.BadParameter(str(exc)) from None
         except RunInProgress as exc:
@@ -129,15 +137,18 @@ def register(app: typer.Typer) -> None:
         last: Annotated[str | None, typer.Option("--to", help="Last day of the range (YYYY-MM-DD).")] = None,
         horizon: Annotated[int, typer.Option(help="Days ahead to forecast and plan.")] = 1,
         log_level: Annotated[str, typer.Option(help="Dagster console log level.")] = "WARNING",
+        rebuild: Annotated[bool, typer.Option("--rebuild", help="Redo dbt and the forecast even where nothing they read has changed.")] = False,
         home: HomeOpt = None,
     ) -> None:
         """Run the nightly job through Dagster and print what it did.
 
         Without options: every delivery day in the landing zone, as one run. Re-running a day
-        is safe: files already loaded are skipped and the day's marts and plan are rebuilt.
+        is safe: files already loaded are skipped. dbt and the forecast run again only when
+        something they read changed (a new file, the dbt project, the forecasting code or
+        settings); otherwise they say "unchanged" and their last results and checks stand.
         """
         settings = settings_for(home)
-        report = _run_with_progress(settings, _days_option(day, first, last), horizon, log_level)
+        report = _run_with_progress(settings, _days_option(day, first, last), horizon, log_level, rebuild)
         print_report(report, settings.home)
         if not report.success:
             raise typer.Exit(1)
