@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from warehouse.settings import env_value
+
 SCHEDULER_ENV = "CIVICFLOW_DASK_SCHEDULER"
 CONNECT_TIMEOUT_ENV = "CIVICFLOW_DASK_TIMEOUT_S"
 RECYCLE_ENV = "CIVICFLOW_FORECAST_RECYCLE_CHUNKS"
@@ -60,8 +62,7 @@ def forecast_config_from_env(env: Mapping[str, str]) -> ForecastConfig:
     defaults = ForecastConfig()
 
     def get(name: str) -> str | None:
-        value = env.get(name, "").strip()
-        return value or None
+        return env_value(env, name)
 
     timeout, recycle, chunk = get(CONNECT_TIMEOUT_ENV), get(RECYCLE_ENV), get(CHUNK_SIZE_ENV)
     return ForecastConfig(

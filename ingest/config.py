@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from warehouse.settings import env_value
+
 BATCH_BYTES_ENV = "CIVICFLOW_INGEST_BATCH_BYTES"
 CHUNK_BYTES_ENV = "CIVICFLOW_INGEST_CHUNK_BYTES"
 PARSE_WORKERS_ENV = "CIVICFLOW_INGEST_PARSE_WORKERS"
@@ -53,12 +55,12 @@ def ingest_config_from_env(env: Mapping[str, str]) -> IngestConfig:
     defaults = IngestConfig()
 
     def number(name: str, default: int) -> int:
-        value = env.get(name, "").strip()
+        value = env_value(env, name)
         return int(value) if value else default
 
     return IngestConfig(
         batch_bytes=number(BATCH_BYTES_ENV, defaults.batch_bytes),
         chunk_bytes=number(CHUNK_BYTES_ENV, defaults.chunk_bytes),
         parse_workers=number(PARSE_WORKERS_ENV, defaults.parse_workers),
-        fault=env.get(FAULT_ENV, "").strip() or None,
+        fault=env_value(env, FAULT_ENV),
     )

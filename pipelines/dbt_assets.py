@@ -35,6 +35,7 @@ from pipelines.unchanged import (
     whole_asset_selected,
     write_state,
 )
+from warehouse.tables import table_exists
 
 OWNERS = {"staging": "team:data-platform", "intermediate": "team:analytics-engineering", "marts": "team:analytics-engineering"}
 
@@ -90,10 +91,7 @@ def dbt_fingerprint(con) -> str:
 
 def affected_dates(con, delivery_days: list) -> list:
     """Event dates touched by the files delivered on these days (late data), from the manifest."""
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' AND table_name = '_load_manifest'"
-    ).fetchone()[0]
-    if not exists:
+    if not table_exists(con, "raw", "_load_manifest"):
         return []
     rows = con.execute(
         """

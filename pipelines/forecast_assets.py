@@ -34,6 +34,7 @@ from pipelines.unchanged import (
     whole_asset_selected,
     write_state,
 )
+from warehouse.tables import tables_in
 
 if TYPE_CHECKING:
     from forecasts.config import ForecastConfig as ForecastEngineConfig
@@ -245,8 +246,7 @@ def forecast_fingerprint(con: duckdb.DuckDBPyConnection, as_of: date, config: Fo
     """What the nightly forecast's result depends on (see pipelines.unchanged): every mart and
     the interval calibration, by content; the day, the horizon, the engine's settings and the
     forecasting code."""
-    marts = [f"marts.{r[0]}" for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'marts' ORDER BY 1").fetchall()]
+    marts = [f"marts.{t}" for t in tables_in(con, "marts")]
     return digest([FORECAST_STEP, relations_digest(con, [*marts, "forecasts.calibration"]), as_of, config.horizon_days,
                    repr(engine), files_digest(FORECASTS_CODE.rglob("*.py"), FORECASTS_CODE)])
 

@@ -20,7 +20,7 @@ from ingest.config import IngestConfig, ingest_config_from_env
 from ingest.contracts import CITY_TZ
 from pipelines.home import Home
 from warehouse.settings import VARIABLES as WAREHOUSE_VARIABLES
-from warehouse.settings import WarehouseSettings
+from warehouse.settings import WarehouseSettings, env_value
 
 HOME_ENV = "CIVICFLOW_HOME"
 VARIABLES = {
@@ -80,8 +80,7 @@ class Settings:
         root = Path(home if home is not None else env.get(HOME_ENV) or "./.civicflow").expanduser().resolve()
 
         def get(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
+            return env_value(env, name)
 
         defaults = ScheduleSettings()
         return cls(

@@ -23,7 +23,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from warehouse.tables import table_exists
+from warehouse.tables import table_exists, tables_in
 
 STATE_DDL = """
 CREATE TABLE IF NOT EXISTS raw._step_state (
@@ -81,10 +81,7 @@ def raw_digest(con: duckdb.DuckDBPyConnection) -> str:
             "SELECT coalesce(md5(string_agg(file_sha256 || ':' || contract, ',' ORDER BY file_sha256, contract)), '') "
             "FROM raw._load_manifest WHERE status = 'loaded'"
         ).fetchone()[0]
-    tables = [r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw' AND table_type = 'BASE TABLE' "
-        "AND NOT starts_with(table_name, '_') ORDER BY 1"
-    ).fetchall()]
+    tables = [t for t in tables_in(con, "raw", base_tables_only=True) if not t.startswith("_")]
     counts = [(t, con.execute(f'SELECT count(*) FROM raw."{t}"').fetchone()[0]) for t in tables]
     return digest([loaded, counts])
 

@@ -26,7 +26,10 @@ ALLOWED = {
 LEAVES = ("warehouse", "ingest", "forecasts", "governance")
 # Where the environment may be written: a forecast worker's own thread and temp variables (in
 # the worker process), and variables scoped to one call (dbt's child process, Dagster's switches).
-ENV_WRITERS = {"forecasts/pool.py", "forecasts/dask_pool.py", "pipelines/scoped_env.py", "ingest/simulator/run.py"}
+ENV_WRITERS = {
+    "forecasts/pool.py", "forecasts/dask_pool.py", "pipelines/scoped_env.py", "ingest/simulator/run.py",
+    "pipelines/dbt_assets.py",  # puts the bin folder of this interpreter on PATH, where dagster-dbt looks for dbt
+}
 # Edges below pipelines/: the analysts' Python client runs in their own process and reads its
 # key and URL there; a Stan fit hands its environment to the cmdstan child it starts.
 ENV_READERS = ENV_WRITERS | {"governance/client.py", "forecasts/prophet_direct.py"}

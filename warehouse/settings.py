@@ -28,6 +28,12 @@ VARIABLES = {
 }
 
 
+def env_value(env: Mapping[str, str], name: str) -> str | None:
+    """A variable's value, stripped; empty counts as unset. Every settings reader uses it."""
+    value = env.get(name, "").strip()
+    return value or None
+
+
 @dataclass(frozen=True)
 class WarehouseSettings:
     """Where the live warehouse is and how a step's connection is sized."""
@@ -43,16 +49,14 @@ class WarehouseSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str], home_root: Path) -> WarehouseSettings:
         home_root = Path(home_root)
-        url = env.get(CATALOG_ENV, "").strip()
-        reader = env.get(READER_CATALOG_ENV, "").strip()
-        data = env.get(DATA_ENV, "").strip()
-        threads = env.get(THREADS_ENV, "").strip()
+        url, reader = env_value(env, CATALOG_ENV), env_value(env, READER_CATALOG_ENV)
+        data, threads = env_value(env, DATA_ENV), env_value(env, THREADS_ENV)
         return cls(
             file=home_root / "warehouse.duckdb",
             catalog=CatalogUrl.parse(url) if url else None,
             data_path=(Path(data).expanduser().resolve() if data else home_root / "lake") if url else None,
             reader_catalog=CatalogUrl.parse(reader) if reader else None,
-            memory_limit=env.get(MEMORY_ENV, "").strip() or cls.memory_limit,
+            memory_limit=env_value(env, MEMORY_ENV) or cls.memory_limit,
             threads=int(threads) if threads else cls.threads,
         )
 

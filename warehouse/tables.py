@@ -16,6 +16,15 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
     )
 
 
+def tables_in(con: duckdb.DuckDBPyConnection, schema: str, base_tables_only: bool = False) -> list[str]:
+    """The tables (and views, unless `base_tables_only`) of one schema of the default catalog, by name."""
+    kinds = "AND table_type = 'BASE TABLE'" if base_tables_only else ""
+    return [r[0] for r in con.execute(
+        f"SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() AND table_schema = ? {kinds} ORDER BY 1",
+        [schema],
+    ).fetchall()]
+
+
 def user_table_count(con: duckdb.DuckDBPyConnection) -> int:
     """Tables and views in the connection's default catalog, system schemas left out."""
     return int(
