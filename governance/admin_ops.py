@@ -31,12 +31,10 @@ def _iso(value: datetime | None) -> str | None:
 def keys_create(state: GovernanceState, rules: Rules, team: str, name: str) -> dict:
     if team not in rules:
         raise AdminError(f"no rules file for team {team!r} (teams: {', '.join(sorted(rules)) or 'none'})")
-    with state.transaction():
-        try:
-            key, info = create_key(state, team, name)
-        except ValueError as e:
-            raise AdminError(str(e)) from None
-        audit.append(state, AuditEntry(outcome="admin", key_name=name, team=team, message=f"key {info.key_id} created"))
+    try:
+        key, info = create_key(state, team, name)  # audited in the same transaction
+    except ValueError as e:
+        raise AdminError(str(e)) from None
     return {"key": key, "key_id": info.key_id, "team": team, "name": name}
 
 

@@ -229,7 +229,7 @@ class Gateway:
                         entry.outcome = result.outcome = "estimate"
                         return self._finish(entry, result, t0, timings=timings)
                     t = time.perf_counter()
-                    reservation = ledger.reserve(self.state, rules, entry.key_name, estimate)
+                    reservation = entry.ledger_entry = ledger.reserve(self.state, rules, entry.key_name, estimate)
                     timings["reserve"] = (time.perf_counter() - t) * 1000
                 except Refusal as r:
                     entry.tables, entry.columns = entry.tables or r.tables, entry.columns or r.columns
@@ -279,7 +279,7 @@ class Gateway:
         t = time.perf_counter()
         with self.state.transaction():  # the ledger row and the audit row: one commit
             if ledger_write is not None:
-                ledger_write()
+                ledger_write()  # the reservation's ledger row: the audit row names it (audit.verify)
             audit.append(self.state, entry)
         result.timings_ms = dict(timings or {}, settle_audit=(time.perf_counter() - t) * 1000)
         return result
