@@ -56,11 +56,17 @@ def budget(state: GovernanceState, rules: Rules) -> dict:
     return {"day": today.isoformat(), "teams": [ledger.team_usage(state, rules[t], today) for t in sorted(rules)]}
 
 
-def verify_audit(state: GovernanceState, rules: Rules) -> dict:
+def verify_audit(state: GovernanceState, rules: Rules, anchors: list[str] | None = None) -> dict:
+    """`anchors`: head files of usage exports (`usage-<day>.audit-head.json`), checked with audit.anchor."""
+    heads = [pair for path in anchors or () for pair in audit.read_anchors(Path(path))]
     with state.lock:
         n = state.con.execute("SELECT count(*) FROM audit").fetchone()[0]
-        problems = audit.verify(state)
+        problems = audit.verify(state, heads)
     return {"rows": n, "problems": problems}
+
+
+def audit_head(state: GovernanceState, rules: Rules) -> dict:
+    return audit.head(state)
 
 
 def usage(state: GovernanceState, rules: Rules, day: str) -> dict:
@@ -70,7 +76,7 @@ def usage(state: GovernanceState, rules: Rules, day: str) -> dict:
 
 OPS: dict[str, Callable[..., dict]] = {
     "keys/create": keys_create, "keys/list": keys_list, "keys/revoke": keys_revoke,
-    "budget": budget, "audit/verify": verify_audit, "usage": usage,
+    "budget": budget, "audit/verify": verify_audit, "audit/head": audit_head, "usage": usage,
 }
 NEEDS_RULES = {"keys/create", "budget"}  # the others work even when a rule file is broken
 
