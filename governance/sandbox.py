@@ -140,7 +140,10 @@ class Sandbox:
         try:
             reader = cur.execute(sql).to_arrow_reader(BATCH_ROWS)
             for batch in reader:
-                if held + batch.nbytes > max_bytes:
+                if held + batch.nbytes > max_bytes:  # keep the rows that fit, then stop reading
+                    fit = int((max_bytes - held) // max(1.0, batch.nbytes / max(1, batch.num_rows)))
+                    if fit > 0:
+                        batches.append(batch.slice(0, fit))
                     cut = True
                     break
                 batches.append(batch)
