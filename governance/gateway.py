@@ -43,7 +43,10 @@ STATUS = {
     "quasi_aggregate_required": 403, "quasi_value_aggregate": 403,
     "per_query_cap": 402, "daily_budget": 402, "monthly_budget": 402, "concurrency": 429,
     "timeout": 504, "query_failed": 422, "no_snapshot": 503, "internal_error": 500,
+    # requests the HTTP layer refuses before they reach the gateway (governance.server)
+    "request_too_large": 413, "bad_request": 400, "invalid_request": 422, "method_not_allowed": 405, "not_found": 404,
 }
+AUDIT_SQL_PREFIX = 4096  # characters of a refused request's body kept in its audit row
 
 
 DEADLINE_GRACE_SECONDS = 0.5  # for the interrupted query to hand back its own answer
@@ -167,6 +170,16 @@ class Gateway:
             entry = AuditEntry(outcome="failed")
             result = Result(audit_id=entry.audit_id, outcome="failed")
             return self._finish(entry, result, time.perf_counter(), rule="internal_error", message=f"the gateway failed ({type(e).__name__})", note=USAGE_NOTE)
+
+    def reject(self, key: str | None, rule: str, message: str, body: str | None = None, note: str | None = None) -> Result:
+        """A request refused before it is a query (too large, malformed, wrong method or path):
+        audited like any other, with at most AUDIT_SQL_PREFIX characters of what was sent."""
+        entry = AuditEntry(outcome="refused", sql=None if body is None else body[:AUDIT_SQL_PREFIX])
+        result = Result(audit_id=entry.audit_id, outcome="refused")
+        info = authenticate(self.state, key)
+        if info is not None:
+            entry.key_name, entry.team = info.name, info.team
+        return self._finish(entry, result, time.perf_counter(), rule=rule, message=message, note=note)
 
     def granted_columns(self, key: str | None) -> dict[str, list[tuple[str, str]]]:
         """`schema.relation` → [(column, DuckDB type)] the key's team may name, identity columns
