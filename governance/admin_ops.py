@@ -4,7 +4,7 @@ so the answer does not depend on where it was computed.
 
 Each takes the state and the team rules (the server's while it runs, the CLI's --rules
 otherwise) and returns plain JSON. Creating and revoking keys are written to the audit chain in
-the same transaction as the change.
+the same transaction as the change (by governance.keys itself).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 
 from governance import audit, ledger
 from governance.admin import AdminError, ask_server
-from governance.audit import AuditEntry
 from governance.keys import create_key, list_keys, revoke_key
 from governance.rules import TeamRules
 from governance.state import GovernanceState
@@ -44,10 +43,7 @@ def keys_list(state: GovernanceState, rules: Rules) -> dict:
 
 
 def keys_revoke(state: GovernanceState, rules: Rules, name_or_id: str) -> dict:
-    with state.transaction():
-        n = revoke_key(state, name_or_id)
-        if n:
-            audit.append(state, AuditEntry(outcome="admin", key_name=name_or_id, message=f"{n} key(s) named or with id {name_or_id!r} revoked"))
+    n = revoke_key(state, name_or_id)  # audited in the same transaction, one row per key
     return {"revoked": n}
 
 

@@ -173,7 +173,7 @@ def verify(state: GovernanceState, anchors: Iterable[tuple[int, str]] = ()) -> l
         rows = state.con.execute(f"SELECT {', '.join(FIELDS)}, prev_hash, hash FROM audit ORDER BY seq").fetchall()
         ledger_rows = state.con.execute("SELECT entry_id, team, status, actual FROM ledger").fetchall()
         key_rows = state.con.execute(
-            "SELECT k.key_id, k.team, k.key_hash, s.salt, s.stored_key, s.server_key FROM keys k LEFT JOIN key_scram s USING (key_id)").fetchall()
+            "SELECT k.key_id, k.team, k.key_hash, s.salt, s.stored_key, s.server_key, k.revoked_at FROM keys k LEFT JOIN key_scram s USING (key_id)").fetchall()
         path = key_path(state)
         if not path.exists():
             return [f"{path} is missing: the chain cannot be verified"] if rows else []
@@ -249,11 +249,17 @@ def _check_ledger(chained: list[dict], ledger_rows: list[tuple]) -> list[str]:
 def _check_keys(chained: list[dict], key_rows: list[tuple]) -> list[str]:
     created = {r["message"] for r in chained if r["outcome"] == "admin" and r["message"]}
     problems: list[str] = []
-    for key_id, team, key_hash, salt, stored, server in key_rows:
+    for key_id, team, key_hash, salt, stored, server, revoked_at in key_rows:
         fp = key_fingerprint(key_id, team, key_hash, salt or b"", stored or b"", server or b"") if salt is not None else None
         if fp is None or creation_message(key_id, team, fp) not in created:
             problems.append(f"key {key_id} (team {team}) has no matching creation row in the audit (inserted or changed directly)")
+        elif revoked_at is None and revocation_message(key_id) in created:
+            problems.append(f"key {key_id} (team {team}) was revoked (audit) but is active again in the keys table")
     return problems
+
+
+def revocation_message(key_id: str) -> str:
+    return f"key {key_id} revoked"
 
 
 def creation_message(key_id: str, team: str, fingerprint: str) -> str:

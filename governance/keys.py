@@ -90,13 +90,15 @@ def list_keys(state: GovernanceState) -> list[KeyInfo]:
 
 def revoke_key(state: GovernanceState, name_or_id: str) -> int:
     """Revoke the active key with this name or id; returns how many were revoked."""
-    with state.lock:
+    with state.transaction():  # each revocation is audited with the change (verify-audit finds a key made active again)
         index = _by_hash(state)
         rows = state.con.execute(
             "UPDATE keys SET revoked_at = ? WHERE (name = ? OR key_id = ?) AND revoked_at IS NULL "
             "RETURNING key_hash, key_id, team, name, created_at, revoked_at",
             [_now(), name_or_id, name_or_id],
         ).fetchall()
+        for r in rows:
+            audit.append(state, audit.AuditEntry(outcome="admin", key_name=r[3], team=r[2], message=audit.revocation_message(r[1])))
         for r in rows:
             index[r[0]] = KeyInfo(*r[1:])
     return len(rows)

@@ -116,6 +116,14 @@ def test_a_key_moved_to_another_team_is_found(used: Gateway) -> None:
     assert any("has no matching creation row" in p for p in audit.verify(used.state))
 
 
+def test_a_revoked_key_made_active_again_is_found(used: Gateway) -> None:
+    from governance.keys import revoke_key
+
+    assert revoke_key(used.state, "ana") == 1 and audit.verify(used.state) == []
+    _sql(used, "UPDATE keys SET revoked_at = NULL WHERE name = 'ana'")
+    assert any("was revoked (audit) but is active again" in p for p in audit.verify(used.state))
+
+
 def test_a_deleted_ledger_row_a_spend_reset_is_found(used: Gateway) -> None:
     (entry, team), *_ = _sql(used, "SELECT entry_id, team FROM ledger ORDER BY created_at")
     _sql(used, "DELETE FROM ledger WHERE entry_id = ?", [entry])
