@@ -176,3 +176,37 @@ def test_a_result_bigger_than_max_result_bytes_is_cut_and_flagged(gw_env) -> Non
     assert r.actual == r.estimate  # cut before the end: charged its upper bound
     small = gw.query(key, "SELECT y, count(*) AS n FROM marts.big GROUP BY y")
     assert small.outcome == "ok" and not small.truncated and len(small.table) == 97
+
+
+def test_a_huge_cheap_answer_is_cut_at_the_byte_cap_over_http_and_memory_stays_bounded(tmp_path: Path) -> None:
+    """400 MB of text at almost no scan cost (the issue's 0.5 → 2.5 GB answer): cut at the
+    team's 20 MB cap. Peak memory of the serving process grows by a small fraction of the
+    answer's size, measured in this run (ru_maxrss) against the answer DuckDB would build."""
+    import resource
+
+    env = _env(tmp_path, analysts={"max_result_bytes": 20_000_000, "max_result_rows": 1_000_000})
+    state = GovernanceState(env.governance_db)
+    gateway = Gateway(state, load_rules(env.rules_dir), env.published, env.manifest)
+    ana, _ = create_key(state, "analysts", "ana")
+    sql = "SELECT repeat('x', 1000) || i::VARCHAR AS s FROM range(400000) t(i)"
+    try:
+        with ServerThread(create_app(gateway)) as srv:
+            _warm(gateway, ana)
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            r = httpx.post(f"{srv.url}/v1/query", json={"sql": sql, "format": "arrow"}, headers={"Authorization": f"Bearer {ana}"}, timeout=120)
+            grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+        assert r.status_code == 200 and r.headers["X-Truncated"] == "true"
+        import io
+
+        import pyarrow as pa
+
+        got = pa.ipc.open_stream(io.BytesIO(r.content)).read_all()
+        assert 0 < got.nbytes <= 20_000_000 and len(got) < 400000
+        import duckdb
+
+        whole = duckdb.sql(sql).to_arrow_table().nbytes  # the answer built whole, as the gateway did before
+        print(f"peak memory grew {grown / 1e6:.0f} MB for a {whole / 1e6:.0f} MB answer: ratio {grown / whole:.2f}")
+        assert whole > 380_000_000 and grown / whole < 0.5, (grown, whole)  # built whole it was >= 1
+    finally:
+        gateway.close()
+        state.close()
