@@ -4,7 +4,7 @@ so the answer does not depend on where it was computed.
 
 Each takes the state and the team rules (the server's while it runs, the CLI's --rules
 otherwise) and returns plain JSON. Creating and revoking keys are written to the audit chain in
-the same transaction as the change.
+the same transaction as the change (by governance.keys itself).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 
 from governance import audit, ledger
 from governance.admin import AdminError, ask_server
-from governance.audit import AuditEntry
 from governance.keys import create_key, list_keys, revoke_key
 from governance.rules import TeamRules
 from governance.state import GovernanceState
@@ -31,12 +30,10 @@ def _iso(value: datetime | None) -> str | None:
 def keys_create(state: GovernanceState, rules: Rules, team: str, name: str) -> dict:
     if team not in rules:
         raise AdminError(f"no rules file for team {team!r} (teams: {', '.join(sorted(rules)) or 'none'})")
-    with state.transaction():
-        try:
-            key, info = create_key(state, team, name)
-        except ValueError as e:
-            raise AdminError(str(e)) from None
-        audit.append(state, AuditEntry(outcome="admin", key_name=name, team=team, message=f"key {info.key_id} created"))
+    try:
+        key, info = create_key(state, team, name)  # audited in the same transaction
+    except ValueError as e:
+        raise AdminError(str(e)) from None
     return {"key": key, "key_id": info.key_id, "team": team, "name": name}
 
 
@@ -46,10 +43,7 @@ def keys_list(state: GovernanceState, rules: Rules) -> dict:
 
 
 def keys_revoke(state: GovernanceState, rules: Rules, name_or_id: str) -> dict:
-    with state.transaction():
-        n = revoke_key(state, name_or_id)
-        if n:
-            audit.append(state, AuditEntry(outcome="admin", key_name=name_or_id, message=f"{n} key(s) named or with id {name_or_id!r} revoked"))
+    n = revoke_key(state, name_or_id)  # audited in the same transaction, one row per key
     return {"revoked": n}
 
 
@@ -58,11 +52,17 @@ def budget(state: GovernanceState, rules: Rules) -> dict:
     return {"day": today.isoformat(), "teams": [ledger.team_usage(state, rules[t], today) for t in sorted(rules)]}
 
 
-def verify_audit(state: GovernanceState, rules: Rules) -> dict:
+def verify_audit(state: GovernanceState, rules: Rules, anchors: list[str] | None = None) -> dict:
+    """`anchors`: head files of usage exports (`usage-<day>.audit-head.json`), checked with audit.anchor."""
+    heads = [pair for path in anchors or () for pair in audit.read_anchors(Path(path))]
     with state.lock:
         n = state.con.execute("SELECT count(*) FROM audit").fetchone()[0]
-        problems = audit.verify(state)
+        problems = audit.verify(state, heads)
     return {"rows": n, "problems": problems}
+
+
+def audit_head(state: GovernanceState, rules: Rules) -> dict:
+    return audit.head(state)
 
 
 def usage(state: GovernanceState, rules: Rules, day: str) -> dict:
@@ -72,7 +72,7 @@ def usage(state: GovernanceState, rules: Rules, day: str) -> dict:
 
 OPS: dict[str, Callable[..., dict]] = {
     "keys/create": keys_create, "keys/list": keys_list, "keys/revoke": keys_revoke,
-    "budget": budget, "audit/verify": verify_audit, "usage": usage,
+    "budget": budget, "audit/verify": verify_audit, "audit/head": audit_head, "usage": usage,
 }
 NEEDS_RULES = {"keys/create", "budget"}  # the others work even when a rule file is broken
 

@@ -5,7 +5,9 @@ full row count × the width of the columns the scan reads (projected or filtered
 taken from DuckDB's profiler after running: for each scan, the rows DuckDB reports it scanned
 × the same widths. Rows scanned is a logical count (zone maps may skip row groups, a LIMIT may
 stop early), so it is the same with a cold or warm cache and never above the table's rows.
-Table functions cost their rows × 8 bytes (estimated cardinality before, produced rows after).
+Table functions cost their rows × 8 bytes (estimated cardinality before, produced rows after);
+one whose arguments a subquery computes has no cardinality in the plan, so the gateway reserves
+the team's per-query cap for it and charges what the profiler counted, at most that cap.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 
 from governance.catalog import Catalog
-from governance.plan import Plan, _as_list, scan_columns, strip_catalog
+from governance.plan import INOUT_FUNCTION, Plan, _as_list, scan_columns, strip_catalog
 from governance.rules import COST_UNIT_BYTES
 
 FUNCTION_ROW_BYTES = 8
@@ -50,7 +52,7 @@ def actual_bytes(profile_json: str, catalog: Catalog) -> int:
             if rel is not None:  # DuckLake's scan reports some rows more than once: never above the table's rows
                 rows = min(rows, rel.rows)
             total += rows * sum(catalog.width(table, c) for c in cols)
-        elif "Function" in info:
+        elif "Function" in info or node.get("operator_name") == INOUT_FUNCTION:
             total += int(node.get("operator_cardinality") or 0) * FUNCTION_ROW_BYTES
     return total
 

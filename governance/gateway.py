@@ -8,6 +8,7 @@ disk sync per request, which is most of what the gateway adds to a small query.
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from governance.policy import GROUP_SIZE_COLUMN, Permissions, Refusal, add_group
 from governance.rules import TeamRules
 from governance.sandbox import QueryTimeout, Sandbox, SandboxLimits
 from governance.state import GovernanceState
+from governance.watchdog import WATCHDOG
 from warehouse.catalog_url import CatalogUrl
 from warehouse.snapshots import current_snapshot
 
@@ -41,7 +43,27 @@ STATUS = {
     "quasi_aggregate_required": 403, "quasi_value_aggregate": 403,
     "per_query_cap": 402, "daily_budget": 402, "monthly_budget": 402, "concurrency": 429,
     "timeout": 504, "query_failed": 422, "no_snapshot": 503, "internal_error": 500,
+    # requests the HTTP layer refuses before they reach the gateway (governance.server)
+    "request_too_large": 413, "bad_request": 400, "invalid_request": 422, "method_not_allowed": 405, "not_found": 404,
 }
+AUDIT_SQL_PREFIX = 4096  # characters of a refused request's body kept in its audit row
+
+
+DEADLINE_GRACE_SECONDS = 0.5  # for the interrupted query to hand back its own answer
+
+
+class _Ticket:
+    """Who answers a request: its worker, or the request thread once the deadline has passed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: str | None = None
+
+    def claim(self, who: str = "worker") -> bool:
+        """True when `who` answers (it claimed first, now or before)."""
+        with self._lock:
+            self._owner = self._owner or who
+            return self._owner == who
 
 
 @dataclass
@@ -81,6 +103,8 @@ class Gateway:
         self._sandboxes: dict[Path, Sandbox] = {}
         self._perms: dict[tuple[Path, str], Permissions] = {}
         self._lock = threading.Lock()
+        # One thread per connection a team may hold: a request never waits for a worker.
+        self._workers = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, sum(r.concurrency for r in rules.values())), thread_name_prefix="gateway-query")
         ledger.release_stale(state)
 
     # -- snapshot switching: resolve CURRENT per request; old files close when their last query ends
@@ -91,7 +115,7 @@ class Gateway:
         with self._lock:
             sb = self._sandboxes.get(path)
             if sb is None:
-                sb = Sandbox(path, self.limits, self.credentials)
+                sb = Sandbox(path, self.limits, self.credentials, {t: r.concurrency for t, r in self.rules.items()})
                 for old_path, old in list(self._sandboxes.items()):
                     old.retired = True
                     if old._users == 0:
@@ -115,6 +139,7 @@ class Gateway:
         return perms
 
     def close(self) -> None:
+        self._workers.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             for sb in self._sandboxes.values():
                 sb.close()
@@ -145,6 +170,16 @@ class Gateway:
             entry = AuditEntry(outcome="failed")
             result = Result(audit_id=entry.audit_id, outcome="failed")
             return self._finish(entry, result, time.perf_counter(), rule="internal_error", message=f"the gateway failed ({type(e).__name__})", note=USAGE_NOTE)
+
+    def reject(self, key: str | None, rule: str, message: str, body: str | None = None, note: str | None = None) -> Result:
+        """A request refused before it is a query (too large, malformed, wrong method or path):
+        audited like any other, with at most AUDIT_SQL_PREFIX characters of what was sent."""
+        entry = AuditEntry(outcome="refused", sql=None if body is None else body[:AUDIT_SQL_PREFIX])
+        result = Result(audit_id=entry.audit_id, outcome="refused")
+        info = authenticate(self.state, key)
+        if info is not None:
+            entry.key_name, entry.team = info.name, info.team
+        return self._finish(entry, result, time.perf_counter(), rule=rule, message=message, note=note)
 
     def granted_columns(self, key: str | None) -> dict[str, list[tuple[str, str]]]:
         """`schema.relation` → [(column, DuckDB type)] the key's team may name, identity columns
@@ -186,10 +221,15 @@ class Gateway:
         return rules
 
     def _query(self, key: str | None, sql: str, dry_run: bool = False) -> Result:
+        """Authenticate, then take one of the team's own connections (refused when it holds them
+        all) and do everything DuckDB does for the request — plan, policy, estimate, run — on a
+        worker thread under one deadline, the team's timeout. DuckDB folds constants while
+        planning and only sees an interrupt once that is over, so the request is answered at
+        the deadline anyway; the connection (and so the team's slot) comes back when DuckDB
+        has really stopped."""
         t0 = time.perf_counter()
         entry = AuditEntry(outcome="refused", sql=sql)
         result = Result(audit_id=entry.audit_id, outcome="refused")
-        timings: dict[str, float] = {}
         rules = self._authenticate(key, entry, result, t0)
         if isinstance(rules, Result):
             return rules
@@ -197,76 +237,133 @@ class Gateway:
         if sb is None:
             return self._finish(entry, result, t0, rule="no_snapshot", message="no warehouse snapshot is published yet")
         entry.snapshot = sb.snapshot.name
-        reservation = None
-        try:
-            with sb.connection() as cur:
-                try:
-                    t = time.perf_counter()
-                    statement = check_statement(cur, sql)
-                    perms = self._permissions(sb, rules, cur)
-                    columns_of = lambda tb: set(sb.catalog.relations[tb].columns) if tb in sb.catalog.relations else set()  # noqa: E731
-                    wrapped = _limit(statement, rules.max_result_rows)
-                    plan = parse_plan(_explain(sb, cur, wrapped), columns_of, sb.catalog.relations.keys())
-                    decision = check_plan(plan, rules, perms)
-                    if decision.needs_group_suppression:
-                        try:
-                            rewritten = add_group_size(cur, statement, decision.group_weight)
-                            wrapped = _limit(rewritten, rules.max_result_rows)
-                            plan = parse_plan(_explain(sb, cur, wrapped), columns_of, sb.catalog.relations.keys())
-                        except Refusal:
-                            raise
-                        except Exception:
-                            raise Refusal("quasi_aggregate_required", "a query that reads quasi-identifiers must aggregate at its top level (GROUP BY / count / sum)") from None
-                        decision = check_plan(plan, rules, perms)
-                    entry.tables, entry.columns = decision.tables, decision.columns
-                    result.tables, result.columns = decision.tables, decision.columns
-                    estimate = to_units(estimate_bytes(plan, sb.catalog))
-                    entry.estimate = result.estimate = estimate
-                    timings["plan_policy"] = (time.perf_counter() - t) * 1000
-                    if dry_run:
-                        if estimate > rules.per_query_cap:
-                            raise Refusal("per_query_cap", f"estimated cost {estimate:.4f} units is above the per-query cap of {rules.per_query_cap:g} units for team {rules.team}")
-                        entry.outcome = result.outcome = "estimate"
-                        return self._finish(entry, result, t0, timings=timings)
-                    t = time.perf_counter()
-                    reservation = ledger.reserve(self.state, rules, entry.key_name, estimate)
-                    timings["reserve"] = (time.perf_counter() - t) * 1000
-                except Refusal as r:
-                    entry.tables, entry.columns = entry.tables or r.tables, entry.columns or r.columns
-                    result.tables, result.columns = entry.tables, entry.columns
-                    return self._finish(entry, result, t0, rule=r.rule, message=r.message, timings=timings)
-                t = time.perf_counter()
-                try:
-                    out = sb.run(cur, wrapped, rules.timeout_seconds)
-                except QueryTimeout:
-                    entry.outcome = result.outcome = "failed"
-                    return self._finish(entry, result, t0, rule="timeout", message=f"stopped after team {rules.team}'s timeout of {rules.timeout_seconds:g} s; nothing was charged",
-                                        timings=timings, ledger_write=lambda: ledger.release(self.state, reservation))
-                except duckdb.Error as e:
-                    entry.outcome = result.outcome = "failed"
-                    # DuckDB's own text may quote warehouse values: name its class only.
-                    return self._finish(entry, result, t0, rule="query_failed", message=f"DuckDB could not run the query ({type(e).__name__}); nothing was charged",
-                                        timings=timings, ledger_write=lambda: ledger.release(self.state, reservation))
-                timings["run"] = (time.perf_counter() - t) * 1000
-                t = time.perf_counter()
-                actual = to_units(actual_bytes(out.profile_json, sb.catalog))
-                table = out.table
-                if decision.needs_group_suppression:
-                    sizes = table.column(GROUP_SIZE_COLUMN)
-                    keep = pc.fill_null(pc.greater_equal(sizes, rules.min_group_size), False)
-                    result.suppressed_groups = len(table) - pc.sum(keep).as_py() if len(table) else 0
-                    table = table.filter(keep).drop_columns([GROUP_SIZE_COLUMN])
-                if len(table) > rules.max_result_rows:
-                    table, result.truncated = table.slice(0, rules.max_result_rows), True
-                entry.outcome = result.outcome = "ok"
-                entry.actual = result.actual = actual
-                entry.result_rows = len(table)
-                result.table = table
-                timings["cost_rows"] = (time.perf_counter() - t) * 1000
-                return self._finish(entry, result, t0, timings=timings, ledger_write=lambda: ledger.settle(self.state, reservation, actual))
-        finally:
-            ledger.discard(self.state, reservation)  # only if neither settled nor released (an error)
+        cur = sb.take(rules.team)
+        if cur is None:
             self._release_sandbox(sb)
+            return self._finish(entry, result, t0, rule="concurrency",
+                                message=f"team {rules.team} already has {rules.concurrency} requests planning or running (its limit); retry when one ends")
+        ticket = _Ticket()
+        stopped = threading.Event()
+
+        def stop() -> None:
+            stopped.set()
+            cur.interrupt()
+
+        def work() -> Result | None:
+            token = WATCHDOG.arm(rules.timeout_seconds, stop)
+            try:
+                return self._plan_and_run(sb, cur, rules, entry, result, t0, sql, dry_run, stopped, ticket)
+            finally:
+                WATCHDOG.disarm(token)
+                sb.give(rules.team, cur)
+                self._release_sandbox(sb)
+
+        future = self._workers.submit(work)
+        try:
+            return future.result(timeout=rules.timeout_seconds + DEADLINE_GRACE_SECONDS)
+        except concurrent.futures.TimeoutError:
+            pass
+        if not ticket.claim("deadline"):  # the worker answered in the meantime
+            return future.result()
+        entry.outcome = result.outcome = "failed"
+        return self._finish(entry, result, t0, rule="timeout",
+                            message=f"stopped after team {rules.team}'s timeout of {rules.timeout_seconds:g} s (planning included); nothing was charged")
+
+    def _plan_and_run(self, sb: Sandbox, cur: duckdb.DuckDBPyConnection, rules: TeamRules, entry: AuditEntry, result: Result, t0: float,
+                      sql: str, dry_run: bool, stopped: threading.Event, ticket: "_Ticket") -> Result | None:
+        """The request's DuckDB work. Returns None when the request was already answered (its
+        deadline passed): then nothing is audited or charged here."""
+        timings: dict[str, float] = {}
+        reservation = None
+
+        def finish(**kw) -> Result | None:
+            if not ticket.claim():
+                return None
+            return self._finish(entry, result, t0, timings=timings, **kw)
+
+        try:
+            try:
+                t = time.perf_counter()
+                statement = check_statement(cur, sql)
+                perms = self._permissions(sb, rules, cur)
+                columns_of = lambda tb: set(sb.catalog.relations[tb].columns) if tb in sb.catalog.relations else set()  # noqa: E731
+                wrapped = _limit(statement, rules.max_result_rows)
+                plan = parse_plan(_explain(sb, cur, wrapped), columns_of, sb.catalog.relations.keys())
+                decision = check_plan(plan, rules, perms)
+                if decision.needs_group_suppression:
+                    try:
+                        rewritten = add_group_size(cur, statement, decision.group_weight)
+                        wrapped = _limit(rewritten, rules.max_result_rows)
+                        plan = parse_plan(_explain(sb, cur, wrapped), columns_of, sb.catalog.relations.keys())
+                    except Refusal:
+                        raise
+                    except Exception:
+                        raise Refusal("quasi_aggregate_required", "a query that reads quasi-identifiers must aggregate at its top level (GROUP BY / count / sum)") from None
+                    decision = check_plan(plan, rules, perms)
+                entry.tables, entry.columns = decision.tables, decision.columns
+                result.tables, result.columns = decision.tables, decision.columns
+                # A table function whose arguments are computed by a subquery has no row count
+                # in the plan: it may cost up to the team's per-query cap, and is reserved so.
+                estimate = rules.per_query_cap if plan.unbounded_functions else to_units(estimate_bytes(plan, sb.catalog))
+                entry.estimate = result.estimate = estimate
+                timings["plan_policy"] = (time.perf_counter() - t) * 1000
+                if dry_run:
+                    if estimate > rules.per_query_cap:
+                        raise Refusal("per_query_cap", f"estimated cost {estimate:.4f} units is above the per-query cap of {rules.per_query_cap:g} units for team {rules.team}")
+                    entry.outcome = result.outcome = "estimate"
+                    return finish()
+                t = time.perf_counter()
+                if stopped.is_set():
+                    return finish(rule="timeout", message=f"stopped after team {rules.team}'s timeout of {rules.timeout_seconds:g} s (planning included); nothing was charged")
+                reservation = entry.ledger_entry = ledger.reserve(self.state, rules, entry.key_name, estimate)
+                timings["reserve"] = (time.perf_counter() - t) * 1000
+            except Refusal as r:
+                entry.tables, entry.columns = entry.tables or r.tables, entry.columns or r.columns
+                result.tables, result.columns = entry.tables, entry.columns
+                if stopped.is_set():  # e.g. the interrupt reached an EXPLAIN: it was the deadline
+                    entry.outcome = result.outcome = "failed"
+                    return finish(rule="timeout", message=f"stopped after team {rules.team}'s timeout of {rules.timeout_seconds:g} s (planning included); nothing was charged")
+                return finish(rule=r.rule, message=r.message)
+            t = time.perf_counter()
+            try:
+                out = sb.run(cur, wrapped, rules.max_result_bytes, stopped)
+            except QueryTimeout:
+                entry.outcome = result.outcome = "failed"
+                return finish(rule="timeout", message=f"stopped after team {rules.team}'s timeout of {rules.timeout_seconds:g} s; nothing was charged",
+                              ledger_write=lambda: ledger.release(self.state, reservation))
+            except duckdb.Error as e:
+                entry.outcome = result.outcome = "failed"
+                # DuckDB's own text may quote warehouse values: name its class only.
+                return finish(rule="query_failed", message=f"DuckDB could not run the query ({type(e).__name__}); nothing was charged",
+                              ledger_write=lambda: ledger.release(self.state, reservation))
+            timings["run"] = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            # Cut at the byte cap, DuckDB has no profile of the query: charge the estimate (its upper bound).
+            actual = estimate if out.bytes_truncated else to_units(actual_bytes(out.profile_json, sb.catalog))
+            actual = min(actual, estimate) if plan.unbounded_functions else actual
+            table = out.table
+            if decision.needs_group_suppression:
+                sizes = table.column(GROUP_SIZE_COLUMN)
+                keep = pc.fill_null(pc.greater_equal(sizes, rules.min_group_size), False)
+                result.suppressed_groups = len(table) - pc.sum(keep).as_py() if len(table) else 0
+                table = table.filter(keep).drop_columns([GROUP_SIZE_COLUMN])
+            if len(table) > rules.max_result_rows:
+                table, result.truncated = table.slice(0, rules.max_result_rows), True
+            result.truncated = result.truncated or out.bytes_truncated
+            entry.outcome = result.outcome = "ok"
+            entry.actual = result.actual = actual
+            entry.result_rows = len(table)
+            result.table = table
+            timings["cost_rows"] = (time.perf_counter() - t) * 1000
+            return finish(ledger_write=lambda: ledger.settle(self.state, reservation, actual))
+        except Exception as e:  # a bug must not leak text either: own message, audited
+            if not ticket.claim():
+                return None
+            failed = AuditEntry(outcome="failed", sql=sql, key_name=entry.key_name, team=entry.team)
+            return self._finish(failed, Result(audit_id=failed.audit_id, outcome="failed"), t0, rule="internal_error",
+                                message=f"the gateway failed ({type(e).__name__}); nothing was charged")
+        finally:
+            ledger.discard(self.state, reservation)  # only if neither settled nor released (an error or a late answer)
 
     def _finish(self, entry: AuditEntry, result: Result, t0: float, rule: str | None = None, message: str | None = None,
                 timings: dict | None = None, ledger_write: Callable[[], None] | None = None, note: str | None = None) -> Result:
@@ -279,7 +376,7 @@ class Gateway:
         t = time.perf_counter()
         with self.state.transaction():  # the ledger row and the audit row: one commit
             if ledger_write is not None:
-                ledger_write()
+                ledger_write()  # the reservation's ledger row: the audit row names it (audit.verify)
             audit.append(self.state, entry)
         result.timings_ms = dict(timings or {}, settle_audit=(time.perf_counter() - t) * 1000)
         return result

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from scramp import ScramMechanism
 
+from governance import audit
 from governance.state import GovernanceState
 
 PREFIX = "cfk_"
@@ -61,11 +62,13 @@ def _by_hash(state: GovernanceState) -> dict[str, KeyInfo]:
 
 
 def create_key(state: GovernanceState, team: str, name: str) -> tuple[str, KeyInfo]:
-    """Returns (the key — show it once, it is not stored —, its record)."""
+    """Returns (the key — show it once, it is not stored —, its record). The key's row and the
+    audit row of its creation (with the key's fingerprint, audit.key_fingerprint) commit together:
+    `verify-audit` finds any key that has no such row."""
     key_id = secrets.token_hex(4)
     key = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
     info = KeyInfo(key_id, team, name, _now(), None)
-    with state.lock:
+    with state.transaction():
         if state.con.execute("SELECT 1 FROM keys WHERE name = ? AND revoked_at IS NULL", [name]).fetchone():
             raise ValueError(f"an active key named {name!r} already exists; revoke it first or pick another name")
         index = _by_hash(state)
@@ -73,6 +76,8 @@ def create_key(state: GovernanceState, team: str, name: str) -> tuple[str, KeyIn
         # SCRAM's verifier, so a Postgres client can prove the key without sending it.
         salt, stored, server, iterations = ScramMechanism("SCRAM-SHA-256").make_auth_info(key, iteration_count=SCRAM_ITERATIONS)
         state.con.execute("INSERT INTO key_scram VALUES (?, ?, ?, ?, ?)", [key_id, salt, stored, server, iterations])
+        fingerprint = audit.key_fingerprint(key_id, team, hash_key(key), salt, stored, server)
+        audit.append(state, audit.AuditEntry(outcome="admin", key_name=name, team=team, message=audit.creation_message(key_id, team, fingerprint)))
         index[hash_key(key)] = info
     return key, info
 
@@ -85,13 +90,15 @@ def list_keys(state: GovernanceState) -> list[KeyInfo]:
 
 def revoke_key(state: GovernanceState, name_or_id: str) -> int:
     """Revoke the active key with this name or id; returns how many were revoked."""
-    with state.lock:
+    with state.transaction():  # each revocation is audited with the change (verify-audit finds a key made active again)
         index = _by_hash(state)
         rows = state.con.execute(
             "UPDATE keys SET revoked_at = ? WHERE (name = ? OR key_id = ?) AND revoked_at IS NULL "
             "RETURNING key_hash, key_id, team, name, created_at, revoked_at",
             [_now(), name_or_id, name_or_id],
         ).fetchall()
+        for r in rows:
+            audit.append(state, audit.AuditEntry(outcome="admin", key_name=r[3], team=r[2], message=audit.revocation_message(r[1])))
         for r in rows:
             index[r[0]] = KeyInfo(*r[1:])
     return len(rows)

@@ -48,6 +48,7 @@ class Plan:
     operators: list[str] = field(default_factory=list)
     aggregate_functions: set[str] = field(default_factory=set)
     top_is_aggregate: bool = False
+    unbounded_functions: list[str] = field(default_factory=list)  # arguments computed by a subquery: no row count
 
     @property
     def tables(self) -> list[str]:
@@ -72,6 +73,9 @@ def _as_list(value) -> list[str]:
 # caller) resolve a name held by exactly one schema; otherwise it stays bare and matches no
 # permission (refused).
 LAKE_SCAN = "DUCKLAKE_SCAN"
+# A table function whose arguments come from a subquery (or a lateral column) runs as an in-out
+# operator over its argument rows: the plan names it under "Name", not "Function".
+INOUT_FUNCTION = "INOUT_FUNCTION"
 
 
 def strip_catalog(qualified: str, operator: str | None = None, relations: Collection[str] = ()) -> str:
@@ -155,6 +159,10 @@ def parse_plan(explain_json: str, columns_of: Callable[[str], set[str]], relatio
                 plan.scans.append(Scan(table, scan_columns(info, columns_of(table)), _int(info.get("Estimated Cardinality")), projected))
             elif "Function" in info:
                 plan.functions.append(FunctionScan(str(info["Function"]).lower(), _int(info.get("Estimated Cardinality"))))
+            elif name == INOUT_FUNCTION:  # range((SELECT …)), unnest((SELECT …)): named "Name", with the subquery as child
+                fn = str(info.get("Name", "?")).lower()
+                plan.functions.append(FunctionScan(fn, _int(info.get("Estimated Cardinality"))))
+                plan.unbounded_functions.append(fn)
             elif not node.get("children"):
                 plan.other_leaves.append(name)
         node = root

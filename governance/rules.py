@@ -30,6 +30,7 @@ class TeamRules:
     concurrency: int = 2
     timeout_seconds: float = 30.0
     max_result_rows: int = 10_000
+    max_result_bytes: int = 50_000_000
     schemas: tuple[str, ...] = ()
     tables: tuple[str, ...] = ()
     table_functions: tuple[str, ...] = ()
@@ -55,6 +56,7 @@ _SCHEMA: dict[str, object] = {
         "concurrency": (int, "queries in flight"),
         "timeout_seconds": (_NUM, "seconds"),
         "max_result_rows": (int, "rows"),
+        "max_result_bytes": (int, "bytes (Arrow size of the result held by the gateway)"),
     },
     "allow": {
         "schemas": (list, "a list of schema names"),
@@ -121,7 +123,7 @@ def load_rule_file(path: Path) -> TeamRules:
         for item in get(*key, default=[]):
             if not pattern.match(item):
                 raise RuleFileError(path, values[key][1], f"{'.'.join(key)}: {item!r} is not a valid name")
-    for key in (("limits", "concurrency"), ("limits", "max_result_rows"), ("min_group_size",)):
+    for key in (("limits", "concurrency"), ("limits", "max_result_rows"), ("limits", "max_result_bytes"), ("min_group_size",)):
         if key in values and values[key][0] < 1:
             raise RuleFileError(path, values[key][1], f"{'.'.join(key)} must be >= 1")
     if ("limits", "timeout_seconds") in values and values[("limits", "timeout_seconds")][0] <= 0:
@@ -137,6 +139,7 @@ def load_rule_file(path: Path) -> TeamRules:
         concurrency=get("limits", "concurrency", default=2),
         timeout_seconds=float(get("limits", "timeout_seconds", default=30.0)),
         max_result_rows=get("limits", "max_result_rows", default=10_000),
+        max_result_bytes=get("limits", "max_result_bytes", default=50_000_000),
         schemas=tuple(get("allow", "schemas", default=[])),
         tables=tuple(get("allow", "tables", default=[])),
         table_functions=tuple(f.lower() for f in get("allow", "table_functions", default=[])),

@@ -6,6 +6,10 @@ limited and spilling disabled. Each pooled connection gets the profiler switched
 output is how a query's cost is settled), then the configuration is locked: no statement can
 change a setting afterwards. A query's timeout interrupts its connection from the watchdog
 thread (governance.watchdog).
+
+Each team has connections of its own, as many as its `concurrency` rule: a team that holds all
+of its connections (planning or running) is refused, and never takes one from another team
+(per-team isolation; the shared pool serves only the gateway's own catalog reads).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +28,6 @@ import pyarrow as pa
 from governance.catalog import Catalog
 from governance.plan import explain as explain_json
 from governance.plan import qualify_lake_scans
-from governance.watchdog import WATCHDOG
 from warehouse.catalog_url import CatalogUrl
 from warehouse.lake import use_lake
 from warehouse.snapshots import open_snapshot
@@ -48,11 +51,16 @@ class SandboxLimits:
 @dataclass
 class RunOutput:
     table: pa.Table
-    profile_json: str
+    profile_json: str  # "" when the result was cut at the byte cap (DuckDB profiles finished queries only)
+    bytes_truncated: bool = False
+
+
+BATCH_ROWS = 10_000  # rows per record batch read from DuckDB
 
 
 class Sandbox:
-    def __init__(self, snapshot: Path, limits: SandboxLimits = SandboxLimits(), credentials: Sequence[CatalogUrl] = ()):
+    def __init__(self, snapshot: Path, limits: SandboxLimits = SandboxLimits(), credentials: Sequence[CatalogUrl] = (),
+                 slots: Mapping[str, int] | None = None):
         self.snapshot = Path(snapshot)
         self.limits = limits
         # A DuckDB file, or the DuckLake attached read-only at the published version
@@ -73,15 +81,34 @@ class Sandbox:
         self.catalog = Catalog(self._db)
         self._pool: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()
         for _ in range(limits.pool_size):
-            cur = use_lake(self._db.cursor())  # `USE lake` is per connection
-            cur.execute("SET enable_profiling = 'no_output'")
-            cur.execute("SET profiling_mode = 'standard'")
-            self._pool.put(cur)
+            self._pool.put(self._cursor())
+        # Created before the configuration is locked: profiling is a per-connection setting.
+        self._team_pools: dict[str, queue.Queue[duckdb.DuckDBPyConnection]] = {}
+        for team, n in (slots or {}).items():
+            pool = self._team_pools[team] = queue.Queue()
+            for _ in range(n):
+                pool.put(self._cursor())
         self._db.execute(f"SET disabled_optimizers = '{DISABLED_OPTIMIZERS}'")
         self._db.execute("SET lock_configuration = true")
         self._users = 0
         self._users_lock = threading.Lock()
         self.retired = False
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = use_lake(self._db.cursor())  # `USE lake` is per connection
+        cur.execute("SET enable_profiling = 'no_output'")
+        cur.execute("SET profiling_mode = 'standard'")
+        return cur
+
+    def take(self, team: str) -> duckdb.DuckDBPyConnection | None:
+        """One of the team's own connections, or None when all are in use (no waiting)."""
+        try:
+            return self._team_pools[team].get_nowait()
+        except (KeyError, queue.Empty):
+            return None
+
+    def give(self, team: str, cur: duckdb.DuckDBPyConnection) -> None:
+        self._team_pools[team].put(cur)
 
     @contextmanager
     def connection(self, wait_seconds: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -104,29 +131,43 @@ class Sandbox:
     def explain(self, cur: duckdb.DuckDBPyConnection, sql: str) -> str:
         return explain_json(cur, sql)  # DuckLake scans schema-qualified (governance.plan.explain)
 
-    def run(self, cur: duckdb.DuckDBPyConnection, sql: str, timeout_seconds: float) -> RunOutput:
-        timed_out = threading.Event()
-
-        def stop() -> None:
-            timed_out.set()
-            cur.interrupt()
-
-        token = WATCHDOG.arm(timeout_seconds, stop)
+    def run(self, cur: duckdb.DuckDBPyConnection, sql: str, max_bytes: int, stopped: threading.Event) -> RunOutput:
+        """Run `sql`, reading its result a record batch at a time and stopping once it holds more
+        than `max_bytes` (so no answer is ever held whole past the cap). `stopped` is set by
+        the request's deadline (which interrupts `cur`)."""
+        batches: list[pa.RecordBatch] = []
+        held, cut = 0, False
         try:
-            table = cur.execute(sql).to_arrow_table()
+            reader = cur.execute(sql).to_arrow_reader(BATCH_ROWS)
+            for batch in reader:
+                if held + batch.nbytes > max_bytes:  # keep the rows that fit, then stop reading
+                    fit = int((max_bytes - held) // max(1.0, batch.nbytes / max(1, batch.num_rows)))
+                    if fit > 0:
+                        batches.append(batch.slice(0, fit))
+                    cut = True
+                    break
+                batches.append(batch)
+                held += batch.nbytes
+            if cut:
+                reader.close()
+            schema = reader.schema
         except duckdb.InterruptException:
             raise QueryTimeout() from None
         except duckdb.Error:
-            if timed_out.is_set():
+            if stopped.is_set():
                 raise QueryTimeout() from None
             raise
-        finally:
-            WATCHDOG.disarm(token)
+        if stopped.is_set():
+            raise QueryTimeout()
+        table = pa.Table.from_batches(batches, schema=schema)
+        if cut:
+            return RunOutput(table, "", True)
         return RunOutput(table, qualify_lake_scans(cur, sql, cur.get_profiling_information(format="json")))
 
     def close(self) -> None:
-        while not self._pool.empty():
-            self._pool.get_nowait().close()
+        for pool in (self._pool, *self._team_pools.values()):
+            while not pool.empty():
+                pool.get_nowait().close()
         self._db.close()
 
 

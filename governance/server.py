@@ -2,14 +2,22 @@
 
 Bearer key in the Authorization header. Results as JSON (default), CSV or Arrow IPC stream
 (`format` in the body, or the Accept header). Refusals carry the rule, the gateway's own
-message and the audit id — never DuckDB's error text.
+message and the audit id — never DuckDB's error text. Every request is audited, including
+those refused before they reach the gateway: a body above `max_body_bytes` (413, its first
+characters kept), a body the framework cannot validate (422/400), a wrong method (405) or path
+(404) — all with the same `{"error": {rule, message, audit_id}}` body.
+
+Answers are written a record batch at a time (JSON rows, CSV lines, Arrow IPC batches), so the
+encoded answer never exists whole; JSON carries no NaN/Infinity (they become null), and a CSV
+of list, struct or map columns writes each such value as its JSON text.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -17,8 +25,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from fastapi import FastAPI, Header, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from governance.gateway import Gateway, Result
 from governance.rules import load_rules
@@ -27,6 +37,8 @@ from governance.state import GovernanceState
 from warehouse.catalog_url import CatalogUrl
 
 ARROW_MEDIA = "application/vnd.apache.arrow.stream"
+MAX_BODY_BYTES = 1_000_000  # a SQL text of a megabyte is already far past any analyst's query
+HTTP_RULES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large", 422: "invalid_request"}
 
 
 class QueryBody(BaseModel):
@@ -44,8 +56,72 @@ def _json_default(value):
     if isinstance(value, (date, datetime)):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return float(value)
+        return _finite(float(value))
     return str(value)
+
+
+def _finite(value):
+    """JSON has no NaN or Infinity (RFC 8259): they are sent as null; nested values too."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def _dumps(value) -> str:
+    return json.dumps(_finite(value), default=_json_default, allow_nan=False)
+
+
+def _json_rows(table: pa.Table, meta: dict) -> Iterator[bytes]:
+    head = _dumps(meta | {"columns_out": table.column_names})
+    yield (head[:-1] + ', "rows": [').encode()
+    first = True
+    for batch in table.to_batches():
+        rows = [list(r.values()) for r in batch.to_pylist()]
+        if rows:
+            text = ", ".join(_dumps(r) for r in rows)
+            yield ((", " if not first else "") + text).encode()
+            first = False
+    yield b"]}"
+
+
+def _flat(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """CSV has no nesting: list, struct and map values become their JSON text."""
+    cols = []
+    for col in batch.columns:
+        t = col.type
+        if pa.types.is_nested(t):
+            col = pa.array([None if v is None else _dumps(v) for v in col.to_pylist()], pa.string())
+        cols.append(col)
+    return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
+
+
+def _csv_rows(table: pa.Table) -> Iterator[bytes]:
+    batches = table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]
+    for i, batch in enumerate(batches):
+        sink = io.BytesIO()
+        pacsv.write_csv(_flat(batch), sink, pacsv.WriteOptions(include_header=i == 0))
+        yield sink.getvalue()
+
+
+def _arrow_rows(table: pa.Table) -> Iterator[bytes]:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        yield _take(sink)
+        for batch in table.to_batches():
+            writer.write_batch(batch)
+            yield _take(sink)
+    yield _take(sink)
+
+
+def _take(sink: io.BytesIO) -> bytes:
+    data = sink.getvalue()
+    sink.seek(0)
+    sink.truncate()
+    return data
 
 
 def _error(result: Result) -> JSONResponse:
@@ -63,9 +139,91 @@ def _meta(result: Result) -> dict:
     }
 
 
-def create_app(gateway: Gateway) -> FastAPI:
+class BodyCap:
+    """ASGI middleware: a request body above `limit` bytes is refused (413) before it is read
+    whole — by its Content-Length, or once the bytes received pass the limit — and audited with
+    its first characters."""
+
+    def __init__(self, app, gateway: Gateway, limit: int):
+        self.app, self.gateway, self.limit = app, gateway, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            prefix = b""
+            while len(prefix) < 4096:  # a bounded prefix for the audit; the rest is never read
+                message = await receive()
+                prefix += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            return await self._refuse(scope, send, headers, int(declared), prefix)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                return await self._refuse(scope, send, headers, size, b"".join(chunks)[:4096] + chunk[:4096])
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, send, headers, size: int, prefix: bytes):
+        import anyio.to_thread
+
+        result = await anyio.to_thread.run_sync(
+            lambda: self.gateway.reject(_key(headers.get("authorization")), "request_too_large",
+                                        f"the request body ({size} bytes or more) is above the gateway's cap of {self.limit} bytes",
+                                        prefix.decode("utf-8", "replace"), note=f"{scope.get('method')} {scope.get('path')}"))
+        response = _error(result)
+        await response(scope, _drain, send)
+
+
+async def _drain():
+    return {"type": "http.disconnect"}
+
+
+def create_app(gateway: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     app = FastAPI(title="civicflow query gateway", version="1")
     app.state.gateway = gateway
+    app.add_middleware(BodyCap, gateway=gateway, limit=max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, exc: RequestValidationError):
+        where = ", ".join(".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()[:5]) or "the body"
+        raw = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else exc.body
+        body = raw if isinstance(raw, str) or raw is None else json.dumps(raw, default=str)
+        result = gateway.reject(_key(request.headers.get("authorization")), "invalid_request",
+                                f"the request is not valid: expected a JSON body {{\"sql\": \"…\", \"format\": \"json|csv|arrow\"}} (check {where})",
+                                body, note=f"{request.method} {request.url.path}")
+        return _error(result)
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request: Request, exc: StarletteHTTPException):
+        rule = HTTP_RULES.get(exc.status_code, "bad_request")
+        what = {"method_not_allowed": f"method {request.method} is not allowed on {request.url.path}",
+                "not_found": f"no such endpoint {request.url.path} (POST /v1/query, POST /v1/estimate, GET /v1/usage)"}.get(rule, f"the request was refused ({exc.status_code})")
+        result = gateway.reject(_key(request.headers.get("authorization")), rule, what, note=f"{request.method} {request.url.path}")
+        response = _error(result)
+        response.status_code = exc.status_code
+        return response
 
     @app.post("/v1/query")
     def query(body: QueryBody, request: Request, authorization: str | None = Header(default=None)):
@@ -80,16 +238,10 @@ def create_app(gateway: Gateway) -> FastAPI:
         }
         table: pa.Table = result.table
         if fmt == "arrow":
-            sink = io.BytesIO()
-            with pa.ipc.new_stream(sink, table.schema) as writer:
-                writer.write_table(table)
-            return Response(sink.getvalue(), media_type=ARROW_MEDIA, headers=headers)
+            return StreamingResponse(_arrow_rows(table), media_type=ARROW_MEDIA, headers=headers)
         if fmt == "csv":
-            sink = io.BytesIO()
-            pacsv.write_csv(table, sink)
-            return Response(sink.getvalue(), media_type="text/csv", headers=headers)
-        payload = meta | {"columns_out": table.column_names, "rows": [list(r.values()) for r in table.to_pylist()]}
-        return Response(json.dumps(payload, default=_json_default), media_type="application/json", headers=headers)
+            return StreamingResponse(_csv_rows(table), media_type="text/csv", headers=headers)
+        return StreamingResponse(_json_rows(table, meta), media_type="application/json", headers=headers)
 
     @app.post("/v1/estimate")
     def estimate(body: QueryBody, authorization: str | None = Header(default=None)):

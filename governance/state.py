@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS audit (
     estimate DOUBLE, actual DOUBLE, duration_ms DOUBLE, result_rows BIGINT, snapshot VARCHAR,
     prev_hash VARCHAR NOT NULL, hash VARCHAR NOT NULL
 );
+ALTER TABLE audit ADD COLUMN IF NOT EXISTS ledger_entry VARCHAR;
 """
 
 
@@ -85,6 +86,7 @@ class GovernanceState:
         self.cache = self._shared.cache
         self.in_flight = self._shared.in_flight
         self._depth = 0
+        self._after_commit: list = []
         self._closed = False
         with self.lock:
             self.con.execute(DDL)
@@ -98,10 +100,13 @@ class GovernanceState:
                 yield self.con
                 return
             self._depth = 1
+            self._after_commit = []
             self.con.execute("BEGIN TRANSACTION")
             try:
                 yield self.con
                 self.con.execute("COMMIT")
+                for fn in self._after_commit:
+                    fn()
             except BaseException:
                 try:
                     self.con.execute("ROLLBACK")
@@ -111,6 +116,16 @@ class GovernanceState:
                 raise
             finally:
                 self._depth = 0
+                self._after_commit = []
+
+    def on_commit(self, fn) -> None:
+        """Run `fn` once what was written so far is committed: at the end of the open
+        transaction, or now outside one (autocommit). A rolled back transaction drops it."""
+        with self.lock:
+            if self._depth:
+                self._after_commit.append(fn)
+            else:
+                fn()
 
     def close(self) -> None:
         """Idempotent: the shared caches outlive this object while another one uses the file."""

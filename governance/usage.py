@@ -37,6 +37,22 @@ def usage_counts(con: duckdb.DuckDBPyConnection, day: date) -> dict[str, dict]:
     return rows
 
 
+def audit_head(governance_db: Path) -> dict:
+    """The audit chain's head (seq, hash) now, to be written beside the day's export: a copy of
+    the head outside the database that `verify-audit` checks (governance.audit)."""
+    answer = ask_server(governance_db, "audit/head", {})
+    if answer is not None:
+        return answer
+    if not Path(governance_db).exists():
+        return {"seq": 0, "hash": "0" * 64}
+    con = duckdb.connect(str(governance_db), read_only=True)
+    try:
+        row = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    finally:
+        con.close()
+    return {"seq": row[0], "hash": row[1]} if row else {"seq": 0, "hash": "0" * 64}
+
+
 def usage_report(governance_db: Path, day: date, rules: dict[str, TeamRules] | None = None) -> pl.DataFrame:
     """One row per team (every team with rules, plus any team seen in the audit that day).
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import polars as pl
 from support.governance_env import make_env
 
@@ -44,5 +46,9 @@ def test_usage_report_counts_queries_refusals_and_cost_per_team(tmp_path: Path) 
     assert result.success
     csv = pl.read_csv(home.exports / "usage" / f"usage-{today.isoformat()}.csv")
     assert csv.filter(pl.col("team") == "analysts")["refused"].to_list() == [1]
+    head = json.loads((home.exports / "usage" / f"usage-{today.isoformat()}.audit-head.json").read_text())
+    con = duckdb.connect(str(env.governance_db), read_only=True)
+    assert con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone() == (head["seq"], head["hash"])
+    con.close()
     mat = result.asset_materializations_for_node("governance__usage_report_daily")[0]
     assert mat.metadata["queries"].value == 4

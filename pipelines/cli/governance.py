@@ -212,8 +212,13 @@ def register(app: typer.Typer) -> None:
 
     @gov_app.command("verify-audit")
     def verify_audit(home: HomeOpt = None) -> None:
-        """Re-compute the audit log's hash chain; exit 1 if any row was changed, removed or inserted."""
-        answer = admin(_home(home), "audit/verify")
+        """Check the keyed audit chain against its anchors, the ledger and the keys; exit 1 if anything was changed, removed or inserted.
+
+        Anchors: audit.anchor in the home and the heads the daily usage exports recorded.
+        """
+        h = _home(home)
+        heads = sorted(str(p) for p in (h.exports / "usage").glob("usage-*.audit-head.json"))
+        answer = admin(h, "audit/verify", {"anchors": heads})
         n, problems = answer["rows"], answer["problems"]
         for p in problems:
             console.print(f"[red]{p}[/red]")
