@@ -33,6 +33,19 @@ from warehouse.tables import quote_literal
 POINTER = "CURRENT"
 LAKE_SUFFIX = ".ducklake.json"
 FILE_PREFIX = "warehouse-"
+TEAMS_SUFFIX = ".teams"
+
+
+def teams_dir(snapshot: Path) -> Path:
+    """Where the relations built for each team from `snapshot` live (`<snapshot>.teams/`):
+    written before CURRENT switches to the snapshot, removed with it."""
+    snapshot = Path(snapshot)
+    return snapshot.with_name(snapshot.name + TEAMS_SUFFIX)
+
+
+def team_snapshot(snapshot: Path, team: str) -> Path:
+    """The DuckDB file of what `team` may query in `snapshot` (governance.publication builds it)."""
+    return teams_dir(snapshot) / f"{team}.duckdb"
 
 
 def current_snapshot(published_dir: Path) -> Path | None:
