@@ -47,7 +47,7 @@ import pyarrow as pa
 from governance.catalog import Manifest, load_manifest, quote_ident, quote_relation
 from governance.plan import identifiers
 from governance.rules import TeamRules
-from warehouse.snapshots import is_lake_snapshot, open_snapshot, team_snapshot, teams_dir
+from warehouse.snapshots import open_snapshot, team_snapshot, teams_dir
 
 HOLDERS = "holders"  # distinct people in a cell of a `privacy_unit` relation
 INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
@@ -361,13 +361,7 @@ def publish_teams(snapshot: Path, rules: Iterable[TeamRules], manifest_path: Pat
     under its own name does not have. A DuckLake snapshot is attached as `lake`, as it was written."""
     specs = load_cell_specs(manifest_path)
     manifest = load_manifest(manifest_path)
-    snapshot = Path(snapshot)
-    if is_lake_snapshot(snapshot):
-        con = open_snapshot(snapshot, tuple(credentials)).con
-    else:
-        con = duckdb.connect(":memory:")
-        con.execute(f"ATTACH {_literal(snapshot)} AS {quote_ident(live_catalog)} (READ_ONLY)")
-        con.execute(f"USE {quote_ident(live_catalog)}")
+    con = open_snapshot(Path(snapshot), tuple(credentials), file_catalog=live_catalog).con
     try:
         return build_all(con, snapshot, rules, manifest, specs)
     finally:

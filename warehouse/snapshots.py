@@ -135,7 +135,8 @@ def _reader_catalog(published: CatalogUrl, credentials: Sequence[CatalogUrl]) ->
     return published
 
 
-def open_snapshot(snapshot: Path, credentials: Sequence[CatalogUrl] = (), config: dict | None = None) -> Snapshot:
+def open_snapshot(snapshot: Path, credentials: Sequence[CatalogUrl] = (), config: dict | None = None,
+                  file_catalog: str | None = None) -> Snapshot:
     """Open a published snapshot read-only: a DuckDB file, or the lake at its published version.
 
     `credentials`: catalogs whose user and password a lake reader may use (WarehouseSettings
@@ -143,9 +144,22 @@ def open_snapshot(snapshot: Path, credentials: Sequence[CatalogUrl] = (), config
     `enable_external_access` false is applied right *after* the attach (the attach itself
     reaches PostgreSQL and loads two extensions by path); the lake's data path is then the only
     directory DuckDB may read, so SQL still cannot read other files, attach or load extensions.
+    `file_catalog`: attach a DuckDB file snapshot under this catalog name (the live file's stem),
+    so views that name the live catalog resolve.
     """
     config = dict(config or {})
     snapshot = Path(snapshot)
+    if not is_lake_snapshot(snapshot) and file_catalog is not None:
+        # under the live file's catalog name: dbt's views name it ("warehouse"."raw"."x"), and a
+        # file opened under its own name has no such catalog (DESIGN.md, "Known traps")
+        con = duckdb.connect(":memory:", config=config)
+        try:
+            con.execute(f"ATTACH {quote_literal(snapshot)} AS \"{file_catalog}\" (READ_ONLY)")
+            con.execute(f'USE "{file_catalog}"')
+            return Snapshot(snapshot, con, _file_relations(con), is_lake=False)
+        except BaseException:
+            con.close()
+            raise
     if not is_lake_snapshot(snapshot):
         con = duckdb.connect(str(snapshot), read_only=True, config=config)
         try:
