@@ -25,13 +25,23 @@ from governance.catalog import Manifest, load_manifest
 from governance.cost import actual_bytes, estimate_bytes, to_units
 from governance.keys import authenticate
 from governance.plan import parse_plan
-from governance.policy import GROUP_SIZE_COLUMN, Permissions, Refusal, add_group_size, check_plan, check_statement, permissions_for
+from governance.policy import (
+    GROUP_SIZE_COLUMN,
+    Permissions,
+    Refusal,
+    add_group_size,
+    check_functions,
+    check_plan,
+    check_statement,
+    permissions_for,
+)
+from governance.publication import TeamPublication, read_team_publication
 from governance.rules import TeamRules
 from governance.sandbox import QueryTimeout, Sandbox, SandboxLimits
 from governance.state import GovernanceState
 from governance.watchdog import WATCHDOG
 from warehouse.catalog_url import CatalogUrl
-from warehouse.snapshots import current_snapshot
+from warehouse.snapshots import TEAMS_SUFFIX, current_snapshot, team_snapshot
 
 USAGE_NOTE = "GET /v1/usage"
 
@@ -39,7 +49,7 @@ USAGE_NOTE = "GET /v1/usage"
 STATUS = {
     "unauthenticated": 401, "revoked_key": 401, "unknown_team": 403,
     "single_select": 400, "plan_failed": 400, "external_access": 403,
-    "operator_not_allowed": 403, "table_function_not_allowed": 403, "table_not_allowed": 403, "identity_column": 403,
+    "operator_not_allowed": 403, "system_function": 403, "table_function_not_allowed": 403, "table_not_allowed": 403, "identity_column": 403,
     "quasi_aggregate_required": 403, "quasi_value_aggregate": 403,
     "per_query_cap": 402, "daily_budget": 402, "monthly_budget": 402, "concurrency": 429,
     "timeout": 504, "query_failed": 422, "no_snapshot": 503, "internal_error": 500,
@@ -101,26 +111,34 @@ class Gateway:
         self.credentials = tuple(credentials)  # a lake reader's catalog logins (WarehouseSettings.reader_credentials)
         self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
         self._sandboxes: dict[Path, Sandbox] = {}
+        self._published: dict[Path, TeamPublication] = {}  # team file -> what it holds (its <team>.json)
         self._perms: dict[tuple[Path, str], Permissions] = {}
         self._lock = threading.Lock()
         # One thread per connection a team may hold: a request never waits for a worker.
         self._workers = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, sum(r.concurrency for r in rules.values())), thread_name_prefix="gateway-query")
         ledger.release_stale(state)
 
-    # -- snapshot switching: resolve CURRENT per request; old files close when their last query ends
-    def _acquire_sandbox(self) -> Sandbox | None:
-        path = current_snapshot(self.published_dir)
+    # -- snapshot switching: resolve CURRENT per request; old files close when their last query ends.
+    # A team's SQL runs only on the file published for it (governance.publication): it holds
+    # nothing the team may not see, so no SQL shape can reach more.
+    def _acquire_sandbox(self, team: str) -> Sandbox | None:
+        current = current_snapshot(self.published_dir)
+        path = team_snapshot(current, team) if current is not None else None
         if path is None or not path.exists():
             return None
         with self._lock:
             sb = self._sandboxes.get(path)
             if sb is None:
                 sb = Sandbox(path, self.limits, self.credentials, {t: r.concurrency for t, r in self.rules.items()})
+                self._published[path] = read_team_publication(path)
                 for old_path, old in list(self._sandboxes.items()):
+                    if old_path.parent == path.parent:
+                        continue  # another team's file of the same snapshot
                     old.retired = True
                     if old._users == 0:
                         old.close()
                     del self._sandboxes[old_path]
+                    self._published.pop(old_path, None)
                 self._sandboxes[path] = sb
             sb.acquire()
         return sb
@@ -134,7 +152,7 @@ class Gateway:
         key = (sb.snapshot, rules.team)
         perms = self._perms.get(key)
         if perms is None:
-            perms = permissions_for(rules, sb.catalog, self.manifest, cur)
+            perms = permissions_for(rules, sb.catalog, self._published[sb.snapshot].manifest, cur)
             self._perms[key] = perms
         return perms
 
@@ -186,7 +204,7 @@ class Gateway:
         left out unless it is cleared: what catalog probes (pg_catalog, information_schema) see."""
         info = authenticate(self.state, key)
         rules = self.rules.get(info.team) if info is not None and info.revoked_at is None else None
-        sb = self._acquire_sandbox() if rules is not None else None
+        sb = self._acquire_sandbox(rules.team) if rules is not None else None
         if sb is None:
             return {}
         try:
@@ -195,10 +213,11 @@ class Gateway:
                     "SELECT table_schema || '.' || table_name, column_name, data_type FROM information_schema.columns "
                     "WHERE table_catalog = current_database() ORDER BY table_schema, table_name, ordinal_position").fetchall()
             out: dict[str, list[tuple[str, str]]] = {}
+            privacy = self._published[sb.snapshot].manifest.privacy
             for rel, col, typ in rows:
                 if not rules.allows_relation(rel):
                     continue
-                if self.manifest.privacy.get(rel, {}).get(col, "identity") == "identity" and not rules.identity_clearance:
+                if privacy.get(rel, {}).get(col, "identity") == "identity" and not rules.identity_clearance:
                     continue
                 out.setdefault(rel, []).append((col, typ))
             return out
@@ -233,10 +252,10 @@ class Gateway:
         rules = self._authenticate(key, entry, result, t0)
         if isinstance(rules, Result):
             return rules
-        sb = self._acquire_sandbox()
+        sb = self._acquire_sandbox(rules.team)
         if sb is None:
-            return self._finish(entry, result, t0, rule="no_snapshot", message="no warehouse snapshot is published yet")
-        entry.snapshot = sb.snapshot.name
+            return self._finish(entry, result, t0, rule="no_snapshot", message=f"no warehouse snapshot is published for team {rules.team} yet")
+        entry.snapshot = sb.snapshot.parent.name.removesuffix(TEAMS_SUFFIX)
         cur = sb.take(rules.team)
         if cur is None:
             self._release_sandbox(sb)
@@ -285,6 +304,7 @@ class Gateway:
             try:
                 t = time.perf_counter()
                 statement = check_statement(cur, sql)
+                check_functions(cur, statement)
                 perms = self._permissions(sb, rules, cur)
                 columns_of = lambda tb: set(sb.catalog.relations[tb].columns) if tb in sb.catalog.relations else set()  # noqa: E731
                 wrapped = _limit(statement, rules.max_result_rows)
@@ -318,6 +338,8 @@ class Gateway:
                 reservation = entry.ledger_entry = ledger.reserve(self.state, rules, entry.key_name, estimate)
                 timings["reserve"] = (time.perf_counter() - t) * 1000
             except Refusal as r:
+                if r.rule == "plan_failed":  # say why, when the SQL names what is not published to the team
+                    r = self._published[sb.snapshot].why_not(sql, rules) or r
                 entry.tables, entry.columns = entry.tables or r.tables, entry.columns or r.columns
                 result.tables, result.columns = entry.tables, entry.columns
                 if stopped.is_set():  # e.g. the interrupt reached an EXPLAIN: it was the deadline

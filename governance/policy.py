@@ -24,6 +24,17 @@ VALUE_AGGREGATES = {
     "approx_top_k", "quantile", "quantile_disc", "quantile_cont", "median", "reservoir_quantile", "bitstring_agg",
 }
 GROUP_SIZE_COLUMN = "__cf_group_size"
+# Functions that tell about the server rather than the data: settings (paths of the home, the
+# lake's data path), session, catalog definitions. DuckDB folds them into constants while
+# binding, so the plan cannot show them: they are found in DuckDB's own parse of the statement.
+SYSTEM_FUNCTIONS = {
+    "current_setting", "getvariable", "current_database", "current_catalog", "current_schema", "current_schemas",
+    "current_query", "current_query_id", "current_connection_id", "current_transaction_id", "txid_current",
+    "current_user", "current_role", "session_user", "user", "version", "in_search_path", "pg_get_viewdef",
+    "pg_get_constraintdef", "pg_get_expr", "pg_conf_load_time", "pg_postmaster_start_time", "pg_my_temp_schema",
+    "pg_has_role", "pg_sleep", "col_description", "obj_description", "shobj_description",
+}
+SYSTEM_PREFIXES = ("duckdb_", "pragma_", "has_")
 
 
 class Refusal(Exception):
@@ -87,6 +98,42 @@ def check_statement(con: duckdb.DuckDBPyConnection, sql: str) -> str:
     return stmt.query
 
 
+def function_names(con: duckdb.DuckDBPyConnection, sql: str, depth: int = 0) -> set[str]:
+    """Every function DuckDB's parser finds in `sql`, including inside the SQL text handed to
+    query() / query_table()."""
+    (ast_json,) = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    names: set[str] = set()
+    stack = [json.loads(ast_json)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        if node.get("class") == "FUNCTION" and isinstance(node.get("function_name"), str):
+            name = node["function_name"].lower()
+            names.add(name)
+            if name in ("query", "query_table") and depth < 4:
+                for child in node.get("children") or []:
+                    value = (child.get("value") or {}) if isinstance(child, dict) else {}
+                    if isinstance(value.get("value"), str):
+                        names |= function_names(con, value["value"], depth + 1)
+        stack.extend(node.values())
+    return names
+
+
+def check_functions(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Settings and system functions are refused, whatever they are nested in."""
+    try:
+        names = function_names(con, sql)
+    except duckdb.Error:
+        return  # not a plain SELECT (DESCRIBE, SHOW, …): planned or refused further on
+    bad = sorted(n for n in names if n in SYSTEM_FUNCTIONS or n.startswith(SYSTEM_PREFIXES))
+    if bad:
+        raise Refusal("system_function", f"{', '.join(bad)}: settings and system functions are not available through the gateway")
+
+
 @dataclass
 class Decision:
     tables: list[str]
@@ -123,7 +170,7 @@ def check_plan(plan: Plan, rules: TeamRules, perms: Permissions) -> Decision:
                     f"the plan reads identity column {scan.table}.{col} (selected, filtered, joined or grouped); team {rules.team} has no identity clearance",
                     tables=tables, columns=columns,
                 )
-            if cls == "quasi":
+            if cls == "quasi" or cls == "identity":  # identity here: cleared, and still only in aggregates
                 quasi.append(f"{scan.table}.{col}")
     needs = bool(quasi) and rules.min_group_size > 1
     weight = None

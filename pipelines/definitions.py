@@ -43,7 +43,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     warehouse_dbt = build_dbt_assets(project, daily)
     nightly_forecast = build_forecast_asset(home.exports, daily, settings.forecast)
     model_keys = [k for k in warehouse_dbt.keys if k.path[0] != "raw"]
-    warehouse_snapshot = build_publish_asset(home.published, sorted(model_keys, key=str) + list(nightly_forecast.keys), daily)
+    warehouse_snapshot = build_publish_asset(home.published, sorted(model_keys, key=str) + list(nightly_forecast.keys), daily, Path(project.manifest_path))
     nightly_assets = with_freshness([*ingest_assets, warehouse_dbt, nightly_forecast, warehouse_snapshot], settings.schedule.fresh_by)
 
     usage_report = build_usage_asset(home)

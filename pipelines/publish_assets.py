@@ -1,9 +1,13 @@
-"""Publish the warehouse as a read-only snapshot once everything upstream succeeded."""
+"""Publish the warehouse as a read-only snapshot once everything upstream succeeded, with what
+each team may query built for it (governance.publication) before CURRENT switches."""
 
 from pathlib import Path
 
 import dagster as dg
 
+from governance.publication import publish_teams
+from governance.rules import load_rules
+from pipelines.home import PROJECT_ROOT
 from pipelines.partitions import single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
 
@@ -12,7 +16,8 @@ from pipelines.resources import WRITER_POOL, WarehouseResource
 CHECKPOINT_MEMORY_LIMIT = "4GB"
 
 
-def build_publish_asset(published_dir: Path, upstream: list[dg.AssetKey], partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_publish_asset(published_dir: Path, upstream: list[dg.AssetKey], partitions_def: dg.PartitionsDefinition, manifest: Path,
+                        rules_dir: Path = PROJECT_ROOT / "governance_rules") -> dg.AssetsDefinition:
     @dg.asset(
         key=dg.AssetKey(["published", "warehouse_snapshot"]),
         deps=upstream,
@@ -25,13 +30,22 @@ def build_publish_asset(published_dir: Path, upstream: list[dg.AssetKey], partit
         kinds={"duckdb"},
     )
     def warehouse_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        published = warehouse.backend().publish(published_dir, lambda: warehouse.connect(context, memory_limit=CHECKPOINT_MEMORY_LIMIT))
-        context.log.info(f"published {published.path}")
+        settings = warehouse.settings()
+        teams: dict = {}
+
+        def prepare(snapshot: Path) -> None:
+            # the writer's own catalog login reads the new lake version; the file is attached under its live name
+            credentials = (settings.catalog,) if settings.catalog else ()
+            teams.update(publish_teams(snapshot, load_rules(rules_dir).values(), manifest, credentials, live_catalog=settings.file.stem))
+
+        published = warehouse.backend().publish(published_dir, lambda: warehouse.connect(context, memory_limit=CHECKPOINT_MEMORY_LIMIT), prepare=prepare)
+        context.log.info(f"published {published.path} for teams {', '.join(sorted(teams))}")
         return dg.MaterializeResult(
             metadata={
                 "snapshot": dg.MetadataValue.path(str(published.path)),
                 "tables": dg.MetadataValue.int(published.tables),
                 "size_mb": dg.MetadataValue.float(round(published.size_bytes / 1e6, 2)),
+                "teams": dg.MetadataValue.json({t: {"relations": len(b.privacy), "omitted": sorted(b.omitted), "cells": b.cells} for t, b in teams.items()}),
             }
         )
 

@@ -14,6 +14,7 @@ monitoring (`run_monitoring` in dagster.yaml), since their process is not ours t
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,10 @@ def clean_partial_copies(published: Path) -> list[Path]:
     removed = []
     for tmp in sorted(published.glob(".*.tmp")):
         try:
+            if tmp.is_dir():  # a team publication killed half-way (governance.publication)
+                shutil.rmtree(tmp)
+                removed.append(tmp)
+                continue
             os.chmod(tmp, 0o644)  # a copy killed after its chmod is read-only
             tmp.unlink()
             removed.append(tmp)

@@ -106,37 +106,42 @@ def test_allowed_query_returns_the_same_rows_as_bare_duckdb(gw: Gateway, env: En
     assert [tuple(d.values()) for d in r.table.to_pylist()] == expected
 
 
-def test_identity_is_refused_without_clearance_and_allowed_with_it(gw: Gateway) -> None:
+def test_identity_is_refused_without_clearance_and_clearance_gives_cells_not_rows(gw: Gateway) -> None:
     ana, _ = create_key(gw.state, "analysts", "ana")
     cleared, _ = create_key(gw.state, "cleared", "cleo")
     sql = "SELECT holder_email FROM marts.passes WHERE birth_year = 1777"
     refused = gw.query(ana, sql)
-    assert refused.rule == "identity_column" and "marts.passes.birth_year" in refused.message or "holder_email" in refused.message
+    assert refused.rule == "identity_column" and ("birth_year" in refused.message or "holder_email" in refused.message)
     assert CANARY not in (refused.message or "")
-    ok = gw.query(cleared, sql)
-    assert ok.outcome == "ok" and ok.table.to_pylist() == [{"holder_email": f"{CANARY}@example.org"}]
+    # cleared: the rows were never published to it either; birth_year is a dimension of its cells
+    rows = gw.query(cleared, sql)
+    assert rows.outcome == "refused" and rows.table is None
+    years = gw.query(cleared, "SELECT birth_year, sum(holders) AS n FROM marts.passes GROUP BY 1 ORDER BY 1 NULLS LAST")
+    assert years.outcome == "ok", (years.rule, years.message)
+    by_year = {r["birth_year"]: r["n"] for r in years.table.to_pylist()}
+    assert 1777 not in by_year and sum(by_year.values()) == 6002 and min(by_year.values()) >= 5
 
 
-def test_quasi_aggregates_suppress_small_groups(gw: Gateway) -> None:
+def test_quasi_aggregates_are_cells_of_at_least_the_minimum(gw: Gateway) -> None:
     key, _ = create_key(gw.state, "analysts", "ana")
-    per_home = gw.query(key, "SELECT home_neighbourhood_id, count(*) AS n FROM marts.passes GROUP BY 1 ORDER BY 1")
-    assert per_home.outcome == "ok" and len(per_home.table) == 12 and per_home.suppressed_groups == 0
+    per_home = gw.query(key, "SELECT home_neighbourhood_id, sum(holders) AS n FROM marts.passes GROUP BY 1 ORDER BY 1 NULLS LAST")
+    assert per_home.outcome == "ok" and per_home.suppressed_groups == 0
     assert "__cf_group_size" not in per_home.table.column_names
-    # funnel rows are groups of passes: the weight column (passes_issued) is the group size
+    homes = {r["home_neighbourhood_id"]: r["n"] for r in per_home.table.to_pylist()}
+    # N99's two passes were merged (with their smallest sibling) into the remainder: never alone
+    assert "N99" not in homes and sum(homes.values()) == 6002 and min(homes.values()) >= 5
     funnel = gw.query(key, "SELECT home_neighbourhood_id, sum(passes_issued) AS n FROM marts.funnel GROUP BY 1")
-    assert funnel.suppressed_groups == 1 and "N99" not in {r["home_neighbourhood_id"] for r in funnel.table.to_pylist()}
-    single = gw.query(key, "SELECT pass_id, count(*) FROM marts.passes GROUP BY pass_id")
-    assert single.outcome == "ok" and len(single.table) == 0 and single.suppressed_groups == 1000 + 1  # 1000 rows cap + 1
-    raw_rows = gw.query(key, "SELECT pass_id FROM marts.passes")
-    assert raw_rows.rule == "quasi_aggregate_required"
+    assert {r["home_neighbourhood_id"]: r["n"] for r in funnel.table.to_pylist()} == homes  # the two relations nest
+    for sql in ("SELECT pass_id, count(*) FROM marts.passes GROUP BY pass_id", "SELECT pass_id FROM marts.passes"):
+        r = gw.query(key, sql)
+        assert r.outcome == "refused" and r.rule == "table_not_allowed" and "pass_id" in r.message and r.table is None
 
 
-def test_view_columns_carry_the_views_privacy(gw: Gateway) -> None:
+def test_a_view_is_published_as_cells_and_its_base_table_not_at_all(gw: Gateway) -> None:
     key, _ = create_key(gw.state, "analysts", "ana")
-    ok = gw.query(key, "SELECT pass_type, count(*) AS n FROM staging.stg_onboarding GROUP BY 1 ORDER BY 1")
-    assert ok.outcome == "ok" and sum(r["n"] for r in ok.table.to_pylist()) == 6000
+    ok = gw.query(key, "SELECT pass_type, sum(holders) AS n FROM staging.stg_onboarding GROUP BY 1 ORDER BY 1")
+    assert ok.outcome == "ok" and sum(r["n"] for r in ok.table.to_pylist()) == 6002
     assert gw.query(key, "SELECT avg(birth_year) FROM staging.stg_onboarding").rule == "identity_column"
-    # holder_email is in the base table but no allowed view exposes it
     assert gw.query(key, "SELECT count(*) FROM raw.onboarding WHERE holder_email LIKE 'C%'").rule == "table_not_allowed"
 
 
@@ -236,6 +241,8 @@ def test_every_request_is_audited_in_a_chain_that_detects_tampering(gw: Gateway)
 
 # ---------------------------------------------------------------- snapshots
 def test_a_new_publish_switches_the_gateway_to_the_new_snapshot(gw: Gateway, env: Env) -> None:
+    from support.governance_env import publish
+
     from warehouse.backends import DuckDBFile
 
     key, _ = create_key(gw.state, "analysts", "ana")
@@ -245,7 +252,11 @@ def test_a_new_publish_switches_the_gateway_to_the_new_snapshot(gw: Gateway, env
     expected = con.execute("SELECT count(*) FROM marts.demand").fetchone()[0]
     con.execute("CHECKPOINT")
     con.close()
-    new = DuckDBFile(env.home / "warehouse.duckdb").publish(env.published).path
+    # published without the teams' relations: the gateway has nothing it may serve the team
+    DuckDBFile(env.home / "warehouse.duckdb").publish(env.published)
+    r = gw.query(key, "SELECT count(*) AS n FROM marts.demand")
+    assert r.rule == "no_snapshot" and r.table is None
+    new = publish(env)
     r = gw.query(key, "SELECT count(*) AS n FROM marts.demand")
     assert r.table.to_pylist() == [{"n": expected}] and expected < 20000
     assert audit.entries(gw.state, 1)[0]["snapshot"] == new.name

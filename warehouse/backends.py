@@ -27,10 +27,13 @@ from warehouse.catalog_url import CatalogUrl
 from warehouse.lake import LAKE_ALIAS, attach_lake, current_version, extension_directory, lake_data_path
 from warehouse.retry import WarehouseLocked, WarehouseUnavailable
 from warehouse.settings import WarehouseSettings
-from warehouse.snapshots import FILE_PREFIX, LAKE_SUFFIX, LakeSnapshot, switch_current, write_read_only
+from warehouse.snapshots import FILE_PREFIX, LAKE_SUFFIX, LakeSnapshot, switch_current, teams_dir, write_read_only
 from warehouse.tables import user_table_count
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+# Called with a new snapshot's path before CURRENT switches to it: builds what is derived from it
+# (each team's relations, governance.publication) under `teams_dir(snapshot)`.
+Prepare = Callable[[Path], None]
 
 # What dbt's `lake` output in dbt_project/profiles.yml reads (profiles.yml cannot parse a URL).
 # DBT_ENV_SECRET_* values are scrubbed from dbt's logs and only allowed in profiles.yml.
@@ -68,9 +71,10 @@ class Backend(Protocol):
         """A connection whose default catalog is the warehouse (raises WarehouseBusy subclasses
         for a transient failure; warehouse.retry waits them out)."""
 
-    def publish(self, published_dir: Path, connect: Connect | None = None, keep: int = 3) -> Published:
+    def publish(self, published_dir: Path, connect: Connect | None = None, keep: int = 3, prepare: Prepare | None = None) -> Published:
         """Make what the run committed readable as a new snapshot and switch CURRENT to it
-        (`connect`: how to open the writer's connection, default `connect()`)."""
+        (`connect`: how to open the writer's connection, default `connect()`; `prepare`: run on
+        the new snapshot before the switch — if it raises, CURRENT stays where it was)."""
 
     def reset(self, recovered_dir: Path) -> str | None:
         """Empty the warehouse for a rebuild, keeping the old state recoverable; says where."""
@@ -103,18 +107,19 @@ class DuckDBFile:
                 raise WarehouseLocked(f"warehouse {self.path} is locked by another process: {exc}") from exc
             raise
 
-    def publish(self, published_dir: Path, connect: Connect | None = None, keep: int = 3) -> Published:
+    def publish(self, published_dir: Path, connect: Connect | None = None, keep: int = 3, prepare: Prepare | None = None) -> Published:
         published_dir.mkdir(parents=True, exist_ok=True)
         with (connect or (lambda: closing(self.connect())))() as con:
             tables = user_table_count(con)
             con.execute("CHECKPOINT")
         # Copied once the connection is closed: nothing can write between CHECKPOINT and the copy.
         path = write_read_only(published_dir, f"{FILE_PREFIX}{_stamp()}.duckdb", lambda tmp: shutil.copyfile(self.path, tmp))
+        _prepare(path, prepare)
         switch_current(published_dir, path.name)
         snapshots = sorted(published_dir.glob(f"{FILE_PREFIX}*.duckdb"))
         for old in snapshots[: max(0, len(snapshots) - keep)]:
             if old.name != path.name:
-                old.unlink(missing_ok=True)
+                _remove_snapshot(old)
         return Published(path, tables, path.stat().st_size)
 
     def reset(self, recovered_dir: Path) -> str | None:
@@ -161,7 +166,7 @@ class DuckLake:
             raise
         return con
 
-    def publish(self, published_dir: Path, connect: Connect | None = None, keep: int = 3) -> Published:
+    def publish(self, published_dir: Path, connect: Connect | None = None, keep: int = 3, prepare: Prepare | None = None) -> Published:
         published_dir.mkdir(parents=True, exist_ok=True)
         with (connect or (lambda: closing(self.connect())))() as con:
             tables = user_table_count(con)
@@ -169,6 +174,7 @@ class DuckLake:
             now = datetime.now(UTC)
             record = LakeSnapshot(version=version, catalog=self.catalog.public(), data_path=lake_data_path(con), published_at=now.isoformat())
             path = write_read_only(published_dir, f"lake-{now:%Y%m%dT%H%M%S%fZ}-v{version}{LAKE_SUFFIX}", record.write)
+            _prepare(path, prepare)
             switch_current(published_dir, path.name)
             self._rotate(con, published_dir, keep, current=path)
             size = con.execute(f"SELECT coalesce(sum(file_size_bytes), 0) FROM ducklake_table_info('{LAKE_ALIAS}')").fetchone()[0]
@@ -192,7 +198,7 @@ class DuckLake:
         )
         for old in snapshots:
             if old not in kept:
-                old.unlink(missing_ok=True)
+                _remove_snapshot(old)
 
     def reset(self, recovered_dir: Path) -> str | None:
         """Drop every view, table and schema of the lake in one commit. Nothing is lost at once:
@@ -232,6 +238,21 @@ class DuckLake:
             DBT_LAKE_ENV["password"]: c.password,
             DBT_LAKE_ENV["params"]: " ".join(f"{k}={v}" for k, v in c.params),
         }
+
+
+def _prepare(snapshot: Path, prepare: Prepare | None) -> None:
+    if prepare is None:
+        return
+    try:
+        prepare(snapshot)
+    except BaseException:  # never leave a snapshot CURRENT could not serve
+        _remove_snapshot(snapshot)
+        raise
+
+
+def _remove_snapshot(snapshot: Path) -> None:
+    snapshot.unlink(missing_ok=True)
+    shutil.rmtree(teams_dir(snapshot), ignore_errors=True)
 
 
 def backend_for(settings: WarehouseSettings) -> Backend:

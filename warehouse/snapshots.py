@@ -33,6 +33,19 @@ from warehouse.tables import quote_literal
 POINTER = "CURRENT"
 LAKE_SUFFIX = ".ducklake.json"
 FILE_PREFIX = "warehouse-"
+TEAMS_SUFFIX = ".teams"
+
+
+def teams_dir(snapshot: Path) -> Path:
+    """Where the relations built for each team from `snapshot` live (`<snapshot>.teams/`):
+    written before CURRENT switches to the snapshot, removed with it."""
+    snapshot = Path(snapshot)
+    return snapshot.with_name(snapshot.name + TEAMS_SUFFIX)
+
+
+def team_snapshot(snapshot: Path, team: str) -> Path:
+    """The DuckDB file of what `team` may query in `snapshot` (governance.publication builds it)."""
+    return teams_dir(snapshot) / f"{team}.duckdb"
 
 
 def current_snapshot(published_dir: Path) -> Path | None:
@@ -122,7 +135,8 @@ def _reader_catalog(published: CatalogUrl, credentials: Sequence[CatalogUrl]) ->
     return published
 
 
-def open_snapshot(snapshot: Path, credentials: Sequence[CatalogUrl] = (), config: dict | None = None) -> Snapshot:
+def open_snapshot(snapshot: Path, credentials: Sequence[CatalogUrl] = (), config: dict | None = None,
+                  file_catalog: str | None = None) -> Snapshot:
     """Open a published snapshot read-only: a DuckDB file, or the lake at its published version.
 
     `credentials`: catalogs whose user and password a lake reader may use (WarehouseSettings
@@ -130,9 +144,22 @@ def open_snapshot(snapshot: Path, credentials: Sequence[CatalogUrl] = (), config
     `enable_external_access` false is applied right *after* the attach (the attach itself
     reaches PostgreSQL and loads two extensions by path); the lake's data path is then the only
     directory DuckDB may read, so SQL still cannot read other files, attach or load extensions.
+    `file_catalog`: attach a DuckDB file snapshot under this catalog name (the live file's stem),
+    so views that name the live catalog resolve.
     """
     config = dict(config or {})
     snapshot = Path(snapshot)
+    if not is_lake_snapshot(snapshot) and file_catalog is not None:
+        # under the live file's catalog name: dbt's views name it ("warehouse"."raw"."x"), and a
+        # file opened under its own name has no such catalog (DESIGN.md, "Known traps")
+        con = duckdb.connect(":memory:", config=config)
+        try:
+            con.execute(f"ATTACH {quote_literal(snapshot)} AS \"{file_catalog}\" (READ_ONLY)")
+            con.execute(f'USE "{file_catalog}"')
+            return Snapshot(snapshot, con, _file_relations(con), is_lake=False)
+        except BaseException:
+            con.close()
+            raise
     if not is_lake_snapshot(snapshot):
         con = duckdb.connect(str(snapshot), read_only=True, config=config)
         try:

@@ -25,6 +25,13 @@ MANIFEST_MODELS = {
     "staging.stg_onboarding": {"pass_id": "quasi", "pass_type": "public", "birth_year": "identity"},
 }
 WEIGHTS = {"marts.funnel": "passes_issued"}
+# How each relation about people is published to a team (governance.publication): its cells'
+# dimensions, coarsest first, and what counts the people (a weight column or a unit column).
+CELLS = {
+    "marts.funnel": {"privacy_group_weight": "passes_issued", "privacy_cells": ["pass_type", "home_neighbourhood_id"]},
+    "marts.passes": {"privacy_unit": "pass_id", "privacy_cells": ["pass_type", "home_neighbourhood_id", "birth_year"]},
+    "staging.stg_onboarding": {"privacy_unit": "pass_id", "privacy_cells": ["pass_type"]},
+}
 
 
 def build_warehouse(path: Path) -> Path:
@@ -43,9 +50,11 @@ def build_warehouse(path: Path) -> Path:
                    CASE WHEN i = 4242 THEN '{CANARY}@example.org' ELSE 'holder' || i || '@example.org' END AS holder_email,
                    CASE WHEN i = 4242 THEN '{CANARY}' ELSE 'n' END AS note
             FROM range(6000) t(i);
+        -- two passes alone in their neighbourhood: a cell too small for any team
+        INSERT INTO marts.passes VALUES ('P6000', 'N99', 'event', 1950, 'holder6000@example.org', 'n'),
+                                        ('P6001', 'N99', 'event', 1951, 'holder6001@example.org', 'n');
         CREATE TABLE marts.funnel AS
             SELECT pass_type, home_neighbourhood_id, count(*)::BIGINT AS passes_issued FROM marts.passes GROUP BY ALL;
-        INSERT INTO marts.funnel VALUES ('event', 'N99', 2);
         CREATE TABLE marts.big AS SELECT i AS x, i % 97 AS y FROM range(300000) t(i);
         CREATE TABLE raw.onboarding AS
             SELECT pass_id, pass_type, birth_year, holder_email, true AS is_latest FROM marts.passes;
@@ -62,7 +71,7 @@ def write_manifest(path: Path) -> Path:
     nodes = {}
     for rel, cols in MANIFEST_MODELS.items():
         schema, name = rel.split(".")
-        meta = {"privacy_group_weight": WEIGHTS[rel]} if rel in WEIGHTS else {}
+        meta = CELLS.get(rel, {})
         nodes[f"model.civicflow.{name}"] = {
             "resource_type": "model", "schema": schema, "name": name, "alias": name, "meta": meta,
             "config": {"meta": meta},
@@ -112,13 +121,26 @@ class Env:
     governance_db: Path
 
 
-def make_env(root: Path, **rule_overrides) -> Env:
+def team_publisher(env: Env):
+    """The `prepare` step publishing uses (pipelines/publish_assets.py): every team's relations."""
+    from governance.publication import publish_teams
+    from governance.rules import load_rules
+
+    return lambda snapshot: publish_teams(snapshot, load_rules(env.rules_dir).values(), env.manifest, live_catalog="warehouse")
+
+
+def publish(env: Env) -> Path:
     from warehouse.backends import DuckDBFile
 
+    return DuckDBFile(env.home / "warehouse.duckdb").publish(env.published, prepare=team_publisher(env)).path
+
+
+def make_env(root: Path, **rule_overrides) -> Env:
     root.mkdir(parents=True, exist_ok=True)
-    warehouse = build_warehouse(root / "warehouse.duckdb")
-    DuckDBFile(warehouse).publish(root / "published")
-    return Env(root, root / "published", write_rules(root / "rules", **rule_overrides), write_manifest(root / "manifest.json"), root / "governance.duckdb")
+    build_warehouse(root / "warehouse.duckdb")
+    env = Env(root, root / "published", write_rules(root / "rules", **rule_overrides), write_manifest(root / "manifest.json"), root / "governance.duckdb")
+    publish(env)
+    return env
 
 
 def free_port() -> int:

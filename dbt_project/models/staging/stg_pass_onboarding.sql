@@ -5,6 +5,7 @@ select
     cast(birth_year as bigint) as birth_year,
     issued_at as issued_ts,
     {{ to_local_date('issued_at') }} as issued_date,
+    cast(date_trunc('month', {{ to_local_date('issued_at') }}) as date) as issue_month,
     residency_verified_at as residency_verified_ts,
     payment_verified_at as payment_verified_ts,
     accessibility_verified_at as accessibility_verified_ts,
