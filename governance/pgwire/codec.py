@@ -107,11 +107,11 @@ def ready_for_query(status: bytes = b"I") -> bytes:
     return message(b"Z", status)
 
 
-def row_description(fields: Sequence[tuple[str, int, int]]) -> bytes:
-    """fields: (name, type oid, type size); text format throughout."""
+def row_description(fields: Sequence[tuple[str, int, int]], formats: Sequence[int] = ()) -> bytes:
+    """fields: (name, type oid, type size); formats: 0 text / 1 binary per field (default text)."""
     body = struct.pack("!h", len(fields))
-    for name, oid, size in fields:
-        body += cstr(name) + struct.pack("!ihihih", 0, 0, oid, size, -1, 0)
+    for i, (name, oid, size) in enumerate(fields):
+        body += cstr(name) + struct.pack("!ihihih", 0, 0, oid, size, -1, formats[i] if i < len(formats) else 0)
     return message(b"T", body)
 
 

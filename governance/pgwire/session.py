@@ -19,7 +19,8 @@ from governance.gateway import Gateway, Result
 from governance.keys import KeyHash, scram_login
 from governance.pgwire import codec
 from governance.pgwire.auth import MECHANISM, ScramExchange
-from governance.pgwire.types import TEXT, BadParameter, bind, literal, oid_of, placeholder_count, text_column
+from governance.pgwire.params import parameter_types
+from governance.pgwire.types import TEXT, BadParameter, binary_column, bind, literal, oid_of, placeholder_count, text_column
 
 BATCH_ROWS = 1000  # DataRows per write; the socket is drained between batches
 SERVER_PARAMS = {
@@ -68,8 +69,13 @@ class Prepared:
 @dataclass
 class Portal:
     sql: str
-    result_text: bool
+    result_formats: list[int] = field(default_factory=list)  # as Bind sent them: none, one for all, or one per column
     answer: "Answer | None" = None  # run at Describe (the columns must be known), sent at Execute
+
+    def formats(self, n: int) -> list[int]:
+        """0 (text) or 1 (binary) for each of n result columns."""
+        f = self.result_formats
+        return [0] * n if not f else [f[0]] * n if len(f) == 1 else (f + [0] * n)[:n]
 
 
 @dataclass
@@ -99,6 +105,7 @@ class Session:
     statements: dict[str, Prepared] = field(default_factory=dict)
     portals: dict[str, Portal] = field(default_factory=dict)
     probe: duckdb.DuckDBPyConnection | None = None
+    granted: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # what the probe holds
     stats: Stats = field(default_factory=Stats)
 
     # ------------------------------------------------------------------ startup and login
@@ -246,11 +253,15 @@ class Session:
         if m:
             self.settings[m.group(1)] = m.group(2).strip("'\"")
 
-    def _probe(self, sql: str) -> Answer:
+    def _probe_con(self) -> duckdb.DuckDBPyConnection:
         if self.probe is None:
-            self.probe = _probe_connection(self.gateway.granted_columns(self.key))
+            self.granted = self.gateway.granted_columns(self.key)
+            self.probe = _probe_connection(self.granted)
+        return self.probe
+
+    def _probe(self, sql: str) -> Answer:
         try:
-            table = self.probe.execute(sql).fetch_arrow_table()
+            table = self._probe_con().execute(sql).fetch_arrow_table()
         except duckdb.Error:
             # A probe DuckDB cannot answer gets an empty answer, never DuckDB's text.
             table = pa.table({"?column?": pa.array([], pa.string())})
@@ -260,18 +271,25 @@ class Session:
         """A statement's columns before it is bound (pg8000, asyncpg, JDBC ask for them): planned on
         the probe connection, whose tables are empty copies of the team's grant, so describing
         reads no data and bills nothing; the real run still goes through the gateway."""
-        if self.probe is None:
-            self.probe = _probe_connection(self.gateway.granted_columns(self.key))
+        probe = self._probe_con()
+        if not all(prepared.param_oids):  # fill in what the client left unknown, as Postgres would
+            inferred = parameter_types(prepared.sql, len(prepared.param_oids), self.granted, self._oid_of_type)
+            prepared.param_oids = [o or inferred[i] for i, o in enumerate(prepared.param_oids)]
         try:
             sql = bind(prepared.sql, ["NULL"] * len(prepared.param_oids))
-            return self.probe.execute(f"SELECT * FROM ({sql}) AS cf_shape LIMIT 0").fetch_arrow_table().schema
+            return probe.execute(f"SELECT * FROM ({sql}) AS cf_shape LIMIT 0").fetch_arrow_table().schema
         except (duckdb.Error, BadParameter):
             return None
 
-    async def _rows(self, table: pa.Table) -> None:
-        """DataRows a batch at a time: only one batch of encoded rows exists at once."""
+    def _oid_of_type(self, duckdb_type: str) -> int:
+        return oid_of(self._probe_con().execute(f"SELECT CAST(NULL AS {duckdb_type}) AS v").fetch_arrow_table().schema[0].type)[0]
+
+    async def _rows(self, table: pa.Table, formats: list[int] | None = None) -> None:
+        """DataRows a batch at a time: only one batch of encoded rows exists at once. `formats`:
+        per column 0 text or 1 binary (asyncpg asks for binary)."""
+        formats = formats or [0] * table.num_columns
         for batch in table.to_batches(max_chunksize=BATCH_ROWS):
-            columns = [text_column(c) for c in batch.columns]
+            columns = [binary_column(c) if f == 1 else text_column(c) for c, f in zip(batch.columns, formats, strict=True)]
             self.writer.write(b"".join(codec.data_row(row) for row in zip(*columns)) if columns else b"")
             await self.writer.drain()
             self.stats.rows += batch.num_rows
@@ -299,8 +317,8 @@ class Session:
             n = buf.int32()
             values.append(None if n < 0 else buf.bytes_(n))
         result_formats = [buf.int16() for _ in range(buf.int16())]
-        if any(f != 0 for f in result_formats):
-            await self._send(codec.error_response("0A000", "only text result format is supported"))
+        if any(f not in (0, 1) for f in result_formats):
+            await self._send(codec.error_response("08P01", "result format codes are 0 (text) or 1 (binary)"))
             return False
         try:
             binary = [(formats[i] if len(formats) > 1 else (formats[0] if formats else 0)) == 1 for i in range(len(values))]
@@ -309,7 +327,7 @@ class Session:
         except (BadParameter, UnicodeDecodeError) as e:
             await self._send(codec.error_response("22023", str(e)))
             return False
-        self.portals[portal] = Portal(sql, True)
+        self.portals[portal] = Portal(sql, result_formats)
         self.writer.write(codec.BIND_COMPLETE)
         return True
 
@@ -332,7 +350,8 @@ class Session:
         if portal.answer.error is not None:
             await self._send(portal.answer.error)
             return False
-        self.writer.write(_row_description(portal.answer.table.schema) if portal.answer.table is not None else codec.NO_DATA)
+        table = portal.answer.table
+        self.writer.write(_row_description(table.schema, portal.formats(table.num_columns)) if table is not None else codec.NO_DATA)
         return True
 
     async def _execute(self, buf: codec.Buffer) -> bool:
@@ -346,13 +365,13 @@ class Session:
             await self._send(answer.error)
             return False
         if answer.table is not None:
-            await self._rows(answer.table)
+            await self._rows(answer.table, portal.formats(answer.table.num_columns))
         self.writer.write(codec.command_complete(answer.tag) if portal.sql.strip() else codec.EMPTY_QUERY)
         return True
 
 
-def _row_description(schema: pa.Schema) -> bytes:
-    return codec.row_description([(f.name, *oid_of(f.type)) for f in schema])
+def _row_description(schema: pa.Schema, formats: list[int] | None = None) -> bytes:
+    return codec.row_description([(f.name, *oid_of(f.type)) for f in schema], formats or ())
 
 
 _SPLIT = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|;", re.S)
