@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from governance.gateway import Gateway, Result
 from governance.keys import KeyHash, scram_login
-from governance.pgwire import codec
+from governance.pgwire import codec, compat
 from governance.pgwire.auth import MECHANISM, ScramExchange
 from governance.pgwire.params import parameter_types
 from governance.pgwire.types import TEXT, BadParameter, binary_column, bind, literal, oid_of, placeholder_count, text_column
@@ -28,8 +28,9 @@ SERVER_PARAMS = {
     "TimeZone": "UTC", "integer_datetimes": "on", "standard_conforming_strings": "on", "IntervalStyle": "postgres",
     "application_name": "", "is_superuser": "off", "default_transaction_read_only": "on", "in_hot_standby": "off",
 }
+SERVER_VERSION_NUM = "160000"
 SHOW_EXTRA = {"transaction_isolation": "read committed", "transaction isolation level": "read committed",
-              "search_path": "marts", "max_identifier_length": "63", "lc_collate": "C"}
+              "search_path": "marts", "max_identifier_length": "63", "lc_collate": "C", "server_version_num": SERVER_VERSION_NUM}
 
 POLICY_RULES = {"external_access", "operator_not_allowed", "table_function_not_allowed", "table_not_allowed", "identity_column",
                 "quasi_aggregate_required", "quasi_value_aggregate", "unknown_team"}
@@ -51,13 +52,15 @@ def refusal(result: Result) -> bytes:
     return codec.error_response(sqlstate(result), f"{result.message} (rule {result.rule}, audit {result.audit_id})")
 
 
-_SESSION = re.compile(r"^\s*(SET|RESET|BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT|DISCARD|DEALLOCATE|CLOSE|LISTEN|UNLISTEN)\b", re.I)
+_SESSION = re.compile(r"^\s*(SET|RESET|BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK\s+TO|ROLLBACK|ABORT|DISCARD|DEALLOCATE|CLOSE|LISTEN|UNLISTEN|SAVEPOINT|RELEASE)\b", re.I)
 _SHOW = re.compile(r"^\s*SHOW\s+(.+?)\s*;?\s*$", re.I | re.S)
-_PROBE = re.compile(r"\b(pg_catalog|information_schema|pg_[a-z_]+|version\s*\(|current_schema|current_database|current_user|session_user|txid_current)\b", re.I)
+_PROBE = re.compile(r"\b(pg_catalog|information_schema|pg_[a-z_]+|version\s*\(|current_schema|current_database|current_user|session_user|txid_current"
+                    r"|current_setting|quote_ident|has_[a-z_]+_privilege)\b", re.I)
 _FIXED = re.compile(r"^\s*SELECT\s+((?:pg_catalog\.)?(?:version|current_schema)\s*\(\s*\))\s*;?\s*$", re.I)
 VERSION = "PostgreSQL 16.0 (civicflow governed gateway on DuckDB)"
 _TAGS = {"SET": "SET", "RESET": "RESET", "BEGIN": "BEGIN", "START": "BEGIN", "COMMIT": "COMMIT", "END": "COMMIT", "ROLLBACK": "ROLLBACK",
-         "ABORT": "ROLLBACK", "DISCARD": "DISCARD ALL", "DEALLOCATE": "DEALLOCATE", "CLOSE": "CLOSE CURSOR", "LISTEN": "LISTEN", "UNLISTEN": "UNLISTEN"}
+         "ABORT": "ROLLBACK", "DISCARD": "DISCARD ALL", "DEALLOCATE": "DEALLOCATE", "CLOSE": "CLOSE CURSOR", "LISTEN": "LISTEN", "UNLISTEN": "UNLISTEN",
+         "SAVEPOINT": "SAVEPOINT", "RELEASE": "RELEASE"}
 
 
 @dataclass
@@ -91,6 +94,7 @@ class Answer:
 class Stats:
     rows: int = 0
     batches: int = 0
+    probe_fallbacks: int = 0  # catalog probes DuckDB could not run (answered empty)
 
 
 @dataclass
@@ -225,6 +229,8 @@ class Session:
         m = _SESSION.match(sql)
         if m:
             word = m.group(1).split()[0].upper()
+            if m.group(1).upper().startswith("ROLLBACK") and len(m.group(1).split()) > 1:
+                return Answer("ROLLBACK")  # to a savepoint: the transaction goes on
             if word in ("BEGIN", "START"):
                 self.in_txn = True
             elif word in ("COMMIT", "END", "ROLLBACK", "ABORT"):
@@ -260,10 +266,12 @@ class Session:
         return self.probe
 
     def _probe(self, sql: str) -> Answer:
+        settings = {**SERVER_PARAMS, **SHOW_EXTRA, **self.settings}
         try:
-            table = self._probe_con().execute(sql).fetch_arrow_table()
+            table = self._probe_con().execute(compat.rewrite(sql, self.user, settings)).fetch_arrow_table()
         except duckdb.Error:
             # A probe DuckDB cannot answer gets an empty answer, never DuckDB's text.
+            self.stats.probe_fallbacks += 1
             table = pa.table({"?column?": pa.array([], pa.string())})
         return Answer(f"SELECT {len(table)}", table)
 
@@ -390,6 +398,9 @@ def _split(sql: str) -> list[str]:
 
 def _probe_connection(granted: dict[str, list[tuple[str, str]]]) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
+    con.execute(f"ATTACH ':memory:' AS {compat.DATABASE}")  # current_database() says civicflow
+    con.execute(f"USE {compat.DATABASE}")
+    compat.prepare(con)
     for rel, cols in granted.items():
         schema, name = rel.split(".", 1)
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
