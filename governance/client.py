@@ -95,6 +95,10 @@ class Client:
     def estimate(self, sql: str) -> dict:
         return self._check(self._send("POST", "/v1/estimate", json={"sql": sql})).json()
 
+    def catalog(self) -> dict:
+        """What the key's team may query: {"snapshot", "snapshot_as_of", "relations": [...]}."""
+        return self._check(self._send("GET", "/v1/catalog")).json()
+
     def usage(self) -> dict:
         return self._check(self._send("GET", "/v1/usage")).json()
 

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from governance import audit, ledger
 from governance.audit import AuditEntry
-from governance.catalog import Manifest, load_manifest
+from governance.catalog import Manifest, describe_grant, load_manifest
 from governance.cost import actual_bytes, estimate_bytes, to_units
 from governance.keys import authenticate
 from governance.plan import parse_plan
@@ -29,9 +29,10 @@ from governance.rules import TeamRules
 from governance.sandbox import QueryTimeout, Sandbox, SandboxLimits
 from governance.state import GovernanceState
 from warehouse.catalog_url import CatalogUrl
-from warehouse.snapshots import current_snapshot
+from warehouse.snapshots import current_snapshot, published_at
 
 USAGE_NOTE = "GET /v1/usage"
+CATALOG_NOTE = "GET /v1/catalog"
 
 # HTTP status per rule (the server uses it; the CLI and client show rule + message).
 STATUS = {
@@ -59,10 +60,13 @@ class Result:
     columns: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     usage: dict | None = None  # GET /v1/usage
+    catalog: list[dict] | None = None  # GET /v1/catalog
+    snapshot: str | None = None  # the published snapshot the answer was read from
+    as_of: str | None = None  # when that snapshot was published (UTC)
 
     @property
     def status(self) -> int:
-        return 200 if self.outcome in ("ok", "estimate", "usage") else STATUS.get(self.rule or "", 403)
+        return 200 if self.outcome in ("ok", "estimate", "usage", "catalog") else STATUS.get(self.rule or "", 403)
 
 
 class Gateway:
@@ -156,19 +160,48 @@ class Gateway:
             return {}
         try:
             with sb.connection() as cur:
-                rows = cur.execute(
-                    "SELECT table_schema || '.' || table_name, column_name, data_type FROM information_schema.columns "
-                    "WHERE table_catalog = current_database() ORDER BY table_schema, table_name, ordinal_position").fetchall()
-            out: dict[str, list[tuple[str, str]]] = {}
-            for rel, col, typ in rows:
-                if not rules.allows_relation(rel):
-                    continue
-                if self.manifest.privacy.get(rel, {}).get(col, "identity") == "identity" and not rules.identity_clearance:
-                    continue
-                out.setdefault(rel, []).append((col, typ))
-            return out
+                return self._granted(rules, cur)
         finally:
             self._release_sandbox(sb)
+
+    def _granted(self, rules: TeamRules, cur: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]:
+        rows = cur.execute(
+            "SELECT table_schema || '.' || table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_catalog = current_database() ORDER BY table_schema, table_name, ordinal_position").fetchall()
+        out: dict[str, list[tuple[str, str]]] = {}
+        for rel, col, typ in rows:
+            if not rules.allows_relation(rel):
+                continue
+            if self.manifest.privacy.get(rel, {}).get(col, "identity") == "identity" and not rules.identity_clearance:
+                continue
+            out.setdefault(rel, []).append((col, typ))
+        return out
+
+    def catalog(self, key: str | None) -> Result:
+        """GET /v1/catalog: what the key's team may query in the current snapshot (the same grant
+        the Postgres endpoint's information_schema shows); audited like a query."""
+        t0 = time.perf_counter()
+        entry = AuditEntry(outcome="refused")
+        result = Result(audit_id=entry.audit_id, outcome="refused")
+        try:
+            found = self._authenticate(key, entry, result, t0, note=CATALOG_NOTE)
+            if isinstance(found, Result):
+                return found
+            sb = self._acquire_sandbox()
+            if sb is None:
+                return self._finish(entry, result, t0, rule="no_snapshot", message="no warehouse snapshot is published yet", note=CATALOG_NOTE)
+            try:
+                entry.snapshot = result.snapshot = sb.snapshot.name
+                result.as_of = published_at(sb.snapshot)
+                with sb.connection() as cur:
+                    result.catalog = describe_grant(self._granted(found, cur), sb.catalog, self.manifest)
+            finally:
+                self._release_sandbox(sb)
+            entry.outcome = result.outcome = "catalog"
+            return self._finish(entry, result, t0, message=f"{len(result.catalog)} relations granted to team {found.team}", note=CATALOG_NOTE)
+        except Exception as e:
+            entry.outcome = result.outcome = "failed"
+            return self._finish(entry, result, time.perf_counter(), rule="internal_error", message=f"the gateway failed ({type(e).__name__})", note=CATALOG_NOTE)
 
     def _authenticate(self, key: str | None, entry: AuditEntry, result: Result, t0: float, note: str | None = None) -> TeamRules | Result:
         """The key's team rules, or the audited refusal."""
@@ -196,7 +229,8 @@ class Gateway:
         sb = self._acquire_sandbox()
         if sb is None:
             return self._finish(entry, result, t0, rule="no_snapshot", message="no warehouse snapshot is published yet")
-        entry.snapshot = sb.snapshot.name
+        entry.snapshot = result.snapshot = sb.snapshot.name
+        result.as_of = published_at(sb.snapshot)
         reservation = None
         try:
             with sb.connection() as cur:

@@ -182,6 +182,42 @@ def register(app: typer.Typer) -> None:
         console.print(f"{'; '.join(notes)} · cost {info.actual:.4f} units (estimate {info.estimate:.4f}) · audit id {info.audit_id}")
 
     @app.command()
+    def catalog(
+        fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+        key: Annotated[str | None, typer.Option("--key", help="API key (default: $CIVICFLOW_API_KEY).", show_default=False)] = None,
+        url: Annotated[str | None, typer.Option("--url", help="Gateway URL (default: $CIVICFLOW_GATEWAY_URL or http://127.0.0.1:8765).", show_default=False)] = None,
+        home: HomeOpt = None,
+    ) -> None:
+        """List what your team may query: relations, columns, types, privacy, descriptions, rows."""
+        from governance.client import Client, GatewayError
+
+        if fmt not in ("table", "json"):
+            _fail(f"--format must be table or json, not {fmt!r}")
+        settings = settings_for(home)
+        try:
+            client = Client(url or settings.gateway_url, key or settings.api_key)
+        except ValueError as e:
+            _fail(str(e))
+        try:
+            with client:
+                answer = client.catalog()
+        except GatewayError as e:
+            _fail(f"refused [{e.rule}]: {e.message}" + (f"\naudit id: {e.audit_id}" if e.audit_id else ""), code=2)
+        if fmt == "json":
+            print(json.dumps(answer, indent=2))
+            return
+        from rich.text import Text
+
+        for rel in answer["relations"]:
+            rows = "view" if rel["rows"] is None else f"{rel['rows']:,} rows"
+            console.print(Text(f"{rel['name']} ({rows})" + (f": {rel['description']}" if rel["description"] else ""), style="bold"))
+            table = Table("column", "type", "privacy", "description")
+            for c in rel["columns"]:
+                table.add_row(Text(c["name"]), Text(c["type"]), c["privacy"], Text(c["description"] or ""))
+            console.print(table)
+        console.print(f"{len(answer['relations'])} relations · snapshot {answer['snapshot']} (published {answer['snapshot_as_of']}) · audit id {answer['audit_id']}")
+
+    @app.command()
     def budget(rules: RulesOpt = RULES_DIR, home: HomeOpt = None) -> None:
         """Each team's spend today and this month against its budget."""
         console.print(budget_table(_home(home), rules))

@@ -25,6 +25,10 @@ MANIFEST_MODELS = {
     "staging.stg_onboarding": {"pass_id": "quasi", "pass_type": "public", "birth_year": "identity"},
 }
 WEIGHTS = {"marts.funnel": "passes_issued"}
+DESCRIPTIONS = {  # dbt descriptions: relation → (its description, {column: description})
+    "marts.demand": ("Units demanded per neighbourhood, category and day", {"units": "units picked up that day", "demand_date": "the city's local date"}),
+    "marts.passes": ("One row per pass issued", {"pass_type": "transit, event or locker"}),
+}
 
 
 def build_warehouse(path: Path) -> Path:
@@ -63,10 +67,11 @@ def write_manifest(path: Path) -> Path:
     for rel, cols in MANIFEST_MODELS.items():
         schema, name = rel.split(".")
         meta = {"privacy_group_weight": WEIGHTS[rel]} if rel in WEIGHTS else {}
+        described, column_descriptions = DESCRIPTIONS.get(rel, ("", {}))
         nodes[f"model.civicflow.{name}"] = {
             "resource_type": "model", "schema": schema, "name": name, "alias": name, "meta": meta,
-            "config": {"meta": meta},
-            "columns": {c: {"name": c, "meta": {"privacy": cls}} for c, cls in cols.items()},
+            "config": {"meta": meta}, "description": described,
+            "columns": {c: {"name": c, "meta": {"privacy": cls}, "description": column_descriptions.get(c, "")} for c, cls in cols.items()},
         }
     path.write_text(json.dumps({"nodes": nodes}))
     return path
