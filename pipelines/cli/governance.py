@@ -218,9 +218,39 @@ def register(app: typer.Typer) -> None:
         console.print(f"{len(answer['relations'])} relations · snapshot {answer['snapshot']} (published {answer['snapshot_as_of']}) · audit id {answer['audit_id']}")
 
     @app.command()
-    def budget(rules: RulesOpt = RULES_DIR, home: HomeOpt = None) -> None:
-        """Each team's spend today and this month against its budget."""
-        console.print(budget_table(_home(home), rules))
+    def budget(
+        by: Annotated[str, typer.Option("--by", help="team: spend against budgets; key: spend per key; day: spend per day and team.")] = "team",
+        days: Annotated[int, typer.Option("--days", help="With --by day: how many days back, today included.")] = 30,
+        rules: RulesOpt = RULES_DIR,
+        home: HomeOpt = None,
+    ) -> None:
+        """Spend in cost units: per team against its budget, per key, or per day."""
+        if by not in ("team", "key", "day"):
+            _fail(f"--by must be team, key or day, not {by!r}")
+        if days < 1:
+            _fail("--days must be at least 1")
+        if by == "team":
+            console.print(budget_table(_home(home), rules))
+            return
+        from rich.text import Text
+
+        if by == "key":
+            answer = admin(_home(home), "budget/keys")
+            table = Table("team", "key", "today", "queries today", "this month", "queries this month", title=f"Settled spend per key in cost units, {answer['day']}")
+            for k in answer["keys"]:
+                table.add_row(Text(k["team"]), Text(k["key"] or "-"), f"{k['day_spent']:.3f}", str(k["day_queries"]), f"{k['month_spent']:.3f}", str(k["month_queries"]))
+            console.print(table)
+            return
+        answer = admin(_home(home), "budget/days", {"days": days})
+        teams = sorted({r["team"] for r in answer["spend"]})
+        table = Table("day", *teams, "total", title=f"Settled spend per day in cost units, last {days} days to {answer['day']}")
+        per_day: dict[str, dict[str, float]] = {}
+        for r in answer["spend"]:
+            per_day.setdefault(r["day"], {})[r["team"]] = r["spent"]
+        for day in sorted(per_day):
+            values = per_day[day]
+            table.add_row(day, *(f"{values.get(t, 0.0):.3f}" for t in teams), f"{sum(values.values()):.3f}")
+        console.print(table if teams else f"no settled spend in the last {days} days")
 
     @gov_app.command("check")
     def check(rules: RulesOpt = RULES_DIR, manifest: ManifestOpt = MANIFEST, home: HomeOpt = None) -> None:
@@ -245,6 +275,24 @@ def register(app: typer.Typer) -> None:
         console.print(f"{errors} error(s), {len(findings) - errors} warning(s) against {snap.name}")
         if errors:
             raise typer.Exit(1)
+
+    audit_app = typer.Typer(help="Read the audit trail.", no_args_is_help=True)
+    gov_app.add_typer(audit_app, name="audit")
+
+    @audit_app.command("show")
+    def audit_show(audit_id: Annotated[str, typer.Argument(help="The audit id an answer or refusal quoted.")], home: HomeOpt = None) -> None:
+        """Show one audit row: who, when, the SQL, the rule, the cost, the snapshot."""
+        from rich.text import Text
+
+        e = admin(_home(home), "audit/show", {"audit_id": audit_id})["entry"]
+        table = Table("field", "value", show_header=False)
+        for field in ("audit_id", "ts", "team", "key_name", "outcome", "rule", "message", "sql", "tables", "columns",
+                      "estimate", "actual", "result_rows", "duration_ms", "snapshot", "seq"):
+            value = e.get(field)
+            if isinstance(value, float):
+                value = f"{value:.4f}" if field != "duration_ms" else f"{value:.1f} ms"
+            table.add_row(field, Text("" if value is None else str(value)))
+        console.print(table)
 
     @gov_app.command("verify-audit")
     def verify_audit(home: HomeOpt = None) -> None:
