@@ -20,7 +20,7 @@ from governance.keys import KeyHash, scram_login
 from governance.pgwire import codec, compat
 from governance.pgwire.auth import MECHANISM, ScramExchange
 from governance.pgwire.params import parameter_types
-from governance.pgwire.types import TEXT, BadParameter, binary_column, bind, literal, oid_of, placeholder_count, text_column
+from governance.pgwire.types import TEXT, BadParameter, bind, literal, oid_of, placeholder_count, wire_array
 
 BATCH_ROWS = 1000  # DataRows per write; the socket is drained between batches
 SERVER_PARAMS = {
@@ -297,8 +297,11 @@ class Session:
         per column 0 text or 1 binary (asyncpg asks for binary)."""
         formats = formats or [0] * table.num_columns
         for batch in table.to_batches(max_chunksize=BATCH_ROWS):
-            columns = [binary_column(c) if f == 1 else text_column(c) for c, f in zip(batch.columns, formats, strict=True)]
-            self.writer.write(b"".join(codec.data_row(row) for row in zip(*columns)) if columns else b"")
+            wire = [wire_array(c, f == 1) for c, f in zip(batch.columns, formats, strict=True)]
+            if wire:
+                self.writer.write(codec.data_rows([w[0] for w in wire], [w[1] for w in wire]))
+            else:  # a SELECT with no columns still sends its rows
+                self.writer.write(codec.data_row([]) * batch.num_rows)
             await self.writer.drain()
             self.stats.rows += batch.num_rows
             self.stats.batches += 1

@@ -235,3 +235,20 @@ def binary_column(col: pa.Array) -> list[bytes | None]:
     if oid == BYTEA:
         return [None if v is None else bytes(v) for v in col.to_pylist()]
     return text_column(col)  # text, varchar, json: the binary format is the text
+
+
+def wire_array(col: pa.Array, binary: bool) -> tuple[pa.Array, "object"]:
+    """(values as an Arrow binary array with nulls emptied, numpy null mask) of one column in
+    text or binary format, for codec.data_rows. Plain integers, decimals, dates, timestamps
+    without a zone and strings are cast by Arrow in one call; other types go value by value."""
+    import numpy as np
+
+    nulls = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else np.zeros(len(col), dtype=bool)
+    t = col.type
+    if not binary and (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        out = col
+    elif not binary and (pa.types.is_integer(t) or pa.types.is_decimal(t) or pa.types.is_date(t) or (pa.types.is_timestamp(t) and not t.tz)):
+        out = pc.cast(col, pa.string())
+    else:
+        out = pa.array(binary_column(col) if binary else text_column(col), pa.binary())
+    return pc.fill_null(out.cast(pa.binary()), b""), nulls
