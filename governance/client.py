@@ -36,6 +36,8 @@ class QueryInfo:
     actual: float
     truncated: bool
     suppressed_groups: int
+    snapshot: str | None = None  # the published snapshot the answer was read from
+    as_of: str | None = None  # when it was published (UTC)
 
 
 class Client:
@@ -70,7 +72,8 @@ class Client:
     def _query(self, sql: str, fmt: str) -> httpx.Response:
         resp = self._check(self._send("POST", "/v1/query", json={"sql": sql, "format": fmt}))
         h = resp.headers
-        self.last = QueryInfo(h["x-audit-id"], float(h["x-cost-estimate"]), float(h["x-cost-actual"]), h["x-truncated"] == "true", int(h["x-suppressed-groups"]))
+        self.last = QueryInfo(h["x-audit-id"], float(h["x-cost-estimate"]), float(h["x-cost-actual"]), h["x-truncated"] == "true", int(h["x-suppressed-groups"]),
+                              h.get("x-snapshot") or None, h.get("x-snapshot-as-of") or None)
         return resp
 
     def query_arrow(self, sql: str) -> pa.Table:

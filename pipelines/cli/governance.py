@@ -69,6 +69,33 @@ def budget_table(home, rules_dir: Path) -> Table:
     return table
 
 
+def _cell(value) -> str:
+    """A value as the table prints it: floats to 4 decimals without trailing zeros."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.4f}".rstrip("0").rstrip(".") if value == value and abs(value) != float("inf") else str(value)
+    return str(value)
+
+
+def _rows_text(columns: list[str], rows: list[list], fmt: str) -> str:
+    import csv
+    import io
+
+    if fmt == "json":
+        return json.dumps([dict(zip(columns, r, strict=True)) for r in rows], indent=1) + "\n"
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([["" if v is None else v for v in r] for r in rows])
+    return buf.getvalue()
+
+
+def _query_footer(n: int, info) -> str:
+    notes = (["truncated to the team's max_result_rows"] if info.truncated else []) + ([f"{info.suppressed_groups} small groups suppressed"] if info.suppressed_groups else [])
+    return "; ".join(notes + [f"cost {info.actual:.4f} units (estimate {info.estimate:.4f})", f"snapshot {info.snapshot} (published {info.as_of})", f"audit id {info.audit_id}"])
+
+
 def register(app: typer.Typer) -> None:
     def _home(home):
         return settings_for(home).home
@@ -153,11 +180,16 @@ def register(app: typer.Typer) -> None:
         key: Annotated[str | None, typer.Option("--key", help="API key (default: $CIVICFLOW_API_KEY).", show_default=False)] = None,
         url: Annotated[str | None, typer.Option("--url", help="Gateway URL (default: $CIVICFLOW_GATEWAY_URL or http://127.0.0.1:8765).", show_default=False)] = None,
         estimate: Annotated[bool, typer.Option("--estimate", help="Dry run: show the cost estimate only.")] = False,
+        fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+        out: Annotated[Path | None, typer.Option("--out", help="Write the rows to this file (every row) instead of the terminal.", show_default=False)] = None,
+        show: Annotated[int, typer.Option("--show", help="With --format table on the terminal: rows to print (the rest are counted, not dropped silently).")] = 200,
         home: HomeOpt = None,
     ) -> None:
-        """Run SQL through the gateway and print the result, its cost and its audit id."""
+        """Run SQL through the gateway and print the result, its cost, snapshot and audit id."""
         from governance.client import Client, GatewayError
 
+        if fmt not in ("table", "csv", "json"):
+            _fail(f"--format must be table, csv or json, not {fmt!r}")
         settings = settings_for(home)
         try:
             client = Client(url or settings.gateway_url, key or settings.api_key)
@@ -166,20 +198,35 @@ def register(app: typer.Typer) -> None:
         try:
             with client:
                 if estimate:
-                    console.print_json(json.dumps(client.estimate(sql)))
+                    e = client.estimate(sql)
+                    console.print(f"estimate {e['estimate']:.4f} units (1 unit = 1 MB scanned) · reads {', '.join(e['tables']) or 'no table'} "
+                                  f"· snapshot {e.get('snapshot')} · audit id {e['audit_id']}", markup=False)
                     return
                 columns, rows = client.query_rows(sql)
                 info = client.last
         except GatewayError as e:
-            _fail(f"refused [{e.rule}]: {e.message}\naudit id: {e.audit_id}", code=2)
-        except Exception as e:  # connection refused etc.
-            _fail(f"could not reach the gateway at {client.url}: {type(e).__name__}")
-        table = Table(*columns)
-        for row in rows[:200]:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            _fail(f"refused [{e.rule}]: {e.message}" + (f"\naudit id: {e.audit_id}" if e.audit_id else ""), code=2)
+        footer = _query_footer(len(rows), info)
+        if out is not None or fmt != "table":
+            text = _rows_text(columns, rows, "csv" if fmt == "table" else fmt)
+            if out is not None:
+                out.write_text(text)
+                console.print(f"{len(rows)} rows written to {out} · {footer}", markup=False)
+            else:
+                sys.stdout.write(text)
+                print(footer, file=sys.stderr)  # stdout stays pure data
+            return
+        from rich.text import Text
+
+        table = Table()
+        for c in columns:
+            table.add_column(Text(c))  # a name from the data, never read as markup
+        for row in rows[:show]:
+            table.add_row(*(Text(_cell(v)) for v in row))
         console.print(table)
-        notes = [f"{len(rows)} rows"] + (["truncated to the team's max_result_rows"] if info.truncated else []) + ([f"{info.suppressed_groups} small groups suppressed"] if info.suppressed_groups else [])
-        console.print(f"{'; '.join(notes)} · cost {info.actual:.4f} units (estimate {info.estimate:.4f}) · audit id {info.audit_id}")
+        held = len(rows) - min(len(rows), show)
+        shown = f"{len(rows)} rows" if not held else f"showing {show} of {len(rows)} rows ({held} held back: --show N, or --format csv --out FILE for all)"
+        console.print(f"{shown} · {footer}", markup=False)
 
     @app.command()
     def catalog(
