@@ -22,6 +22,7 @@ from governance import audit, ledger
 from governance.audit import AuditEntry
 from governance.catalog import Manifest, describe_grant, load_manifest
 from governance.cost import actual_bytes, estimate_bytes, to_units
+from governance.hints import plan_hint
 from governance.keys import authenticate
 from governance.plan import parse_plan
 from governance.policy import GROUP_SIZE_COLUMN, Permissions, Refusal, add_group_size, check_plan, check_statement, permissions_for
@@ -266,6 +267,8 @@ class Gateway:
                     reservation = ledger.reserve(self.state, rules, entry.key_name, estimate)
                     timings["reserve"] = (time.perf_counter() - t) * 1000
                 except Refusal as r:
+                    if r.rule == "plan_failed" and isinstance(r.__context__, duckdb.Error):  # name what is unknown, from the grant
+                        r.message = plan_hint(sql, r.__context__, self._granted(rules, cur))
                     entry.tables, entry.columns = entry.tables or r.tables, entry.columns or r.columns
                     result.tables, result.columns = entry.tables, entry.columns
                     return self._finish(entry, result, t0, rule=r.rule, message=r.message, timings=timings)

@@ -42,8 +42,9 @@ def sqlstate(result: Result) -> str:
         return "42501"
     if rule in ("per_query_cap", "daily_budget", "monthly_budget"):
         return "53400"
-    if rule == "plan_failed":  # the gateway names DuckDB's error class, never its text
-        return "42P01" if "CatalogException" in (result.message or "") else "42703"
+    if rule == "plan_failed":  # governance.hints says what was unknown, from the grant
+        message = result.message or ""
+        return "42P01" if message.startswith("unknown table") or "CatalogException" in message else "42803" if message.startswith("a selected column") else "42703"
     return {"concurrency": "53300", "timeout": "57014", "single_select": "0A000", "query_failed": "22000",
             "unauthenticated": "28000", "revoked_key": "28000", "no_snapshot": "57P03"}.get(rule, "XX000")
 
