@@ -93,7 +93,9 @@ class Client:
         return pl.from_arrow(self.query_arrow(sql))
 
     def query_pandas(self, sql: str):
-        return self.query_arrow(sql).to_pandas()
+        """A pandas DataFrame; DATE and TIMESTAMP columns come as datetime64 (pandas' default
+        for Arrow dates is an object column of datetime.date, which resamples and plots badly)."""
+        return self.query_arrow(sql).to_pandas(date_as_object=False)
 
     def estimate(self, sql: str) -> dict:
         return self._check(self._send("POST", "/v1/estimate", json={"sql": sql})).json()

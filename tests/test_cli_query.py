@@ -46,3 +46,14 @@ def test_cli_query_rows_formats_and_footer(pg: Pg, tmp_path: Path, monkeypatch) 
     assert rows[0] == ["x", "ratio"] and len(rows) == 501 and rows[-1][0] == "499"
     assert estimate.exit_code == 0 and estimate.output.startswith("estimate ") and "marts.big" in estimate.output and "audit id" in estimate.output
     assert bad.exit_code == 1 and "--format must be table, csv or json" in bad.output and "Traceback" not in bad.output
+
+
+def test_python_client_gives_pandas_real_date_and_timestamp_dtypes(pg: Pg) -> None:
+    from governance.client import Client
+
+    sql = "SELECT demand_date, CAST(demand_date AS TIMESTAMP) AS at, sum(units) AS units FROM marts.demand GROUP BY ALL ORDER BY 1 LIMIT 3"
+    with ServerThread(create_app(pg.gateway)) as http, Client(http.url, pg.keys["analysts"]) as client:
+        df = client.query_pandas(sql)
+        assert client.last.snapshot == current_snapshot(pg.env.published).name
+    assert df["demand_date"].dtype.kind == "M" and df["at"].dtype.kind == "M" and df["units"].dtype.kind == "f"
+    assert str(df["demand_date"].iloc[0].date()) == "2026-01-01"
