@@ -52,6 +52,27 @@ def budget(state: GovernanceState, rules: Rules) -> dict:
     return {"day": today.isoformat(), "teams": [ledger.team_usage(state, rules[t], today) for t in sorted(rules)]}
 
 
+def budget_by_key(state: GovernanceState, rules: Rules) -> dict:
+    today = datetime.now(UTC).date()
+    return {"day": today.isoformat(), "keys": ledger.spend_by_key(state, today)}
+
+
+def budget_by_day(state: GovernanceState, rules: Rules, days: int = 30) -> dict:
+    today = datetime.now(UTC).date()
+    return {"day": today.isoformat(), "days": days, "spend": ledger.spend_by_day(state, days, today)}
+
+
+def audit_show(state: GovernanceState, rules: Rules, audit_id: str) -> dict:
+    """One audit row, as an analyst quotes it when asking for help (read only)."""
+    with state.lock:
+        row = state.con.execute(f"SELECT {', '.join(audit.FIELDS)} FROM audit WHERE audit_id = ?", [audit_id.strip()]).fetchone()
+    if row is None:
+        raise AdminError(f"no audit row with id {audit_id!r}")
+    entry = dict(zip(audit.FIELDS, row, strict=True))
+    entry["ts"] = _iso(entry["ts"])
+    return {"entry": entry}
+
+
 def verify_audit(state: GovernanceState, rules: Rules, anchors: list[str] | None = None) -> dict:
     """`anchors`: head files of usage exports (`usage-<day>.audit-head.json`), checked with audit.anchor."""
     heads = [pair for path in anchors or () for pair in audit.read_anchors(Path(path))]
@@ -72,7 +93,8 @@ def usage(state: GovernanceState, rules: Rules, day: str) -> dict:
 
 OPS: dict[str, Callable[..., dict]] = {
     "keys/create": keys_create, "keys/list": keys_list, "keys/revoke": keys_revoke,
-    "budget": budget, "audit/verify": verify_audit, "audit/head": audit_head, "usage": usage,
+    "budget": budget, "budget/keys": budget_by_key, "budget/days": budget_by_day,
+    "audit/verify": verify_audit, "audit/show": audit_show, "audit/head": audit_head, "usage": usage,
 }
 NEEDS_RULES = {"keys/create", "budget"}  # the others work even when a rule file is broken
 

@@ -43,12 +43,16 @@ class Manifest:
 
     privacy: dict[str, dict[str, str]]
     group_weight: dict[str, str] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)  # relation → dbt description
+    column_descriptions: dict[str, dict[str, str]] = field(default_factory=dict)  # relation → column → description
 
 
 def load_manifest(manifest_path: Path) -> Manifest:
     data = json.loads(Path(manifest_path).read_text())
     privacy: dict[str, dict[str, str]] = {}
     weights: dict[str, str] = {}
+    descriptions: dict[str, str] = {}
+    column_descriptions: dict[str, dict[str, str]] = {}
     for node in data.get("nodes", {}).values():
         if node.get("resource_type") not in ("model", "seed", "snapshot"):
             continue
@@ -58,11 +62,15 @@ def load_manifest(manifest_path: Path) -> Manifest:
             cls = (col.get("meta") or {}).get("privacy") or ((col.get("config") or {}).get("meta") or {}).get("privacy")
             if cls in RANK:
                 cols[name.lower()] = cls
+            if col.get("description"):
+                column_descriptions.setdefault(rel, {})[name.lower()] = col["description"]
         privacy[rel] = cols
+        if node.get("description"):
+            descriptions[rel] = node["description"]
         meta = (node.get("meta") or {}) | ((node.get("config") or {}).get("meta") or {})
         if meta.get("privacy_group_weight"):
             weights[rel] = str(meta["privacy_group_weight"]).lower()
-    return Manifest(privacy=privacy, group_weight=weights)
+    return Manifest(privacy=privacy, group_weight=weights, descriptions=descriptions, column_descriptions=column_descriptions)
 
 
 @dataclass
@@ -119,6 +127,22 @@ class Catalog:
             width = NESTED_WIDTH
         self._widths[key] = width
         return width
+
+
+def describe_grant(granted: dict[str, list[tuple[str, str]]], catalog: Catalog, manifest: Manifest) -> list[dict]:
+    """What a team may query, for GET /v1/catalog and `civicflow catalog`: each granted relation
+    with its kind, row count (tables; a view's is not known without running it), dbt
+    description, and its columns with type, privacy class and description."""
+    out = []
+    for rel in sorted(granted):
+        info = catalog.relations.get(rel)
+        privacy, described = manifest.privacy.get(rel, {}), manifest.column_descriptions.get(rel, {})
+        out.append({
+            "name": rel, "kind": info.kind if info else "table", "rows": info.rows if info and info.kind == "table" else None,
+            "description": manifest.descriptions.get(rel),
+            "columns": [{"name": c, "type": t, "privacy": privacy.get(c, "identity"), "description": described.get(c)} for c, t in granted[rel]],
+        })
+    return out
 
 
 def quote_ident(name: str) -> str:

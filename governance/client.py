@@ -36,6 +36,8 @@ class QueryInfo:
     actual: float
     truncated: bool
     suppressed_groups: int
+    snapshot: str | None = None  # the published snapshot the answer was read from
+    as_of: str | None = None  # when it was published (UTC)
 
 
 class Client:
@@ -70,7 +72,8 @@ class Client:
     def _query(self, sql: str, fmt: str) -> httpx.Response:
         resp = self._check(self._send("POST", "/v1/query", json={"sql": sql, "format": fmt}))
         h = resp.headers
-        self.last = QueryInfo(h["x-audit-id"], float(h["x-cost-estimate"]), float(h["x-cost-actual"]), h["x-truncated"] == "true", int(h["x-suppressed-groups"]))
+        self.last = QueryInfo(h["x-audit-id"], float(h["x-cost-estimate"]), float(h["x-cost-actual"]), h["x-truncated"] == "true", int(h["x-suppressed-groups"]),
+                              h.get("x-snapshot") or None, h.get("x-snapshot-as-of") or None)
         return resp
 
     def query_arrow(self, sql: str) -> pa.Table:
@@ -90,10 +93,16 @@ class Client:
         return pl.from_arrow(self.query_arrow(sql))
 
     def query_pandas(self, sql: str):
-        return self.query_arrow(sql).to_pandas()
+        """A pandas DataFrame; DATE and TIMESTAMP columns come as datetime64 (pandas' default
+        for Arrow dates is an object column of datetime.date, which resamples and plots badly)."""
+        return self.query_arrow(sql).to_pandas(date_as_object=False)
 
     def estimate(self, sql: str) -> dict:
         return self._check(self._send("POST", "/v1/estimate", json={"sql": sql})).json()
+
+    def catalog(self) -> dict:
+        """What the key's team may query: {"snapshot", "snapshot_as_of", "relations": [...]}."""
+        return self._check(self._send("GET", "/v1/catalog")).json()
 
     def usage(self) -> dict:
         return self._check(self._send("GET", "/v1/usage")).json()

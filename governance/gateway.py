@@ -9,6 +9,7 @@ disk sync per request, which is most of what the gateway adds to a small query.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,8 +22,9 @@ import pyarrow.compute as pc
 
 from governance import audit, ledger
 from governance.audit import AuditEntry
-from governance.catalog import Manifest, load_manifest
+from governance.catalog import Manifest, describe_grant, load_manifest
 from governance.cost import actual_bytes, estimate_bytes, to_units
+from governance.hints import plan_hint
 from governance.keys import authenticate
 from governance.plan import parse_plan
 from governance.policy import (
@@ -41,9 +43,10 @@ from governance.sandbox import QueryTimeout, Sandbox, SandboxLimits
 from governance.state import GovernanceState
 from governance.watchdog import WATCHDOG
 from warehouse.catalog_url import CatalogUrl
-from warehouse.snapshots import TEAMS_SUFFIX, current_snapshot, team_snapshot
+from warehouse.snapshots import current_snapshot, published_at, snapshot_of_team_file, team_snapshot
 
 USAGE_NOTE = "GET /v1/usage"
+CATALOG_NOTE = "GET /v1/catalog"
 
 # HTTP status per rule (the server uses it; the CLI and client show rule + message).
 STATUS = {
@@ -91,10 +94,13 @@ class Result:
     columns: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     usage: dict | None = None  # GET /v1/usage
+    catalog: list[dict] | None = None  # GET /v1/catalog
+    snapshot: str | None = None  # the published snapshot the answer was read from
+    as_of: str | None = None  # when that snapshot was published (UTC)
 
     @property
     def status(self) -> int:
-        return 200 if self.outcome in ("ok", "estimate", "usage") else STATUS.get(self.rule or "", 403)
+        return 200 if self.outcome in ("ok", "estimate", "usage", "catalog") else STATUS.get(self.rule or "", 403)
 
 
 class Gateway:
@@ -209,20 +215,51 @@ class Gateway:
             return {}
         try:
             with sb.connection() as cur:
-                rows = cur.execute(
-                    "SELECT table_schema || '.' || table_name, column_name, data_type FROM information_schema.columns "
-                    "WHERE table_catalog = current_database() ORDER BY table_schema, table_name, ordinal_position").fetchall()
-            out: dict[str, list[tuple[str, str]]] = {}
-            privacy = self._published[sb.snapshot].manifest.privacy
-            for rel, col, typ in rows:
-                if not rules.allows_relation(rel):
-                    continue
-                if privacy.get(rel, {}).get(col, "identity") == "identity" and not rules.identity_clearance:
-                    continue
-                out.setdefault(rel, []).append((col, typ))
-            return out
+                return self._granted(rules, cur, sb)
         finally:
             self._release_sandbox(sb)
+
+    def _granted(self, rules: TeamRules, cur: duckdb.DuckDBPyConnection, sb: Sandbox) -> dict[str, list[tuple[str, str]]]:
+        rows = cur.execute(
+            "SELECT table_schema || '.' || table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_catalog = current_database() ORDER BY table_schema, table_name, ordinal_position").fetchall()
+        out: dict[str, list[tuple[str, str]]] = {}
+        for rel, col, typ in rows:
+            if not rules.allows_relation(rel):
+                continue
+            if self._published[sb.snapshot].manifest.privacy.get(rel, {}).get(col, "identity") == "identity" and not rules.identity_clearance:
+                continue
+            out.setdefault(rel, []).append((col, typ))
+        return out
+
+    def catalog(self, key: str | None) -> Result:
+        """GET /v1/catalog: what the key's team may query in the current snapshot (the same grant
+        the Postgres endpoint's information_schema shows); audited like a query."""
+        t0 = time.perf_counter()
+        entry = AuditEntry(outcome="refused")
+        result = Result(audit_id=entry.audit_id, outcome="refused")
+        try:
+            found = self._authenticate(key, entry, result, t0, note=CATALOG_NOTE)
+            if isinstance(found, Result):
+                return found
+            sb = self._acquire_sandbox(found.team)
+            if sb is None:
+                return self._finish(entry, result, t0, rule="no_snapshot", message=f"no warehouse snapshot is published for team {found.team} yet", note=CATALOG_NOTE)
+            try:
+                snapshot = snapshot_of_team_file(sb.snapshot)
+                entry.snapshot = result.snapshot = snapshot.name
+                result.as_of = published_at(snapshot)
+                with sb.connection() as cur:
+                    # The team file's privacy classes (what it holds), dbt's descriptions.
+                    described = dataclasses.replace(self.manifest, privacy=self._published[sb.snapshot].manifest.privacy)
+                    result.catalog = describe_grant(self._granted(found, cur, sb), sb.catalog, described)
+            finally:
+                self._release_sandbox(sb)
+            entry.outcome = result.outcome = "catalog"
+            return self._finish(entry, result, t0, message=f"{len(result.catalog)} relations granted to team {found.team}", note=CATALOG_NOTE)
+        except Exception as e:
+            entry.outcome = result.outcome = "failed"
+            return self._finish(entry, result, time.perf_counter(), rule="internal_error", message=f"the gateway failed ({type(e).__name__})", note=CATALOG_NOTE)
 
     def _authenticate(self, key: str | None, entry: AuditEntry, result: Result, t0: float, note: str | None = None) -> TeamRules | Result:
         """The key's team rules, or the audited refusal."""
@@ -255,7 +292,9 @@ class Gateway:
         sb = self._acquire_sandbox(rules.team)
         if sb is None:
             return self._finish(entry, result, t0, rule="no_snapshot", message=f"no warehouse snapshot is published for team {rules.team} yet")
-        entry.snapshot = sb.snapshot.parent.name.removesuffix(TEAMS_SUFFIX)
+        snapshot = snapshot_of_team_file(sb.snapshot)
+        entry.snapshot = result.snapshot = snapshot.name
+        result.as_of = published_at(snapshot)
         cur = sb.take(rules.team)
         if cur is None:
             self._release_sandbox(sb)
@@ -338,8 +377,12 @@ class Gateway:
                 reservation = entry.ledger_entry = ledger.reserve(self.state, rules, entry.key_name, estimate)
                 timings["reserve"] = (time.perf_counter() - t) * 1000
             except Refusal as r:
-                if r.rule == "plan_failed":  # say why, when the SQL names what is not published to the team
-                    r = self._published[sb.snapshot].why_not(sql, rules) or r
+                if r.rule == "plan_failed":  # say why: what is not published to the team, or the closest granted names
+                    why = self._published[sb.snapshot].why_not(sql, rules)
+                    if why is not None:
+                        r = why
+                    elif isinstance(r.__context__, duckdb.Error):
+                        r.message = plan_hint(sql, r.__context__, self._granted(rules, cur, sb))
                 entry.tables, entry.columns = entry.tables or r.tables, entry.columns or r.columns
                 result.tables, result.columns = entry.tables, entry.columns
                 if stopped.is_set():  # e.g. the interrupt reached an EXPLAIN: it was the deadline

@@ -153,3 +153,30 @@ def team_usage(state: GovernanceState, rules: TeamRules, day: date | None = None
         "month_spent": s.month_spent, "month_budget": rules.budget_per_month, "month_left": max(0.0, rules.budget_per_month - s.month_spent),
         "per_query_cap": rules.per_query_cap, "in_flight": s.in_flight, "unit": "1 cost unit = 1 MB scanned",
     }
+
+
+def spend_by_key(state: GovernanceState, day: date | None = None) -> list[dict]:
+    """Settled spend per team and key, today and this month, with the number of queries charged
+    (`civicflow budget --by key`). Queries in flight are not in it until they settle."""
+    day = day or _now().date()
+    with state.lock:
+        rows = state.con.execute(
+            "SELECT team, coalesce(key_name, '') AS key_name, sum(actual) FILTER (WHERE day = ?) AS day_spent, sum(actual) AS month_spent, "
+            "count(*) FILTER (WHERE day = ?) AS day_queries, count(*) AS month_queries FROM ledger "
+            "WHERE status = 'settled' AND month = ? GROUP BY ALL ORDER BY team, month_spent DESC, key_name",
+            [day, day, day.replace(day=1)]).fetchall()
+    return [{"team": t, "key": k, "day_spent": d or 0.0, "month_spent": m or 0.0, "day_queries": dq, "month_queries": mq} for t, k, d, m, dq, mq in rows]
+
+
+def spend_by_day(state: GovernanceState, days: int = 30, day: date | None = None) -> list[dict]:
+    """Settled spend per day and team over the last `days` days, today included; a day with no
+    spend is listed with 0 so gaps show."""
+    day = day or _now().date()
+    with state.lock:
+        rows = state.con.execute(
+            "WITH days AS (SELECT CAST(d AS DATE) AS day FROM range(CAST(? AS DATE) - ?::INTEGER + 1, CAST(? AS DATE) + 1, INTERVAL 1 DAY) t(d)), "
+            "teams AS (SELECT DISTINCT team FROM ledger WHERE status = 'settled' AND day > CAST(? AS DATE) - ?::INTEGER) "
+            "SELECT days.day, teams.team, coalesce(sum(l.actual), 0), count(l.entry_id) FROM days CROSS JOIN teams "
+            "LEFT JOIN ledger l ON l.day = days.day AND l.team = teams.team AND l.status = 'settled' GROUP BY ALL ORDER BY 1, 2",
+            [day, days, day, day, days]).fetchall()
+    return [{"day": d.isoformat(), "team": t, "spent": float(s), "queries": n} for d, t, s, n in rows]

@@ -136,6 +136,7 @@ def _meta(result: Result) -> dict:
     return {
         "audit_id": result.audit_id, "estimate": result.estimate, "actual": result.actual, "truncated": result.truncated,
         "suppressed_groups": result.suppressed_groups, "tables": result.tables, "columns": result.columns,
+        "snapshot": result.snapshot, "snapshot_as_of": result.as_of,
     }
 
 
@@ -235,6 +236,7 @@ def create_app(gateway: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> FastAP
         headers = {
             "X-Audit-Id": result.audit_id, "X-Cost-Estimate": f"{result.estimate:.6f}", "X-Cost-Actual": f"{result.actual:.6f}",
             "X-Truncated": str(result.truncated).lower(), "X-Suppressed-Groups": str(result.suppressed_groups),
+            "X-Snapshot": result.snapshot or "", "X-Snapshot-As-Of": result.as_of or "",
         }
         table: pa.Table = result.table
         if fmt == "arrow":
@@ -256,6 +258,16 @@ def create_app(gateway: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> FastAP
         if result.outcome != "usage":
             return _error(result)
         return JSONResponse(result.usage | {"audit_id": result.audit_id}, headers={"X-Audit-Id": result.audit_id})
+
+    @app.get("/v1/catalog")
+    def catalog(authorization: str | None = Header(default=None)):
+        """What your team may query: relations, columns, types, dbt descriptions, privacy
+        classes and row counts, with the snapshot they come from."""
+        result = gateway.catalog(_key(authorization))  # audited, accepted or refused
+        if result.outcome != "catalog":
+            return _error(result)
+        body = {"snapshot": result.snapshot, "snapshot_as_of": result.as_of, "relations": result.catalog, "audit_id": result.audit_id}
+        return JSONResponse(body, headers={"X-Audit-Id": result.audit_id, "X-Snapshot": result.snapshot or ""})
 
     return app
 

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -17,65 +16,13 @@ import psycopg
 import psycopg2
 import pytest
 import sqlalchemy as sa
-from support.governance_env import TEAM_YAML, Env, ServerThread, make_env, publish
+from support.governance_env import ServerThread
+from support.pg_gateway import BIG_SQL, TIMEOUT_SQL, Pg, pg  # noqa: F401 (pg is a fixture)
+from support.pg_gateway import audit_id_of as _audit_id
 
-from governance.gateway import Gateway
-from governance.keys import create_key, revoke_key
-from governance.pgwire.server import PgServer
+from governance.keys import revoke_key
 from governance.pgwire.session import BATCH_ROWS
-from governance.rules import load_rules
 from governance.server import create_app
-from governance.state import GovernanceState
-
-TIMEOUT_SQL = "SELECT count(*) FROM marts.big a, marts.big b, marts.big c"  # stopped by the 2 s team timeout
-BIG_SQL = "SELECT sum(x), sum(y) FROM marts.big"  # 4.8 units: above the tight team's 0.5 cap
-
-
-def _team(env: Env, team: str, **values) -> None:
-    base = dict(per_day=50, per_month=500, per_query=20, concurrency=4, timeout=2, clearance="false")
-    text = TEAM_YAML.format(team=team, **{**base, **values})
-    if "max_rows" in values:
-        text = text.replace("max_result_rows: 1000", f"max_result_rows: {values['max_rows']}")
-    (env.rules_dir / f"{team}.yml").write_text(text)
-
-
-class Pg:
-    """A gateway with its HTTP and Postgres listeners and a key per team."""
-
-    def __init__(self, env: Env):
-        _team(env, "tight", per_day=0.5, per_query=0.5)
-        _team(env, "bulk", max_rows=1_100_000)
-        _team(env, "ghost")
-        publish(env)  # the new teams' relations are built at publish
-        self.env = env
-        self.state = GovernanceState(env.governance_db)
-        self.keys = {t: create_key(self.state, t, f"{t}-key")[0] for t in ("analysts", "cleared", "tight", "bulk", "ghost")}
-        (env.rules_dir / "ghost.yml").unlink()  # a key whose team has no rules (any more)
-        self.gateway = Gateway(self.state, load_rules(env.rules_dir), env.published, env.manifest)
-        self.server = PgServer(self.gateway, port=0).start()
-        self.port = self.server.port
-
-    def dsn(self, team: str = "analysts", password: str | None = None) -> dict:
-        return dict(host="127.0.0.1", port=self.port, user=f"{team}-key", password=self.keys.get(team, "") if password is None else password, dbname="civicflow")
-
-    def audit(self, audit_id: str) -> tuple:
-        return self.state.con.execute("SELECT team, key_name, outcome, rule, estimate, actual, result_rows, tables, columns FROM audit WHERE audit_id = ?", [audit_id]).fetchone()
-
-    def close(self) -> None:
-        self.server.stop()
-        self.gateway.close()
-        self.state.close()
-
-
-@pytest.fixture
-def pg(tmp_path: Path):
-    p = Pg(make_env(tmp_path / "env"))
-    yield p
-    p.close()
-
-
-def _audit_id(message: str) -> str:
-    return message.rsplit("audit ", 1)[1].split(")")[0]
 
 
 # ------------------------------------------------------------------ login, as an attacker would try it

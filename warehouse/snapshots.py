@@ -48,6 +48,12 @@ def team_snapshot(snapshot: Path, team: str) -> Path:
     return teams_dir(snapshot) / f"{team}.duckdb"
 
 
+def snapshot_of_team_file(team_file: Path) -> Path:
+    """The snapshot a team's file (team_snapshot) was built from."""
+    folder = Path(team_file).parent
+    return folder.with_name(folder.name.removesuffix(TEAMS_SUFFIX))
+
+
 def current_snapshot(published_dir: Path) -> Path | None:
     """The snapshot CURRENT points at, or None when nothing has been published yet."""
     try:
@@ -55,6 +61,27 @@ def current_snapshot(published_dir: Path) -> Path | None:
     except FileNotFoundError:
         return None
     return Path(published_dir) / name if name else None
+
+
+def published_at(snapshot: Path) -> str | None:
+    """When a snapshot was published (ISO 8601, UTC), from its file: the stamp in a file
+    snapshot's name, the `published_at` a lake snapshot records."""
+    name = Path(snapshot).name
+    if name.endswith(LAKE_SUFFIX):
+        try:
+            return LakeSnapshot.read(Path(snapshot)).published_at
+        except (OSError, ValueError, KeyError):
+            return None
+    if name.startswith(FILE_PREFIX):
+        from datetime import datetime
+
+        stamp = name[len(FILE_PREFIX):].split(".", 1)[0]
+        for fmt in ("%Y%m%dT%H%M%S%fZ", "%Y%m%dT%H%M%SZ"):
+            try:
+                return datetime.strptime(stamp, fmt).replace(microsecond=0).isoformat() + "Z"
+            except ValueError:
+                continue
+    return None
 
 
 def switch_current(published_dir: Path, name: str) -> None:

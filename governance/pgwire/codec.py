@@ -107,11 +107,11 @@ def ready_for_query(status: bytes = b"I") -> bytes:
     return message(b"Z", status)
 
 
-def row_description(fields: Sequence[tuple[str, int, int]]) -> bytes:
-    """fields: (name, type oid, type size); text format throughout."""
+def row_description(fields: Sequence[tuple[str, int, int]], formats: Sequence[int] = ()) -> bytes:
+    """fields: (name, type oid, type size); formats: 0 text / 1 binary per field (default text)."""
     body = struct.pack("!h", len(fields))
-    for name, oid, size in fields:
-        body += cstr(name) + struct.pack("!ihihih", 0, 0, oid, size, -1, 0)
+    for i, (name, oid, size) in enumerate(fields):
+        body += cstr(name) + struct.pack("!ihihih", 0, 0, oid, size, -1, formats[i] if i < len(formats) else 0)
     return message(b"T", body)
 
 
@@ -145,3 +145,42 @@ CLOSE_COMPLETE = message(b"3")
 NO_DATA = message(b"n")
 EMPTY_QUERY = message(b"I")
 PORTAL_SUSPENDED = message(b"s")
+
+
+def data_rows(columns: Sequence, nulls: Sequence) -> bytes:
+    """Many DataRows at once, assembled with numpy: `columns` are Arrow binary/string arrays of
+    the values' wire bytes (nulls filled with empty values), `nulls` a boolean numpy mask per
+    column. The same bytes as `b"".join(data_row(r) for r in rows)`, without a Python loop per
+    value (encoding a large result row by row was most of its cost)."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = len(columns[0]) if columns else 0
+    if n == 0:
+        return b""
+    offsets, datas, lengths = [], [], []
+    for col in columns:
+        col = col.cast(pa.large_binary())
+        bufs = col.buffers()
+        off = np.frombuffer(bufs[1], dtype=np.int64)[col.offset:col.offset + n + 1]
+        offsets.append(off)
+        datas.append(np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8))
+        lengths.append(np.diff(off))
+    fields = sum(4 + length for length in lengths)
+    row_size = 7 + fields  # 'D', int32 length, int16 column count, then the fields
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(row_size[:-1], out=starts[1:])
+    out = np.empty(int(starts[-1] + row_size[-1]), dtype=np.uint8)
+    four, two = np.arange(4), np.arange(2)
+    out[starts] = ord("D")
+    out[(starts[:, None] + 1 + four).ravel()] = np.asarray(row_size - 1, dtype=">i4").view(np.uint8)
+    out[(starts[:, None] + 5 + two).ravel()] = np.tile(np.array([len(columns)], dtype=">i2").view(np.uint8), n)
+    pos = starts + 7
+    for off, data, length, null in zip(offsets, datas, lengths, nulls, strict=True):
+        out[(pos[:, None] + four).ravel()] = np.where(null, -1, length).astype(">i4").view(np.uint8)
+        total = int(off[-1] - off[0])
+        if total:
+            dest = np.repeat(pos + 4 - off[:-1], length) + np.arange(off[0], off[-1])
+            out[dest] = data[off[0]:off[-1]]
+        pos = pos + 4 + length
+    return out.tobytes()

@@ -17,9 +17,10 @@ import pyarrow as pa
 
 from governance.gateway import Gateway, Result
 from governance.keys import KeyHash, scram_login
-from governance.pgwire import codec
+from governance.pgwire import codec, compat
 from governance.pgwire.auth import MECHANISM, ScramExchange
-from governance.pgwire.types import TEXT, BadParameter, bind, literal, oid_of, placeholder_count, text_column
+from governance.pgwire.params import parameter_types
+from governance.pgwire.types import TEXT, BadParameter, bind, literal, oid_of, placeholder_count, wire_array
 
 BATCH_ROWS = 1000  # DataRows per write; the socket is drained between batches
 SERVER_PARAMS = {
@@ -27,8 +28,9 @@ SERVER_PARAMS = {
     "TimeZone": "UTC", "integer_datetimes": "on", "standard_conforming_strings": "on", "IntervalStyle": "postgres",
     "application_name": "", "is_superuser": "off", "default_transaction_read_only": "on", "in_hot_standby": "off",
 }
+SERVER_VERSION_NUM = "160000"
 SHOW_EXTRA = {"transaction_isolation": "read committed", "transaction isolation level": "read committed",
-              "search_path": "marts", "max_identifier_length": "63", "lc_collate": "C"}
+              "search_path": "marts", "max_identifier_length": "63", "lc_collate": "C", "server_version_num": SERVER_VERSION_NUM}
 
 POLICY_RULES = {"external_access", "operator_not_allowed", "table_function_not_allowed", "table_not_allowed", "identity_column",
                 "quasi_aggregate_required", "quasi_value_aggregate", "unknown_team"}
@@ -40,8 +42,9 @@ def sqlstate(result: Result) -> str:
         return "42501"
     if rule in ("per_query_cap", "daily_budget", "monthly_budget"):
         return "53400"
-    if rule == "plan_failed":  # the gateway names DuckDB's error class, never its text
-        return "42P01" if "CatalogException" in (result.message or "") else "42703"
+    if rule == "plan_failed":  # governance.hints says what was unknown, from the grant
+        message = result.message or ""
+        return "42P01" if message.startswith("unknown table") or "CatalogException" in message else "42803" if message.startswith("a selected column") else "42703"
     return {"concurrency": "53300", "timeout": "57014", "single_select": "0A000", "query_failed": "22000",
             "unauthenticated": "28000", "revoked_key": "28000", "no_snapshot": "57P03"}.get(rule, "XX000")
 
@@ -50,13 +53,15 @@ def refusal(result: Result) -> bytes:
     return codec.error_response(sqlstate(result), f"{result.message} (rule {result.rule}, audit {result.audit_id})")
 
 
-_SESSION = re.compile(r"^\s*(SET|RESET|BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT|DISCARD|DEALLOCATE|CLOSE|LISTEN|UNLISTEN)\b", re.I)
+_SESSION = re.compile(r"^\s*(SET|RESET|BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK\s+TO|ROLLBACK|ABORT|DISCARD|DEALLOCATE|CLOSE|LISTEN|UNLISTEN|SAVEPOINT|RELEASE)\b", re.I)
 _SHOW = re.compile(r"^\s*SHOW\s+(.+?)\s*;?\s*$", re.I | re.S)
-_PROBE = re.compile(r"\b(pg_catalog|information_schema|pg_[a-z_]+|version\s*\(|current_schema|current_database|current_user|session_user|txid_current)\b", re.I)
+_PROBE = re.compile(r"\b(pg_catalog|information_schema|pg_[a-z_]+|version\s*\(|current_schema|current_database|current_user|session_user|txid_current"
+                    r"|current_setting|quote_ident|has_[a-z_]+_privilege)\b", re.I)
 _FIXED = re.compile(r"^\s*SELECT\s+((?:pg_catalog\.)?(?:version|current_schema)\s*\(\s*\))\s*;?\s*$", re.I)
 VERSION = "PostgreSQL 16.0 (civicflow governed gateway on DuckDB)"
 _TAGS = {"SET": "SET", "RESET": "RESET", "BEGIN": "BEGIN", "START": "BEGIN", "COMMIT": "COMMIT", "END": "COMMIT", "ROLLBACK": "ROLLBACK",
-         "ABORT": "ROLLBACK", "DISCARD": "DISCARD ALL", "DEALLOCATE": "DEALLOCATE", "CLOSE": "CLOSE CURSOR", "LISTEN": "LISTEN", "UNLISTEN": "UNLISTEN"}
+         "ABORT": "ROLLBACK", "DISCARD": "DISCARD ALL", "DEALLOCATE": "DEALLOCATE", "CLOSE": "CLOSE CURSOR", "LISTEN": "LISTEN", "UNLISTEN": "UNLISTEN",
+         "SAVEPOINT": "SAVEPOINT", "RELEASE": "RELEASE"}
 
 
 @dataclass
@@ -68,8 +73,13 @@ class Prepared:
 @dataclass
 class Portal:
     sql: str
-    result_text: bool
+    result_formats: list[int] = field(default_factory=list)  # as Bind sent them: none, one for all, or one per column
     answer: "Answer | None" = None  # run at Describe (the columns must be known), sent at Execute
+
+    def formats(self, n: int) -> list[int]:
+        """0 (text) or 1 (binary) for each of n result columns."""
+        f = self.result_formats
+        return [0] * n if not f else [f[0]] * n if len(f) == 1 else (f + [0] * n)[:n]
 
 
 @dataclass
@@ -85,6 +95,7 @@ class Answer:
 class Stats:
     rows: int = 0
     batches: int = 0
+    probe_fallbacks: int = 0  # catalog probes DuckDB could not run (answered empty)
 
 
 @dataclass
@@ -99,6 +110,7 @@ class Session:
     statements: dict[str, Prepared] = field(default_factory=dict)
     portals: dict[str, Portal] = field(default_factory=dict)
     probe: duckdb.DuckDBPyConnection | None = None
+    granted: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # what the probe holds
     stats: Stats = field(default_factory=Stats)
 
     # ------------------------------------------------------------------ startup and login
@@ -218,6 +230,8 @@ class Session:
         m = _SESSION.match(sql)
         if m:
             word = m.group(1).split()[0].upper()
+            if m.group(1).upper().startswith("ROLLBACK") and len(m.group(1).split()) > 1:
+                return Answer("ROLLBACK")  # to a savepoint: the transaction goes on
             if word in ("BEGIN", "START"):
                 self.in_txn = True
             elif word in ("COMMIT", "END", "ROLLBACK", "ABORT"):
@@ -246,13 +260,19 @@ class Session:
         if m:
             self.settings[m.group(1)] = m.group(2).strip("'\"")
 
-    def _probe(self, sql: str) -> Answer:
+    def _probe_con(self) -> duckdb.DuckDBPyConnection:
         if self.probe is None:
-            self.probe = _probe_connection(self.gateway.granted_columns(self.key))
+            self.granted = self.gateway.granted_columns(self.key)
+            self.probe = _probe_connection(self.granted)
+        return self.probe
+
+    def _probe(self, sql: str) -> Answer:
+        settings = {**SERVER_PARAMS, **SHOW_EXTRA, **self.settings}
         try:
-            table = self.probe.execute(sql).fetch_arrow_table()
+            table = self._probe_con().execute(compat.rewrite(sql, self.user, settings)).fetch_arrow_table()
         except duckdb.Error:
             # A probe DuckDB cannot answer gets an empty answer, never DuckDB's text.
+            self.stats.probe_fallbacks += 1
             table = pa.table({"?column?": pa.array([], pa.string())})
         return Answer(f"SELECT {len(table)}", table)
 
@@ -260,19 +280,29 @@ class Session:
         """A statement's columns before it is bound (pg8000, asyncpg, JDBC ask for them): planned on
         the probe connection, whose tables are empty copies of the team's grant, so describing
         reads no data and bills nothing; the real run still goes through the gateway."""
-        if self.probe is None:
-            self.probe = _probe_connection(self.gateway.granted_columns(self.key))
+        probe = self._probe_con()
+        if not all(prepared.param_oids):  # fill in what the client left unknown, as Postgres would
+            inferred = parameter_types(prepared.sql, len(prepared.param_oids), self.granted, self._oid_of_type)
+            prepared.param_oids = [o or inferred[i] for i, o in enumerate(prepared.param_oids)]
         try:
             sql = bind(prepared.sql, ["NULL"] * len(prepared.param_oids))
-            return self.probe.execute(f"SELECT * FROM ({sql}) AS cf_shape LIMIT 0").fetch_arrow_table().schema
+            return probe.execute(f"SELECT * FROM ({sql}) AS cf_shape LIMIT 0").fetch_arrow_table().schema
         except (duckdb.Error, BadParameter):
             return None
 
-    async def _rows(self, table: pa.Table) -> None:
-        """DataRows a batch at a time: only one batch of encoded rows exists at once."""
+    def _oid_of_type(self, duckdb_type: str) -> int:
+        return oid_of(self._probe_con().execute(f"SELECT CAST(NULL AS {duckdb_type}) AS v").fetch_arrow_table().schema[0].type)[0]
+
+    async def _rows(self, table: pa.Table, formats: list[int] | None = None) -> None:
+        """DataRows a batch at a time: only one batch of encoded rows exists at once. `formats`:
+        per column 0 text or 1 binary (asyncpg asks for binary)."""
+        formats = formats or [0] * table.num_columns
         for batch in table.to_batches(max_chunksize=BATCH_ROWS):
-            columns = [text_column(c) for c in batch.columns]
-            self.writer.write(b"".join(codec.data_row(row) for row in zip(*columns)) if columns else b"")
+            wire = [wire_array(c, f == 1) for c, f in zip(batch.columns, formats, strict=True)]
+            if wire:
+                self.writer.write(codec.data_rows([w[0] for w in wire], [w[1] for w in wire]))
+            else:  # a SELECT with no columns still sends its rows
+                self.writer.write(codec.data_row([]) * batch.num_rows)
             await self.writer.drain()
             self.stats.rows += batch.num_rows
             self.stats.batches += 1
@@ -299,8 +329,8 @@ class Session:
             n = buf.int32()
             values.append(None if n < 0 else buf.bytes_(n))
         result_formats = [buf.int16() for _ in range(buf.int16())]
-        if any(f != 0 for f in result_formats):
-            await self._send(codec.error_response("0A000", "only text result format is supported"))
+        if any(f not in (0, 1) for f in result_formats):
+            await self._send(codec.error_response("08P01", "result format codes are 0 (text) or 1 (binary)"))
             return False
         try:
             binary = [(formats[i] if len(formats) > 1 else (formats[0] if formats else 0)) == 1 for i in range(len(values))]
@@ -309,7 +339,7 @@ class Session:
         except (BadParameter, UnicodeDecodeError) as e:
             await self._send(codec.error_response("22023", str(e)))
             return False
-        self.portals[portal] = Portal(sql, True)
+        self.portals[portal] = Portal(sql, result_formats)
         self.writer.write(codec.BIND_COMPLETE)
         return True
 
@@ -332,7 +362,8 @@ class Session:
         if portal.answer.error is not None:
             await self._send(portal.answer.error)
             return False
-        self.writer.write(_row_description(portal.answer.table.schema) if portal.answer.table is not None else codec.NO_DATA)
+        table = portal.answer.table
+        self.writer.write(_row_description(table.schema, portal.formats(table.num_columns)) if table is not None else codec.NO_DATA)
         return True
 
     async def _execute(self, buf: codec.Buffer) -> bool:
@@ -346,13 +377,13 @@ class Session:
             await self._send(answer.error)
             return False
         if answer.table is not None:
-            await self._rows(answer.table)
+            await self._rows(answer.table, portal.formats(answer.table.num_columns))
         self.writer.write(codec.command_complete(answer.tag) if portal.sql.strip() else codec.EMPTY_QUERY)
         return True
 
 
-def _row_description(schema: pa.Schema) -> bytes:
-    return codec.row_description([(f.name, *oid_of(f.type)) for f in schema])
+def _row_description(schema: pa.Schema, formats: list[int] | None = None) -> bytes:
+    return codec.row_description([(f.name, *oid_of(f.type)) for f in schema], formats or ())
 
 
 _SPLIT = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|;", re.S)
@@ -371,6 +402,9 @@ def _split(sql: str) -> list[str]:
 
 def _probe_connection(granted: dict[str, list[tuple[str, str]]]) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
+    con.execute(f"ATTACH ':memory:' AS {compat.DATABASE}")  # current_database() says civicflow
+    con.execute(f"USE {compat.DATABASE}")
+    compat.prepare(con)
     for rel, cols in granted.items():
         schema, name = rel.split(".", 1)
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')

@@ -151,3 +151,104 @@ def bind(sql: str, literals: list[str]) -> str:
 
 def placeholder_count(sql: str) -> int:
     return max((int(m.group(1)) for m in _TOKENS.finditer(sql) if m.group(1)), default=0)
+
+
+# ---------------------------------------------------------------- binary result format
+# asyncpg (and JDBC for some types) ask for results in binary. Each function turns one Arrow
+# column into the Postgres binary value of the OID `oid_of` gives it.
+
+_PG_EPOCH_DAYS = 10957  # 2000-01-01 as days since 1970-01-01
+_PG_EPOCH_US = _PG_EPOCH_DAYS * 86_400_000_000
+
+
+def _fixed(col: pa.Array, numpy_type: str, to: pa.DataType | None = None) -> list[bytes | None]:
+    """Big-endian fixed-width values, sliced from one buffer."""
+    import numpy as np
+
+    values = (pc.cast(col, to) if to is not None else col).fill_null(0).to_numpy(zero_copy_only=False)
+    raw = np.ascontiguousarray(values).astype(numpy_type).tobytes()
+    width = np.dtype(numpy_type).itemsize
+    out: list[bytes | None] = [raw[i:i + width] for i in range(0, len(raw), width)]
+    if col.null_count:
+        for i, null in enumerate(col.is_null().to_pylist()):
+            if null:
+                out[i] = None
+    return out
+
+
+def _numeric(value: Decimal) -> bytes:
+    """Postgres NUMERIC binary: ndigits, weight, sign, dscale, then base-10000 digits."""
+    if value.is_nan():
+        return struct.pack("!hhhh", 0, 0, 0xC000 - 0x10000, 0)
+    sign, digits, exponent = value.as_tuple()
+    dscale = max(0, -exponent)
+    text = "".join(map(str, digits))
+    int_len = len(text) + exponent  # digits before the point (negative: zeros after it first)
+    int_part = text[:int_len] if exponent < 0 else text + "0" * exponent
+    frac_part = text[int_len:] if exponent < 0 else ""
+    if int_len < 0:
+        frac_part, int_part = "0" * -int_len + text, ""
+    int_part = int_part.lstrip("0")
+    int_part = "0" * (-len(int_part) % 4) + int_part
+    frac_part = frac_part + "0" * (-len(frac_part) % 4)
+    groups = [int(int_part[i:i + 4]) for i in range(0, len(int_part), 4)] + [int(frac_part[i:i + 4]) for i in range(0, len(frac_part), 4)]
+    weight = len(int_part) // 4 - 1
+    while groups and groups[-1] == 0:  # trailing zero groups carry nothing (dscale keeps the scale)
+        groups.pop()
+    while groups and groups[0] == 0:
+        groups.pop(0)
+        weight -= 1
+    if not groups:
+        weight = 0
+    return struct.pack(f"!hhhh{len(groups)}h", len(groups), weight, 0x4000 if sign else 0, dscale, *groups)
+
+
+def binary_column(col: pa.Array) -> list[bytes | None]:
+    """One column of a batch in Postgres binary format (NULL as None)."""
+    t = col.type
+    oid, _ = oid_of(t)
+    if oid == BOOL:
+        return [None if v is None else (b"\x01" if v else b"\x00") for v in col.to_pylist()]
+    if oid in (INT2, INT4, INT8, FLOAT4, FLOAT8):
+        if oid == INT8 and pa.types.is_unsigned_integer(t):  # UBIGINT: above int64 it cannot go out as int8
+            return [None if v is None else struct.pack("!q", v) for v in col.to_pylist()]
+        return _fixed(col, {INT2: ">i2", INT4: ">i4", INT8: ">i8", FLOAT4: ">f4", FLOAT8: ">f8"}[oid])
+    if oid == DATE:
+        return _fixed(pc.subtract(pc.cast(col, pa.int32()), _PG_EPOCH_DAYS), ">i4")
+    if oid in (TIMESTAMP, TIMESTAMPTZ):
+        us = pc.cast(pc.cast(col, pa.timestamp("us", t.tz)), pa.int64())
+        return _fixed(pc.subtract(us, _PG_EPOCH_US), ">i8")
+    if oid == TIME:
+        return _fixed(pc.cast(pc.cast(col, pa.time64("us")), pa.int64()), ">i8")
+    if oid == NUMERIC:
+        return [None if v is None else _numeric(v) for v in col.to_pylist()]
+    if oid == INTERVAL:
+        out: list[bytes | None] = []
+        for v in col.to_pylist():
+            if v is None:
+                out.append(None)
+            elif isinstance(v, timedelta):
+                out.append(struct.pack("!qii", v.seconds * 1_000_000 + v.microseconds, v.days, 0))
+            else:  # MonthDayNano
+                out.append(struct.pack("!qii", v.nanoseconds // 1000, v.days, v.months))
+        return out
+    if oid == BYTEA:
+        return [None if v is None else bytes(v) for v in col.to_pylist()]
+    return text_column(col)  # text, varchar, json: the binary format is the text
+
+
+def wire_array(col: pa.Array, binary: bool) -> tuple[pa.Array, "object"]:
+    """(values as an Arrow binary array with nulls emptied, numpy null mask) of one column in
+    text or binary format, for codec.data_rows. Plain integers, decimals, dates, timestamps
+    without a zone and strings are cast by Arrow in one call; other types go value by value."""
+    import numpy as np
+
+    nulls = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else np.zeros(len(col), dtype=bool)
+    t = col.type
+    if not binary and (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        out = col
+    elif not binary and (pa.types.is_integer(t) or pa.types.is_decimal(t) or pa.types.is_date(t) or (pa.types.is_timestamp(t) and not t.tz)):
+        out = pc.cast(col, pa.string())
+    else:
+        out = pa.array(binary_column(col) if binary else text_column(col), pa.binary())
+    return pc.fill_null(out.cast(pa.binary()), b""), nulls

@@ -69,6 +69,33 @@ def budget_table(home, rules_dir: Path) -> Table:
     return table
 
 
+def _cell(value) -> str:
+    """A value as the table prints it: floats to 4 decimals without trailing zeros."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.4f}".rstrip("0").rstrip(".") if value == value and abs(value) != float("inf") else str(value)
+    return str(value)
+
+
+def _rows_text(columns: list[str], rows: list[list], fmt: str) -> str:
+    import csv
+    import io
+
+    if fmt == "json":
+        return json.dumps([dict(zip(columns, r, strict=True)) for r in rows], indent=1) + "\n"
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([["" if v is None else v for v in r] for r in rows])
+    return buf.getvalue()
+
+
+def _query_footer(n: int, info) -> str:
+    notes = (["truncated to the team's max_result_rows"] if info.truncated else []) + ([f"{info.suppressed_groups} small groups suppressed"] if info.suppressed_groups else [])
+    return "; ".join(notes + [f"cost {info.actual:.4f} units (estimate {info.estimate:.4f})", f"snapshot {info.snapshot} (published {info.as_of})", f"audit id {info.audit_id}"])
+
+
 def register(app: typer.Typer) -> None:
     def _home(home):
         return settings_for(home).home
@@ -153,11 +180,16 @@ def register(app: typer.Typer) -> None:
         key: Annotated[str | None, typer.Option("--key", help="API key (default: $CIVICFLOW_API_KEY).", show_default=False)] = None,
         url: Annotated[str | None, typer.Option("--url", help="Gateway URL (default: $CIVICFLOW_GATEWAY_URL or http://127.0.0.1:8765).", show_default=False)] = None,
         estimate: Annotated[bool, typer.Option("--estimate", help="Dry run: show the cost estimate only.")] = False,
+        fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+        out: Annotated[Path | None, typer.Option("--out", help="Write the rows to this file (every row) instead of the terminal.", show_default=False)] = None,
+        show: Annotated[int, typer.Option("--show", help="With --format table on the terminal: rows to print (the rest are counted, not dropped silently).")] = 200,
         home: HomeOpt = None,
     ) -> None:
-        """Run SQL through the gateway and print the result, its cost and its audit id."""
+        """Run SQL through the gateway and print the result, its cost, snapshot and audit id."""
         from governance.client import Client, GatewayError
 
+        if fmt not in ("table", "csv", "json"):
+            _fail(f"--format must be table, csv or json, not {fmt!r}")
         settings = settings_for(home)
         try:
             client = Client(url or settings.gateway_url, key or settings.api_key)
@@ -166,25 +198,106 @@ def register(app: typer.Typer) -> None:
         try:
             with client:
                 if estimate:
-                    console.print_json(json.dumps(client.estimate(sql)))
+                    e = client.estimate(sql)
+                    console.print(f"estimate {e['estimate']:.4f} units (1 unit = 1 MB scanned) · reads {', '.join(e['tables']) or 'no table'} "
+                                  f"· snapshot {e.get('snapshot')} · audit id {e['audit_id']}", markup=False)
                     return
                 columns, rows = client.query_rows(sql)
                 info = client.last
         except GatewayError as e:
-            _fail(f"refused [{e.rule}]: {e.message}\naudit id: {e.audit_id}", code=2)
-        except Exception as e:  # connection refused etc.
-            _fail(f"could not reach the gateway at {client.url}: {type(e).__name__}")
-        table = Table(*columns)
-        for row in rows[:200]:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            _fail(f"refused [{e.rule}]: {e.message}" + (f"\naudit id: {e.audit_id}" if e.audit_id else ""), code=2)
+        footer = _query_footer(len(rows), info)
+        if out is not None or fmt != "table":
+            text = _rows_text(columns, rows, "csv" if fmt == "table" else fmt)
+            if out is not None:
+                out.write_text(text)
+                console.print(f"{len(rows)} rows written to {out} · {footer}", markup=False)
+            else:
+                sys.stdout.write(text)
+                print(footer, file=sys.stderr)  # stdout stays pure data
+            return
+        from rich.text import Text
+
+        table = Table()
+        for c in columns:
+            table.add_column(Text(c))  # a name from the data, never read as markup
+        for row in rows[:show]:
+            table.add_row(*(Text(_cell(v)) for v in row))
         console.print(table)
-        notes = [f"{len(rows)} rows"] + (["truncated to the team's max_result_rows"] if info.truncated else []) + ([f"{info.suppressed_groups} small groups suppressed"] if info.suppressed_groups else [])
-        console.print(f"{'; '.join(notes)} · cost {info.actual:.4f} units (estimate {info.estimate:.4f}) · audit id {info.audit_id}")
+        held = len(rows) - min(len(rows), show)
+        shown = f"{len(rows)} rows" if not held else f"showing {show} of {len(rows)} rows ({held} held back: --show N, or --format csv --out FILE for all)"
+        console.print(f"{shown} · {footer}", markup=False)
 
     @app.command()
-    def budget(rules: RulesOpt = RULES_DIR, home: HomeOpt = None) -> None:
-        """Each team's spend today and this month against its budget."""
-        console.print(budget_table(_home(home), rules))
+    def catalog(
+        fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+        key: Annotated[str | None, typer.Option("--key", help="API key (default: $CIVICFLOW_API_KEY).", show_default=False)] = None,
+        url: Annotated[str | None, typer.Option("--url", help="Gateway URL (default: $CIVICFLOW_GATEWAY_URL or http://127.0.0.1:8765).", show_default=False)] = None,
+        home: HomeOpt = None,
+    ) -> None:
+        """List what your team may query: relations, columns, types, privacy, descriptions, rows."""
+        from governance.client import Client, GatewayError
+
+        if fmt not in ("table", "json"):
+            _fail(f"--format must be table or json, not {fmt!r}")
+        settings = settings_for(home)
+        try:
+            client = Client(url or settings.gateway_url, key or settings.api_key)
+        except ValueError as e:
+            _fail(str(e))
+        try:
+            with client:
+                answer = client.catalog()
+        except GatewayError as e:
+            _fail(f"refused [{e.rule}]: {e.message}" + (f"\naudit id: {e.audit_id}" if e.audit_id else ""), code=2)
+        if fmt == "json":
+            print(json.dumps(answer, indent=2))
+            return
+        from rich.text import Text
+
+        for rel in answer["relations"]:
+            rows = "view" if rel["rows"] is None else f"{rel['rows']:,} rows"
+            console.print(Text(f"{rel['name']} ({rows})" + (f": {rel['description']}" if rel["description"] else ""), style="bold"))
+            table = Table("column", "type", "privacy", "description")
+            for c in rel["columns"]:
+                table.add_row(Text(c["name"]), Text(c["type"]), c["privacy"], Text(c["description"] or ""))
+            console.print(table)
+        console.print(f"{len(answer['relations'])} relations · snapshot {answer['snapshot']} (published {answer['snapshot_as_of']}) · audit id {answer['audit_id']}")
+
+    @app.command()
+    def budget(
+        by: Annotated[str, typer.Option("--by", help="team: spend against budgets; key: spend per key; day: spend per day and team.")] = "team",
+        days: Annotated[int, typer.Option("--days", help="With --by day: how many days back, today included.")] = 30,
+        rules: RulesOpt = RULES_DIR,
+        home: HomeOpt = None,
+    ) -> None:
+        """Spend in cost units: per team against its budget, per key, or per day."""
+        if by not in ("team", "key", "day"):
+            _fail(f"--by must be team, key or day, not {by!r}")
+        if days < 1:
+            _fail("--days must be at least 1")
+        if by == "team":
+            console.print(budget_table(_home(home), rules))
+            return
+        from rich.text import Text
+
+        if by == "key":
+            answer = admin(_home(home), "budget/keys")
+            table = Table("team", "key", "today", "queries today", "this month", "queries this month", title=f"Settled spend per key in cost units, {answer['day']}")
+            for k in answer["keys"]:
+                table.add_row(Text(k["team"]), Text(k["key"] or "-"), f"{k['day_spent']:.3f}", str(k["day_queries"]), f"{k['month_spent']:.3f}", str(k["month_queries"]))
+            console.print(table)
+            return
+        answer = admin(_home(home), "budget/days", {"days": days})
+        teams = sorted({r["team"] for r in answer["spend"]})
+        table = Table("day", *teams, "total", title=f"Settled spend per day in cost units, last {days} days to {answer['day']}")
+        per_day: dict[str, dict[str, float]] = {}
+        for r in answer["spend"]:
+            per_day.setdefault(r["day"], {})[r["team"]] = r["spent"]
+        for day in sorted(per_day):
+            values = per_day[day]
+            table.add_row(day, *(f"{values.get(t, 0.0):.3f}" for t in teams), f"{sum(values.values()):.3f}")
+        console.print(table if teams else f"no settled spend in the last {days} days")
 
     @gov_app.command("check")
     def check(rules: RulesOpt = RULES_DIR, manifest: ManifestOpt = MANIFEST, home: HomeOpt = None) -> None:
@@ -209,6 +322,24 @@ def register(app: typer.Typer) -> None:
         console.print(f"{errors} error(s), {len(findings) - errors} warning(s) against {snap.name}")
         if errors:
             raise typer.Exit(1)
+
+    audit_app = typer.Typer(help="Read the audit trail.", no_args_is_help=True)
+    gov_app.add_typer(audit_app, name="audit")
+
+    @audit_app.command("show")
+    def audit_show(audit_id: Annotated[str, typer.Argument(help="The audit id an answer or refusal quoted.")], home: HomeOpt = None) -> None:
+        """Show one audit row: who, when, the SQL, the rule, the cost, the snapshot."""
+        from rich.text import Text
+
+        e = admin(_home(home), "audit/show", {"audit_id": audit_id})["entry"]
+        table = Table("field", "value", show_header=False)
+        for field in ("audit_id", "ts", "team", "key_name", "outcome", "rule", "message", "sql", "tables", "columns",
+                      "estimate", "actual", "result_rows", "duration_ms", "snapshot", "seq"):
+            value = e.get(field)
+            if isinstance(value, float):
+                value = f"{value:.4f}" if field != "duration_ms" else f"{value:.1f} ms"
+            table.add_row(field, Text("" if value is None else str(value)))
+        console.print(table)
 
     @gov_app.command("verify-audit")
     def verify_audit(home: HomeOpt = None) -> None:

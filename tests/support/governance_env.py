@@ -32,6 +32,10 @@ CELLS = {
     "marts.passes": {"privacy_unit": "pass_id", "privacy_cells": ["pass_type", "home_neighbourhood_id", "birth_year"]},
     "staging.stg_onboarding": {"privacy_unit": "pass_id", "privacy_cells": ["pass_type"]},
 }
+DESCRIPTIONS = {  # dbt descriptions: relation → (its description, {column: description})
+    "marts.demand": ("Units demanded per neighbourhood, category and day", {"units": "units picked up that day", "demand_date": "the city's local date"}),
+    "marts.passes": ("One row per pass issued", {"pass_type": "transit, event or locker"}),
+}
 
 
 def build_warehouse(path: Path) -> Path:
@@ -72,10 +76,11 @@ def write_manifest(path: Path) -> Path:
     for rel, cols in MANIFEST_MODELS.items():
         schema, name = rel.split(".")
         meta = CELLS.get(rel, {})
+        described, column_descriptions = DESCRIPTIONS.get(rel, ("", {}))
         nodes[f"model.civicflow.{name}"] = {
             "resource_type": "model", "schema": schema, "name": name, "alias": name, "meta": meta,
-            "config": {"meta": meta},
-            "columns": {c: {"name": c, "meta": {"privacy": cls}} for c, cls in cols.items()},
+            "config": {"meta": meta}, "description": described,
+            "columns": {c: {"name": c, "meta": {"privacy": cls}, "description": column_descriptions.get(c, "")} for c, cls in cols.items()},
         }
     path.write_text(json.dumps({"nodes": nodes}))
     return path

@@ -1,0 +1,157 @@
+"""Added latency of the PostgreSQL endpoint and of HTTP over a bare DuckDB connection, and
+rows per second of a large result.
+
+Builds its own small published warehouse in a temporary folder (marts.demand, 200k rows;
+marts.big, 1M rows), starts the gateway's HTTP server (uvicorn) and Postgres endpoint on
+127.0.0.1, and measures in the same run, interleaving the three paths so each sees the same
+load (the machine is shared):
+
+- a small aggregate query: median latency on a bare read-only DuckDB connection, over HTTP
+  (httpx, JSON) and over the Postgres endpoint (psycopg, simple query), and the latency each
+  adds to bare. Target: the Postgres endpoint adds no more than HTTP does + 2 ms (median).
+- a 1M-row result (two BIGINT columns): rows/s of a bare DuckDB fetch into Arrow, over the
+  Postgres endpoint (psycopg, all rows), and over HTTP (Arrow stream) for reference.
+  Target: the Postgres endpoint reaches at least half the bare rate.
+
+    .venv/bin/python bench/bench_pgwire.py [--repeat 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from governance.gateway import Gateway  # noqa: E402
+from governance.keys import create_key  # noqa: E402
+from governance.pgwire.server import PgServer  # noqa: E402
+from governance.rules import load_rules  # noqa: E402
+from governance.server import create_app  # noqa: E402
+from governance.state import GovernanceState  # noqa: E402
+from warehouse.backends import DuckDBFile  # noqa: E402
+from warehouse.snapshots import current_snapshot  # noqa: E402
+
+SMALL = "SELECT category, sum(units) AS units, count(*) AS n FROM marts.demand GROUP BY category ORDER BY category"
+LARGE = "SELECT x, y FROM marts.big"
+LARGE_ROWS = 1_000_000
+RULES = """team: bench
+budget: {per_day: 1000000, per_month: 10000000, per_query: 100000}
+limits: {concurrency: 4, timeout_seconds: 120, max_result_rows: 1100000}
+allow: {schemas: [marts], tables: [], table_functions: []}
+identity_clearance: false
+min_group_size: 5
+"""
+
+
+def build(root: Path) -> tuple[Path, Path, Path]:
+    warehouse = root / "warehouse.duckdb"
+    con = duckdb.connect(str(warehouse))
+    con.execute("CREATE SCHEMA marts")
+    con.execute("CREATE TABLE marts.demand AS SELECT ['food', 'parcels', 'pharmacy'][1 + i % 3] AS category, (i * 7 % 23)::DOUBLE AS units FROM range(200000) t(i)")
+    con.execute(f"CREATE TABLE marts.big AS SELECT i AS x, i % 97 AS y FROM range({LARGE_ROWS}) t(i)")
+    con.close()
+    DuckDBFile(warehouse).publish(root / "published")
+    nodes = {f"model.bench.{name}": {"resource_type": "model", "schema": "marts", "name": name, "alias": name,
+                                     "columns": {c: {"name": c, "meta": {"privacy": "public"}} for c in cols}}
+             for name, cols in (("demand", ("category", "units")), ("big", ("x", "y")))}
+    (root / "manifest.json").write_text(json.dumps({"nodes": nodes}))
+    (root / "rules").mkdir()
+    (root / "rules" / "bench.yml").write_text(RULES)
+    return root / "published", root / "manifest.json", root / "rules"
+
+
+class Http:
+    def __init__(self, app):
+        import socket
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=30, help="runs of the small query per path")
+    parser.add_argument("--large-repeat", type=int, default=3, help="runs of the 1M-row result per path")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        published, manifest, rules_dir = build(Path(tmp))
+        state = GovernanceState(Path(tmp) / "governance.duckdb")
+        key, _ = create_key(state, "bench", "bench-key")
+        gateway = Gateway(state, load_rules(rules_dir), published, manifest)
+        http, pg = Http(create_app(gateway)), PgServer(gateway, port=0).start()
+        # the same bytes under another name: one process cannot open one file with two configurations
+        shutil.copyfile(current_snapshot(published), Path(tmp) / "bare.duckdb")
+        bare = duckdb.connect(str(Path(tmp) / "bare.duckdb"), read_only=True)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{http.port}", headers={"Authorization": f"Bearer {key}"}, timeout=300)
+        pgc = psycopg.connect(host="127.0.0.1", port=pg.port, user="bench-key", password=key, dbname="civicflow", autocommit=True)
+        try:
+            paths = {
+                "bare": lambda sql: bare.execute(sql).to_arrow_table(),
+                "http": lambda sql: client.post("/v1/query", json={"sql": sql, "format": "json" if sql == SMALL else "arrow"}).raise_for_status(),
+                "pgwire": lambda sql: pgc.execute(sql).fetchall(),
+            }
+            for fn in paths.values():  # warm: connections, plans, the probe
+                fn(SMALL)
+            small: dict[str, list[float]] = {p: [] for p in paths}
+            order = list(paths)
+            for i in range(args.repeat):
+                for p in order[i % 3:] + order[:i % 3]:
+                    small[p].append(timed(lambda p=p: paths[p](SMALL)))
+            med = {p: statistics.median(v) for p, v in small.items()}
+            added_http, added_pg = med["http"] - med["bare"], med["pgwire"] - med["bare"]
+            print(f"small query, median of {args.repeat}: bare {med['bare']:.2f} ms, HTTP {med['http']:.2f} ms, Postgres {med['pgwire']:.2f} ms")
+            print(f"  added over bare: HTTP +{added_http:.2f} ms, Postgres +{added_pg:.2f} ms")
+            print(f"  Postgres added − HTTP added = {added_pg - added_http:+.2f} ms (target ≤ +2 ms): {'MET' if added_pg <= added_http + 2 else 'NOT MET'}")
+
+            large: dict[str, list[float]] = {p: [] for p in paths}
+            for i in range(args.large_repeat):
+                for p in order[i % 3:] + order[:i % 3]:
+                    large[p].append(timed(lambda p=p: paths[p](LARGE)) / 1000)
+            rate = {p: LARGE_ROWS / statistics.median(v) for p, v in large.items()}
+            print(f"1M-row result, median of {args.large_repeat}: bare DuckDB→Arrow {rate['bare']:,.0f} rows/s, "
+                  f"Postgres (psycopg) {rate['pgwire']:,.0f} rows/s, HTTP Arrow {rate['http']:,.0f} rows/s")
+            ratio = rate["pgwire"] / rate["bare"]
+            print(f"  Postgres / bare = {ratio:.3f} (target ≥ 0.5): {'MET' if ratio >= 0.5 else 'NOT MET'}; HTTP Arrow / bare = {rate['http'] / rate['bare']:.3f}")
+        finally:
+            pgc.close()
+            client.close()
+            bare.close()
+            pg.stop()
+            http.stop()
+            gateway.close()
+            state.close()
+
+
+if __name__ == "__main__":
+    main()
