@@ -35,15 +35,18 @@ def test_catalog_lists_the_grant_with_types_privacy_descriptions_and_rows(pg: Pg
     assert set(rels) == {"marts.demand", "marts.passes", "marts.funnel", "marts.big", "staging.stg_onboarding"}  # not secret.*, not raw.*
     with duckdb.connect(str(pg.env.home / "warehouse.duckdb"), read_only=True) as con:  # what was published
         assert rels["marts.demand"]["rows"] == con.execute("SELECT count(*) FROM marts.demand").fetchone()[0] == 20000
-    assert rels["staging.stg_onboarding"]["kind"] == "view" and rels["staging.stg_onboarding"]["rows"] is None
+    # A team's relations are built for it at publish: tables, with their row counts.
+    assert rels["staging.stg_onboarding"]["kind"] == "table" and rels["staging.stg_onboarding"]["rows"] > 0
     demand = {c["name"]: c for c in rels["marts.demand"]["columns"]}
     assert rels["marts.demand"]["description"] == "Units demanded per neighbourhood, category and day"
     assert demand["units"] == {"name": "units", "type": "DOUBLE", "privacy": "public", "description": "units picked up that day"}
     assert demand["demand_date"]["type"] == "DATE" and demand["category"]["description"] is None
     passes = {c["name"]: c["privacy"] for c in rels["marts.passes"]["columns"]}
-    assert passes == {"pass_id": "quasi", "home_neighbourhood_id": "quasi", "pass_type": "public"}  # identity left out: not cleared
+    # Published as cells counting holders: no pass_id, and no identity column (not cleared).
+    assert passes == {"pass_type": "public", "home_neighbourhood_id": "quasi", "holders": "public"}
     cleared_passes = {c["name"]: c["privacy"] for r in cleared["relations"] if r["name"] == "marts.passes" for c in r["columns"]}
-    assert cleared_passes["holder_email"] == cleared_passes["birth_year"] == cleared_passes["note"] == "identity"  # no class: identity
+    # Clearance adds identity attributes as cell dimensions (birth_year), never contact details.
+    assert cleared_passes["birth_year"] == "identity" and "holder_email" not in cleared_passes
     assert refused.status_code == 401 and refused.json()["error"]["rule"] == "unauthenticated"
     audited = pg.state.con.execute("SELECT team, outcome, message FROM audit WHERE message LIKE 'GET /v1/catalog%' ORDER BY seq").fetchall()
     assert [a[:2] for a in audited] == [("analysts", "catalog"), ("cleared", "catalog"), (None, "refused")]

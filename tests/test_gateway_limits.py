@@ -135,6 +135,7 @@ def test_one_team_holding_its_connections_does_not_starve_another_over_http(tmp_
     ana, _ = create_key(state, "analysts", "ana")
     cleo, _ = create_key(state, "cleared", "cleo")
     _warm(gateway, ana)
+    _warm(gateway, cleo)  # each team reads its own published file: opened by its first request
     try:
         with ServerThread(create_app(gateway)) as srv:
             answers: list[httpx.Response] = []
