@@ -201,3 +201,45 @@ def scorecard(con: duckdb.DuckDBPyConnection, as_of: date, days: int = SCORE_DAY
     out = out.with_columns(*[pl.col(c).round(4 if "saving" in c else 2) for c in SCORE_SCHEMA
                              if c not in ("day", "days_scored")])
     return pl.DataFrame(out.select(list(SCORE_SCHEMA)), schema=SCORE_SCHEMA)
+
+
+# column → (header people read, kind for the workbook's number format)
+PEOPLE: dict[str, tuple[str, str]] = {
+    "plan_date": ("plan date", "date"), "day": ("day", "date"),
+    "hub_id": ("hub", "text"), "hub_name": ("hub name", "text"), "neighbourhood_name": ("neighbourhood", "text"),
+    "category": ("category", "text"),
+    "units_yesterday": ("units in last night's plan (units)", "int"), "units": ("units to stage (units)", "int"),
+    "change": ("change (units)", "int"), "p50_yesterday": ("median demand last night (units)", "float"),
+    "p50": ("median demand (units)", "float"), "reason": ("main reason", "text"), "why": ("why", "text"),
+    "staged": ("units staged (units)", "int"), "demand": ("units picked up (units)", "float"),
+    "units_short": ("units short (units)", "float"), "hauled_back": ("units hauled back (units)", "float"),
+    "service_level": ("service level (%)", "pct"), "cost": ("cost (EUR)", "eur"),
+    "cost_civicflow": ("cost of the plan (EUR)", "eur"),
+    "cost_yesterday": ("cost staging yesterday's demand (EUR)", "eur"),
+    "cost_reactive": ("cost staging nothing (EUR)", "eur"),
+    "rolling_civicflow": ("28-day cost of the plans (EUR)", "eur"),
+    "rolling_yesterday": ("28-day cost staging yesterday's demand (EUR)", "eur"),
+    "rolling_reactive": ("28-day cost staging nothing (EUR)", "eur"),
+    "rolling_saving_vs_yesterday": ("28-day saving vs yesterday's demand (%)", "pct"),
+    "rolling_saving_vs_reactive": ("28-day saving vs staging nothing (%)", "pct"),
+    "days_scored": ("days scored", "int"),
+}
+FILES = {"changes": "plan_changes.csv", "outcome": "how_it_went.csv", "scorecard": "scorecard_28_days.csv"}
+SHEETS = {"changes": "What changed", "outcome": "How it went", "scorecard": "Scorecard 28 days"}
+
+
+def for_people(df: pl.DataFrame, places: pl.DataFrame | None) -> tuple[pl.DataFrame, list[str]]:
+    """`df` with hub and neighbourhood names (key columns first, ids dropped but the hub's),
+    renamed to the headers people read; and each column's kind."""
+    if "hub_id" in df.columns:
+        names = (places.select("hub_id", "hub_name", "neighbourhood_name") if places is not None and not places.is_empty()
+                 else df.select("hub_id").unique().with_columns(pl.col("hub_id").alias("hub_name"),
+                                                                 pl.lit(None, pl.String).alias("neighbourhood_name")))
+        df = df.join(names, on="hub_id", how="left").with_columns(
+            pl.col("hub_name").fill_null(pl.col("hub_id")),
+            pl.col("neighbourhood_name").fill_null(pl.col("neighbourhood_id")))
+    cols = [c for c in PEOPLE if c in df.columns]
+    out = df.select(cols)
+    keys = [c for c in ("plan_date", "day", "hub_id", "category") if c in cols]
+    out = out.sort(keys) if keys else out
+    return out.rename({c: PEOPLE[c][0] for c in cols}), [PEOPLE[c][1] for c in cols]

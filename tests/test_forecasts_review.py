@@ -3,46 +3,20 @@ by the nightly writer, pickups per hub in `marts.hub_utilisation_daily`."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import polars as pl
 import pytest
-from support.forecast_city import AS_OF, build_city
+from support.forecast_city import AS_OF, build_city, store_nights
 
-from forecasts.planner import plan_staging
 from forecasts.review import plan_changes, outcome, scorecard
-from forecasts.run import write_tables
-
-
-def _forecast(as_of: date, p50_n1: float) -> pl.DataFrame:
-    """Two days ahead for N1 parcels (two hubs) and N2 meds; N1's median given."""
-    days = [as_of + timedelta(days=k) for k in (1, 2)]
-    rows = []
-    for d in days:
-        rows.append(("N1", "parcels", d, p50_n1 * 0.7, p50_n1, p50_n1 * 1.2, p50_n1 * 1.3, p50_n1 * 1.4))
-        rows.append(("N2", "meds", d, 0.0, 2.0, 3.0, 4.0, 5.0))
-    return pl.DataFrame(rows, schema=["neighbourhood_id", "category", "forecast_date", "p10", "p50", "p80", "p90", "p95"],
-                        orient="row")
 
 
 @pytest.fixture()
 def warehouse(tmp_path):
     con = build_city(tmp_path / "w.duckdb")
-    hubs = con.execute("select hub_id, neighbourhood_id from marts.dim_hubs").pl()
-    cap = con.execute("select hub_id, category, capacity_units from marts.hub_capacity").pl()
-    cats = con.execute("select category, under_cost, over_cost from marts.dim_categories").pl()
     # nights AS_OF-3 … AS_OF; N1's median grows 20 → 26, then 60 (H1a 40 + H1b 20 caps it at 60 staged)
-    for k, p50 in zip(range(3, -1, -1), (20.0, 22.0, 26.0, 60.0)):
-        as_of = AS_OF - timedelta(days=k)
-        fc = _forecast(as_of, p50)
-        write_tables(con, as_of, pl.DataFrame(), plan_staging(fc, hubs, cap, cats).with_columns(
-            pl.lit("day").alias("window"), pl.lit(1.0).alias("window_share"), pl.lit("calibrated").alias("intervals")))
-    # what the hubs saw: H1a 15, H1b 9, H2 meds 3 a day; H1a 30 on AS_OF
-    pick = [(d, h, c, float(u)) for d in (AS_OF - timedelta(days=k) for k in range(4))
-            for h, c, u in (("H1a", "parcels", 30 if d == AS_OF else 15), ("H1b", "parcels", 9), ("H2", "meds", 3))]
-    con.register("_p", pl.DataFrame(pick, schema=["activity_date", "hub_id", "category", "pickup_units"],
-                                    orient="row").to_arrow())
-    con.execute("create table marts.hub_utilisation_daily as select * from _p")
+    store_nights(con, {AS_OF - timedelta(days=k): p50 for k, p50 in zip(range(3, -1, -1), (20.0, 22.0, 26.0, 60.0))})
     yield con
     con.close()
 
@@ -83,9 +57,9 @@ def test_scorecard_rolls_cost_against_yesterday_and_reactive(warehouse):
     assert sc["day"].to_list() == [AS_OF - timedelta(days=k) for k in (2, 1, 0)]  # days with a plan the night before
     assert sc["days_scored"].to_list() == [1, 2, 3]
     # reactive: every unit short, 3 EUR parcels, 9 EUR meds
-    react = [3 * (15 + 9) + 9 * 3, 3 * (15 + 9) + 9 * 3, 3 * (30 + 9) + 9 * 3]
+    react = [3 * (15 + 9 + 20) + 9 * 3, 3 * (15 + 9 + 20) + 9 * 3, 3 * (30 + 9 + 20) + 9 * 3]
     assert sc["cost_reactive"].to_list() == react
-    # yesterday on AS_OF: H1a stages 15 for 30 (15 short), H1b and H2 exact
+    # yesterday on AS_OF: H1a stages 15 for 30 (15 short), the others exact
     assert sc["cost_yesterday"][-1] == 3 * 15
     assert sc["rolling_civicflow"][-1] == pytest.approx(sc["cost_civicflow"].sum())
     assert sc["rolling_saving_vs_reactive"][-1] == pytest.approx(1 - sc["cost_civicflow"].sum() / sum(react), abs=1e-4)
