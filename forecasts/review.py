@@ -11,7 +11,9 @@ unit short, sent from the depot; `over_cost` per unit hauled back), as in `value
 
 The policies of the scorecard, on each scored day d (the plan made the night before d):
 
-- `civicflow`: S = the units the plan staged for d at the hub;
+- `civicflow`: S = the units the model's plan staged for d at the hub;
+- `dispatched`: S = the units sent after operations' overrides (overrides.py; the model's
+  units where nothing was overridden), so the model and the overrides are scored apart;
 - `yesterday`: S = the hub's pickups on d − 1, capped by its capacity;
 - `reactive`: S = 0 (everything from the depot).
 """
@@ -34,12 +36,13 @@ CHANGE_SCHEMA: dict[str, pl.DataType] = {
 OUTCOME_SCHEMA: dict[str, pl.DataType] = {
     "day": pl.Date, "hub_id": pl.String, "neighbourhood_id": pl.String, "category": pl.String,
     "staged": pl.Int64, "demand": pl.Float64, "units_short": pl.Float64, "hauled_back": pl.Float64,
-    "service_level": pl.Float64, "cost": pl.Float64,
+    "service_level": pl.Float64, "cost": pl.Float64, "dispatched": pl.Int64, "cost_dispatched": pl.Float64,
 }
 SCORE_SCHEMA: dict[str, pl.DataType] = {
-    "day": pl.Date, "demand": pl.Float64, "cost_civicflow": pl.Float64, "cost_yesterday": pl.Float64,
+    "day": pl.Date, "demand": pl.Float64, "cost_civicflow": pl.Float64, "cost_dispatched": pl.Float64,
+    "cost_yesterday": pl.Float64,
     "cost_reactive": pl.Float64, "rolling_civicflow": pl.Float64, "rolling_yesterday": pl.Float64,
-    "rolling_reactive": pl.Float64, "rolling_saving_vs_yesterday": pl.Float64,
+    "rolling_reactive": pl.Float64, "rolling_dispatched": pl.Float64, "rolling_saving_vs_yesterday": pl.Float64,
     "rolling_saving_vs_reactive": pl.Float64, "days_scored": pl.Int32,
 }
 
@@ -131,19 +134,28 @@ def _cost(staged: pl.Expr, demand: pl.Expr) -> pl.Expr:
 
 
 def _first_day_plans(con: duckdb.DuckDBPyConnection, first: date, last: date) -> pl.DataFrame:
-    """For each day in [first, last]: the plan made the night before (as_of = day − 1)."""
-    return con.execute(
+    """For each day in [first, last]: the plan made the night before (as_of = day − 1): the
+    model's units (`staged`) and what was dispatched after overrides (`dispatched`: the
+    model's units when the plan was not overridden or not approved)."""
+    plan = con.execute(
         """select plan_date "day", hub_id, any_value(neighbourhood_id) neighbourhood_id, category,
                   sum(units)::BIGINT staged, any_value(capacity_units) capacity_units,
                   any_value(under_cost) under_cost, any_value(over_cost) over_cost
            from forecasts.staging_plan
            where plan_date between ? and ? and as_of = plan_date - 1
            group by plan_date, hub_id, category order by 1, 2, 4""", [first, last]).pl()
+    if "forecasts.dispatched_plan" not in _tables(con):
+        return plan.with_columns(pl.col("staged").alias("dispatched"))
+    sent = con.execute(
+        """select plan_date "day", hub_id, category, sum(units)::BIGINT dispatched from forecasts.dispatched_plan
+           where plan_date between ? and ? and as_of = plan_date - 1 group by all""", [first, last]).pl()
+    return (plan.join(sent, on=["day", "hub_id", "category"], how="left")
+            .with_columns(pl.coalesce("dispatched", "staged").alias("dispatched")))
 
 
 def outcome(con: duckdb.DuckDBPyConnection, day: date) -> pl.DataFrame:
     """Last night's plan for `day` against what the hubs saw: per hub × category the units
-    staged, the pickups, units short (sent from the depot), hauled back, the service level
+    staged by the model and dispatched after overrides (each with its cost), the pickups, units short (sent from the depot), hauled back, the service level
     (share of demand served from the hub) and the cost. Empty when there was no plan for
     `day` or no pickups recorded for it."""
     if "forecasts.staging_plan" not in _tables(con):
@@ -157,7 +169,8 @@ def outcome(con: duckdb.DuckDBPyConnection, day: date) -> pl.DataFrame:
     out = j.with_columns(
         (d - s).clip(lower_bound=0).alias("units_short"), (s - d).clip(lower_bound=0).alias("hauled_back"),
         pl.when(d > 0).then(pl.min_horizontal(s, d) / d).otherwise(None).round(4).alias("service_level"),
-        _cost(s, d).round(2).alias("cost"))
+        _cost(s, d).round(2).alias("cost"),
+        _cost(pl.col("dispatched").cast(pl.Float64), d).round(2).alias("cost_dispatched"))
     return pl.DataFrame(out.select(list(OUTCOME_SCHEMA)), schema=OUTCOME_SCHEMA)
 
 
@@ -183,14 +196,16 @@ def scorecard(con: duckdb.DuckDBPyConnection, as_of: date, days: int = SCORE_DAY
     yest = pl.min_horizontal(pl.col("d_prev"), pl.col("capacity_units").cast(pl.Float64).fill_null(float("inf")))
     d = pl.col("demand")
     daily = (j.with_columns(_cost(pl.col("staged").cast(pl.Float64), d).alias("cost_civicflow"),
+                            _cost(pl.col("dispatched").cast(pl.Float64), d).alias("cost_dispatched"),
                             _cost(yest, d).alias("cost_yesterday"), _cost(pl.lit(0.0), d).alias("cost_reactive"))
-             .group_by("day").agg(pl.col("demand").sum(), pl.col("cost_civicflow").sum(),
+             .group_by("day").agg(pl.col("demand").sum(), pl.col("cost_civicflow").sum(), pl.col("cost_dispatched").sum(),
                                   pl.col("cost_yesterday").sum(), pl.col("cost_reactive").sum())
              .sort("day"))
     out = daily.with_columns(
         pl.col("cost_civicflow").cum_sum().alias("rolling_civicflow"),
         pl.col("cost_yesterday").cum_sum().alias("rolling_yesterday"),
         pl.col("cost_reactive").cum_sum().alias("rolling_reactive"),
+        pl.col("cost_dispatched").cum_sum().alias("rolling_dispatched"),
         pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("days_scored"),
     ).with_columns(
         pl.when(pl.col("rolling_yesterday") > 0).then(1 - pl.col("rolling_civicflow") / pl.col("rolling_yesterday"))
@@ -214,7 +229,10 @@ PEOPLE: dict[str, tuple[str, str]] = {
     "staged": ("units staged (units)", "int"), "demand": ("units picked up (units)", "float"),
     "units_short": ("units short (units)", "float"), "hauled_back": ("units hauled back (units)", "float"),
     "service_level": ("service level (%)", "pct"), "cost": ("cost (EUR)", "eur"),
-    "cost_civicflow": ("cost of the plan (EUR)", "eur"),
+    "cost_civicflow": ("cost of the model's plan (EUR)", "eur"),
+    "dispatched": ("units dispatched after overrides (units)", "int"),
+    "cost_dispatched": ("cost of the dispatched plan (EUR)", "eur"),
+    "rolling_dispatched": ("28-day cost of the dispatched plans (EUR)", "eur"),
     "cost_yesterday": ("cost staging yesterday's demand (EUR)", "eur"),
     "cost_reactive": ("cost staging nothing (EUR)", "eur"),
     "rolling_civicflow": ("28-day cost of the plans (EUR)", "eur"),

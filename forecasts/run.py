@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from forecasts import calibration, review
+from forecasts import calibration, overrides, review
 from forecasts.calibration import IN_SAMPLE
 from forecasts.config import ForecastConfig
 from forecasts.engine import run_tasks_with_engine
@@ -132,15 +132,17 @@ def with_interval_source(plan: pl.DataFrame, forecast: pl.DataFrame) -> pl.DataF
 
 def write_tables(con: duckdb.DuckDBPyConnection, as_of: date, forecast: pl.DataFrame, plan: pl.DataFrame) -> None:
     """Replace this as_of's rows in one transaction: a re-run never duplicates, a failure
-    never leaves half a night."""
+    never leaves half a night. The plan is stored `proposed` (overrides.py approves it)."""
     con.execute("create schema if not exists forecasts")
     for ddl in DDL.values():
         con.execute(ddl)
     for sql in MIGRATIONS:
         con.execute(sql)
     plan_rows = plan.with_columns(pl.lit(as_of).alias("as_of"))
+    overrides.ensure_tables(con)
     con.execute("begin transaction")
     try:
+        overrides.mark_proposed(con, as_of)  # a new plan waits for sign-off; a re-run resets its dispatch
         for table, df in (("demand_forecast", forecast), ("staging_plan", plan_rows)):
             con.execute(f"delete from forecasts.{table} where as_of = ?", [as_of])
             if df.height:
