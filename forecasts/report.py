@@ -25,6 +25,7 @@ from datetime import date, timedelta
 import polars as pl
 
 HISTORY_DAYS = 28
+OUTLOOK_SHOWN = 12  # uncertainty sentences shown before the fold
 WINDOW_ORDER = ("night", "morning", "afternoon", "evening", "day")
 
 CSS = """
@@ -378,7 +379,14 @@ def render(
     outlook = hub_outlook(plan, forecast, plan_date)
     parts.append(f'<h2 id="uncertainty">How sure is the forecast? ({plan_date})</h2>')
     if outlook.height:
-        parts.append('<ul id="outlook">' + "".join(f"<li>{_e(w)}</li>" for w in outlook["words"].to_list()) + "</ul>")
+        # the least certain first (most units expected short or hauled back); the rest folded away
+        ranked = outlook.with_columns((pl.col("expected_short") + pl.col("expected_back")).alias("_u")).sort(
+            "_u", "hub", "category", descending=[True, False, False])
+        top, rest = ranked.head(OUTLOOK_SHOWN), ranked.slice(OUTLOOK_SHOWN)
+        parts.append('<ul id="outlook">' + "".join(f"<li>{_e(w)}</li>" for w in top["words"].to_list()) + "</ul>")
+        if rest.height:
+            parts.append(f'<details><summary>{rest.height} more hub × category</summary><ul id="outlook-rest">'
+                         + "".join(f"<li>{_e(w)}</li>" for w in rest["words"].to_list()) + "</ul></details>")
     parts.append(_changes(changes, places, plan_date))
     parts.append(_how_it_went(outcome, scorecard, places, as_of))
     if plan.height:

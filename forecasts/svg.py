@@ -29,16 +29,23 @@ def hub_chart(hub_id: str, title: str, rows: list[dict], days: list[date], first
     each plan day the forecast median (orange dot) with its 10–90 % range (whisker) and the
     units to stage (green bar). `rows`: {category, history: {day: y}, plan: {day: (units,
     p10, p50, p90)}}. Every row has its own scale, printed at its left (its maximum)."""
-    width, left, right, row_h, top = 720, 110, 16, 54, 22
-    n = max(len(days), 1)
-    step = (width - left - right) / n
-    x_of = {d: left + step * (k + 0.5) for k, d in enumerate(days)}
+    width, left, right, row_h, top = 720, 110, 16, 36, 22
+    past = [d for d in days if d < first_plan_day]
+    ahead = [d for d in days if d >= first_plan_day]
+    span = width - left - right
+    # the plan days get a quarter of the width however short the horizon, so a bar is readable
+    hist_w = span * (0.75 if ahead else 1.0) if past else 0.0
+    step_past = hist_w / max(len(past), 1)
+    step = (span - hist_w) / max(len(ahead), 1) if ahead else step_past
+    x_of = {d: left + step_past * (k + 0.5) for k, d in enumerate(past)}
+    x_of |= {d: left + hist_w + step * (k + 0.5) for k, d in enumerate(ahead)}
+    step = min(step, 60.0)
     h = top + row_h * len(rows) + 18
     out = [f'<svg class="hub-chart" id="chart-{_e(hub_id)}" xmlns="http://www.w3.org/2000/svg" '
            f'viewBox="0 0 {width} {h}" width="100%" role="img" aria-label="{_e(title)}">',
            f'<text x="0" y="14" font-size="13" font-weight="600">{_e(title)}</text>']
     if first_plan_day in x_of:
-        xs = x_of[first_plan_day] - step / 2
+        xs = left + hist_w
         out.append(f'<rect x="{_n(xs)}" y="{top - 4}" width="{_n(width - right - xs)}" height="{row_h * len(rows) + 4}" '
                    f'fill="#f5f7fa"/>')
     for i, r in enumerate(rows):
@@ -46,7 +53,7 @@ def hub_chart(hub_id: str, title: str, rows: list[dict], days: list[date], first
         base = y0 + row_h - 8
         vals = list(r["history"].values()) + [v for t in r["plan"].values() for v in (t[0], t[3])]
         vmax = max([v for v in vals if v is not None] + [1.0])
-        scale = (row_h - 16) / vmax
+        scale = (row_h - 12) / vmax
 
         def y(v: float, base=base, scale=scale) -> str:
             return _n(base - v * scale)
@@ -89,6 +96,11 @@ def _colour_pressure(ratio: float | None) -> str:
     return ORANGE if ratio >= 0.8 else BLUE
 
 
+def _ring(n: int) -> float:
+    """Radius of the ring a neighbourhood's n hubs sit on: 0 for one, wider for many."""
+    return 0.0 if n <= 1 else min(max(16.0, 4.5 * n), 30.0)
+
+
 def city_map(neighbourhoods: list[dict], hubs: list[dict], by_change: bool) -> str:
     """Neighbourhoods (grey discs at their centroids, named) and their hubs (circles around
     the centroid, area ∝ units to stage), coloured by the change against last night's plan
@@ -116,25 +128,29 @@ def city_map(neighbourhoods: list[dict], hubs: list[dict], by_change: bool) -> s
     out = [f'<svg id="city-map" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height + 30}" width="100%" '
            f'role="img" aria-label="hubs over neighbourhoods">',
            f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fbfcfd" stroke="{LIGHT}"/>']
-    pos: dict[str, tuple[float, float]] = {}
-    for n in sorted(located, key=lambda n: n["neighbourhood_id"]):
-        x, y = proj(n["lat"], n["lon"])
-        pos[n["neighbourhood_id"]] = (x, y)
-        out.append(f'<circle cx="{_n(x)}" cy="{_n(y)}" r="30" fill="{LIGHT}" opacity="0.7"/>'
-                   f'<text x="{_n(x)}" y="{_n(y + 44)}" font-size="11" fill="#52606d" text-anchor="middle">'
-                   f'{_e(n["name"])}</text>')
     by_nb: dict[str, list[dict]] = {}
     for h in sorted(hubs, key=lambda h: h["hub_id"]):
         by_nb.setdefault(h["neighbourhood_id"], []).append(h)
+    pos = {n["neighbourhood_id"]: proj(n["lat"], n["lon"]) for n in located}
+    for n in sorted(located, key=lambda n: n["neighbourhood_id"]):
+        x, y = pos[n["neighbourhood_id"]]
+        ring = _ring(len(by_nb.get(n["neighbourhood_id"], [])))
+        # the name goes below the disc, or above it when another neighbourhood sits just below
+        crowded = any(0 < oy - y < 90 and abs(ox - x) < 60 for k, (ox, oy) in pos.items() if k != n["neighbourhood_id"])
+        ty = y - ring - 20 if crowded else y + ring + 27
+        out.append(f'<circle cx="{_n(x)}" cy="{_n(y)}" r="{_n(ring + 14)}" fill="{LIGHT}" opacity="0.7"/>'
+                   f'<text x="{_n(x)}" y="{_n(ty)}" font-size="11" fill="#52606d" text-anchor="middle">'
+                   f'{_e(n["name"])}</text>')
     for nb, group in by_nb.items():
         if nb not in pos:
             continue
         x0, y0 = pos[nb]
         for k, h in enumerate(group):
             a = 2 * math.pi * k / len(group)
-            off = 0 if len(group) == 1 else 16
+            off = _ring(len(group))
             x, y = x0 + off * math.cos(a), y0 + off * math.sin(a)
-            r = 3 + 11 * math.sqrt(max(h["units"], 0) / umax)
+            room = 14.0 if len(group) == 1 else max(math.pi * off / len(group) - 1, 3.0)  # neighbours never overlap
+            r = 2 + (room - 2) * math.sqrt(max(h["units"], 0) / umax)
             colour = _colour_change(h.get("change")) if by_change else _colour_pressure(h.get("pressure"))
             what = (f"change {h['change']:+d}" if h.get("change") is not None else "no plan last night") if by_change \
                 else (f"{100 * h['pressure']:.0f} % of capacity" if h.get("pressure") is not None else "no capacity")

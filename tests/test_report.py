@@ -163,3 +163,43 @@ def test_the_network_check_sees_a_request(tmp_path):
     page_file = tmp_path / "leaky.html"
     page_file.write_text('<html><body><img src="http://127.0.0.1:9/pixel.png"></body></html>')
     assert open_page(page_file.as_uri(), settle_s=0.5).remote == ["http://127.0.0.1:9/pixel.png"]
+
+
+def test_report_of_a_small_city_sized_plan_stays_under_1_5_mb():
+    """The small city's shape (12 neighbourhoods, 30 hubs, 6 categories, 4 windows), planned
+    a week ahead — more days than the nightly plan — with 4 weeks of history."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    nbs = [f"N{i:02d}" for i in range(12)]
+    cats = ["electronics", "event_gear", "groceries", "meal_kits", "parcels", "pharmacy"]
+    days = [AS_OF + timedelta(days=k) for k in range(1, 8)]
+    rows = []
+    for nb in nbs:
+        for c in cats:
+            for d in days:
+                m = float(rng.integers(2, 60))
+                rows.append((nb, c, d, m * 0.6, m, m * 1.2, m * 1.35, m * 1.5))
+    fc = pl.DataFrame(rows, schema=["neighbourhood_id", "category", "forecast_date", "p10", "p50", "p80", "p90", "p95"],
+                      orient="row")
+    hubs = pl.DataFrame({"hub_id": [f"H{i:04d}" for i in range(30)], "neighbourhood_id": [nbs[i % 12] for i in range(30)]})
+    cap = pl.DataFrame({"hub_id": [h for h in hubs["hub_id"] for _ in cats], "category": cats * 30,
+                        "capacity_units": [80] * 180})
+    costs = pl.DataFrame({"category": cats, "under_cost": [3.0] * 6, "over_cost": [1.0] * 6})
+    profile = pl.DataFrame([(nb, c, dow, w, s, 100.0) for nb in nbs for c in cats for dow in range(7)
+                            for w, s in zip(["night", "morning", "afternoon", "evening"], [0.1, 0.4, 0.3, 0.2])],
+                           schema=["neighbourhood_id", "category", "dow", "window", "share", "day_units"], orient="row")
+    plan = split_plan(plan_staging(fc, hubs, cap, costs), profile)
+    hist = pl.DataFrame([(nb, c, AS_OF - timedelta(days=k), float(rng.integers(0, 60))) for nb in nbs for c in cats
+                         for k in range(28)], schema=["neighbourhood_id", "category", "ds", "y"], orient="row")
+    places = pl.DataFrame({"hub_id": hubs["hub_id"], "hub_name": [f"Hub {i}" for i in range(30)],
+                           "neighbourhood_id": hubs["neighbourhood_id"],
+                           "neighbourhood_name": [f"Quarter {n}" for n in hubs["neighbourhood_id"]],
+                           "lat": [52.0 + int(n[1:]) * 0.01 for n in hubs["neighbourhood_id"]],
+                           "lon": [4.0 + int(n[1:]) % 4 * 0.02 for n in hubs["neighbourhood_id"]]})
+    *_, metrics, value = _inputs()
+    text = render(plan, fc.with_columns(pl.lit("calibrated").alias("calibration")), hist, metrics, value, AS_OF, days[0],
+                  places=places, pick_lists="pick_lists")
+    assert plan.height == 30 * 6 * 4 * 7
+    assert text.count('class="hub-chart"') == 30
+    assert len(text.encode()) < 1_500_000, len(text.encode())
