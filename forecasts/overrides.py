@@ -36,7 +36,7 @@ REASON = "reason"
 
 DDL = [
     """create table if not exists forecasts.plan_status (
-        as_of DATE primary key, status VARCHAR not null, changed_by VARCHAR, changed_at TIMESTAMP,
+        as_of DATE, status VARCHAR, changed_by VARCHAR, changed_at TIMESTAMP,
         overrides INTEGER, source_file VARCHAR, file_sha256 VARCHAR)""",
     """create table if not exists forecasts.plan_overrides (
         as_of DATE, plan_date DATE, hub_id VARCHAR, category VARCHAR, "window" VARCHAR,
