@@ -120,8 +120,24 @@ def test_report_from_the_warehouse_names_places_and_links_the_pick_lists(city_re
     for hub in plan["hub_id"].unique():
         assert f'href="pick_lists/{hub}.html"' in text
         assert (path.parent / "pick_lists" / f"{hub}.html").is_file()
-    for name in ("plan_changes.csv", "how_it_went.csv", "scorecard_28_days.csv"):
-        assert (path.parent / name).is_file()
+    # the review in the report, as CSV and as workbook sheets, with the same numbers
+    sc = pl.read_csv(path.parent / "scorecard_28_days.csv")
+    assert sc.height == 3 and "28-day saving vs yesterday's demand (%)" in sc.columns
+    last = sc.sort("day").row(-1, named=True)
+    assert f"the plans cost {last['28-day cost of the plans (EUR)']:,.0f} EUR" in text
+    assert f"staging nothing {last['28-day cost staging nothing (EUR)']:,.0f} EUR" in text
+    went = pl.read_csv(path.parent / "how_it_went.csv")
+    assert f"Staged {went['units staged (units)'].sum():,} units for {went['units picked up (units)'].sum():,.0f} picked up" in text
+    changes = pl.read_csv(path.parent / "plan_changes.csv")
+    assert set(changes["hub name"]) <= {"North A", "North B", "Centre", "South"} and "main reason" in changes.columns
+    from openpyxl import load_workbook
+
+    wb = load_workbook(path.parent / "staging_plan.xlsx")
+    assert wb.sheetnames == ["Overview", "Northfield", "Old Town", "What changed", "How it went", "Scorecard 28 days"]
+    ws = wb["Scorecard 28 days"]
+    header = [c.value for c in ws[1]]
+    assert ws.cell(2, header.index("day") + 1).is_date
+    assert ws.cell(2, header.index("28-day saving vs staging nothing (%)") + 1).number_format == "0.0%"
 
 
 @pytest.mark.slow
