@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from support.forecast_city import AS_OF, build_city, store_nights
 
-from forecasts.review import plan_changes, outcome, scorecard
+from forecasts.review import outcome, plan_changes, scorecard
 
 
 @pytest.fixture()
