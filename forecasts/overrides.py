@@ -76,8 +76,8 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def mark_proposed(con: duckdb.DuckDBPyConnection, as_of: date) -> None:
-    """A newly stored plan is `proposed` (a re-run of the night resets it and its dispatch)."""
-    ensure_tables(con)
+    """A newly stored plan is `proposed` (a re-run of the night resets it and its dispatch).
+    Runs inside the caller's transaction; the caller has run `ensure_tables`."""
     con.execute("delete from forecasts.plan_status where as_of = ?", [as_of])
     con.execute("delete from forecasts.dispatched_plan where as_of = ?", [as_of])
     con.execute("insert into forecasts.plan_status (as_of, status) values (?, ?)", [as_of, PROPOSED])
