@@ -3,7 +3,7 @@
 `exports/<plan date>/pick_lists/<hub>.html` per hub, and `all.html` with every hub, one per
 printed page (print CSS: A4, no screen chrome, a page break between hubs). With a headless
 Chromium (`ForecastConfig.chromium`), `pick_lists.pdf` is printed from `all.html` offline:
-one page per hub.
+one page per hub, its document dates set to the plan date (the same plan, the same bytes).
 
 Each page: the hub's name, neighbourhood and location, then per delivery window (in time
 order) and category the units to stage, the median and 90 % demand (the hub's share), the
@@ -98,9 +98,18 @@ def pick_lists(plan: pl.DataFrame, places: pl.DataFrame | None, plan_date: objec
     return out
 
 
-def print_pdf(chromium: str, source: Path, target: Path) -> Path:
+def fixed_dates(pdf: bytes, day: object) -> bytes:
+    """Chromium stamps the PDF's CreationDate and ModDate with the clock (the only bytes
+    that differ between two prints); set both to `day` at 00:00:00 UTC. Same length, so the
+    cross-reference offsets stay right."""
+    stamp = str(day).replace("-", "").encode()[:8].ljust(8, b"0") + b"000000"
+    return re.sub(rb"/(CreationDate|ModDate) \(D:\d{14}", lambda m: b"/" + m.group(1) + b" (D:" + stamp, pdf)
+
+
+def print_pdf(chromium: str, source: Path, target: Path, day: object = "2000-01-01") -> Path:
     """Print `source` to `target` with headless Chromium, offline (no network, no profile
-    left behind). Raises RuntimeError with Chromium's last words when no PDF comes out."""
+    left behind), its dates set to `day` so the same page gives the same bytes. Raises
+    RuntimeError with Chromium's last words when no PDF comes out."""
     with tempfile.TemporaryDirectory(prefix="civicflow-chromium-") as profile:
         tmp = target.with_name(f".{target.name}.tmp")
         cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -110,6 +119,7 @@ def print_pdf(chromium: str, source: Path, target: Path) -> Path:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
             raise RuntimeError(f"{chromium} printed no PDF of {source}: {done.stderr.strip()[-300:]}")
+        tmp.write_bytes(fixed_dates(tmp.read_bytes(), day))
         tmp.replace(target)
     return target
 
@@ -125,5 +135,5 @@ def export_pick_lists(plan: pl.DataFrame, places: pl.DataFrame | None, exports_d
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(folder / name)
     if chromium:
-        print_pdf(chromium, folder / "all.html", folder / "pick_lists.pdf")
+        print_pdf(chromium, folder / "all.html", folder / "pick_lists.pdf", first_date)
     return folder

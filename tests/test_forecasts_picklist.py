@@ -62,6 +62,9 @@ def test_pdf_has_one_page_per_hub_and_the_page_requests_nothing(plan_and_places,
     folder = export_pick_lists(plan, places, tmp_path, DAY, exe)
     pdf = (folder / "pick_lists.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 3
+    assert b"/CreationDate (D:20240701000000" in pdf
+    again = export_pick_lists(plan, places, tmp_path / "again", DAY, exe)
+    assert (again / "pick_lists.pdf").read_bytes() == pdf  # the same plan prints the same bytes
     page = open_page((folder / "H2.html").as_uri(), width=900, height=900)
     assert page.requests and page.remote == []
     assert "Pick list · Centre" in page.dom
