@@ -171,3 +171,15 @@ def test_the_overrides_folder_job_applies_or_refuses_and_moves_the_file(home, tm
     assert con.execute("select status from forecasts.plan_status where as_of = ?", [AS_OF]).fetchone() == ("approved",)
     assert con.execute("select units_after, reason from forecasts.plan_overrides").fetchall() == [(5, "road works")]
     assert not bad.exists() and not good.exists()
+
+
+def test_plan_commands_have_help():
+    for args in (["plan", "--help"], ["plan", "apply-overrides", "--help"]):
+        out = CliRunner().invoke(app, args)
+        assert out.exit_code == 0 and "overrides" in out.output, out.output
+
+
+def test_a_missing_file_is_one_line(home, tmp_path):
+    root, _ = home
+    out = CliRunner().invoke(app, ["plan", "apply-overrides", str(tmp_path / "nope.csv"), "--home", str(root)])
+    assert out.exit_code == 1 and "nope.csv" in out.output and len(out.output.strip().splitlines()) == 1
