@@ -240,7 +240,7 @@ PEOPLE: dict[str, tuple[str, str]] = {
     "rolling_reactive": ("28-day cost staging nothing (EUR)", "eur"),
     "rolling_saving_vs_yesterday": ("28-day saving vs yesterday's demand (%)", "pct"),
     "rolling_saving_vs_reactive": ("28-day saving vs staging nothing (%)", "pct"),
-    "days_scored": ("days scored", "int"),
+    "days_scored": ("days scored", "count"),
 }
 FILES = {"changes": "plan_changes.csv", "outcome": "how_it_went.csv", "scorecard": "scorecard_28_days.csv"}
 SHEETS = {"changes": "What changed", "outcome": "How it went", "scorecard": "Scorecard 28 days"}
