@@ -8,6 +8,7 @@ the environment itself. The defaults are what a night runs with when nothing is 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,12 +18,14 @@ SCHEDULER_ENV = "CIVICFLOW_DASK_SCHEDULER"
 CONNECT_TIMEOUT_ENV = "CIVICFLOW_DASK_TIMEOUT_S"
 RECYCLE_ENV = "CIVICFLOW_FORECAST_RECYCLE_CHUNKS"
 CHUNK_SIZE_ENV = "CIVICFLOW_FORECAST_CHUNK_SIZE"
+CHROMIUM_ENV = "CIVICFLOW_CHROMIUM"
 
 VARIABLES = {
     SCHEDULER_ENV: "a Dask scheduler (tcp://host:8786) that fits the forecasts; unset: the local process pool",
     CONNECT_TIMEOUT_ENV: "seconds to wait for that scheduler before falling back to the local pool (default 30)",
     RECYCLE_ENV: "chunks of series each local forecast worker runs before it is replaced by a fresh one (default 50)",
     CHUNK_SIZE_ENV: "series sent to a worker at a time; unset: a few chunks per worker, at most 16 series each",
+    CHROMIUM_ENV: "headless Chromium that prints the pick lists to PDF; unset: `chromium` on PATH if there; `off`: no PDF",
 }
 
 
@@ -46,6 +49,9 @@ class ForecastConfig:
     # worker (at most 16 series), enough to balance slow Prophet and fast Croston series
     # while pickling and dispatch stay small.
     chunk_size: int | None = None
+    # A headless Chromium that prints the night's pick lists to one PDF (offline, one page a
+    # hub). None: no PDF; the HTML pick lists are written either way.
+    chromium: str | None = None
 
     def __post_init__(self) -> None:
         if self.dask_connect_timeout_s <= 0:
@@ -65,9 +71,15 @@ def forecast_config_from_env(env: Mapping[str, str]) -> ForecastConfig:
         return env_value(env, name)
 
     timeout, recycle, chunk = get(CONNECT_TIMEOUT_ENV), get(RECYCLE_ENV), get(CHUNK_SIZE_ENV)
+    chromium = get(CHROMIUM_ENV)
+    if chromium is None:
+        chromium = shutil.which("chromium", path=env.get("PATH")) or shutil.which("chromium-browser", path=env.get("PATH"))
+    elif chromium.lower() == "off":
+        chromium = None
     return ForecastConfig(
         dask_scheduler=get(SCHEDULER_ENV),
         dask_connect_timeout_s=float(timeout) if timeout else defaults.dask_connect_timeout_s,
         recycle_after_chunks=int(recycle) if recycle else defaults.recycle_after_chunks,
         chunk_size=int(chunk) if chunk else defaults.chunk_size,
+        chromium=chromium,
     )

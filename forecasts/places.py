@@ -34,6 +34,8 @@ HEADERS: dict[str, tuple[str, str]] = {
     "window": ("delivery window", "text"),
     "window_hours": ("window hours (local)", "text"),
     "units": ("units to stage (units)", "int"),
+    "model_units": ("units the model proposed (units)", "int"),
+    "override_reason": ("override reason", "text"),
     "forecast_p50": ("median demand (units)", "float"),
     "p10": ("demand p10 (units)", "float"),
     "p90": ("demand p90 (units)", "float"),

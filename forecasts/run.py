@@ -18,13 +18,14 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from forecasts import calibration
+from forecasts import calibration, overrides, review
 from forecasts.calibration import IN_SAMPLE
 from forecasts.config import ForecastConfig
 from forecasts.engine import run_tasks_with_engine
 from forecasts.evaluate import read_latest, run_warehouse_backtest
-from forecasts.exports import export_plan, export_report, export_xlsx
+from forecasts.exports import atomic_write, export_plan, export_report, export_xlsx
 from forecasts.model import SeriesForecast
+from forecasts.picklist import export_pick_lists
 from forecasts.places import read_places
 from forecasts.planner import plan_staging
 from forecasts.quantiles import LEVEL_COLUMNS
@@ -131,15 +132,17 @@ def with_interval_source(plan: pl.DataFrame, forecast: pl.DataFrame) -> pl.DataF
 
 def write_tables(con: duckdb.DuckDBPyConnection, as_of: date, forecast: pl.DataFrame, plan: pl.DataFrame) -> None:
     """Replace this as_of's rows in one transaction: a re-run never duplicates, a failure
-    never leaves half a night."""
+    never leaves half a night. The plan is stored `proposed` (overrides.py approves it)."""
     con.execute("create schema if not exists forecasts")
     for ddl in DDL.values():
         con.execute(ddl)
     for sql in MIGRATIONS:
         con.execute(sql)
     plan_rows = plan.with_columns(pl.lit(as_of).alias("as_of"))
+    overrides.ensure_tables(con)
     con.execute("begin transaction")
     try:
+        overrides.mark_proposed(con, as_of)  # a new plan waits for sign-off; a re-run resets its dispatch
         for table, df in (("demand_forecast", forecast), ("staging_plan", plan_rows)):
             con.execute(f"delete from forecasts.{table} where as_of = ?", [as_of])
             if df.height:
@@ -153,10 +156,13 @@ def write_tables(con: duckdb.DuckDBPyConnection, as_of: date, forecast: pl.DataF
 
 
 def report_from_warehouse(con: duckdb.DuckDBPyConnection, exports_dir: Path, as_of: date | None = None,
-                          calibration_source: str = "") -> Path | None:
+                          calibration_source: str = "", chromium: str | None = None) -> Path | None:
     """Render `<exports_dir>/<plan date>/report.html` from what the warehouse holds for
     `as_of` (default: the latest forecast): plan, forecast, recent demand, latest backtest
-    and cost simulation. Reads only — usable on a published snapshot."""
+    and cost simulation, and the review (what changed since last night's plan, how last
+    night's plan went, the 28-day scorecard). Beside it: the workbook (plan and review
+    sheets), the review's CSVs and the pick lists (their PDF too with `chromium`). Reads
+    only — usable on a published snapshot."""
     have = {r[0] for r in con.execute(
         "select table_name from information_schema.tables where table_schema = 'forecasts'").fetchall()}
     if "staging_plan" not in have:
@@ -181,8 +187,22 @@ def report_from_warehouse(con: duckdb.DuckDBPyConnection, exports_dir: Path, as_
             calibration_source = f"backtest of {cal_as_of} ({calibration_source})"
     first = plan["plan_date"].min() if plan.height else as_of + timedelta(days=1)
     events = read_events(con)
+    places = read_places(con)
+    reviewed = {"changes": review.plan_changes(con, as_of, events), "outcome": review.outcome(con, as_of),
+                "scorecard": review.scorecard(con, as_of)}
+    out_dir = Path(exports_dir) / str(first)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sheets = []
+    for key, df in reviewed.items():
+        people, col_kinds = review.for_people(df, places)
+        atomic_write(out_dir / review.FILES[key], lambda p, people=people: people.write_csv(p, float_precision=4))
+        sheets.append((review.SHEETS[key], people, col_kinds))
+    export_xlsx(plan, exports_dir, first, places, extra=sheets)
+    folder = export_pick_lists(plan, places, exports_dir, first, chromium) if plan.height else None
     text = render(plan, forecast, history, metrics, value, as_of, first, calibration_source,
-                  events=events if events.height else None, places=read_places(con))
+                  events=events if events.height else None, places=places, changes=reviewed["changes"],
+                  outcome=reviewed["outcome"], scorecard=reviewed["scorecard"],
+                  pick_lists=folder.name if folder else None)
     return export_report(text, exports_dir, first)
 
 
@@ -204,7 +224,8 @@ def run_nightly_forecast(
     calibrate: apply `forecasts.calibration` (learned by the last warehouse backtest);
       without a table the intervals come from each series' in-sample errors.
     windows: split each day's units into delivery windows from the hourly profile.
-    report: also write staging_plan.xlsx and report.html next to the CSV.
+    report: also write staging_plan.xlsx, report.html, the review's CSVs and the pick lists
+      next to the CSV (and the pick lists' PDF when `config.chromium` is set).
     backtest_if_uncalibrated: when there is no calibration table yet, run the warehouse
       backtest first (costs ~ n_origins × 3 fits per series, once).
     config: where the fits run (the local pool or a Dask cluster) and how they are chunked.
@@ -264,8 +285,8 @@ def run_nightly_forecast(
     paths = export_plan(plan, exports_dir, future[0], places)
     xlsx = report_path = None
     if report:
-        xlsx = export_xlsx(plan, exports_dir, future[0], places)
-        report_path = report_from_warehouse(con, exports_dir, as_of)
+        report_path = report_from_warehouse(con, exports_dir, as_of, chromium=config.chromium)
+        xlsx = report_path.parent / "staging_plan.xlsx"
     timings["write_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     return ForecastSummary(

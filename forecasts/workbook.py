@@ -1,5 +1,6 @@
-"""`staging_plan.xlsx` for operations: an Overview sheet (units per day × hub × category) and
-one sheet per neighbourhood, named by its name.
+"""`staging_plan.xlsx` for operations: an Overview sheet (units per day × hub × category), one
+sheet per neighbourhood, named by its name, and the review's sheets (what changed since last
+night's plan, how last night's plan went, the 28-day scorecard) when there is something in them.
 
 Each sheet: real dates (not text), number, percent and EUR formats, an autofilter on the
 header, panes frozen under the header and right of the key columns, and a totals row whose
@@ -23,6 +24,7 @@ from forecasts.places import for_people, kinds
 FORMATS: dict[str, str] = {
     "date": "yyyy-mm-dd", "int": "#,##0", "float": "#,##0.0", "pct": "0.0%",
     "eur": '#,##0.00 "EUR"', "coord": "0.0000", "text": "@",
+    "count": "0",  # a count that is not additive (days scored): formatted, never totalled
 }
 SUMMED = ("int",)  # the totals row sums unit counts; shares, costs per unit and dates are not additive
 FROZEN_KEYS = 3    # plan date, hub, hub name stay in view when scrolling right
@@ -57,13 +59,14 @@ def sheet_name(name: str, used: set[str]) -> str:
     return n
 
 
-def fill_sheet(ws, df: pl.DataFrame) -> None:
-    """Header, typed rows, formats, autofilter, frozen panes, totals row."""
+def fill_sheet(ws, df: pl.DataFrame, col_kinds: list[str] | None = None, frozen: int = FROZEN_KEYS) -> None:
+    """Header, typed rows, formats, autofilter, frozen panes, totals row. `col_kinds`:
+    each column's kind (default: looked up from the plan's headers)."""
     from openpyxl.styles import Font, PatternFill
     from openpyxl.utils import get_column_letter
 
     bold, capped = Font(bold=True), PatternFill("solid", fgColor="FFF4E5")
-    col_kinds = kinds(df.columns)
+    col_kinds = col_kinds or kinds(df.columns)
     ws.append(df.columns)
     for c in ws[1]:
         c.font = bold
@@ -78,7 +81,7 @@ def fill_sheet(ws, df: pl.DataFrame) -> None:
                 c.fill = capped
     last = ws.max_row
     ws.auto_filter.ref = f"A1:{get_column_letter(len(df.columns))}{last}"
-    ws.freeze_panes = ws.cell(2, min(FROZEN_KEYS, len(df.columns)) + 1).coordinate
+    ws.freeze_panes = ws.cell(2, min(frozen, len(df.columns)) + 1).coordinate
     total = last + 1
     ws.cell(total, 1, "Total").font = bold
     for j, kind in enumerate(col_kinds, start=1):
@@ -99,7 +102,11 @@ def overview(people: pl.DataFrame) -> pl.DataFrame:
 
 
 def export_xlsx(plan: pl.DataFrame, exports_dir: Path, first_date: object,
-                places: pl.DataFrame | None = None) -> Path:
+                places: pl.DataFrame | None = None,
+                extra: list[tuple[str, pl.DataFrame, list[str]]] | None = None) -> Path:
+    """The workbook; `extra`: further sheets after the neighbourhoods, as (sheet name,
+    frame with people's headers, each column's kind) — the review's what changed, how it
+    went and the scorecard."""
     from openpyxl import Workbook
 
     out_dir = Path(exports_dir) / str(first_date)
@@ -118,6 +125,9 @@ def export_xlsx(plan: pl.DataFrame, exports_dir: Path, first_date: object,
         fill_sheet(ws, overview(people))
         for nb in sorted(people["neighbourhood"].unique().to_list()):
             fill_sheet(wb.create_sheet(sheet_name(nb, used)), people.filter(pl.col("neighbourhood") == nb))
+    for name, df, col_kinds in extra or []:
+        if df.height:
+            fill_sheet(wb.create_sheet(sheet_name(name, used)), df, col_kinds, frozen=min(3, df.width))
     buf = io.BytesIO()
     wb.save(buf)
     data = _deterministic_xlsx(buf.getvalue(), stamp.strftime("%Y-%m-%dT%H:%M:%SZ"))

@@ -29,6 +29,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from pipelines.home import prepare_home
     from pipelines.ingest_assets import build_ingest_assets
     from pipelines.notify import assets_by_op, build_failure_hook
+    from pipelines.overrides_assets import build_overrides_job, build_overrides_sensor
     from pipelines.partitions import daily_partitions
     from pipelines.publish_assets import build_publish_asset
     from pipelines.resources import WarehouseResource
@@ -64,6 +65,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     # Analysts' usage is counted per calendar day of queries, not per delivery day: its own job.
     usage_job = dg.define_asset_job("governance_usage", selection=[usage_report], description="Yesterday's query usage per team.")
     calibration_job = build_calibration_job(forecast_calibration, notify)
+    overrides_job = build_overrides_job(home.overrides, home.exports)
     schedules = [
         build_nightly_schedule(nightly_job, daily, at=settings.schedule.nightly_at, timezone=settings.schedule.nightly_tz),
         dg.ScheduleDefinition(
@@ -74,9 +76,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     ]
     return dg.Definitions(
         assets=[*nightly_assets, usage_report, forecast_calibration],
-        jobs=[nightly_job, usage_job, calibration_job],
+        jobs=[nightly_job, usage_job, calibration_job, overrides_job],
         schedules=schedules,
-        sensors=[build_landing_sensor(nightly_job, home.landing, daily)],
+        sensors=[build_landing_sensor(nightly_job, home.landing, daily), build_overrides_sensor(overrides_job, home.overrides)],
         resources={
             "warehouse": WarehouseResource.from_settings(settings.warehouse),
             "dbt": DbtCli(project_dir=project, profiles_dir=str(project.profiles_dir)),

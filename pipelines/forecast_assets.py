@@ -280,6 +280,8 @@ def forecast_results(summary, as_of: date, chart: str, methods: dict) -> list[dg
                 "plan_rows": dg.MetadataValue.int(int(getattr(summary, "plan_rows", 0))),
                 "plan_path": dg.MetadataValue.path(str(getattr(summary, "plan_path", ""))),
                 "workbook": dg.MetadataValue.path(str(getattr(summary, "xlsx_path", "") or "")),
+                "pick lists": dg.MetadataValue.path(
+                    str(summary.report_path.parent / "pick_lists") if getattr(summary, "report_path", None) else ""),
                 "windows": dg.MetadataValue.text(", ".join(getattr(summary, "windows", ()) or ())),
                 "intervals": dg.MetadataValue.text(str(getattr(summary, "intervals", ""))),
             },

@@ -1,7 +1,7 @@
 """CIVICFLOW_HOME: the one folder every run writes to (DESIGN.md "Layout").
 
 landing/, warehouse.duckdb, published/, exports/, governance.duckdb, dagster/ (DAGSTER_HOME),
-logs/, dbt/ (dbt's per-run target folders); with the warehouse on DuckLake, lake/ (its Parquet
+logs/, dbt/ (dbt's per-run target folders), overrides/ (changed plans operations send back); with the warehouse on DuckLake, lake/ (its Parquet
 files, unless CIVICFLOW_WAREHOUSE_DATA points elsewhere) and duckdb_extensions/ (links to the
 wheels' extension binaries, for dbt). Nothing is written outside it, so a test gets a fresh
 home in tmp_path.
@@ -39,6 +39,11 @@ class Home:
     @property
     def exports(self) -> Path:
         return self.root / "exports"
+
+    @property
+    def overrides(self) -> Path:
+        """Where operations drop changed plans (CSV or workbook); the overrides sensor applies them."""
+        return self.root / "overrides"
 
     @property
     def governance_db(self) -> Path:
@@ -86,7 +91,7 @@ def instance_yaml(home: Home, pg_url: str | None) -> str:
 
 def prepare_home(home: Home, pg_url: str | None = None) -> Home:
     """Create the home's folders and its Dagster instance file (rewritten only when it changed)."""
-    for d in (home.landing, home.published, home.exports, home.dagster, home.logs):
+    for d in (home.landing, home.published, home.exports, home.overrides, home.dagster, home.logs):
         d.mkdir(parents=True, exist_ok=True)
     config, target = instance_yaml(home, pg_url), home.dagster / "dagster.yaml"
     if not target.exists() or target.read_text() != config:

@@ -421,9 +421,12 @@ def test_warehouse_backtest_calibrates_the_nightly_run_and_reports(tmp_path):
     assert s.xlsx_path.exists() and s.report_path.exists()
     text = s.report_path.read_text()
     assert 'id="backtest-table"' in text and 'id="value-table"' in text and "H1a" in text
-    hashes = {p.name: _sha(p) for p in s.plan_path.parent.iterdir()}
+    files = sorted(p for p in s.plan_path.parent.rglob("*") if p.is_file())
+    assert "H1a.html" in {p.name for p in files} and "scorecard_28_days.csv" in {p.name for p in files}
+    hashes = {str(p.relative_to(exports)): _sha(p) for p in files}
     s2 = run_nightly_forecast(con, None, 2, exports, workers=1)
-    assert {p.name: _sha(p) for p in s2.plan_path.parent.iterdir()} == hashes  # csv, parquet, xlsx, html
+    # csv, parquet, xlsx, html, the review's CSVs and the pick lists
+    assert {str(p.relative_to(exports)): _sha(p) for p in s2.plan_path.parent.rglob("*") if p.is_file()} == hashes
     con.close()
 
 

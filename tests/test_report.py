@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
-import subprocess
 from datetime import date, timedelta
 
 import polars as pl
 import pytest
+from support.chromium import chromium, open_page
+from support.forecast_city import build_city, store_nights
 
-from forecasts.exports import export_report, export_xlsx
+from forecasts.exports import export_xlsx
 from forecasts.planner import plan_staging
 from forecasts.report import render
+from forecasts.run import report_from_warehouse
 from forecasts.windows import split_plan
 
 AS_OF = date(2024, 6, 30)
@@ -70,8 +71,8 @@ def test_report_and_xlsx_are_deterministic(tmp_path):
     html1 = render(plan, fc, hist, metrics, value, AS_OF, DAYS[0], "test")
     html2 = render(plan, fc, hist, metrics, value, AS_OF, DAYS[0], "test")
     assert html1 == html2
-    assert not re.search(r"<script[^>]*\bsrc=", html1)  # plotly.js inlined: nothing fetched
-    assert html1.count("<script") >= 2 and len(html1) > 1_000_000
+    assert "<script" not in html1 and not re.search(r"""(src|href)=["']?(https?:)?//""", html1)  # nothing to fetch
+    assert len(html1) < 100_000  # inline SVG, no plotly.js
     assert 'id="chart-HUB-A"' in html1 and 'id="plan-table"' in html1
     x1 = export_xlsx(plan, tmp_path / "a", DAYS[0]).read_bytes()
     x2 = export_xlsx(plan, tmp_path / "b", DAYS[0]).read_bytes()
@@ -83,32 +84,138 @@ def test_report_and_xlsx_are_deterministic(tmp_path):
     assert wb["N1"].max_row == 2 + plan.filter(pl.col("neighbourhood_id") == "N1").height  # header, rows, totals
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+def _cells(dom: str, table_id: str) -> list[list[str]]:
+    body = dom.split(f'id="{table_id}"', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)
+    return [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)] for r in rows
+            if "<td" in r]
+
+
+@pytest.fixture(scope="module")
+def city_report(tmp_path_factory):
+    """A report rendered from a real warehouse: the forecast city with four nights of plans
+    and the hubs' pickups; returns (report path, tonight's plan, warehouse path)."""
+    tmp = tmp_path_factory.mktemp("report")
+    con = build_city(tmp / "w.duckdb")
+    store_nights(con, {AS_OF - timedelta(days=k): p50 for k, p50 in zip(range(3, -1, -1), (20.0, 22.0, 26.0, 60.0))})
+    path = report_from_warehouse(con, tmp / "exports", chromium=chromium())
+    plan = con.execute("select * from forecasts.staging_plan where as_of = ?", [AS_OF]).pl()
+    con.close()
+    return path, plan
+
+
+def test_report_from_the_warehouse_names_places_and_links_the_pick_lists(city_report):
+    path, plan = city_report
+    text = path.read_text()
+    for section in ("overview", "map", "glance", "events", "uncertainty", "changes", "how-it-went", "scorecard",
+                    "hubs", "quality", "value", "plan"):
+        assert f'href="#{section}"' in text and f'id="{section}"' in text, section
+    assert text.index('id="overview"') < text.index('id="hubs"') < text.index('id="plan"')  # overview first
+    assert "North A" in text and "Northfield" in text
+    # no section shows a bare id where a name exists: hub cells are names, the id sits in its own last column
+    for table in ("glance-table", "plan-table", "changes-table"):
+        for row in _cells(text, table):
+            assert row[0] in {"North A", "North B", "Centre", "South"}, (table, row)
+    assert text.count('class="hub-chart"') == plan["hub_id"].n_unique()  # one compact chart per hub
+    for hub in plan["hub_id"].unique():
+        assert f'href="pick_lists/{hub}.html"' in text
+        assert (path.parent / "pick_lists" / f"{hub}.html").is_file()
+    # the review in the report, as CSV and as workbook sheets, with the same numbers
+    sc = pl.read_csv(path.parent / "scorecard_28_days.csv")
+    assert sc.height == 3 and "28-day saving vs yesterday's demand (%)" in sc.columns
+    last = sc.sort("day").row(-1, named=True)
+    assert f"the plans cost {last['28-day cost of the plans (EUR)']:,.0f} EUR" in text
+    assert f"staging nothing {last['28-day cost staging nothing (EUR)']:,.0f} EUR" in text
+    went = pl.read_csv(path.parent / "how_it_went.csv")
+    assert f"Staged {went['units staged (units)'].sum():,} units for {went['units picked up (units)'].sum():,.0f} picked up" in text
+    changes = pl.read_csv(path.parent / "plan_changes.csv")
+    assert set(changes["hub name"]) <= {"North A", "North B", "Centre", "South"} and "main reason" in changes.columns
+    from openpyxl import load_workbook
+
+    wb = load_workbook(path.parent / "staging_plan.xlsx")
+    assert wb.sheetnames == ["Overview", "Northfield", "Old Town", "What changed", "How it went", "Scorecard 28 days"]
+    ws = wb["Scorecard 28 days"]
+    header = [c.value for c in ws[1]]
+    assert ws.cell(2, header.index("day") + 1).is_date
+    assert ws.cell(2, header.index("28-day saving vs staging nothing (%)") + 1).number_format == "0.0%"
 
 
 @pytest.mark.slow
-def test_report_renders_plan_in_headless_chromium(tmp_path):
-    exe = _chromium()
-    if exe is None:
-        print("SKIP reason: chromium not installed (apt-get install -y chromium; .ci/run does it in CI)")
-        pytest.skip("chromium not installed (apt-get install -y chromium; .ci/run installs it in CI)")
-    plan, fc, hist, metrics, value = _inputs()
-    path = export_report(render(plan, fc, hist, metrics, value, AS_OF, DAYS[0], "test"), tmp_path, DAYS[0])
-    profile = tmp_path / "chromium-profile"
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", path.resolve().as_uri()]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    dom = out.stdout
-    assert out.returncode == 0, out.stderr[-2000:]
-    # the plan table: HUB-A's morning row of the first day with its units
-    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", dom.split('id="plan-table"', 1)[1].split("</table>", 1)[0], re.S)
-    cells = [c for c in (re.findall(r"<td[^>]*>(.*?)</td>", r) for r in rows) if c]
-    assert [str(DAYS[0]), "HUB-A", "N1", "parcels", "morning", "15"] in [c[:6] for c in cells]
-    assert any(c[1] == "HUB-B" and c[-1] == "hub_capacity" for c in cells)
-    # plotly ran (offline): every hub's chart has its SVG
-    for hub in ("HUB-A", "HUB-B", "HUB-C"):
-        chart = dom.split(f'id="chart-{hub}"', 1)[1][:20000]
-        assert "main-svg" in chart, f"no plotly svg for {hub}"
-    assert "fulfilment cost saved" in dom
+def test_report_in_chromium_requests_nothing_and_shows_the_plan(city_report, tmp_path):
+    if chromium() is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    path, plan = city_report
+    page = open_page(path.resolve().as_uri(), pdf=True)
+    (tmp_path / "report.png").write_bytes(page.screenshot)
+    assert page.requests and page.remote == []  # it loaded, and nothing but the file itself
+    day = plan.filter(pl.col("plan_date") == DAYS[0])
+    # the headline number and the glance table are the plan's sums
+    total = re.search(r'id="total-units">([\d,]+)<', page.dom).group(1)
+    assert int(total.replace(",", "")) == day["units"].sum()
+    names = {"H1a": "North A", "H1b": "North B", "H2": "Centre", "H3": "South"}
+    glance = {r[0]: int(r[-3 if "vs last night" in page.dom else -2].replace(",", "")) for r in _cells(page.dom, "glance-table")}
+    per_hub = {names[h]: u for h, u in day.group_by("hub_id").agg(pl.col("units").sum()).iter_rows()}
+    assert glance == per_hub
+    # the plan table: every non-zero row, units as planned
+    shown = {(r[0], r[2], r[3]): int(r[4].replace(",", "")) for r in _cells(page.dom, "plan-table")}
+    want = {(names[r["hub_id"]], r["category"], r["window"]): r["units"]
+            for r in day.filter(pl.col("units") > 0).iter_rows(named=True)}
+    assert shown == want
+    # each chart's bars carry the staged units of every day
+    for r in plan.group_by("hub_id", "category", "plan_date").agg(pl.col("units").sum()).iter_rows(named=True):
+        chart = page.dom.split(f'id="chart-{r["hub_id"]}"', 1)[1].split("</svg>", 1)[0]
+        assert f'data-day="{r["plan_date"]}" data-category="{r["category"]}" data-units="{r["units"]}"' in chart
+    # the map: one circle per hub, sized by its units
+    assert sorted(re.findall(r'class="hub" data-hub="([^"]+)" data-units="(\d+)"', page.dom)) == sorted(
+        (h, str(u)) for h, u in day.group_by("hub_id").agg(pl.col("units").sum()).iter_rows())
+    assert page.pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page[^s]", page.pdf)) >= 2  # it prints
+
+
+@pytest.mark.slow
+def test_the_network_check_sees_a_request(tmp_path):
+    """The harness behind the test above: a page that fetches from a server is caught."""
+    if chromium() is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    page_file = tmp_path / "leaky.html"
+    page_file.write_text('<html><body><img src="http://127.0.0.1:9/pixel.png"></body></html>')
+    assert open_page(page_file.as_uri(), settle_s=0.5).remote == ["http://127.0.0.1:9/pixel.png"]
+
+
+def test_report_of_a_small_city_sized_plan_stays_under_1_5_mb():
+    """The small city's shape (12 neighbourhoods, 30 hubs, 6 categories, 4 windows), planned
+    a week ahead — more days than the nightly plan — with 4 weeks of history."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    nbs = [f"N{i:02d}" for i in range(12)]
+    cats = ["electronics", "event_gear", "groceries", "meal_kits", "parcels", "pharmacy"]
+    days = [AS_OF + timedelta(days=k) for k in range(1, 8)]
+    rows = []
+    for nb in nbs:
+        for c in cats:
+            for d in days:
+                m = float(rng.integers(2, 60))
+                rows.append((nb, c, d, m * 0.6, m, m * 1.2, m * 1.35, m * 1.5))
+    fc = pl.DataFrame(rows, schema=["neighbourhood_id", "category", "forecast_date", "p10", "p50", "p80", "p90", "p95"],
+                      orient="row")
+    hubs = pl.DataFrame({"hub_id": [f"H{i:04d}" for i in range(30)], "neighbourhood_id": [nbs[i % 12] for i in range(30)]})
+    cap = pl.DataFrame({"hub_id": [h for h in hubs["hub_id"] for _ in cats], "category": cats * 30,
+                        "capacity_units": [80] * 180})
+    costs = pl.DataFrame({"category": cats, "under_cost": [3.0] * 6, "over_cost": [1.0] * 6})
+    profile = pl.DataFrame([(nb, c, dow, w, s, 100.0) for nb in nbs for c in cats for dow in range(7)
+                            for w, s in zip(["night", "morning", "afternoon", "evening"], [0.1, 0.4, 0.3, 0.2])],
+                           schema=["neighbourhood_id", "category", "dow", "window", "share", "day_units"], orient="row")
+    plan = split_plan(plan_staging(fc, hubs, cap, costs), profile)
+    hist = pl.DataFrame([(nb, c, AS_OF - timedelta(days=k), float(rng.integers(0, 60))) for nb in nbs for c in cats
+                         for k in range(28)], schema=["neighbourhood_id", "category", "ds", "y"], orient="row")
+    places = pl.DataFrame({"hub_id": hubs["hub_id"], "hub_name": [f"Hub {i}" for i in range(30)],
+                           "neighbourhood_id": hubs["neighbourhood_id"],
+                           "neighbourhood_name": [f"Quarter {n}" for n in hubs["neighbourhood_id"]],
+                           "lat": [52.0 + int(n[1:]) * 0.01 for n in hubs["neighbourhood_id"]],
+                           "lon": [4.0 + int(n[1:]) % 4 * 0.02 for n in hubs["neighbourhood_id"]]})
+    *_, metrics, value = _inputs()
+    text = render(plan, fc.with_columns(pl.lit("calibrated").alias("calibration")), hist, metrics, value, AS_OF, days[0],
+                  places=places, pick_lists="pick_lists")
+    assert plan.height == 30 * 6 * 4 * 7
+    assert text.count('class="hub-chart"') == 30
+    assert len(text.encode()) < 1_500_000, len(text.encode())

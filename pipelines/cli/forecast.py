@@ -122,12 +122,11 @@ def report(
     home: HomeOpt = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Forecast date (YYYY-MM-DD); default the latest.")] = None,
 ) -> None:
-    """Re-render the HTML report and the Excel workbook of a home's latest plan.
+    """Re-render the HTML report, the workbook and the pick lists of a home's latest plan.
 
     Reads the live warehouse opened read-only, or the published snapshot when it is busy."""
     import duckdb
 
-    from forecasts.exports import export_xlsx
     from forecasts.run import report_from_warehouse
     from warehouse.backends import backend_for
     from warehouse.retry import WarehouseBusy
@@ -146,14 +145,13 @@ def report(
         con = open_snapshot(snap, settings.warehouse.reader_credentials()).con
     with con:
         day = date.fromisoformat(as_of) if as_of else None
-        path = report_from_warehouse(con, h.exports, day)
+        path = report_from_warehouse(con, h.exports, day, chromium=settings.forecast.chromium)
         if path is None:
             console.print("[yellow]no staging plan in the warehouse yet[/yellow]: run `civicflow run` first")
             raise typer.Exit(1)
-        plan_as_of = day or con.execute("select max(as_of) from forecasts.staging_plan").fetchone()[0]
-        plan = con.execute("select * exclude (as_of) from forecasts.staging_plan where as_of = ?", [plan_as_of]).pl()
-        xlsx = export_xlsx(plan, h.exports, path.parent.name)
-    console.print(f"report: {path}\nworkbook: {xlsx}")
+    pdf = path.parent / "pick_lists" / "pick_lists.pdf"
+    console.print(f"report: {path}\nworkbook: {path.parent / 'staging_plan.xlsx'}\n"
+                  f"pick lists: {pdf if pdf.exists() else path.parent / 'pick_lists' / 'all.html'}")
 
 
 def register(app: typer.Typer) -> None:

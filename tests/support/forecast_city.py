@@ -86,3 +86,37 @@ def build_city(db_path: Path, n_days: int = 150, seed: int = 7) -> duckdb.DuckDB
     con.unregister("_demand")
     con.unregister("_events")
     return con
+
+
+def store_nights(con: duckdb.DuckDBPyConnection, medians: dict[date, float], horizon: int = 2) -> None:
+    """Store a forecast and a staging plan for each night (as_of → N1's parcels median) with
+    the nightly writer, and the pickups each hub saw in `marts.hub_utilisation_daily`:
+    H1a 15, H1b 9, H2 meds 3 and H2 parcels 20 a day, H1a 30 on the last night's day."""
+    from forecasts.planner import plan_staging
+    from forecasts.run import FORECAST_SCHEMA, write_tables
+
+    hubs = con.execute("select hub_id, neighbourhood_id from marts.dim_hubs").pl()
+    cap = con.execute("select hub_id, category, capacity_units from marts.hub_capacity").pl()
+    cats = con.execute("select category, under_cost, over_cost from marts.dim_categories").pl()
+    for as_of, p50 in sorted(medians.items()):
+        rows = []
+        for k in range(1, horizon + 1):
+            d = as_of + timedelta(days=k)
+            for nb, cat, m in (("N1", "parcels", p50), ("N2", "meds", 2.0), ("N2", "parcels", 20.0)):
+                rows.append({"as_of": as_of, "series_id": f"{nb}|{cat}", "neighbourhood_id": nb, "category": cat,
+                             "forecast_date": d, "horizon": k, "kind": "smooth", "method": "civicflow", "mean": m,
+                             "p10": m * 0.7, "p50": m, "p80": m * 1.2, "p90": m * 1.3, "p95": m * 1.4,
+                             "calibration_scale": 1.0, "fallback_reason": None, "calibration": "calibrated"})
+        fc = pl.DataFrame(rows, schema=FORECAST_SCHEMA)
+        plan = plan_staging(fc.select("neighbourhood_id", "category", "forecast_date", "p10", "p50", "p80", "p90", "p95"),
+                            hubs, cap, cats).with_columns(
+            pl.lit("day").alias("window"), pl.lit(1.0).alias("window_share"), pl.lit("calibrated").alias("intervals"))
+        write_tables(con, as_of, fc, plan)
+    last = max(medians)
+    pick = [(d, h, c, float(u)) for d in (last - timedelta(days=k) for k in range(len(medians) + 1))
+            for h, c, u in (("H1a", "parcels", 30 if d == last else 15), ("H1b", "parcels", 9), ("H2", "meds", 3),
+                            ("H2", "parcels", 20))]
+    con.register("_p", pl.DataFrame(pick, schema=["activity_date", "hub_id", "category", "pickup_units"],
+                                    orient="row").to_arrow())
+    con.execute("create or replace table marts.hub_utilisation_daily as select * from _p")
+    con.unregister("_p")
