@@ -61,6 +61,26 @@ def season_length(freq: str) -> int:
     return 24 if freq.upper().startswith("H") else 7
 
 
+def fill_gaps(y: np.ndarray, season: int) -> np.ndarray:
+    """Missing values (NaN: a period not observed, backtest.read_series_file) filled for
+    fitting: the value one season earlier when there is one, else linear between the
+    neighbours, 0 when nothing was observed. The fill is only ever fitted, never scored."""
+    y = np.asarray(y, dtype=float).copy()
+    miss = ~np.isfinite(y)
+    if not miss.any():
+        return y
+    if miss.all():
+        return np.zeros_like(y)
+    for i in np.flatnonzero(miss):
+        if i >= season and np.isfinite(y[i - season]):
+            y[i] = y[i - season]
+    still = ~np.isfinite(y)
+    if still.any():
+        idx = np.arange(len(y))
+        y[still] = np.interp(idx[still], idx[~still], y[~still])
+    return y
+
+
 def primary_method(kind: str) -> str:
     return {SMOOTH: PROPHET, INTERMITTENT: intermittent.CROSTON}.get(kind, intermittent.SEASONAL_NAIVE)
 
@@ -83,7 +103,9 @@ def _fit(method: str, task: SeriesTask, ds: np.ndarray, y: np.ndarray, future_ds
 
 def forecast_series(task: SeriesTask) -> SeriesForecast:
     t0 = time.perf_counter()
-    y = np.nan_to_num(np.asarray(task.y, dtype=float)).clip(min=0)
+    raw = np.asarray(task.y, dtype=float)
+    observed = np.isfinite(raw)
+    y = fill_gaps(raw, season_length(task.freq)).clip(min=0)
     ds = np.asarray(task.ds)
     fut = np.asarray(task.future_ds)
     h = len(fut)
@@ -99,7 +121,9 @@ def forecast_series(task: SeriesTask) -> SeriesForecast:
 
     # intervals: the series' in-sample residual spread × the backtest-learned offsets of its
     # method/class/horizon (calibration.py); no refit. Without a table: in-sample quantiles.
-    z_in = standardized_residuals(y[-RESIDUAL_WINDOW:], fitted[-RESIDUAL_WINDOW:])
+    # residuals of observed periods only: a filled gap is fitted by construction
+    obs = observed[-RESIDUAL_WINDOW:]
+    z_in = standardized_residuals(y[-RESIDUAL_WINDOW:][obs], np.asarray(fitted)[-RESIDUAL_WINDOW:][obs])
     if used == intermittent.SEASONAL_NAIVE:
         z_in = z_in[season_length(task.freq):] if len(z_in) > 2 * season_length(task.freq) else z_in
     spread = series_spread(z_in)
