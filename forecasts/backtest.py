@@ -4,7 +4,8 @@ score against what happened.
 Scores per series and method: MASE (scaled by the in-sample seasonal-naive MAE of the
 training window, the usual Hyndman–Koehler scale), out-of-sample MAE relative to seasonal
 naive, pinball loss averaged over the quantile levels, empirical coverage per level
-(share of actuals at or below the level's quantile; nominal = the level), the coverage of
+(share of actuals at or below the level's quantile; nominal = the level), the same by the
+randomised PIT (`pit_p10`…: meaningful on counts with many zeros, quantiles.randomised_pit), the coverage of
 the 10–90 % interval, and MAE / MASE on event days separately — events are where a
 forecaster earns its keep and where averages hide failures.
 
@@ -33,7 +34,7 @@ from forecasts.calibration import Calibration
 from forecasts.config import ForecastConfig
 from forecasts.engine import run_tasks
 from forecasts.model import SeriesForecast, SeriesTask, season_length
-from forecasts.quantiles import LEVEL_COLUMNS, LEVELS, pinball_loss
+from forecasts.quantiles import LEVEL_COLUMNS, LEVELS, pinball_loss, randomised_pit
 from forecasts.series import classify_values
 
 CIVICFLOW = "civicflow"
@@ -166,6 +167,10 @@ def _metrics(g: pl.DataFrame) -> dict[str, float | int | None]:
     }
     for c in LEVEL_COLUMNS:
         out[f"cov_{c}"] = float(np.mean(y <= g[c].to_numpy() + 1e-9))
+    # coverage that means something on counts with many zeros: the randomised PIT
+    pit = randomised_pit(y, g.select(LEVEL_COLUMNS).to_numpy().astype(float)) if len(y) else np.zeros(0)
+    for q, c in zip(LEVELS, LEVEL_COLUMNS):
+        out[f"pit_{c}"] = float(np.mean(pit <= q)) if len(y) else None
     out["cov_p10_p90"] = float(np.mean((y >= g["p10"].to_numpy() - 1e-9) & (y <= g["p90"].to_numpy() + 1e-9)))
     ev = g["is_event"].to_numpy()
     out["n_event"] = int(ev.sum())

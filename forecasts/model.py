@@ -20,6 +20,9 @@ from forecasts.quantiles import LEVELS, make_quantiles, residual_offsets, standa
 from forecasts.series import INTERMITTENT, SMOOTH
 
 PROPHET = "prophet"
+# the median of Prophet (with events), AutoETS and seasonal naive, point by point
+ENSEMBLE = "ensemble"
+ENSEMBLE_MEMBERS = (PROPHET, intermittent.AUTO_ETS, intermittent.SEASONAL_NAIVE)
 # a stand-in for residuals when a series has too few: Poisson noise standardised by sqrt(level)
 _NORMAL_Z = {0.1: -1.2816, 0.5: 0.0, 0.8: 0.8416, 0.9: 1.2816, 0.95: 1.6449}
 MIN_RESIDUALS = 14
@@ -88,6 +91,18 @@ def primary_method(kind: str) -> str:
 def _fit(method: str, task: SeriesTask, ds: np.ndarray, y: np.ndarray, future_ds: np.ndarray,
          att_hist: np.ndarray | None, att_future: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, str]:
     h = len(future_ds)
+    if method == ENSEMBLE:
+        parts = []
+        for m in ENSEMBLE_MEMBERS:
+            try:
+                p, f, _ = _fit(m, task, ds, y, future_ds, att_hist, att_future)
+                if len(p) == h and np.all(np.isfinite(p)):
+                    parts.append((p, np.asarray(f, dtype=float)))
+            except Exception:  # a member that fails leaves the others
+                continue
+        if not parts:
+            raise ValueError("no ensemble member could be fitted")
+        return (np.median([p for p, _ in parts], axis=0), np.median([f for _, f in parts], axis=0), ENSEMBLE)
     if method == PROPHET:
         if len(y) < 2 or not np.any(y > 0):
             raise ValueError("prophet needs at least two points and some demand")
@@ -98,6 +113,10 @@ def _fit(method: str, task: SeriesTask, ds: np.ndarray, y: np.ndarray, future_ds
         return intermittent.croston(y, h)
     if method == intermittent.SES:
         return intermittent.ses(y, h)
+    if method == intermittent.AUTO_ETS:
+        return intermittent.auto_ets(y, h, season_length(task.freq))
+    if method == intermittent.AUTO_ARIMA:
+        return intermittent.auto_arima(y, h, season_length(task.freq))
     return intermittent.seasonal_naive(y, h, season_length(task.freq))
 
 

@@ -15,12 +15,11 @@ under·P(D ≥ k) − over·P(D < k), and the hub keeps the most valuable units.
 from __future__ import annotations
 
 import heapq
-import math
 
 import numpy as np
 import polars as pl
 
-from forecasts.quantiles import LEVEL_COLUMNS, LEVELS, enforce_monotone, interpolate_quantile
+from forecasts.quantiles import LEVEL_COLUMNS, LEVELS, cdf, enforce_monotone, interpolate_quantile
 
 DEFAULT_UNDER_COST = 2.0
 DEFAULT_OVER_COST = 1.0
@@ -115,17 +114,8 @@ def split_units(total: int, weights: list[float], caps: list[int | None]) -> tup
 
 
 def _cdf(quantiles: np.ndarray, x: float, levels: tuple[float, ...] = LEVELS) -> float:
-    """P(D ≤ x) from one row of quantiles, piecewise linear between the known levels."""
-    q = quantiles
-    if x < q[0]:
-        return levels[0] * (x / q[0]) if q[0] > 0 else levels[0]
-    if x >= q[-1]:
-        return levels[-1] + (1 - levels[-1]) * (1 - math.exp(-(x - q[-1]) / max(q[-1] - q[-2], 1.0)))
-    j = int(np.searchsorted(q, x, side="right"))
-    lo, hi = q[j - 1], q[j]
-    if hi <= lo:
-        return levels[j]
-    return levels[j - 1] + (levels[j] - levels[j - 1]) * (x - lo) / (hi - lo)
+    """P(D ≤ x) from one row of quantiles (quantiles.cdf)."""
+    return cdf(quantiles, x, levels)
 
 
 def allocate_by_marginal_value(
