@@ -444,3 +444,21 @@ def test_backtest_scores_when_a_metric_first_appears_after_a_hundred_series():
     assert per.filter(pl.col("series_id") == "s000")["mae_event"].to_list() == [None, None]
     assert per.filter(pl.col("series_id") == "s149")["mae_event"].null_count() == 0
     assert overall["n_event"].to_list() == [30, 30]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", [intermittent.AUTO_ETS, intermittent.AUTO_ARIMA, "ensemble"])
+def test_benchmark_methods_learn_the_weekly_shape(method):
+    """AutoETS, AutoARIMA and the median ensemble (real statsforecast / Prophet fits): the
+    forecast follows the weekly cycle of the series and is not a fallback."""
+    from forecasts.model import forecast_series
+
+    n, h = 126, 14
+    t = np.arange(n + h)
+    mu = 30 + 12 * np.sin(2 * np.pi * t / 7)
+    y = np.random.default_rng(2).poisson(mu).astype(float)
+    ds = np.arange(np.datetime64("2024-01-01"), np.datetime64("2024-01-01") + n)
+    r = forecast_series(SeriesTask("s", ds, y[:n], np.arange(ds[-1] + 1, ds[-1] + 1 + h), kind=SMOOTH, method=method))
+    assert r.fallback_reason is None and r.method == method
+    assert np.corrcoef(r.point, mu[n:])[0, 1] > 0.9
+    assert np.mean(np.abs(r.point - mu[n:])) < 5
