@@ -462,3 +462,21 @@ def test_benchmark_methods_learn_the_weekly_shape(method):
     assert r.fallback_reason is None and r.method == method
     assert np.corrcoef(r.point, mu[n:])[0, 1] > 0.9
     assert np.mean(np.abs(r.point - mu[n:])) < 5
+
+
+@pytest.mark.parametrize("q", [[0.0, 0.0, 0.3, 0.6, 1.0], [0.0, 1.2, 2.5, 3.4, 4.1], [10.0, 20, 26, 30, 34]])
+@pytest.mark.parametrize("ratio", [0.5, 0.614, 0.75, 0.9])
+def test_newsvendor_units_minimise_expected_cost_under_the_forecast(q, ratio):
+    """The staged units are the cheapest in expectation under the forecast's own whole-unit
+    distribution (P(D = k) = F(k + ½) − F(k − ½), F read from the quantiles) — the rule
+    `ceil(q_ratio)` it replaces stages one unit too many on the first row at 0.614."""
+    from forecasts.quantiles import cdf
+
+    q = np.array(q)
+    under, over = ratio / (1 - ratio), 1.0
+    k = np.arange(0, 200)
+    pk = np.array([cdf(q, x + 0.5) - (cdf(q, x - 0.5) if x >= 1 else 0.0) for x in k])
+    cost = [float(np.sum(pk * (under * np.maximum(k - s, 0) + over * np.maximum(s - k, 0)))) for s in range(60)]
+    best = int(np.argmin(cost))
+    got = int(newsvendor_units(q[None, :], ratio)[0])
+    assert cost[got] <= cost[best] + 1e-9, (got, best)
