@@ -4,7 +4,8 @@ score against what happened.
 Scores per series and method: MASE (scaled by the in-sample seasonal-naive MAE of the
 training window, the usual Hyndman–Koehler scale), out-of-sample MAE relative to seasonal
 naive, pinball loss averaged over the quantile levels, empirical coverage per level
-(share of actuals at or below the level's quantile; nominal = the level), the coverage of
+(share of actuals at or below the level's quantile; nominal = the level), the same by the
+randomised PIT (`pit_p10`…: meaningful on counts with many zeros, quantiles.randomised_pit), the coverage of
 the 10–90 % interval, and MAE / MASE on event days separately — events are where a
 forecaster earns its keep and where averages hide failures.
 
@@ -33,7 +34,7 @@ from forecasts.calibration import Calibration
 from forecasts.config import ForecastConfig
 from forecasts.engine import run_tasks
 from forecasts.model import SeriesForecast, SeriesTask, season_length
-from forecasts.quantiles import LEVEL_COLUMNS, LEVELS, pinball_loss
+from forecasts.quantiles import LEVEL_COLUMNS, LEVELS, pinball_loss, randomised_pit
 from forecasts.series import classify_values
 
 CIVICFLOW = "civicflow"
@@ -126,12 +127,14 @@ def points_frame(pairs: list[tuple[SeriesTask, dict]], results: list[SeriesForec
     for (task, meta), r in zip(pairs, results):
         train = meta["train"]
         # MASE scale: in-sample MAE of the seasonal naive on this origin's training window
-        if len(train) > season:
-            scale = float(np.mean(np.abs(train[season:] - train[:-season])))
-        else:
-            scale = float(np.mean(np.abs(np.diff(train)))) if len(train) > 1 else 0.0
+        # (pairs with a missing period are left out: NaN-aware means)
+        diffs = train[season:] - train[:-season] if len(train) > season else np.diff(train)
+        diffs = diffs[np.isfinite(diffs)]
+        scale = float(np.mean(np.abs(diffs))) if len(diffs) else 0.0
         ev = _event_mask(np.asarray(task.future_ds), events.get(meta["series_id"], []), freq)
         for k in range(len(meta["actual"])):
+            if not np.isfinite(meta["actual"][k]):  # a period nobody observed is not scored
+                continue
             cols["series_id"].append(meta["series_id"])
             cols["method"].append(meta["method"])
             cols["used_method"].append(r.method)
@@ -164,6 +167,10 @@ def _metrics(g: pl.DataFrame) -> dict[str, float | int | None]:
     }
     for c in LEVEL_COLUMNS:
         out[f"cov_{c}"] = float(np.mean(y <= g[c].to_numpy() + 1e-9))
+    # coverage that means something on counts with many zeros: the randomised PIT
+    pit = randomised_pit(y, g.select(LEVEL_COLUMNS).to_numpy().astype(float)) if len(y) else np.zeros(0)
+    for q, c in zip(LEVELS, LEVEL_COLUMNS):
+        out[f"pit_{c}"] = float(np.mean(pit <= q)) if len(y) else None
     out["cov_p10_p90"] = float(np.mean((y >= g["p10"].to_numpy() - 1e-9) & (y <= g["p90"].to_numpy() + 1e-9)))
     ev = g["is_event"].to_numpy()
     out["n_event"] = int(ev.sum())
@@ -251,32 +258,49 @@ def _parse_ts(col: pl.Expr) -> pl.Expr:
     return col.cast(pl.String).str.to_datetime(strict=False, time_unit="us")
 
 
-def read_series_file(path: Path, freq: str = "D") -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """`series_id,ds,y` or `ds,y`. Each series is put on a complete grid at `freq` (gaps
-    become 0 — demand not recorded is demand not seen) and sorted in time."""
+GAPS_MISSING = "missing"
+GAPS_ZERO = "zero"
+
+
+def read_series_file(path: Path, freq: str = "D", gaps: str = GAPS_MISSING) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`series_id,ds,y` or `ds,y`. Each series is put on a complete grid at `freq` and
+    sorted in time. A period absent from the file is, by `gaps`:
+
+    - `missing` (default): not observed — NaN; the models are fitted on the series with the
+      gap filled (model.fill_gaps) and the period is never scored. Page views, ridership,
+      a business-day series: a day without a row is a day without a measurement, and
+      scoring it as zero demand rewards a forecaster for predicting the holes;
+    - `zero`: no demand — 0 (an export of the demand mart, which is zero-filled already).
+
+    An empty `y` in a row that is present is missing under both."""
     df = pl.read_csv(path, infer_schema_length=10000)
     if "series_id" not in df.columns:
         df = df.with_columns(pl.lit("series").alias("series_id"))
     missing = {"ds", "y"} - set(df.columns)
     if missing:
         raise ValueError(f"{path}: missing column(s) {sorted(missing)}; expected series_id,ds,y or ds,y")
+    if gaps not in (GAPS_MISSING, GAPS_ZERO):
+        raise ValueError(f"gaps must be {GAPS_MISSING!r} or {GAPS_ZERO!r}, not {gaps!r}")
     hourly = freq.upper().startswith("H")
     df = df.select(
         pl.col("series_id").cast(pl.String),
         _parse_ts(pl.col("ds")).alias("ds"),
-        pl.col("y").cast(pl.Float64, strict=False).fill_null(0.0),
+        pl.col("y").cast(pl.Float64, strict=False),
     )
     if df["ds"].null_count():
         raise ValueError(f"{path}: {df['ds'].null_count()} value(s) in ds are not dates/timestamps")
     df = df.with_columns(pl.col("ds").dt.truncate("1h" if hourly else "1d"))
-    df = df.group_by("series_id", "ds").agg(pl.col("y").sum()).sort("series_id", "ds")
+    # a period whose every value is empty stays missing (sum() would make it 0)
+    df = df.group_by("series_id", "ds").agg(
+        pl.when(pl.col("y").is_not_null().any()).then(pl.col("y").sum()).otherwise(None).alias("y")
+    ).sort("series_id", "ds")
     step = _step(freq)
     out = {}
     for (sid,), g in df.group_by("series_id", maintain_order=True):
         ds = g["ds"].to_numpy().astype("datetime64[h]" if hourly else "datetime64[D]")
         grid = np.arange(ds[0], ds[-1] + step, step)
-        y = np.zeros(len(grid))
-        y[((ds - ds[0]) // step).astype(int)] = g["y"].to_numpy()
+        y = np.full(len(grid), np.nan if gaps == GAPS_MISSING else 0.0)
+        y[((ds - ds[0]) // step).astype(int)] = g["y"].to_numpy().astype(float)
         out[sid] = (grid, y)
     return out
 
@@ -329,12 +353,14 @@ def backtest_file(
     n_origins: int = 4,
     workers: int = 2,
     config: ForecastConfig = ForecastConfig(),
+    gaps: str = GAPS_MISSING,
 ) -> BacktestSummary:
-    """Backtest any series file; writes `metrics_per_series.csv`, `metrics_overall.csv`,
+    """Backtest any series file (`gaps`: what a period absent from the file is, see
+    read_series_file); writes `metrics_per_series.csv`, `metrics_overall.csv`,
     `metrics_by_kind.csv`, `backtest_points.csv` and `calibration.csv` to `out_dir`. Print `format_table(summary.overall,
     OVERALL_COLUMNS)` for the command-line table."""
     freq = "H" if freq.upper().startswith("H") else "D"
-    series = read_series_file(Path(series_csv), freq)
+    series = read_series_file(Path(series_csv), freq, gaps)
     events = read_events_file(Path(events_csv) if events_csv else None, sorted(series))
     summary = run_backtest(series, events, BacktestConfig(horizon=horizon, n_origins=n_origins, freq=freq),
                            workers=workers, config=config)

@@ -20,6 +20,9 @@ from forecasts.quantiles import LEVELS, make_quantiles, residual_offsets, standa
 from forecasts.series import INTERMITTENT, SMOOTH
 
 PROPHET = "prophet"
+# the median of Prophet (with events), AutoETS and seasonal naive, point by point
+ENSEMBLE = "ensemble"
+ENSEMBLE_MEMBERS = (PROPHET, intermittent.AUTO_ETS, intermittent.SEASONAL_NAIVE)
 # a stand-in for residuals when a series has too few: Poisson noise standardised by sqrt(level)
 _NORMAL_Z = {0.1: -1.2816, 0.5: 0.0, 0.8: 0.8416, 0.9: 1.2816, 0.95: 1.6449}
 MIN_RESIDUALS = 14
@@ -61,6 +64,26 @@ def season_length(freq: str) -> int:
     return 24 if freq.upper().startswith("H") else 7
 
 
+def fill_gaps(y: np.ndarray, season: int) -> np.ndarray:
+    """Missing values (NaN: a period not observed, backtest.read_series_file) filled for
+    fitting: the value one season earlier when there is one, else linear between the
+    neighbours, 0 when nothing was observed. The fill is only ever fitted, never scored."""
+    y = np.asarray(y, dtype=float).copy()
+    miss = ~np.isfinite(y)
+    if not miss.any():
+        return y
+    if miss.all():
+        return np.zeros_like(y)
+    for i in np.flatnonzero(miss):
+        if i >= season and np.isfinite(y[i - season]):
+            y[i] = y[i - season]
+    still = ~np.isfinite(y)
+    if still.any():
+        idx = np.arange(len(y))
+        y[still] = np.interp(idx[still], idx[~still], y[~still])
+    return y
+
+
 def primary_method(kind: str) -> str:
     return {SMOOTH: PROPHET, INTERMITTENT: intermittent.CROSTON}.get(kind, intermittent.SEASONAL_NAIVE)
 
@@ -68,6 +91,18 @@ def primary_method(kind: str) -> str:
 def _fit(method: str, task: SeriesTask, ds: np.ndarray, y: np.ndarray, future_ds: np.ndarray,
          att_hist: np.ndarray | None, att_future: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, str]:
     h = len(future_ds)
+    if method == ENSEMBLE:
+        parts = []
+        for m in ENSEMBLE_MEMBERS:
+            try:
+                p, f, _ = _fit(m, task, ds, y, future_ds, att_hist, att_future)
+                if len(p) == h and np.all(np.isfinite(p)):
+                    parts.append((p, np.asarray(f, dtype=float)))
+            except Exception:  # a member that fails leaves the others
+                continue
+        if not parts:
+            raise ValueError("no ensemble member could be fitted")
+        return (np.median([p for p, _ in parts], axis=0), np.median([f for _, f in parts], axis=0), ENSEMBLE)
     if method == PROPHET:
         if len(y) < 2 or not np.any(y > 0):
             raise ValueError("prophet needs at least two points and some demand")
@@ -78,12 +113,18 @@ def _fit(method: str, task: SeriesTask, ds: np.ndarray, y: np.ndarray, future_ds
         return intermittent.croston(y, h)
     if method == intermittent.SES:
         return intermittent.ses(y, h)
+    if method == intermittent.AUTO_ETS:
+        return intermittent.auto_ets(y, h, season_length(task.freq))
+    if method == intermittent.AUTO_ARIMA:
+        return intermittent.auto_arima(y, h, season_length(task.freq))
     return intermittent.seasonal_naive(y, h, season_length(task.freq))
 
 
 def forecast_series(task: SeriesTask) -> SeriesForecast:
     t0 = time.perf_counter()
-    y = np.nan_to_num(np.asarray(task.y, dtype=float)).clip(min=0)
+    raw = np.asarray(task.y, dtype=float)
+    observed = np.isfinite(raw)
+    y = fill_gaps(raw, season_length(task.freq)).clip(min=0)
     ds = np.asarray(task.ds)
     fut = np.asarray(task.future_ds)
     h = len(fut)
@@ -99,7 +140,9 @@ def forecast_series(task: SeriesTask) -> SeriesForecast:
 
     # intervals: the series' in-sample residual spread × the backtest-learned offsets of its
     # method/class/horizon (calibration.py); no refit. Without a table: in-sample quantiles.
-    z_in = standardized_residuals(y[-RESIDUAL_WINDOW:], fitted[-RESIDUAL_WINDOW:])
+    # residuals of observed periods only: a filled gap is fitted by construction
+    obs = observed[-RESIDUAL_WINDOW:]
+    z_in = standardized_residuals(y[-RESIDUAL_WINDOW:][obs], np.asarray(fitted)[-RESIDUAL_WINDOW:][obs])
     if used == intermittent.SEASONAL_NAIVE:
         z_in = z_in[season_length(task.freq):] if len(z_in) > 2 * season_length(task.freq) else z_in
     spread = series_spread(z_in)

@@ -91,7 +91,10 @@ def build_series(demand: pl.DataFrame, as_of: date | None = None) -> pl.DataFram
 
 def classify_values(y: np.ndarray, min_history: int = MIN_HISTORY_DAYS,
                     adi_threshold: float = ADI_THRESHOLD) -> str:
-    """smooth / intermittent / too_short for one series' values (oldest first)."""
+    """smooth / intermittent / too_short for one series' values (oldest first); missing
+    values (NaN) are not periods of the history."""
+    y = np.asarray(y, dtype=float)
+    y = y[np.isfinite(y)]
     n = len(y)
     if n < min_history:
         return TOO_SHORT

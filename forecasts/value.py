@@ -117,3 +117,56 @@ def summarise(rows: pl.DataFrame, n_boot: int = 2000, seed: int = 20240601) -> p
             "reduction_ci_low": lo, "reduction_ci_high": hi,
         })
     return pl.DataFrame(out)
+
+
+SWEEP_LEVELS = tuple(round(x, 2) for x in np.arange(0.05, 0.991, 0.01))
+
+
+def quantile_sweep(
+    points: pl.DataFrame,
+    costs: dict[str, tuple[float, float]] | None = None,
+    capacity: dict[str, int] | None = None,
+    levels: tuple[float, ...] = SWEEP_LEVELS,
+) -> pl.DataFrame:
+    """The decision checked on the backtest: realised cost per category when every series
+    stages `newsvendor_units` at level τ instead of at its critical ratio, for each τ in
+    `levels`. One row per category × level: cost, and `planner_level` (the ratio the
+    planner picks for the category). If the forecast's quantiles are calibrated and the
+    rule is right, the cost is lowest at (or within the grid's flat bottom around) the
+    planner's level; `sweep_verdict` says per category."""
+    costs = costs or {}
+    capacity = capacity or {}
+    p = points.filter(pl.col("method") == CIVICFLOW).sort("series_id", "ds", "step")
+    p = p.unique(subset=["series_id", "ds"], keep="first", maintain_order=True)
+    if p.is_empty():
+        return pl.DataFrame()
+    sids = p["series_id"].to_list()
+    cats = np.array([category_of(s) for s in sids])
+    under = np.array([costs.get(c, (DEFAULT_UNDER_COST, DEFAULT_OVER_COST))[0] for c in cats])
+    over = np.array([costs.get(c, (DEFAULT_UNDER_COST, DEFAULT_OVER_COST))[1] for c in cats])
+    q = p.select(LEVEL_COLUMNS).to_numpy().astype(float)
+    d = p["y"].to_numpy().astype(float)
+    cap = np.array([capacity.get(s, np.inf) for s in sids], dtype=float)
+    rows = []
+    for lv in levels:
+        s = np.minimum(newsvendor_units(q, lv).astype(float), cap)
+        cost = under * np.maximum(d - s, 0) + over * np.maximum(s - d, 0)
+        for c in sorted(set(cats)):
+            m = cats == c
+            rows.append({"category": c, "level": float(lv), "cost": float(cost[m].sum()),
+                         "staged_units": float(s[m].sum()), "demand_units": float(d[m].sum()),
+                         "planner_level": round(critical_ratio(under[m][0], over[m][0]), 4)})
+    return pl.DataFrame(rows)
+
+
+def sweep_verdict(sweep: pl.DataFrame) -> pl.DataFrame:
+    """Per category: the planner's level, the level of lowest realised cost, the cost at
+    each and how much the planner's level costs above the best (in %)."""
+    out = []
+    for (c,), g in sweep.group_by("category", maintain_order=True):
+        best = g.sort("cost", "level").row(0, named=True)
+        at = g.with_columns((pl.col("level") - pl.col("planner_level")).abs().alias("_d")).sort("_d").row(0, named=True)
+        out.append({"category": c, "planner_level": at["planner_level"], "best_level": best["level"],
+                    "cost_at_planner": at["cost"], "best_cost": best["cost"],
+                    "excess_pct": 100 * (at["cost"] / best["cost"] - 1) if best["cost"] > 0 else 0.0})
+    return pl.DataFrame(out).sort("category")

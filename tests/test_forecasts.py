@@ -447,3 +447,39 @@ def test_backtest_scores_when_a_metric_first_appears_after_a_hundred_series():
     assert per.filter(pl.col("series_id") == "s000")["mae_event"].to_list() == [None, None]
     assert per.filter(pl.col("series_id") == "s149")["mae_event"].null_count() == 0
     assert overall["n_event"].to_list() == [30, 30]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", [intermittent.AUTO_ETS, intermittent.AUTO_ARIMA, "ensemble"])
+def test_benchmark_methods_learn_the_weekly_shape(method):
+    """AutoETS, AutoARIMA and the median ensemble (real statsforecast / Prophet fits): the
+    forecast follows the weekly cycle of the series and is not a fallback."""
+    from forecasts.model import forecast_series
+
+    n, h = 126, 14
+    t = np.arange(n + h)
+    mu = 30 + 12 * np.sin(2 * np.pi * t / 7)
+    y = np.random.default_rng(2).poisson(mu).astype(float)
+    ds = np.arange(np.datetime64("2024-01-01"), np.datetime64("2024-01-01") + n)
+    r = forecast_series(SeriesTask("s", ds, y[:n], np.arange(ds[-1] + 1, ds[-1] + 1 + h), kind=SMOOTH, method=method))
+    assert r.fallback_reason is None and r.method == method
+    assert np.corrcoef(r.point, mu[n:])[0, 1] > 0.9
+    assert np.mean(np.abs(r.point - mu[n:])) < 5
+
+
+@pytest.mark.parametrize("q", [[0.0, 0.0, 0.3, 0.6, 1.0], [0.0, 1.2, 2.5, 3.4, 4.1], [10.0, 20, 26, 30, 34]])
+@pytest.mark.parametrize("ratio", [0.5, 0.614, 0.75, 0.9])
+def test_newsvendor_units_minimise_expected_cost_under_the_forecast(q, ratio):
+    """The staged units are the cheapest in expectation under the forecast's own whole-unit
+    distribution (P(D = k) = F(k + ½) − F(k − ½), F read from the quantiles) — the rule
+    `ceil(q_ratio)` it replaces stages one unit too many on the first row at 0.614."""
+    from forecasts.quantiles import cdf
+
+    q = np.array(q)
+    under, over = ratio / (1 - ratio), 1.0
+    k = np.arange(0, 200)
+    pk = np.array([cdf(q, x + 0.5) - (cdf(q, x - 0.5) if x >= 1 else 0.0) for x in k])
+    cost = [float(np.sum(pk * (under * np.maximum(k - s, 0) + over * np.maximum(s - k, 0)))) for s in range(60)]
+    best = int(np.argmin(cost))
+    got = int(newsvendor_units(q[None, :], ratio)[0])
+    assert cost[got] <= cost[best] + 1e-9, (got, best)

@@ -84,3 +84,38 @@ def test_forecast_backtest_rejects_bad_files(tmp_path):
     r = runner.invoke(app, ["forecast", "backtest", "--series", str(tmp_path / "bad.csv"), "--horizon", "7",
                             "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "missing column" in r.output
+
+
+@pytest.mark.slow
+def test_forecast_backtest_gaps_are_missing_not_zero_demand(tmp_path):
+    """A business-day series (no rows on weekends): by default the weekend is not observed —
+    never scored, and seasonal naive is not taught that Saturday sells nothing; `--gaps zero`
+    keeps the old reading (a missing day is a day of zero demand)."""
+    rng = np.random.default_rng(11)
+    days = [date(2024, 1, 1) + timedelta(days=k) for k in range(140)]
+    days = [d for d in days if d.weekday() < 5]
+    y = rng.poisson(40 + 6 * np.array([d.weekday() for d in days])).astype(float)
+    pl.DataFrame({"ds": [str(d) for d in days], "y": y}).write_csv(tmp_path / "bd.csv")
+    out = {}
+    for gaps in ("missing", "zero"):
+        r = runner.invoke(app, ["forecast", "backtest", "--series", str(tmp_path / "bd.csv"), "--horizon", "7",
+                                "--out", str(tmp_path / gaps), "--origins", "2", "--workers", "1", "--gaps", gaps])
+        assert r.exit_code == 0, r.output
+        out[gaps] = pl.read_csv(tmp_path / gaps / "backtest_points.csv", try_parse_dates=True)
+    missing, zero = out["missing"], out["zero"]
+    assert (missing["ds"].dt.weekday() <= 5).all() and (missing["y"] > 0).all()  # polars: Monday = 1
+    assert (zero.filter(pl.col("ds").dt.weekday() > 5)["y"] == 0).all() and zero.height > missing.height
+    # the forecast for an observed weekday is not dragged down by invented zeros
+    civ = missing.filter(pl.col("method") == "civicflow")
+    assert abs(float((civ["point"] - civ["y"]).mean())) < 0.15 * float(civ["y"].mean())
+    assert (missing.filter(pl.col("method") == "seasonal_naive")["point"] > 0).all()
+
+
+def test_read_series_file_keeps_empty_periods_missing(tmp_path):
+    from forecasts.backtest import read_series_file
+
+    pl.DataFrame({"ds": ["2024-01-01", "2024-01-02", "2024-01-04"], "y": [3.0, None, 5.0]}).write_csv(tmp_path / "g.csv")
+    ds, y = read_series_file(tmp_path / "g.csv")["series"]
+    assert len(ds) == 4 and y[0] == 3.0 and np.isnan(y[1]) and np.isnan(y[2]) and y[3] == 5.0
+    _, y0 = read_series_file(tmp_path / "g.csv", gaps="zero")["series"]
+    assert y0[2] == 0.0 and np.isnan(y0[1])  # an empty value in a present row is missing either way

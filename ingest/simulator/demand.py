@@ -11,7 +11,7 @@ locker opening hours 06:00–23:00 local, so a pickup's local date is its day.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 
@@ -89,3 +89,46 @@ def locker_moves(
     pickups = _draw(rng, d, lam, city.cat_basket, PICKUP_HOURS)
     deposits = _draw(rng, d, lam * 1.05, city.cat_basket * 1.2, DEPOSIT_HOURS)
     return pickups, deposits
+
+
+def daily_demand(size: str, days: int, start: date, seed: int = 7):
+    """The city's true daily demand without its devices: units picked up per neighbourhood ×
+    category × day (zeros included; the same draws as `simulate`'s pickups, before any
+    fault or late file), and its events (id, kind, venue neighbourhood, days, attendance).
+    What the forecast benchmark (bench/bench_forecast_accuracy.py) scores on, at a
+    fraction of a full simulation's cost."""
+    import polars as pl
+
+    from .city import build_city
+    from .clock import rng_for
+    from .events import calendar, events_by_day
+    from .sizes import SIZES
+
+    spec = SIZES[size]
+    city = build_city(spec, seed)
+    last = start + timedelta(days=days - 1)
+    evs_all = calendar(city, spec, seed, start, last)
+    evs_on = events_by_day(evs_all)
+    n_nbh, n_cat = len(city.nbh_ids), len(city.cat_ids)
+    units = np.zeros((days, n_nbh, n_cat))
+    for i in range(days):
+        d = start + timedelta(days=i)
+        lam = expected_pickups(city, spec, d, i, evs_on.get(d, []))
+        p = _draw(rng_for(seed, i, "demand"), d, lam, city.cat_basket, PICKUP_HOURS)
+        np.add.at(units[i], (city.hub_nbh[p.hub], p.cat), p.units)
+    dates = [start + timedelta(days=i) for i in range(days)]
+    demand = pl.DataFrame({
+        "demand_date": np.repeat(np.array(dates, dtype="datetime64[D]"), n_nbh * n_cat),
+        "neighbourhood_id": np.tile(np.repeat(np.asarray(city.nbh_ids).astype(str), n_cat), days),
+        "category": np.tile(np.asarray(city.cat_ids).astype(str), days * n_nbh),
+        "units": units.reshape(-1),
+    })
+    events = pl.DataFrame({
+        "event_id": [e.event_id for e in evs_all], "name": [e.name for e in evs_all],
+        "kind": [e.kind for e in evs_all],
+        "venue_neighbourhood_id": [str(city.nbh_ids[e.nbh]) for e in evs_all],
+        "start_date": [e.days[0] for e in evs_all], "end_date": [e.days[-1] for e in evs_all],
+        "expected_attendance": [e.attendance for e in evs_all],
+    }, schema={"event_id": pl.String, "name": pl.String, "kind": pl.String, "venue_neighbourhood_id": pl.String,
+               "start_date": pl.Date, "end_date": pl.Date, "expected_attendance": pl.Int64})
+    return demand, events

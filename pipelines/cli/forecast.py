@@ -55,6 +55,8 @@ def backtest(
     freq: Annotated[str, typer.Option("--freq", help="D (daily) or H (hourly).")] = "D",
     origins: Annotated[int, typer.Option("--origins", min=1, help="Scored rolling origins (one more is used to learn the calibration).")] = 4,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 2,
+    gaps: Annotated[str, typer.Option("--gaps", help="A period absent from the file: 'missing' (not observed: "
+                                      "filled for fitting, never scored) or 'zero' (no demand).")] = "missing",
 ) -> None:
     """Backtest civicflow's forecaster on any series file, against seasonal naive and SES.
 
@@ -66,9 +68,12 @@ def backtest(
 
     if freq.upper() not in ("D", "H"):
         raise typer.BadParameter("--freq must be D or H")
+    if gaps not in ("missing", "zero"):
+        raise typer.BadParameter("--gaps must be missing or zero")
     engine = settings_for(None).forecast
     try:
-        s = backtest_file(series, events, horizon, freq, out, n_origins=origins, workers=workers, config=engine)
+        s = backtest_file(series, events, horizon, freq, out, n_origins=origins, workers=workers, config=engine,
+                          gaps=gaps)
     except (ValueError, OSError, pl.exceptions.PolarsError) as exc:
         console.print(f"[red]error:[/red] cannot use {series}: {exc}")
         raise typer.Exit(2) from None
