@@ -73,7 +73,8 @@ def instance_yaml(home: Home, pg_url: str | None) -> str:
 
     config = yaml.safe_load(DAGSTER_YAML.read_text())
     storage = str(home.dagster_storage)
-    config["storage"] = {"sqlite": {"base_dir": storage}}
+    # Dagster's SQLite storage, created under a lock across processes (pipelines/instance_storage.py).
+    config["storage"] = {"custom": {"module": "pipelines.instance_storage", "class": "SerialInitSqliteStorage", "config": {"base_dir": storage}}}
     config["local_artifact_storage"]["config"]["base_dir"] = storage
     if pg_url:
         if pg_url.split("://", 1)[0] in ("postgres", "postgresql"):  # SQLAlchemy 2.1 would pick psycopg 3, not installed
