@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from pipelines.cli.options import print_table
 from pipelines.freshness import is_fresh
 from pipelines.settings import Settings
 from warehouse.snapshots import current_snapshot, open_snapshot
@@ -217,7 +218,7 @@ def print_health(console: Console, health: Health, settings: Settings) -> None:
         last = max((a.last_materialized for a in assets if a.last_materialized), default=None)
         day = max((a.last_partition for a in assets if a.last_partition), default="-")
         table.add_row(group, str(len(assets)), str(len(assets) - len(stale)), f"[red]{len(stale)}[/red]" if stale else "0", day, f"{last:%Y-%m-%d %H:%M}" if last else "never")
-    console.print(table)
+    print_table(console, table)
     if health.stale:
         console.print("[red]stale:[/red] " + ", ".join(a.key for a in health.stale[:12]) + (" …" if len(health.stale) > 12 else ""))
     if health.failed_checks:
@@ -252,7 +253,7 @@ def _print_budgets(console: Console, settings: Settings) -> None:
     from pipelines.home import RULES_DIR
 
     try:
-        console.print(budget_table(settings.home, RULES_DIR))
+        print_table(console, budget_table(settings.home, RULES_DIR))
     except StateBusy:
         console.print("Budgets: the gateway holds governance.duckdb; ask it: GET /v1/usage")
     except SystemExit:  # a rules problem was already printed

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.cli.options import HomeOpt, settings_for
+from pipelines.cli.options import HomeOpt, print_table, settings_for
 from pipelines.home import DBT_PROJECT_DIR, RULES_DIR
 
 console = Console()
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         table = Table("id", "team", "name", "created (UTC)", "revoked (UTC)")
         for k in admin(_home(home), "keys/list")["keys"]:
             table.add_row(k["key_id"], k["team"], k["name"], k["created_at"][:16].replace("T", " "), (k["revoked_at"] or "")[:16].replace("T", " "))
-        console.print(table)
+        print_table(console, table)
 
     @keys_app.command("revoke")
     def keys_revoke(name_or_id: Annotated[str, typer.Argument(help="Key name or id.")], home: HomeOpt = None) -> None:
@@ -177,14 +177,14 @@ def register(app: typer.Typer) -> None:
         table = Table(*columns)
         for row in rows[:200]:
             table.add_row(*("" if v is None else str(v) for v in row))
-        console.print(table)
+        print_table(console, table)
         notes = [f"{len(rows)} rows"] + (["truncated to the team's max_result_rows"] if info.truncated else []) + ([f"{info.suppressed_groups} small groups suppressed"] if info.suppressed_groups else [])
         console.print(f"{'; '.join(notes)} · cost {info.actual:.4f} units (estimate {info.estimate:.4f}) · audit id {info.audit_id}")
 
     @app.command()
     def budget(rules: RulesOpt = RULES_DIR, home: HomeOpt = None) -> None:
         """Each team's spend today and this month against its budget."""
-        console.print(budget_table(_home(home), rules))
+        print_table(console, budget_table(_home(home), rules))
 
     @gov_app.command("check")
     def check(rules: RulesOpt = RULES_DIR, manifest: ManifestOpt = MANIFEST, home: HomeOpt = None) -> None:

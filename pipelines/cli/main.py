@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from pipelines.cli.options import HomeOpt, settings_for
+from pipelines.cli.options import HomeOpt, print_table, settings_for
 
 if TYPE_CHECKING:
     from pipelines.home import Home
@@ -38,7 +38,7 @@ def print_report(report: RunReport, home: Home) -> None:
         )
     if not report.ingest:
         table.add_row("(no new files)", "0", "0", "0", "0", "0", "0")
-    console.print(table)
+    print_table(console, table)
     for r in report.ingest:
         if r["refusals"]:
             console.print(Text(f"refused {r['contract']} files (kept in the landing zone):", style="yellow"))
@@ -236,4 +236,4 @@ def register(app: typer.Typer) -> None:
             if value and any(w in name for w in ("CATALOG", "PG_URL", "KEY")):
                 value = "(set, hidden)"
             table.add_row(name, escape(value) or "-", meaning)
-        console.print(table)
+        print_table(console, table)
