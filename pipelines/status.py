@@ -102,6 +102,38 @@ def _rows(con, sql: str) -> list[tuple]:
     return cur.fetchall()
 
 
+RUN_TAG_KEYS = ("dagster/partition", "dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+
+
+def recent_runs(settings: Settings, limit: int = 20, run_id_prefix: str | None = None) -> list[dict]:
+    """The home's latest Dagster runs, newest first: id, job, status, start, end and the
+    partitions they cover (read from the run storage, without loading Dagster)."""
+    if run_id_prefix is not None and not all(c in "0123456789abcdef-" for c in run_id_prefix.lower()):
+        return []  # a run id is hex: nothing else can match (and nothing else reaches the SQL)
+    where = f"WHERE run_id LIKE '{run_id_prefix.lower()}%'" if run_id_prefix else ""
+    with _instance_tables(settings) as tables:
+        if tables is None:
+            return []
+        runs_con = tables[0]
+        rows = _rows(runs_con, f"SELECT run_id, pipeline_name, status, start_time, end_time FROM runs {where} ORDER BY id DESC LIMIT {int(limit)}")
+        if not rows:
+            return []
+        ids = ", ".join(f"'{r[0]}'" for r in rows)  # uuids read from the storage itself
+        keys = ", ".join(f"'{k}'" for k in RUN_TAG_KEYS)
+        tags: dict[str, dict[str, str]] = {}
+        for run_id, key, value in _rows(runs_con, f"SELECT run_id, key, value FROM run_tags WHERE run_id IN ({ids}) AND key IN ({keys})"):
+            tags.setdefault(run_id, {})[key] = value
+    found = []
+    for run_id, job, status, start, end in rows:
+        t = tags.get(run_id, {})
+        partitions = t.get("dagster/partition") or (
+            f"{t['dagster/asset_partition_range_start']}..{t['dagster/asset_partition_range_end']}"
+            if "dagster/asset_partition_range_start" in t else "-"
+        )
+        found.append({"run_id": run_id, "job": job, "status": status, "started": _ts(start), "ended": _ts(end), "partitions": partitions})
+    return found
+
+
 def gather(settings: Settings, now: datetime | None = None) -> Health:
     now = now or datetime.now(UTC)
     health = Health()
