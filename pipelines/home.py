@@ -18,6 +18,7 @@ RULES_DIR = PROJECT_ROOT / "governance_rules"
 DAGSTER_YAML = PROJECT_ROOT / "dagster.yaml"
 DAGSTER_POSTGRES_YAML = PROJECT_ROOT / "dagster.postgres.yaml"
 PG_URL_ENV = "CIVICFLOW_DAGSTER_PG_URL"
+WRITTEN_BY = "# Written by civicflow (pipelines/home.py)"  # first line of a home's dagster.yaml
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def instance_yaml(home: Home, pg_url: str | None) -> str:
         if pg_url.split("://", 1)[0] in ("postgres", "postgresql"):  # SQLAlchemy 2.1 would pick psycopg 3, not installed
             raise ValueError(f"{PG_URL_ENV} must name its driver: postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB")
         config |= yaml.safe_load(DAGSTER_POSTGRES_YAML.read_text())
-    return f"# Written by civicflow (pipelines/home.py) for {home.root}: dagster.yaml + this home's storage.\n" + yaml.safe_dump(
+    return f"{WRITTEN_BY} for {home.root}: dagster.yaml + this home's storage.\n" + yaml.safe_dump(
         config, sort_keys=False
     )
 

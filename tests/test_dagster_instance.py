@@ -193,3 +193,21 @@ def test_every_step_that_can_open_the_warehouse_runs_in_the_writer_pool(home_dir
             if needs and node.definition.pool != "warehouse":
                 outside.append((job.name, node.name, sorted(needs), node.definition.pool))
     assert not outside, outside
+
+
+@pytest.mark.slow
+def test_the_code_location_with_only_dagster_home_set_works_on_that_home(tmp_path):
+    """`dagster definitions validate -m pipelines.definitions` (what dagster-webserver and
+    dagster-daemon load) from another folder, with no civicflow variable: the definitions take
+    the home DAGSTER_HOME belongs to, and no ./.civicflow appears where the command ran."""
+    home = prepare_home(Home(tmp_path / "home"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIVICFLOW_")} | {"DAGSTER_HOME": str(home.dagster)}
+    dagster = Path(sys.executable).with_name("dagster")
+    done = subprocess.run(
+        [str(dagster), "definitions", "validate", "-m", "pipelines.definitions"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert not (elsewhere / ".civicflow").exists()  # the definitions prepared no other home
