@@ -99,3 +99,26 @@ def totals_match_forecast(plan: pl.DataFrame, forecast: pl.DataFrame) -> PlanChe
 def check_plan(plan: pl.DataFrame, forecast: pl.DataFrame, hubs: pl.DataFrame, capacity: pl.DataFrame) -> list[PlanCheck]:
     return [one_row_per_key(plan, forecast, hubs), no_negative_units(plan),
             within_capacity(plan, capacity), totals_match_forecast(plan, forecast)]
+
+
+def forecast_complete(forecast: pl.DataFrame) -> PlanCheck:
+    """The forecast the plan is cut from: one row per neighbourhood × category × day, every
+    series on every forecast day, and every quantile a finite number (a gap or a NaN would
+    silently stage nothing for that series)."""
+    what = "one row per neighbourhood × category × day, every series on every day, finite quantiles"
+    key = ["neighbourhood_id", "category", "forecast_date"]
+    if forecast.is_empty():
+        return PlanCheck("forecast_complete", False, 0, "0 failing: the forecast has no rows")
+    days = forecast["forecast_date"].unique()
+    series = forecast.select("neighbourhood_id", "category").unique()
+    expected = series.join(pl.DataFrame({"forecast_date": days}), how="cross")
+    missing = expected.join(forecast.select(key), on=key, how="anti").with_columns(pl.lit("missing").alias("problem"))
+    duplicate = forecast.group_by(key).len().filter(pl.col("len") > 1).select(key).with_columns(pl.lit("duplicate").alias("problem"))
+    not_finite = forecast.filter(pl.any_horizontal([pl.col(c).is_null() | ~pl.col(c).cast(pl.Float64).is_finite() for c in LEVEL_COLUMNS]))
+    not_finite = not_finite.select(key).with_columns(pl.lit("quantile not a finite number").alias("problem"))
+    bad = pl.concat([missing, duplicate, not_finite]).sort(key)
+    return _result("forecast_complete", what, bad)
+
+
+def check_forecast(forecast: pl.DataFrame) -> list[PlanCheck]:
+    return [forecast_complete(forecast)]

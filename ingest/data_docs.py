@@ -118,15 +118,21 @@ def build_data_docs(
 
 
 def quarantine_rows(con: duckdb.DuckDBPyConnection, contract: str | None = None, limit: int = 50) -> list[dict]:
-    """The latest quarantined rows (file, line, field, reason, raw text), newest first."""
+    """The latest quarantined rows (file, line, field, reason, raw text), newest file first and
+    each file's lines in order. "Newest" is the order the loader handled the files (the
+    manifest's strictly increasing `started_at`), not `quarantined_at`: a rebuild replays every
+    file in one run, so all its rows share one `quarantined_at`."""
     if contract is not None and contract not in CONTRACTS:
         raise ValueError(f"unknown contract {contract!r}; one of {', '.join(CONTRACTS)}")
     if not table_exists(con, "raw", "_quarantine"):
         return []
     cur = con.execute(
-        """SELECT contract, file_path, line, field, reason, raw_text, quarantined_at
-           FROM raw._quarantine WHERE ? IS NULL OR contract = ?
-           ORDER BY quarantined_at DESC, file_path, line LIMIT ?""",
+        """SELECT q.contract, q.file_path, q.line, q.field, q.reason, q.raw_text, q.quarantined_at
+           FROM raw._quarantine q
+           LEFT JOIN (SELECT file_sha256, max(started_at) AS handled_at FROM raw._load_manifest
+                      WHERE status = 'loaded' GROUP BY file_sha256) m USING (file_sha256)
+           WHERE ? IS NULL OR q.contract = ?
+           ORDER BY coalesce(m.handled_at, q.quarantined_at) DESC, q.file_path DESC, q.line LIMIT ?""",
         [contract, contract, limit],
     )
     cols = [d[0] for d in cur.description]

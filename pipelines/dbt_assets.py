@@ -116,6 +116,11 @@ def reference_changed_since(con, since_epoch: float) -> bool:
     )
 
 
+# dbt colours its console and its dbt.log by default: log files are read with less, grep and
+# log shippers, where colour codes are noise.
+PLAIN_DBT_LOGS = {"DBT_USE_COLORS": "false", "DBT_USE_COLORS_FILE": "false"}
+
+
 # Per-run dbt folders kept under <home>/dbt for debugging (run_results.json, dbt.log, compiled SQL).
 KEEP_DBT_RUNS = 3
 
@@ -183,7 +188,7 @@ def build_dbt_assets(project: DbtProject, partitions_def: dg.PartitionsDefinitio
         events, failure = [], None
         target = dbt_run_dir(warehouse.home, context.run_id)
         try:
-            with scoped_env(warehouse.dbt_env()):
+            with scoped_env(warehouse.dbt_env() | PLAIN_DBT_LOGS):
                 events.extend(dbt.cli(args, context=context, target_path=target).stream())
         except Exception as exc:  # re-raised below, after the successful models are reported
             failure = exc

@@ -50,6 +50,10 @@ PLAN_CHECKS = {
     "within_capacity": "A hub's units per day fit its category capacity and its total capacity.",
     "totals_consistent_with_forecast": "Per neighbourhood × category × day the units add up to the forecast's newsvendor quantile, less only where a hub is capped.",
 }
+FORECAST_KEY = dg.AssetKey(["forecasts", "demand_forecast"])
+FORECAST_CHECKS = {
+    "forecast_complete": "One row per neighbourhood × category × day, every series on every forecast day, every quantile a finite number.",
+}
 MART_DEPS = [
     dg.AssetKey(["marts", "neighbourhood_demand_daily"]),
     dg.AssetKey(["marts", "hub_capacity"]),
@@ -182,8 +186,8 @@ def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinit
                 kinds={"duckdb", "csv"},
             ),
         ],
-        check_specs=[dg.AssetCheckSpec(name, asset=PLAN_KEY, blocking=True, description=d)
-                     for name, d in PLAN_CHECKS.items()],
+        check_specs=[dg.AssetCheckSpec(name, asset=FORECAST_KEY, blocking=True, description=d) for name, d in FORECAST_CHECKS.items()]
+        + [dg.AssetCheckSpec(name, asset=PLAN_KEY, blocking=True, description=d) for name, d in PLAN_CHECKS.items()],
         pool=WRITER_POOL,
         partitions_def=partitions_def,
         backfill_policy=single_run,
@@ -297,9 +301,9 @@ def plan_gate(into: list):
     """The `before_export` hook: run the plan checks, keep their results in `into` (the
     asset reports them), refuse the plan when one fails."""
     def gate(plan, forecast, hubs, capacity) -> None:
-        from forecasts.plan_checks import check_plan
+        from forecasts.plan_checks import check_forecast, check_plan
 
-        into.extend(check_plan(plan, forecast, hubs, capacity))
+        into.extend(check_forecast(forecast) + check_plan(plan, forecast, hubs, capacity))
         if not all(c.passed for c in into):
             raise PlanRefused()
     return gate
@@ -307,7 +311,7 @@ def plan_gate(into: list):
 
 def check_results(checks: list):
     for c in checks:
-        yield dg.AssetCheckResult(asset_key=PLAN_KEY, check_name=c.name, passed=bool(c.passed),
+        yield dg.AssetCheckResult(asset_key=FORECAST_KEY if c.name in FORECAST_CHECKS else PLAN_KEY, check_name=c.name, passed=bool(c.passed),
                                   severity=dg.AssetCheckSeverity.ERROR,
                                   metadata={"failing_rows": dg.MetadataValue.int(int(c.failing)),
                                             "detail": dg.MetadataValue.text(c.description)})

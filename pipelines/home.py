@@ -18,6 +18,7 @@ RULES_DIR = PROJECT_ROOT / "governance_rules"
 DAGSTER_YAML = PROJECT_ROOT / "dagster.yaml"
 DAGSTER_POSTGRES_YAML = PROJECT_ROOT / "dagster.postgres.yaml"
 PG_URL_ENV = "CIVICFLOW_DAGSTER_PG_URL"
+WRITTEN_BY = "# Written by civicflow (pipelines/home.py)"  # first line of a home's dagster.yaml
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,14 @@ def instance_yaml(home: Home, pg_url: str | None) -> str:
 
     config = yaml.safe_load(DAGSTER_YAML.read_text())
     storage = str(home.dagster_storage)
-    config["storage"] = {"sqlite": {"base_dir": storage}}
+    # Dagster's SQLite storage, created under a lock across processes (pipelines/instance_storage.py).
+    config["storage"] = {"custom": {"module": "pipelines.instance_storage", "class": "SerialInitSqliteStorage", "config": {"base_dir": storage}}}
     config["local_artifact_storage"]["config"]["base_dir"] = storage
     if pg_url:
         if pg_url.split("://", 1)[0] in ("postgres", "postgresql"):  # SQLAlchemy 2.1 would pick psycopg 3, not installed
             raise ValueError(f"{PG_URL_ENV} must name its driver: postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB")
         config |= yaml.safe_load(DAGSTER_POSTGRES_YAML.read_text())
-    return f"# Written by civicflow (pipelines/home.py) for {home.root}: dagster.yaml + this home's storage.\n" + yaml.safe_dump(
+    return f"{WRITTEN_BY} for {home.root}: dagster.yaml + this home's storage.\n" + yaml.safe_dump(
         config, sort_keys=False
     )
 

@@ -18,13 +18,14 @@ from forecasts.config import ForecastConfig, forecast_config_from_env
 from ingest.config import VARIABLES as INGEST_VARIABLES
 from ingest.config import IngestConfig, ingest_config_from_env
 from ingest.contracts import CITY_TZ
-from pipelines.home import Home
+from pipelines.home import WRITTEN_BY, Home
 from warehouse.settings import VARIABLES as WAREHOUSE_VARIABLES
 from warehouse.settings import WarehouseSettings, env_value
 
 HOME_ENV = "CIVICFLOW_HOME"
 VARIABLES = {
-    HOME_ENV: "the runtime home every run writes to (default ./.civicflow)",
+    HOME_ENV: "the runtime home every run writes to (default: the home of DAGSTER_HOME when civicflow wrote it, else ./.civicflow)",
+    "DAGSTER_HOME": "Dagster's instance folder, <home>/dagster (civicflow sets it for what it starts); set alone, it names the home",
     **WAREHOUSE_VARIABLES,
     **INGEST_VARIABLES,
     **FORECAST_VARIABLES,
@@ -42,6 +43,20 @@ VARIABLES = {
     "CIVICFLOW_GATEWAY_PG_PORT": "port of the gateway's PostgreSQL wire protocol endpoint on 127.0.0.1 (default 8766; 0 turns it off)",
     "CIVICFLOW_API_KEY": "an analyst's key for `civicflow query` and the Python client",
 }
+
+
+def home_of_dagster(dagster_home: str | None) -> Path | None:
+    """The civicflow home a DAGSTER_HOME belongs to: its parent, when civicflow wrote its
+    dagster.yaml (pipelines/home.py marks the file); otherwise None."""
+    if not dagster_home:
+        return None
+    config = Path(dagster_home).expanduser() / "dagster.yaml"
+    try:
+        with config.open() as f:
+            first = f.readline()
+    except OSError:
+        return None
+    return config.parent.parent if first.startswith(WRITTEN_BY) else None
 
 
 @dataclass(frozen=True)
@@ -75,9 +90,12 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, home: Path | None = None) -> Settings:
-        """The settings of this process: `home` (--home) over $CIVICFLOW_HOME over ./.civicflow."""
+        """The settings of this process: `home` (--home) over $CIVICFLOW_HOME over the home whose
+        instance $DAGSTER_HOME is (so plain `dagster-webserver`/`dagster-daemon -m
+        pipelines.definitions` with only DAGSTER_HOME set work on that home) over ./.civicflow."""
         env = os.environ if env is None else env
-        root = Path(home if home is not None else env.get(HOME_ENV) or "./.civicflow").expanduser().resolve()
+        root = Path(home if home is not None else env.get(HOME_ENV) or home_of_dagster(env.get("DAGSTER_HOME")) or "./.civicflow")
+        root = root.expanduser().resolve()
 
         def get(name: str) -> str | None:
             return env_value(env, name)

@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from pipelines.cli.options import print_table
 from pipelines.freshness import is_fresh
 from pipelines.settings import Settings
 from warehouse.snapshots import current_snapshot, open_snapshot
@@ -99,6 +100,38 @@ def _rows(con, sql: str) -> list[tuple]:
     cur = con.cursor()
     cur.execute(sql)
     return cur.fetchall()
+
+
+RUN_TAG_KEYS = ("dagster/partition", "dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+
+
+def recent_runs(settings: Settings, limit: int = 20, run_id_prefix: str | None = None) -> list[dict]:
+    """The home's latest Dagster runs, newest first: id, job, status, start, end and the
+    partitions they cover (read from the run storage, without loading Dagster)."""
+    if run_id_prefix is not None and not all(c in "0123456789abcdef-" for c in run_id_prefix.lower()):
+        return []  # a run id is hex: nothing else can match (and nothing else reaches the SQL)
+    where = f"WHERE run_id LIKE '{run_id_prefix.lower()}%'" if run_id_prefix else ""
+    with _instance_tables(settings) as tables:
+        if tables is None:
+            return []
+        runs_con = tables[0]
+        rows = _rows(runs_con, f"SELECT run_id, pipeline_name, status, start_time, end_time FROM runs {where} ORDER BY id DESC LIMIT {int(limit)}")
+        if not rows:
+            return []
+        ids = ", ".join(f"'{r[0]}'" for r in rows)  # uuids read from the storage itself
+        keys = ", ".join(f"'{k}'" for k in RUN_TAG_KEYS)
+        tags: dict[str, dict[str, str]] = {}
+        for run_id, key, value in _rows(runs_con, f"SELECT run_id, key, value FROM run_tags WHERE run_id IN ({ids}) AND key IN ({keys})"):
+            tags.setdefault(run_id, {})[key] = value
+    found = []
+    for run_id, job, status, start, end in rows:
+        t = tags.get(run_id, {})
+        partitions = t.get("dagster/partition") or (
+            f"{t['dagster/asset_partition_range_start']}..{t['dagster/asset_partition_range_end']}"
+            if "dagster/asset_partition_range_start" in t else "-"
+        )
+        found.append({"run_id": run_id, "job": job, "status": status, "started": _ts(start), "ended": _ts(end), "partitions": partitions})
+    return found
 
 
 def gather(settings: Settings, now: datetime | None = None) -> Health:
@@ -217,7 +250,7 @@ def print_health(console: Console, health: Health, settings: Settings) -> None:
         last = max((a.last_materialized for a in assets if a.last_materialized), default=None)
         day = max((a.last_partition for a in assets if a.last_partition), default="-")
         table.add_row(group, str(len(assets)), str(len(assets) - len(stale)), f"[red]{len(stale)}[/red]" if stale else "0", day, f"{last:%Y-%m-%d %H:%M}" if last else "never")
-    console.print(table)
+    print_table(console, table)
     if health.stale:
         console.print("[red]stale:[/red] " + ", ".join(a.key for a in health.stale[:12]) + (" …" if len(health.stale) > 12 else ""))
     if health.failed_checks:
@@ -252,7 +285,7 @@ def _print_budgets(console: Console, settings: Settings) -> None:
     from pipelines.home import RULES_DIR
 
     try:
-        console.print(budget_table(settings.home, RULES_DIR))
+        print_table(console, budget_table(settings.home, RULES_DIR))
     except StateBusy:
         console.print("Budgets: the gateway holds governance.duckdb; ask it: GET /v1/usage")
     except SystemExit:  # a rules problem was already printed

@@ -100,14 +100,32 @@ def test_a_refused_plan_is_neither_stored_nor_exported(tmp_path):
     con.close()
 
 
-def test_the_nightly_asset_declares_the_checks_blocking():
+def test_a_complete_forecast_passes_and_gaps_duplicates_and_nans_fail_with_the_rows_named():
+    from forecasts.plan_checks import check_forecast
+
+    (ok,) = check_forecast(FC)
+    assert ok.passed and ok.name == "forecast_complete"
+    gap = FC.filter(~((pl.col("neighbourhood_id") == "N2") & (pl.col("forecast_date") == DAYS[1])))
+    (c,) = check_forecast(gap)
+    assert not c.passed and c.failing == 1 and "N2" in c.description and "missing" in c.description
+    (c,) = check_forecast(pl.concat([FC, FC.head(1)]))
+    assert not c.passed and "duplicate" in c.description
+    (c,) = check_forecast(FC.with_columns(pl.when(pl.col("category") == "meds").then(float("nan")).otherwise(pl.col("p90")).alias("p90")))
+    assert not c.passed and c.failing == 2 and "finite" in c.description
+    (c,) = check_forecast(FC.clear())
+    assert not c.passed
+
+
+def test_the_forecast_and_the_plan_carry_their_blocking_checks_in_the_ui(tmp_path):
     import dagster as dg
 
     from forecasts.config import ForecastConfig
-    from pipelines.forecast_assets import PLAN_CHECKS, PLAN_KEY, build_forecast_asset
+    from pipelines.forecast_assets import FORECAST_CHECKS, PLAN_CHECKS, build_forecast_asset
+    from pipelines.partitions import daily_partitions
 
-    asset = build_forecast_asset(__import__("pathlib").Path("/nonexistent"), dg.DailyPartitionsDefinition("2024-01-01"),
-                                 ForecastConfig())
-    specs = {s.name: s for s in asset.check_specs}
-    assert set(specs) == set(PLAN_CHECKS)
-    assert all(s.blocking and s.asset_key == PLAN_KEY for s in specs.values())
+    asset = build_forecast_asset(tmp_path, daily_partitions(date(2026, 1, 1)), ForecastConfig())
+    specs = {(s.asset_key.to_user_string(), s.name): s for s in asset.check_specs}
+    assert {name for key, name in specs if key == "forecasts/demand_forecast"} == set(FORECAST_CHECKS)
+    assert {name for key, name in specs if key == "forecasts/staging_plan"} == set(PLAN_CHECKS)
+    assert all(s.blocking and s.description for s in specs.values())
+    assert isinstance(asset, dg.AssetsDefinition)

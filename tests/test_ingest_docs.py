@@ -121,3 +121,23 @@ def test_gx_check_validates_many_dates_in_bounded_frames_and_adds_up(tmp_path, m
     assert framed.passed is whole.passed is False
     assert framed.description == whole.description
     assert "expect_column_values_to_be_in_set(kind): 3 of 12 rows unexpected" in framed.description
+
+
+def test_quarantine_lists_the_newest_file_first_and_its_lines_in_order(home_dir):
+    """Two delivery days loaded in one run (as a rebuild does): the later file's rows come
+    first, though every row of the run has the same quarantined_at."""
+    landing = home_dir / "landing"
+    (landing / "reference" / "devices").mkdir(parents=True)
+    (landing / "reference" / "devices" / "devices.csv").write_text(DEVICES_CSV)
+    for day, seq in (("2026-01-05", 1), ("2026-01-06", 100)):
+        rows = [json.dumps(reading(seq + i)) for i in range(40)] + ["{broken", json.dumps(reading(seq + 90, device_id="D404"))]
+        (landing / "telemetry" / day).mkdir(parents=True)
+        (landing / "telemetry" / day / f"t-{day}.jsonl").write_text("\n".join(rows) + "\n")
+    con = duckdb.connect(str(home_dir / "warehouse.duckdb"))
+    load_landing(con, landing)
+    con.close()
+    result = CliRunner().invoke(_app(), ["ingest", "quarantine", "--home", str(home_dir)])
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.output.splitlines() if "t-2026-01-0" in ln]
+    assert [("01-06" in ln) for ln in lines] == [True, True, False, False], result.output
+    assert "unparseable JSON" in lines[0] and "unknown device" in lines[1], result.output  # file order within a file

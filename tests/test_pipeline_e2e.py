@@ -49,6 +49,15 @@ def test_run_succeeds_and_reports_every_stage(nightly):
     assert Path(first.plan_path).exists() and Path(first.snapshot).exists()
 
 
+def test_log_files_carry_no_colour_codes(nightly):
+    """The run's log, dbt's dbt.log and Dagster's captured step output are plain text."""
+    home = nightly[0].home
+    logs = [p for d in (home.logs, home.dbt, home.dagster_storage) for p in d.rglob("*") if p.is_file() and p.suffix in (".log", ".out", ".err")]
+    assert any(p.name == "dbt.log" for p in logs), logs
+    coloured = [str(p) for p in logs if b"\x1b[" in p.read_bytes()]
+    assert not coloured, coloured
+
+
 def test_raw_rows_equal_valid_distinct_events_of_the_ground_truth(nightly):
     settings, truth, _, _, counts = nightly
     expected = dict(truth["event_totals"].select("contract", "valid_distinct").iter_rows())

@@ -17,7 +17,7 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 def test_every_variable_is_documented_and_every_documented_one_exists():
     text = DOC.read_text()
     section = text[text.index("Configuration (environment)"): text.index("## Scheduling")]
-    documented = set(re.findall(r"^\| `(CIVICFLOW_[A-Z_]+)` \|", section, flags=re.M))
+    documented = set(re.findall(r"^\| `((?:CIVICFLOW|DAGSTER)_[A-Z_]+)` \|", section, flags=re.M))
     assert documented == set(VARIABLES)
 
 
@@ -33,6 +33,20 @@ def test_settings_come_from_the_mapping_given_and_nothing_else(tmp_path):
     assert s.forecast.dask_scheduler == "tcp://sched:8786"
     # --home wins over the variable
     assert Settings.from_env(env, home=tmp_path / "other").home.root == (tmp_path / "other").resolve()
+
+
+def test_dagster_home_alone_names_the_home_whose_instance_civicflow_wrote(tmp_path, monkeypatch):
+    from pipelines.home import Home, prepare_home
+
+    home = prepare_home(Home(tmp_path / "h"))
+    assert Settings.from_env({"DAGSTER_HOME": str(home.dagster)}).home.root == home.root.resolve()
+    # CIVICFLOW_HOME still wins; a DAGSTER_HOME civicflow did not write names no home.
+    assert Settings.from_env({"DAGSTER_HOME": str(home.dagster), "CIVICFLOW_HOME": str(tmp_path / "x")}).home.root == (tmp_path / "x").resolve()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.chdir(tmp_path)
+    assert Settings.from_env({"DAGSTER_HOME": str(foreign)}).home.root == (tmp_path / ".civicflow").resolve()
 
 
 def test_a_lake_catalog_is_parsed_once_and_its_password_never_printed(tmp_path):

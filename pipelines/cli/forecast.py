@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.cli.options import HomeOpt, settings_for
+from pipelines.cli.options import HomeOpt, print_table, settings_for
 
 # the metrics table needs ~110 columns; narrower (a pipe, CI logs: 80) would truncate every number
 console = Console(width=max(shutil.get_terminal_size((130, 24)).columns, 130))
@@ -81,9 +81,9 @@ def backtest(
         console.print("[yellow]no series long enough for a backtest origin[/yellow] "
                       f"(need 4 seasons + {horizon} periods per origin)")
         raise typer.Exit(1)
-    console.print(metrics_table(s.overall, f"{s.n_series} series, {s.n_origins} origins, horizon {horizon} ({freq.upper()})"))
+    print_table(console, metrics_table(s.overall, f"{s.n_series} series, {s.n_origins} origins, horizon {horizon} ({freq.upper()})"))
     if not s.by_kind.is_empty():
-        console.print(metrics_table(s.by_kind, "by series class (coverage of low quantiles on intermittent "
+        print_table(console, metrics_table(s.by_kind, "by series class (coverage of low quantiles on intermittent "
                                                 "series is high by construction: most days are 0)"))
     for name, p in s.paths.items():
         console.print(f"{name}: {p}")
@@ -113,7 +113,7 @@ def evaluate(
     if r.as_of is None:
         console.print("[yellow]the demand mart is empty[/yellow]")
         raise typer.Exit(1)
-    console.print(metrics_table(r.metrics.filter(r.metrics["kind"] == "*"), f"backtest as of {r.as_of}"))
+    print_table(console, metrics_table(r.metrics.filter(r.metrics["kind"] == "*"), f"backtest as of {r.as_of}"))
     if r.value.height:
         for v in r.value.iter_rows(named=True):
             if v["civicflow_reduction"] is not None:

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.cli.options import HomeOpt, settings_for
+from pipelines.cli.options import HomeOpt, print_table, settings_for
 from pipelines.home import DBT_PROJECT_DIR, RULES_DIR
 
 console = Console()
@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
         table = Table("id", "team", "name", "created (UTC)", "revoked (UTC)")
         for k in admin(_home(home), "keys/list")["keys"]:
             table.add_row(k["key_id"], k["team"], k["name"], k["created_at"][:16].replace("T", " "), (k["revoked_at"] or "")[:16].replace("T", " "))
-        console.print(table)
+        print_table(console, table)
 
     @keys_app.command("revoke")
     def keys_revoke(name_or_id: Annotated[str, typer.Argument(help="Key name or id.")], home: HomeOpt = None) -> None:
@@ -223,7 +223,7 @@ def register(app: typer.Typer) -> None:
             table.add_column(Text(c))  # a name from the data, never read as markup
         for row in rows[:show]:
             table.add_row(*(Text(_cell(v)) for v in row))
-        console.print(table)
+        print_table(console, table)
         held = len(rows) - min(len(rows), show)
         shown = f"{len(rows)} rows" if not held else f"showing {show} of {len(rows)} rows ({held} held back: --show N, or --format csv --out FILE for all)"
         console.print(f"{shown} · {footer}", markup=False)
@@ -261,7 +261,7 @@ def register(app: typer.Typer) -> None:
             table = Table("column", "type", "privacy", "description")
             for c in rel["columns"]:
                 table.add_row(Text(c["name"]), Text(c["type"]), c["privacy"], Text(c["description"] or ""))
-            console.print(table)
+            print_table(console, table)
         console.print(f"{len(answer['relations'])} relations · snapshot {answer['snapshot']} (published {answer['snapshot_as_of']}) · audit id {answer['audit_id']}")
 
     @app.command()
@@ -277,7 +277,7 @@ def register(app: typer.Typer) -> None:
         if days < 1:
             _fail("--days must be at least 1")
         if by == "team":
-            console.print(budget_table(_home(home), rules))
+            print_table(console, budget_table(_home(home), rules))
             return
         from rich.text import Text
 
@@ -286,7 +286,7 @@ def register(app: typer.Typer) -> None:
             table = Table("team", "key", "today", "queries today", "this month", "queries this month", title=f"Settled spend per key in cost units, {answer['day']}")
             for k in answer["keys"]:
                 table.add_row(Text(k["team"]), Text(k["key"] or "-"), f"{k['day_spent']:.3f}", str(k["day_queries"]), f"{k['month_spent']:.3f}", str(k["month_queries"]))
-            console.print(table)
+            print_table(console, table)
             return
         answer = admin(_home(home), "budget/days", {"days": days})
         teams = sorted({r["team"] for r in answer["spend"]})
@@ -297,7 +297,10 @@ def register(app: typer.Typer) -> None:
         for day in sorted(per_day):
             values = per_day[day]
             table.add_row(day, *(f"{values.get(t, 0.0):.3f}" for t in teams), f"{sum(values.values()):.3f}")
-        console.print(table if teams else f"no settled spend in the last {days} days")
+        if teams:
+            print_table(console, table)
+        else:
+            console.print(f"no settled spend in the last {days} days")
 
     @gov_app.command("check")
     def check(rules: RulesOpt = RULES_DIR, manifest: ManifestOpt = MANIFEST, home: HomeOpt = None) -> None:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipelines.cli.options import HomeOpt, settings_for
+from pipelines.cli.options import HomeOpt, print_table, settings_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
         for t in docs.tables:
             result = "[green]passed[/green]" if t.success else "[red]failed[/red]: " + "; ".join(t.failed)
             table.add_row(t.contract, t.suite, f"{t.rows_checked:,}", escape(result))
-        console.print(table)
+        print_table(console, table)
         print(docs.index_html)
 
     @ingest_app.command("quarantine")
@@ -98,6 +98,6 @@ def register(app: typer.Typer) -> None:
                 escape(r["contract"]), escape(r["file_path"]), str(r["line"]), escape(r["field"] or "—"), escape(r["reason"]),
                 escape(raw if len(raw) <= 160 else raw[:157] + "…"),
             )
-        console.print(table)
+        print_table(console, table)
 
     app.add_typer(ingest_app, name="ingest")

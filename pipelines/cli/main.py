@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from pipelines.cli.options import HomeOpt, settings_for
+from pipelines.cli.options import HomeOpt, print_table, settings_for
 
 if TYPE_CHECKING:
     from pipelines.home import Home
@@ -41,7 +41,7 @@ def print_report(report: RunReport, home: Home) -> None:
         )
     if not report.ingest:
         table.add_row("(no new files)", "0", "0", "0", "0", "0", "0")
-    console.print(table)
+    print_table(console, table)
     for r in report.ingest:
         if r["refusals"]:
             console.print(Text(f"refused {r['contract']} files (kept in the landing zone):", style="yellow"))
@@ -213,6 +213,67 @@ def register(app: typer.Typer) -> None:
         print_health(console, gather(settings), settings)
 
     @app.command()
+    def runs(
+        limit: Annotated[int, typer.Option(help="How many runs to list.")] = 20,
+        home: HomeOpt = None,
+    ) -> None:
+        """Recent Dagster runs of this home, newest first: status, duration, partitions."""
+        from datetime import UTC, datetime
+
+        from pipelines.status import recent_runs
+
+        found = recent_runs(settings_for(home), limit=limit)
+        if not found:
+            print("no runs yet on this home (civicflow run)")
+            return
+        table = Table(title="Runs (newest first); details: civicflow logs RUN_ID", title_justify="left")
+        for col in ("run", "job", "status", "started (UTC)", "took", "partitions"):
+            table.add_column(col, justify="right" if col == "took" else "left", no_wrap=True)
+        colours = {"SUCCESS": "green", "FAILURE": "red", "CANCELED": "yellow"}
+        for r in found:
+            took = ((r["ended"] or datetime.now(UTC)) - r["started"]).total_seconds() if r["started"] else None
+            status = Text(r["status"] + ("" if r["ended"] or not r["started"] else " (running)"), style=colours.get(r["status"], ""))
+            table.add_row(
+                r["run_id"][:8], r["job"], status, f"{r['started']:%Y-%m-%d %H:%M:%S}" if r["started"] else "-",
+                f"{took:.0f} s" if took is not None else "-", r["partitions"],
+            )
+        print_table(console, table)
+
+    @app.command()
+    def logs(
+        run_id: Annotated[str, typer.Argument(help="A run id, or its first characters as `civicflow runs` shows them.")],
+        errors: Annotated[bool, typer.Option("--errors", help="Only warnings, errors and failed steps.")] = False,
+        home: HomeOpt = None,
+    ) -> None:
+        """The event log of one run: each step's start, end, checks, messages and errors."""
+        import logging
+        from datetime import UTC, datetime
+
+        from pipelines.nightly import open_instance
+        from pipelines.status import recent_runs
+
+        settings = settings_for(home)
+        matches = recent_runs(settings, limit=2, run_id_prefix=run_id)
+        if len(matches) != 1:
+            raise typer.BadParameter(f"no run {run_id!r} on this home (civicflow runs lists them)" if not matches else f"{run_id!r} names more than one run: give more of its id")
+        run = matches[0]
+        print(f"run {run['run_id']} · {run['job']} · {run['status']} · partitions {run['partitions']}")
+        with open_instance(settings) as instance:
+            entries = instance.all_logs(run["run_id"])
+        for e in entries:
+            event = e.dagster_event
+            kind = event.event_type_value if event else "LOG"
+            failed = kind in ("STEP_FAILURE", "RUN_FAILURE") or (kind == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed)
+            if errors and e.level < logging.WARNING and not failed:
+                continue
+            when = datetime.fromtimestamp(e.timestamp, UTC)
+            text = e.user_message or (event.message if event else "") or ""
+            print(f"{when:%H:%M:%S} {logging.getLevelName(e.level):7} {e.step_key or '-':28} {kind:24} {text}".rstrip())
+            error = getattr(event.event_specific_data, "error", None) if event else None
+            if error is not None:
+                print("    " + error.to_string().strip().replace("\n", "\n    "))
+
+    @app.command()
     def ui(
         port: Annotated[int, typer.Option(help="Port for the Dagster webserver.")] = 3000,
         host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
@@ -247,4 +308,4 @@ def register(app: typer.Typer) -> None:
             if value and any(w in name for w in ("CATALOG", "PG_URL", "KEY")):
                 value = "(set, hidden)"
             table.add_row(name, escape(value) or "-", meaning)
-        console.print(table)
+        print_table(console, table)

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from pipelines.settings import Settings
 
 HomeOpt = Annotated[
@@ -28,3 +31,18 @@ def settings_for(home: Path | None) -> Settings:
         return Settings.from_env(home=home)
     except ValueError as exc:  # a malformed variable (a date, a catalog URL): the user's to fix
         raise typer.BadParameter(str(exc)) from None
+
+
+def print_table(console: Console, table: Table) -> None:
+    """A table at its full width when the output is not a terminal (a pipe, a file): rich would
+    otherwise fit it into 80 columns and fold or cut every cell. On a terminal, its width."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    needed = console.measure(table, options=console.options.update_width(100_000)).maximum
+    width = console.width
+    console.width = max(needed, width)  # print(width=…) would be capped at the console's width
+    try:
+        console.print(table)
+    finally:
+        console.width = width
