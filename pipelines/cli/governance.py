@@ -342,7 +342,7 @@ def register(app: typer.Typer) -> None:
             if isinstance(value, float):
                 value = f"{value:.4f}" if field != "duration_ms" else f"{value:.1f} ms"
             table.add_row(field, Text("" if value is None else str(value)))
-        console.print(table)
+        print_table(console, table)
 
     @gov_app.command("verify-audit")
     def verify_audit(home: HomeOpt = None) -> None:
