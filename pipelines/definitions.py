@@ -40,10 +40,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     project = dbt_project()
 
     ingest_assets = build_ingest_assets(home.landing, daily, settings.ingest)
-    warehouse_dbt = build_dbt_assets(project, daily)
+    warehouse_dbt = build_dbt_assets(project, daily, settings.ingest.fault)
     nightly_forecast = build_forecast_asset(home.exports, daily, settings.forecast)
     model_keys = [k for k in warehouse_dbt.keys if k.path[0] != "raw"]
-    warehouse_snapshot = build_publish_asset(home.published, sorted(model_keys, key=str) + list(nightly_forecast.keys), daily)
+    warehouse_snapshot = build_publish_asset(home.published, sorted(model_keys, key=str) + list(nightly_forecast.keys), daily, settings.ingest.fault)
     nightly_assets = with_freshness([*ingest_assets, warehouse_dbt, nightly_forecast, warehouse_snapshot], settings.schedule.fresh_by)
 
     usage_report = build_usage_asset(home)

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 from pipelines.home import Home, prepare_home
 from pipelines.run_lock import home_run_lock
 from pipelines.settings import Settings
-from pipelines.stale_runs import clean_partial_copies, free_dead_runs, live_slot_holders, own_process_tags
+from pipelines.stale_runs import clean_partial_copies, clean_spill, free_dead_runs, live_slot_holders, own_process_tags, stop_orphans
 from warehouse.backends import backend_for
 from warehouse.tables import table_exists
 
@@ -108,10 +108,16 @@ def run_nightly(
 
 
 def recover(instance, home: Home) -> list[str]:
-    """Free what dead runs left behind; one line for each thing done."""
-    lines = [f.line() for f in free_dead_runs(instance)]
+    """Free what dead runs left behind; one line for each thing done: their warehouse slots,
+    the dbt processes they left running, partial snapshot copies and DuckDB spill files."""
+    freed = free_dead_runs(instance)
+    lines = [f.line() for f in freed]
+    lines += [f"stopped dbt process {pid}, left running by a dead run" for pid in stop_orphans({str(home.dbt_run(f.run_id)) for f in freed})]
     if not live_slot_holders(instance):
         lines += [f"removed a partial snapshot copy {p.name}" for p in clean_partial_copies(home.published)]
+        spilled = clean_spill(home.spill)
+        if spilled:
+            lines.append(f"removed {len(spilled)} DuckDB spill file(s) left in {home.spill.name}")
     return lines
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ingest.config import stop_at
 from pipelines.partitions import single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
 
@@ -12,7 +13,11 @@ from pipelines.resources import WRITER_POOL, WarehouseResource
 CHECKPOINT_MEMORY_LIMIT = "4GB"
 
 
-def build_publish_asset(published_dir: Path, upstream: list[dg.AssetKey], partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_publish_asset(
+    published_dir: Path, upstream: list[dg.AssetKey], partitions_def: dg.PartitionsDefinition, fault: str | None = None,
+) -> dg.AssetsDefinition:
+    """`fault` (crash tests only, `IngestConfig.fault`): `in_publish` stops once the copy is written."""
+
     @dg.asset(
         key=dg.AssetKey(["published", "warehouse_snapshot"]),
         deps=upstream,
@@ -25,7 +30,10 @@ def build_publish_asset(published_dir: Path, upstream: list[dg.AssetKey], partit
         kinds={"duckdb"},
     )
     def warehouse_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        published = warehouse.backend().publish(published_dir, lambda: warehouse.connect(context, memory_limit=CHECKPOINT_MEMORY_LIMIT))
+        published = warehouse.backend().publish(
+            published_dir, lambda: warehouse.connect(context, memory_limit=CHECKPOINT_MEMORY_LIMIT),
+            before_switch=lambda _tmp: stop_at(fault, "in_publish"),
+        )
         context.log.info(f"published {published.path}")
         return dg.MaterializeResult(
             metadata={

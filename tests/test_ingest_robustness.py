@@ -46,7 +46,7 @@ def _raw_and_marts(home) -> dict[str, str]:
 
 
 def _kill_cli_run_at(home: Path, point: str, marker: Path) -> None:
-    """Start a real `civicflow run` on `home`, wait until its ingest reaches `point`, SIGKILL it."""
+    """Start a real `civicflow run` on `home`, wait until it reaches fault `point`, SIGKILL it."""
     env = dict(os.environ, CIVICFLOW_HOME=str(home), PYTHONPATH=str(ROOT), **{FAULT_ENV: f"{point}:{marker}"})
     child = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -60,38 +60,52 @@ def _kill_cli_run_at(home: Path, point: str, marker: Path) -> None:
     assert child.returncode == -signal.SIGKILL
 
 
-@pytest.mark.slow
-def test_a_run_killed_during_ingest_never_blocks_the_next_which_equals_a_clean_run(tmp_path: Path):
-    killed = Settings.from_env(env={}, home=tmp_path / "killed")
-    clean = Settings.from_env(env={}, home=tmp_path / "clean")
-    for s in (killed, clean):
-        simulate(s.home.landing, size="tiny", days=DAYS, seed=SEED)
-    truth = pl.read_parquet(clean.home.ground_truth / "event_totals.parquet")
-
-    _kill_cli_run_at(killed.home.root, "in_batch", tmp_path / "at-fault")
-    with open_instance(killed) as instance:
-        held = live_slot_holders(instance)
-    assert len(held) == 1, "the killed run should still hold the warehouse slot"
-    # A killed publish leaves its partial copy behind: it must go too.
-    (killed.home.published / ".warehouse-20260101T000000Z.duckdb.tmp").write_bytes(b"partial")
-
-    after = run_nightly(killed)
-    assert after.success, after.failure
-    (dead,) = held
-    assert re.fullmatch(rf"freed the warehouse slot held by run {dead} \(its process \d+ is no longer alive\)", after.recovered[0])
-    assert any("partial snapshot copy" in line for line in after.recovered)
-    assert not list(killed.home.published.glob(".*.tmp"))
-    with open_instance(killed) as instance:
-        assert not live_slot_holders(instance)
-        assert instance.get_run_by_id(dead).is_failure
-
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory) -> dict[str, str]:
+    """The same city run once without a fault: what every recovered run must equal."""
+    clean = Settings.from_env(env={}, home=tmp_path_factory.mktemp("clean") / "home")
+    simulate(clean.home.landing, size="tiny", days=DAYS, seed=SEED)
     reference = run_nightly(clean)
     assert reference.success, reference.failure
     assert reference.recovered == []
-    ours, theirs = _raw_and_marts(killed.home), _raw_and_marts(clean.home)
-    assert ours == theirs
+    truth = pl.read_parquet(clean.home.ground_truth / "event_totals.parquet")
+    ours = _raw_and_marts(clean.home)
     expected = dict(truth.select("contract", "valid_distinct").iter_rows())
     assert {t: int(ours[f"raw.{t}"].split(":")[0]) for t in EVENT_TABLES} == {t: expected[t] for t in EVENT_TABLES}
+    return ours
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["in_batch", "in_dbt", "in_publish"])
+def test_a_run_killed_during_ingest_dbt_or_publish_never_blocks_the_next_which_equals_a_clean_run(tmp_path: Path, point: str, clean_run):
+    killed = Settings.from_env(env={}, home=tmp_path / "killed")
+    simulate(killed.home.landing, size="tiny", days=DAYS, seed=SEED)
+
+    _kill_cli_run_at(killed.home.root, point, tmp_path / "at-fault")
+    with open_instance(killed) as instance:
+        held = live_slot_holders(instance)
+    assert len(held) == 1, "the killed run should still hold the warehouse slot"
+    (dead,) = held
+    if point == "in_publish":  # the kill left its real partial copy, and CURRENT never moved
+        assert len(list(killed.home.published.glob(".warehouse-*.duckdb.tmp"))) == 1
+        assert not (killed.home.published / "CURRENT").exists()
+    else:  # what a killed publish leaves, planted
+        (killed.home.published / ".warehouse-20260101T000000Z.duckdb.tmp").write_bytes(b"partial")
+    # What a killed step that spilled leaves (DuckDB's temp_directory next to the file).
+    killed.home.spill.mkdir(exist_ok=True)
+    (killed.home.spill / "duckdb_temp_storage-0.tmp").write_bytes(b"spilled")
+
+    after = run_nightly(killed)
+    assert after.success, after.failure
+    assert re.fullmatch(rf"freed the warehouse slot held by run {dead} \(its process \d+ is no longer alive\)", after.recovered[0])
+    assert any("partial snapshot copy" in line for line in after.recovered)
+    assert f"removed 1 DuckDB spill file(s) left in {killed.home.spill.name}" in after.recovered
+    assert not list(killed.home.published.glob(".*.tmp"))
+    assert not killed.home.spill.exists() or not any(killed.home.spill.iterdir())
+    with open_instance(killed) as instance:
+        assert not live_slot_holders(instance)
+        assert instance.get_run_by_id(dead).is_failure
+    assert _raw_and_marts(killed.home) == clean_run
 
 
 def test_a_second_run_on_one_home_refuses_in_one_line_while_the_first_holds_it(tmp_path: Path):
