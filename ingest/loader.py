@@ -29,32 +29,19 @@ import duckdb
 import polars as pl
 
 from ingest import raw_tables
-from ingest.config import IngestConfig
-from ingest.contracts import EVENT_CONTRACTS, REFERENCE_CONTRACTS, Contract
-from ingest.landing import discover
+from ingest.config import IngestConfig, stop_at
+from ingest.contracts import CONTRACTS, EVENT_CONTRACTS, REFERENCE_CONTRACTS, Contract
+from ingest.landing import NO_CONTRACT, DayWindow, Misplaced, scan, waiting
 from ingest.manifest import FileOutcome, ManifestState, manifest_row, now_utc, read_manifest_state, write_manifest
 from ingest.parsed import FileRefused, ParseResult
 from ingest.raw_tables import ensure_raw_schema
-from ingest.read_ahead import Prepared, ReadAhead, chunks_ahead
+from ingest.read_ahead import Prepared, ReadAhead, chunks_ahead, still_being_written
 from ingest.tally import Tally
 from ingest.validate import validate_chunks
 
 
 class LoadError(RuntimeError):
     """Writing a file's rows failed in the warehouse (not the file's fault): names table and file."""
-
-
-def _fault_point(config: IngestConfig, name: str) -> None:
-    """Fault injection for the crash tests (`IngestConfig.fault`): stop here and wait to be killed.
-
-    The process writes its pid to the marker file first, so the test knows where it is.
-    """
-    if not config.fault or not config.fault.startswith(name + ":"):
-        return
-    marker = Path(config.fault.split(":", 1)[1])
-    marker.write_text(str(os.getpid()))
-    while True:
-        time.sleep(1)
 
 
 @dataclass
@@ -74,7 +61,7 @@ class _Entry:
 def _write_manifest(con: duckdb.DuckDBPyConnection, contract: Contract, entries: list[_Entry]) -> None:
     finished = now_utc()
     write_manifest(con, [
-        manifest_row(e.outcome, contract, e.path, e.version, e.started, finished, (time.perf_counter() - e.t0) * 1000)
+        manifest_row(e.outcome, contract.source, e.path, e.version, e.started, finished, (time.perf_counter() - e.t0) * 1000)
         for e in entries if e.record
     ])
 
@@ -103,6 +90,7 @@ def load_file(
     known_devices: set[str] | None = None,
     parts: Iterator[ParseResult] | None = None,
     config: IngestConfig = IngestConfig(),
+    seen: tuple[int, int] | None = None,
 ) -> FileOutcome:
     """Load one file in its own transaction (rows + quarantine + manifest), or refuse it whole.
 
@@ -110,10 +98,16 @@ def load_file(
     (bounded memory) but stays one transaction: every chunk's rows and bad rows are written
     inside it, and a file refused at the end (reject ratio, truncated, a batch that does not
     add up to its header) is rolled back whole and recorded.
+
+    `seen` is the (size, mtime) the file had when `sha` was computed: a file whose size or
+    mtime differs once its rows are read changed under the loader and is refused as still
+    being written (rolled back, looked at again next run).
     """
     rel = str(path.relative_to(landing))
     entry = _Entry(FileOutcome(path=rel, contract=contract.name, sha256=sha), path, version, now_utc(), time.perf_counter())
     outcome = entry.outcome
+    if seen is not None:
+        outcome.size_bytes, outcome.mtime_ns = seen
     if already_loaded:
         outcome.mark_duplicate()
         _record_alone(con, contract, entry)
@@ -135,8 +129,10 @@ def load_file(
                     inserted += new.height
                     dates.update(new["event_date"].unique().to_list())
                 del part  # only one chunk alive at a time
-                _fault_point(config, "in_transaction")
+                stop_at(config.fault, "in_transaction")
             outcome.rows_in_file = tally.lines
+            if seen is not None and _stat_of(path) != seen:
+                raise still_being_written(path)
             tally.check(contract, path)
             tally.fill(outcome, contract, inserted, dates)
             if contract.has_batch_header:
@@ -154,6 +150,14 @@ def load_file(
         if outcome.reason != previous_refusal:
             _record_alone(con, contract, entry)
     return outcome
+
+
+def _stat_of(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _commit_batch(con: duckdb.DuckDBPyConnection, contract: Contract, entries: list[_Entry], config: IngestConfig) -> None:
@@ -185,7 +189,7 @@ def _commit_batch(con: duckdb.DuckDBPyConnection, contract: Contract, entries: l
                 raw_tables.record_batch_header(con, e.tally.header, e.outcome.sha256, loaded_at)
             e.parts = []  # the rows are in DuckDB now
         _write_manifest(con, contract, entries)
-        _fault_point(config, "in_batch")
+        stop_at(config.fault, "in_batch")
         con.execute("COMMIT")
     except BaseException as exc:
         con.execute("ROLLBACK")
@@ -215,8 +219,10 @@ def _batch_entry(
 ) -> _Entry:
     """A small event file's place in the next batch: to load, a duplicate file, or refused."""
     outcome = FileOutcome(path=rel, contract=contract.name, sha256=prepared.sha)
+    if prepared.sha:  # read: its size and mtime are those of the bytes hashed
+        outcome.size_bytes, outcome.mtime_ns = prepared.size, prepared.mtime_ns
     entry = _Entry(outcome, path, state.version(rel, prepared.sha), started, time.perf_counter())
-    if state.is_loaded(prepared.sha):
+    if prepared.sha and state.is_loaded(prepared.sha):
         outcome.mark_duplicate()
         return entry
     try:
@@ -246,9 +252,24 @@ def _load_alone(
         parts = chunks_ahead(chunk_pool, validate_chunks(contract, path, known, config))
     return load_file(
         con, contract, path, landing, prepared.sha, state.version(rel, prepared.sha),
-        already_loaded=state.is_loaded(prepared.sha), previous_refusal=state.previous_refusal(rel, prepared.sha),
-        known_devices=known, parts=parts, config=config,
+        already_loaded=bool(prepared.sha) and state.is_loaded(prepared.sha), previous_refusal=state.previous_refusal(rel, prepared.sha),
+        known_devices=known, parts=parts, config=config, seen=(prepared.size, prepared.mtime_ns) if prepared.sha else None,
     )
+
+
+def _record_misplaced(con: duckdb.DuckDBPyConnection, landing: Path, m: Misplaced, state: ManifestState) -> FileOutcome:
+    """A misplaced path as a refusal in the manifest (once per reason, like every refusal)."""
+    outcome = FileOutcome(path=m.path, contract=m.contract, sha256="")
+    outcome.mark_refused(m.reason)
+    if state.previous_refusal(m.path, "") != m.reason:
+        path = landing / m.path
+        entry = _Entry(outcome, path, state.version(m.path, ""), now_utc(), time.perf_counter())
+        source = CONTRACTS[m.contract].source if m.contract in CONTRACTS else NO_CONTRACT
+        con.execute("BEGIN TRANSACTION")
+        write_manifest(con, [manifest_row(outcome, source, path, entry.version, entry.started, now_utc(), 0.0)])
+        con.execute("COMMIT")
+        state.note(outcome, path)
+    return outcome
 
 
 def load_landing(
@@ -273,7 +294,15 @@ def load_landing(
     chosen = list(contracts) if contracts is not None else list(REFERENCE_CONTRACTS + EVENT_CONTRACTS)
     chosen.sort(key=lambda c: (not c.reference,))
     state = read_manifest_state(con)
-    outcomes: list[FileOutcome] = []
+    layout = scan(landing, DayWindow.ending_tomorrow(config.first_day))
+    # What lies where no contract's file may: reported by the contract whose folder holds it;
+    # what belongs to no contract, by the run that loads the reference data (every night's).
+    names = {c.name for c in chosen}
+    unowned = any(c.reference for c in chosen)
+    outcomes: list[FileOutcome] = [
+        _record_misplaced(con, landing, m, state)
+        for m in layout.misplaced if m.contract in names or (unowned and m.contract == NO_CONTRACT)
+    ]
     devices: set[str] | None = None  # read once per run, again after a device registry snapshot loads
     last_started = datetime.min
 
@@ -291,7 +320,7 @@ def load_landing(
         max_workers=1, thread_name_prefix="ingest-chunks"
     ) as chunk_pool:
         for contract in chosen:
-            files = discover(landing, contract, delivery_dates)
+            files = waiting(layout, contract, delivery_dates)
             if devices is None and contract.checks_devices:
                 devices = raw_tables.known_devices(con)
             known = devices if contract.checks_devices else None
@@ -316,7 +345,7 @@ def load_landing(
                     outcomes.append(FileOutcome(path=rel, contract=contract.name, sha256=state.last[rel].sha256, status="skipped"))
                     continue
                 prepared = ahead.take(path)
-                if state.handled(rel, prepared.sha):  # touched, not changed
+                if prepared.sha and state.handled(rel, prepared.sha):  # touched, not changed
                     outcomes.append(FileOutcome(path=rel, contract=contract.name, sha256=prepared.sha, status="skipped"))
                     continue
                 if contract.reference or prepared.streamed:
@@ -332,7 +361,7 @@ def load_landing(
                 state.note(entry.outcome, path)
                 outcomes.append(entry.outcome)  # its counts are filled in when its batch commits
                 batch.append(entry)
-                batch_bytes += path.stat().st_size if entry.parts else 0
+                batch_bytes += prepared.size if entry.parts else 0
                 if batch_bytes >= config.batch_bytes:
                     flush()
             flush()
