@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -183,3 +184,106 @@ def test_printed_names_and_reasons_are_never_read_as_markup(tmp_path: Path):
     for i, n in enumerate(HOSTILE):
         assert f"telemetry/2026-01-02/f{i}.jsonl: reason {n}\n" in printed
     assert f"{HOSTILE[4]} · {HOSTILE[0]}: {HOSTILE[1]}" in printed
+
+
+# --------------------------------------------------------------------------- 4. the landing layout
+
+
+def test_a_misplaced_path_is_refused_by_name_with_its_reason_and_the_good_files_load(tmp_path: Path):
+    """Every way a landing zone can be laid out wrong, beside a good file: each path is in the
+    manifest's refusals with its reason, nothing of them is loaded, the good file loads whole,
+    and the next run records nothing again."""
+    from support.landing_files import DEVICES_CSV, jsonl, put, reading
+
+    from ingest.config import IngestConfig
+    from ingest.loader import load_landing
+
+    landing = tmp_path / "landing"
+    put(landing, "reference/devices/devices.csv", DEVICES_CSV.encode())
+    good = jsonl([reading(i) for i in range(1, 11)])
+    put(landing, "telemetry/2026-01-05/good.jsonl", good)
+    misplaced = {
+        "weather/2027-03-01/w.jsonl": None,  # reported as its top folder
+        "Telemetry/2026-01-05/a.jsonl": None,
+        "telemetry/2025-06-01/early.jsonl": None,
+        "telemetry/2099-01-01/future.jsonl": None,
+        "telemetry/2026-01-05/b.jsonl.gz": None,
+        "telemetry/2026-01-05/sub/c.jsonl": None,
+        "telemetry/2026-01-05/D.JSONL": None,
+        "telemetry/2026-01-05/notes.txt": None,
+        "telemetry/loose.jsonl": None,
+        "reference/weather_stations/s.csv": None,
+    }
+    for rel in misplaced:
+        put(landing, rel, good)
+    (landing / "telemetry/2026-01-05/passwd.jsonl").symlink_to("/etc/passwd")
+    expected = {
+        "weather": "no contract named 'weather'",
+        "Telemetry": "no contract named 'Telemetry' (did you mean telemetry?)",
+        "telemetry/2025-06-01": "delivery day 2025-06-01 is before the partitions' first day 2026-01-01",
+        "telemetry/2099-01-01": "delivery day 2099-01-01 is more than a day in the future",
+        "telemetry/2026-01-05/b.jsonl.gz": "compressed files are not loaded: deliver it uncompressed",
+        "telemetry/2026-01-05/sub": "a subfolder: files must lie directly in the folder",
+        "telemetry/2026-01-05/D.JSONL": "extension in the wrong case",
+        "telemetry/2026-01-05/notes.txt": "not a *.jsonl file of the telemetry contract",
+        "telemetry/loose.jsonl": "a file outside a delivery-day folder",
+        "reference/weather_stations": "no reference contract named 'weather_stations'",
+        "telemetry/2026-01-05/passwd.jsonl": "a symbolic link: links are not followed",
+    }
+    config = IngestConfig(first_day=date(2026, 1, 1))
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    try:
+        out = load_landing(con, landing, config=config)
+        refused = dict(con.execute("SELECT file_path, reason FROM raw._load_manifest WHERE status = 'refused'").fetchall())
+        assert set(refused) == set(expected)
+        for path, start in expected.items():
+            assert refused[path].startswith(start), (path, refused[path])
+        assert "root:" not in " ".join(refused.values())  # the link was never read
+        contracts = dict(con.execute("SELECT file_path, contract FROM raw._load_manifest WHERE status = 'refused'").fetchall())
+        assert contracts["weather"] == contracts["Telemetry"] == "landing" and contracts["telemetry/2099-01-01"] == "telemetry"
+        (loaded,) = [o for o in out if o.status == "loaded" and o.contract == "telemetry"]
+        assert (loaded.path, loaded.loaded) == ("telemetry/2026-01-05/good.jsonl", 10)
+        assert con.execute("SELECT count(*), count(DISTINCT seq) FROM raw.telemetry").fetchone() == (10, 10)
+        # The next run: the refusals are on record already, nothing new is written.
+        before = con.execute("SELECT count(*) FROM raw._load_manifest").fetchone()[0]
+        load_landing(con, landing, config=config)
+        assert con.execute("SELECT count(*) FROM raw._load_manifest").fetchone()[0] == before
+    finally:
+        con.close()
+
+
+def test_a_file_gone_or_unreadable_when_read_is_refused_and_the_others_of_its_batch_load(tmp_path: Path):
+    from support.landing_files import jsonl, put, reading
+
+    from ingest.contracts import TELEMETRY
+    from ingest.read_ahead import prepare
+
+    a = put(tmp_path, "a.jsonl", jsonl([reading(1)]))
+    gone = tmp_path / "gone.jsonl"  # renamed away between the listing and the read
+    b = put(tmp_path, "b.jsonl", jsonl([reading(2)]))
+    pa, pg, pb = prepare(TELEMETRY, [a, gone, b], {"D1"}, 1 << 20)
+    assert pg.sha == "" and "gone.jsonl: could not be read (No such file or directory)" in str(pg.error)
+    assert [p.parts[0].good["seq"].to_list() for p in (pa, pb)] == [[1], [2]]
+    assert (pa.size, pa.mtime_ns) == (a.stat().st_size, a.stat().st_mtime_ns)
+
+
+def test_run_range_comes_from_known_sources_and_a_day_outside_the_partitions_is_refused_in_one_line(tmp_path: Path):
+    """A real `civicflow run --date` before the partitions, and after the last delivered day."""
+    from pipelines.nightly import landing_days
+
+    home = tmp_path / "home"
+    simulate(home / "landing", size="tiny", days=2, seed=SEED)
+    for rel in ("weather/2027-03-01/x.jsonl", "telemetry/2025-06-01/x.jsonl", "telemetry/2099-01-01/x.jsonl"):
+        (home / "landing" / rel).parent.mkdir(parents=True)
+        (home / "landing" / rel).write_text("{}\n")
+    settings = Settings.from_env(env={}, home=home)
+    assert landing_days(settings.home, settings.schedule.start_date) == (date(2026, 1, 1), date(2026, 1, 2))
+    env = dict(os.environ, CIVICFLOW_HOME=str(home), PYTHONPATH=str(ROOT))
+    for day in ("2025-06-01", "2026-01-03"):
+        out = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--date", day], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert out.stderr == ""
+        assert out.stdout.strip().splitlines() == [
+            f"{day} is not a partition: partitions run from 2026-01-01 (CIVICFLOW_START_DATE) to 2026-01-02, the last delivered day"
+        ]
+    assert not (home / "warehouse.duckdb").exists()  # nothing ran
