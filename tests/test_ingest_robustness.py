@@ -3,11 +3,14 @@ way a real night would and asserts on rows, against the simulator's ground truth
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -287,3 +290,100 @@ def test_run_range_comes_from_known_sources_and_a_day_outside_the_partitions_is_
             f"{day} is not a partition: partitions run from 2026-01-01 (CIVICFLOW_START_DATE) to 2026-01-02, the last delivered day"
         ]
     assert not (home / "warehouse.duckdb").exists()  # nothing ran
+
+
+# --------------------------------------------------------------------------- 2. a file still being written
+
+
+def _appender(path: Path, rows: list[dict], go: threading.Event | None = None, step: threading.Event | None = None) -> None:
+    """A real writer: appends one JSON line per write, flushed, as an upload would."""
+    with path.open("a") as fh:
+        for row in rows:
+            if go is not None:  # one line each time the reader says so
+                go.wait()
+                go.clear()
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            if step is not None:
+                step.set()
+
+
+def test_a_file_written_while_nights_run_is_loaded_whole_by_what_was_read(tmp_path: Path):
+    """A writer thread appends to a file while the loader runs night after night: every load
+    records the size, mtime and checksum of the same bytes, so the rows appended after a
+    load make a new version, and in the end every row is loaded exactly once."""
+    from support.landing_files import DEVICES_CSV, put, reading
+
+    from ingest.config import IngestConfig
+    from ingest.loader import load_landing
+
+    landing = tmp_path / "landing"
+    put(landing, "reference/devices/devices.csv", DEVICES_CSV.encode())
+    live = put(landing, "telemetry/2026-01-05/live.jsonl", b"")
+    rows = [reading(i) for i in range(1, 401)]
+    writer = threading.Thread(target=_appender, args=(live, rows))
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    try:
+        nights = 0
+        writer.start()
+        while writer.is_alive() or nights == 0:
+            load_landing(con, landing, config=IngestConfig(batch_bytes=1))
+            nights += 1
+        writer.join()
+        load_landing(con, landing)  # the night after the upload finished
+        final = live.read_bytes()
+        assert con.execute("SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM raw.telemetry").fetchone() == (400, 400, 1, 400)
+        assert con.execute("SELECT count(*) FROM raw._quarantine").fetchone()[0] == 0
+        loads = con.execute(
+            "SELECT file_sha256, size_bytes, rows_loaded, rows_duplicate, rows_in_file FROM raw._load_manifest "
+            "WHERE status = 'loaded' ORDER BY started_at"
+        ).fetchall()[1:]  # the devices snapshot first
+        for sha, size, loaded, dup, lines in loads:
+            # size and checksum of one read: the file's first `size` bytes as they are now
+            assert hashlib.sha256(final[:size]).hexdigest() == sha
+            assert lines == final[:size].count(b"\n") and loaded + dup == lines
+        assert loads[-1][1] == len(final)
+        assert sum(r[2] for r in loads) == 400  # each row loaded once, by the first version holding it
+        refusals = [r for (r,) in con.execute("SELECT reason FROM raw._load_manifest WHERE status = 'refused'").fetchall()]
+        assert all("still being written" in r or "truncated" in r or "empty file" in r for r in refusals), refusals
+    finally:
+        con.close()
+
+
+def test_a_file_that_changes_while_it_is_read_is_skipped_as_still_being_written(tmp_path: Path, monkeypatch):
+    """A big file (read in chunks) grows between its checksum and its rows: refused as still
+    being written, nothing of it loaded; the next night loads it whole."""
+    from support.landing_files import DEVICES_CSV, jsonl, put, reading
+
+    import ingest.read_ahead as read_ahead
+    from ingest.config import IngestConfig
+    from ingest.loader import load_landing
+
+    landing = tmp_path / "landing"
+    put(landing, "reference/devices/devices.csv", DEVICES_CSV.encode())
+    live = put(landing, "telemetry/2026-01-05/live.jsonl", jsonl([reading(i) for i in range(1, 201)]))
+    go, step = threading.Event(), threading.Event()
+    writer = threading.Thread(target=_appender, args=(live, [reading(201)], go, step))
+    writer.start()
+    real_hash = read_ahead.sha256_of
+
+    def hash_then_let_the_writer_write(path):
+        sha = real_hash(path)
+        if path == live and not step.is_set():
+            go.set()  # the writer appends one line now, after the checksum was taken
+            step.wait()
+        return sha
+
+    monkeypatch.setattr(read_ahead, "sha256_of", hash_then_let_the_writer_write)
+    config = IngestConfig(chunk_bytes=4096)  # the file is bigger: checksum first, rows read in chunks
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    try:
+        (o,) = [o for o in load_landing(con, landing, config=config) if o.contract == "telemetry"]
+        writer.join()
+        assert o.status == "refused" and o.reason.startswith("live.jsonl: still being written")
+        assert con.execute("SELECT count(*) FROM raw.telemetry").fetchone()[0] == 0
+        (o,) = [o for o in load_landing(con, landing, config=config) if o.contract == "telemetry"]
+        assert (o.status, o.loaded) == ("loaded", 201)
+        assert con.execute("SELECT size_bytes FROM raw._load_manifest WHERE status = 'loaded' AND contract = 'telemetry'").fetchone()[0] == live.stat().st_size
+    finally:
+        con.close()
