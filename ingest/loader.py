@@ -33,7 +33,7 @@ from ingest.config import IngestConfig, stop_at
 from ingest.contracts import CONTRACTS, EVENT_CONTRACTS, REFERENCE_CONTRACTS, Contract
 from ingest.landing import NO_CONTRACT, DayWindow, Misplaced, scan, waiting
 from ingest.manifest import FileOutcome, ManifestState, manifest_row, now_utc, read_manifest_state, write_manifest
-from ingest.parsed import FileRefused, ParseResult
+from ingest.parsed import FileRefused, Known, ParseResult
 from ingest.raw_tables import ensure_raw_schema
 from ingest.read_ahead import Prepared, ReadAhead, chunks_ahead, still_being_written
 from ingest.tally import Tally
@@ -73,7 +73,7 @@ def _record_alone(con: duckdb.DuckDBPyConnection, contract: Contract, entry: _En
     con.execute("COMMIT")
 
 
-def _check_devices(contract: Contract, path: Path, known: set[str] | None) -> None:
+def _check_devices(contract: Contract, path: Path, known: Known | None) -> None:
     if contract.checks_devices and not known:
         raise FileRefused(f"{path.name}: no device reference loaded yet, cannot check device ids")
 
@@ -87,7 +87,7 @@ def load_file(
     version: int,
     already_loaded: bool,
     previous_refusal: str | None = None,
-    known_devices: set[str] | None = None,
+    known_devices: Known | None = None,
     parts: Iterator[ParseResult] | None = None,
     config: IngestConfig = IngestConfig(),
     seen: tuple[int, int] | None = None,
@@ -114,7 +114,7 @@ def load_file(
         return outcome
     loaded_at = now_utc()
     try:
-        known = (known_devices if known_devices is not None else raw_tables.known_devices(con)) if contract.checks_devices else None
+        known = (known_devices if known_devices is not None else raw_tables.known_keys(con)) if contract.checks_devices else None
         _check_devices(contract, path, known)
         con.execute("BEGIN TRANSACTION")
         try:
@@ -200,7 +200,7 @@ def _commit_batch(con: duckdb.DuckDBPyConnection, contract: Contract, entries: l
         raise
 
 
-def _judge(contract: Contract, path: Path, prepared: Prepared, known: set[str] | None, outcome: FileOutcome) -> Tally:
+def _judge(contract: Contract, path: Path, prepared: Prepared, known: Known | None, outcome: FileOutcome) -> Tally:
     """Decide a parsed small file before anything is written: raises FileRefused to refuse it."""
     _check_devices(contract, path, known)
     if prepared.error is not None:
@@ -214,7 +214,7 @@ def _judge(contract: Contract, path: Path, prepared: Prepared, known: set[str] |
 
 
 def _batch_entry(
-    contract: Contract, path: Path, rel: str, prepared: Prepared, known: set[str] | None,
+    contract: Contract, path: Path, rel: str, prepared: Prepared, known: Known | None,
     state: ManifestState, started: datetime,
 ) -> _Entry:
     """A small event file's place in the next batch: to load, a duplicate file, or refused."""
@@ -241,7 +241,7 @@ def _raising(exc: Exception) -> Iterator[ParseResult]:
 
 def _load_alone(
     con: duckdb.DuckDBPyConnection, contract: Contract, path: Path, rel: str, landing: Path, prepared: Prepared,
-    known: set[str] | None, state: ManifestState, chunk_pool: ThreadPoolExecutor, config: IngestConfig,
+    known: Known | None, state: ManifestState, chunk_pool: ThreadPoolExecutor, config: IngestConfig,
 ) -> FileOutcome:
     """A reference snapshot or a file bigger than a chunk: its own transaction (`load_file`)."""
     if prepared.error is not None:
@@ -303,7 +303,7 @@ def load_landing(
         _record_misplaced(con, landing, m, state)
         for m in layout.misplaced if m.contract in names or (unowned and m.contract == NO_CONTRACT)
     ]
-    devices: set[str] | None = None  # read once per run, again after a device registry snapshot loads
+    devices: Known | None = None  # read once per run, again after a reference snapshot loads
     last_started = datetime.min
 
     def start() -> datetime:
@@ -322,7 +322,7 @@ def load_landing(
         for contract in chosen:
             files = waiting(layout, contract, delivery_dates)
             if devices is None and contract.checks_devices:
-                devices = raw_tables.known_devices(con)
+                devices = raw_tables.known_keys(con)
             known = devices if contract.checks_devices else None
             todo = [p for p in files if not state.unchanged(str(p.relative_to(landing)), p)]
             # Reference snapshots are few and change the device list: no read-ahead for them.
@@ -351,7 +351,7 @@ def load_landing(
                 if contract.reference or prepared.streamed:
                     flush()
                     outcome = _load_alone(con, contract, path, rel, landing, prepared, known, state, chunk_pool, config)
-                    if contract.device_registry and outcome.status == "loaded":
+                    if contract.reference and outcome.status == "loaded":  # new devices, hubs or categories
                         devices = None
                     state.note(outcome, path)
                     outcomes.append(outcome)

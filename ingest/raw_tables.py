@@ -16,8 +16,9 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
-from ingest.contracts import DEVICES, EVENT_CONTRACTS, REFERENCE_CONTRACTS, Contract
+from ingest.contracts import CATEGORIES, DEVICES, EVENT_CONTRACTS, HUBS, REFERENCE_CONTRACTS, Contract
 from ingest.manifest import create_manifest
+from ingest.parsed import KnownKeys
 
 SQL_TYPES = {"str": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "timestamp": "TIMESTAMP", "date": "DATE"}
 
@@ -70,6 +71,16 @@ def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
 def known_devices(con: duckdb.DuckDBPyConnection) -> set[str]:
     """The device registry as loaded: what event rows' device ids are checked against."""
     return {r[0] for r in con.execute(f"SELECT device_id FROM {DEVICES.table}").fetchall()}
+
+
+def known_keys(con: duckdb.DuckDBPyConnection) -> KnownKeys:
+    """Every reference key event rows are checked against (DESIGN.md: a key unknown to the
+    reference data is quarantined at ingest, not found by a dbt test every night after)."""
+
+    def column(table: str, col: str) -> frozenset[str]:
+        return frozenset(r[0] for r in con.execute(f"SELECT DISTINCT {col} FROM {table}").fetchall())
+
+    return KnownKeys(devices=frozenset(known_devices(con)), hubs=column(HUBS.table, "hub_id"), categories=column(CATEGORIES.table, "category"))
 
 
 def _existing(con: duckdb.DuckDBPyConnection, contract: Contract, keys: pl.DataFrame) -> pl.Series | None:

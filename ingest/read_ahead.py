@@ -19,7 +19,7 @@ from typing import TypeVar
 from ingest.config import IngestConfig
 from ingest.contracts import Contract
 from ingest.landing import sha256_of, sha256_of_bytes
-from ingest.parsed import FileRefused, ParseResult
+from ingest.parsed import FileRefused, Known, ParseResult
 from ingest.validate import validate_files
 
 T = TypeVar("T")
@@ -105,7 +105,7 @@ def hash_stable(path: Path) -> tuple[str, os.stat_result]:
     return sha, before
 
 
-def prepare(contract: Contract, paths: list[Path], known: set[str] | None, chunk_bytes: int) -> list[Prepared]:
+def prepare(contract: Contract, paths: list[Path], known: Known | None, chunk_bytes: int) -> list[Prepared]:
     """Hash files and parse them, reading each once; a file bigger than a chunk is only hashed.
 
     `paths` is one big file, or small files validated together (`validate_files`). A file
@@ -151,7 +151,7 @@ class ReadAhead:
     """
 
     def __init__(
-        self, pool: ThreadPoolExecutor, contract: Contract, paths: list[Path], known: set[str] | None,
+        self, pool: ThreadPoolExecutor, contract: Contract, paths: list[Path], known: Known | None,
         budget: int, config: IngestConfig,
     ):
         self._pool, self._contract, self._known, self._budget = pool, contract, known, budget
