@@ -387,3 +387,144 @@ def test_a_file_that_changes_while_it_is_read_is_skipped_as_still_being_written(
         assert con.execute("SELECT size_bytes FROM raw._load_manifest WHERE status = 'loaded' AND contract = 'telemetry'").fetchone()[0] == live.stat().st_size
     finally:
         con.close()
+
+
+# --------------------------------------------------------------------------- 3. types at ingest
+
+
+def _city_reference(landing: Path) -> None:
+    """Devices, hubs and categories of a two-device city (what telemetry is checked against)."""
+    from support.landing_files import DEVICES_CSV, put
+
+    put(landing, "reference/devices/devices.csv", DEVICES_CSV.encode())
+    put(landing, "reference/hubs/hubs.csv", b"hub_id,neighbourhood_id,name\nH1,N1,Hub one\n")
+    put(landing, "reference/categories/categories.csv", b"category,name,under_cost,over_cost\ngrocery,Grocery,6.5,2.8\nparcels,Parcels,4.0,1.2\n")
+
+
+# line -> (the row, the field and reason it must be quarantined with)
+BAD_KINDS = {
+    3: ({"category": 7}, "category", "a JSON number, not a string"),
+    5: ({"device_id": ["D1"]}, "device_id", "a JSON array, not a string"),
+    7: ({"hub_id": {"id": "H1"}}, "hub_id", "a JSON object, not a string"),
+    9: ({"kind": True}, "kind", "a JSON boolean, not a string"),
+    11: ({"category": "widgets"}, "category", "unknown category (not in the reference data)"),
+    13: ({"hub_id": "H999"}, "hub_id", "unknown hub (not in the reference data)"),
+    15: ({"device_id": "D404"}, "device_id", "unknown device"),
+    17: ({"value": "NaN"}, "value", "not a finite number"),
+    19: ({"value": "Infinity"}, "value", "not a finite number"),
+    21: ({"device_time": "9999-01-05T08:00:00+01:00", "received_at": "9999-01-05T07:00:02Z"}, "device_time", "more than 1 day(s) in the future"),
+    23: ({"device_time": "1969-12-31T23:59:59+01:00"}, "device_time", "before 2020-01-01, the earliest plausible time"),
+}
+
+
+def _bad_kinds_file(first_seq: int, n: int = 400) -> tuple[bytes, int]:
+    """`n` good readings with one row of every bad kind at its BAD_KINDS line; the good count."""
+    from support.landing_files import jsonl, reading
+
+    rows = [reading(first_seq + i) for i in range(n)]
+    for line, (over, _, _) in BAD_KINDS.items():
+        rows[line - 1] = dict(rows[line - 1], **over)
+    return jsonl(rows), n - len(BAD_KINDS)
+
+
+def test_one_bad_value_of_each_kind_is_quarantined_with_field_and_reason_and_the_rest_loads(tmp_path: Path):
+    from support.landing_files import put
+
+    from ingest.loader import load_landing
+
+    landing = tmp_path / "landing"
+    _city_reference(landing)
+    data, good = _bad_kinds_file(1)
+    put(landing, "telemetry/2026-01-05/a.jsonl", data)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    try:
+        (o,) = [o for o in load_landing(con, landing) if o.contract == "telemetry"]
+        assert (o.status, o.loaded, o.quarantined, o.duplicate) == ("loaded", good, len(BAD_KINDS), 0)
+        got = con.execute("SELECT line, field, reason, raw_text FROM raw._quarantine ORDER BY line").fetchall()
+        assert [g[:2] for g in got] == [(line, f) for line, (_, f, _) in BAD_KINDS.items()]
+        for (line, _, reason, raw), (_, _, why) in zip(got, BAD_KINDS.values()):
+            assert reason.startswith(why), (line, reason)
+            assert json.loads(raw)["seq"] == line  # the row's own text, kept
+        bad_seqs = set(BAD_KINDS)
+        loaded = {s for (s,) in con.execute("SELECT seq FROM raw.telemetry").fetchall()}
+        assert loaded == set(range(1, 401)) - bad_seqs
+        assert con.execute("SELECT min(event_date), max(event_date), count(DISTINCT category), count(DISTINCT hub_id) FROM raw.telemetry").fetchone() == (
+            date(2026, 1, 5), date(2026, 1, 5), 1, 1)
+    finally:
+        con.close()
+
+
+# --------------------------------------------------------------------------- 6. reference values
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ("NaN", "under_cost: not a finite number"), ("inf", "under_cost: not a finite number"),
+    ("-1", "under_cost: below the minimum 0"), ("seven", "under_cost: not a valid number"),
+])
+def test_a_reference_snapshot_with_a_non_finite_or_out_of_range_value_is_refused_whole_keeping_the_last_good(tmp_path: Path, bad: str, reason: str):
+    from support.landing_files import put
+
+    from ingest.loader import load_landing
+
+    landing = tmp_path / "landing"
+    _city_reference(landing)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    try:
+        load_landing(con, landing)
+        good = con.execute("SELECT * EXCLUDE (_loaded_at) FROM raw.categories ORDER BY category").fetchall()
+        assert [g[:4] for g in good] == [("grocery", "Grocery", 6.5, 2.8), ("parcels", "Parcels", 4.0, 1.2)]
+        put(landing, "reference/categories/categories-2.csv", f"category,name,under_cost,over_cost\ngrocery,Grocery,{bad},2.8\nfresh,Fresh,3.0,1.0\n".encode())
+        (o,) = [o for o in load_landing(con, landing) if o.contract == "categories" and o.status != "skipped"]
+        assert o.status == "refused"
+        assert o.reason.startswith("categories-2.csv: 1 of 2 rows rejected") and o.reason.endswith(reason), o.reason
+        assert con.execute("SELECT * EXCLUDE (_loaded_at) FROM raw.categories ORDER BY category").fetchall() == good
+        assert con.execute("SELECT count(*) FROM raw._quarantine WHERE contract = 'categories'").fetchone()[0] == 0
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_a_night_with_one_bad_value_of_each_kind_and_a_misplaced_landing_succeeds_and_so_does_the_next(tmp_path: Path):
+    """A real night on a simulated city with a hostile file (one bad row of every kind) and a
+    misplaced landing: the night succeeds, its summary and `status` name every misplaced path,
+    raw holds the city's valid rows plus the hostile file's good ones, and the next night
+    (a new day delivered) succeeds too."""
+    from pipelines.status import gather
+
+    settings = Settings.from_env(env={}, home=tmp_path / "home")
+    landing = settings.home.landing
+    simulate(landing, size="tiny", days=2, seed=SEED)
+    truth = dict(pl.read_parquet(settings.home.ground_truth / "event_totals.parquet").select("contract", "valid_distinct").iter_rows())
+    template = next(
+        row for f in sorted((landing / "telemetry" / "2026-01-02").glob("*.jsonl")) for line in f.read_text().splitlines()
+        if line.startswith("{") and (row := json.loads(line)).get("kind") == "locker_pickup" and isinstance(row.get("seq"), int)
+    )
+    rows = [dict(template, seq=900_000_000 + i) for i in range(1, 401)]
+    for line, (over, _, _) in BAD_KINDS.items():
+        rows[line - 1] = dict(rows[line - 1], **over)
+    (landing / "telemetry" / "2026-01-02" / "hostile.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for rel in ("weather/2026-01-02/w.jsonl", "telemetry/2026-01-02/late.jsonl.gz"):
+        (landing / rel).parent.mkdir(parents=True, exist_ok=True)
+        (landing / rel).write_bytes(b"{}\n")
+
+    first = run_nightly(settings)
+    assert first.success, first.failure
+    refusals = "\n".join(r["refusals"] or "" for r in first.ingest)
+    assert "weather: no contract named 'weather'" in refusals
+    assert "telemetry/2026-01-02/late.jsonl.gz: compressed files are not loaded" in refusals
+    health = gather(settings)
+    assert {p for p, _ in health.refused_files} >= {"weather", "telemetry/2026-01-02/late.jsonl.gz"}
+
+    con = duckdb.connect(str(settings.home.warehouse), read_only=True)
+    try:
+        got = con.execute("SELECT line, field FROM raw._quarantine WHERE file_path LIKE '%hostile.jsonl' ORDER BY line").fetchall()
+        assert got == [(line, f) for line, (_, f, _) in BAD_KINDS.items()]
+        assert con.execute("SELECT count(*) FROM raw.telemetry").fetchone()[0] == truth["telemetry"] + 400 - len(BAD_KINDS)
+        assert con.execute("SELECT count(*) FROM raw.telemetry WHERE seq >= 900000000").fetchone()[0] == 400 - len(BAD_KINDS)
+    finally:
+        con.close()
+
+    simulate(landing, size="tiny", days=1, seed=SEED, append=True)
+    second = run_nightly(settings)
+    assert second.success, second.failure
+    assert second.ingest and all(not r["refusals"] for r in second.ingest)  # the misplaced paths are on record already
