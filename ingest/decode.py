@@ -57,15 +57,17 @@ def _json_sql(names: tuple[str, ...], string_fields: tuple[str, ...] = ()) -> st
     return f"""
         SELECT {picks}{types}, CASE WHEN slow THEN m IS NOT NULL ELSE true END AS __object,
                CASE WHEN slow AND cardinality(m) > ({present})
-                    THEN list_filter(map_keys(m), k -> NOT list_contains({known}, k)) END AS __extra
+                    THEN list_filter(map_keys(m), k -> NOT list_contains({known}, k)) END AS __extra,
+               CASE WHEN slow AND len(keys) > len(list_distinct(keys))
+                    THEN list_filter(keys, (k, i) -> list_position(keys, k) < i)[1] END AS __dupkey
         FROM (
-            SELECT raw, s, slow, CASE WHEN slow THEN try(json_transform(raw, '"MAP(VARCHAR, VARCHAR)"')) END AS m
+            SELECT raw, keys, s, slow, CASE WHEN slow THEN try(json_transform(raw, '"MAP(VARCHAR, VARCHAR)"')) END AS m
             FROM (
-                SELECT raw, s, NOT usual AS slow
+                SELECT raw, keys, s, NOT usual AS slow
                 FROM (
-                    SELECT raw, usual, CASE WHEN usual THEN try(json_transform(raw, '{struct}')) END AS s
+                    SELECT raw, keys, usual, CASE WHEN usual THEN try(json_transform(raw, '{struct}')) END AS s
                     FROM (
-                        SELECT raw, coalesce(CASE WHEN keys = {known} THEN true ELSE list_sort(keys) = {known_sorted} END, false) AS usual
+                        SELECT raw, keys, coalesce(CASE WHEN keys = {known} THEN true ELSE list_sort(keys) = {known_sorted} END, false) AS usual
                         FROM (SELECT raw, try(json_keys(raw)) AS keys FROM lines)
                     )
                 )
@@ -77,7 +79,8 @@ def _json_sql(names: tuple[str, ...], string_fields: tuple[str, ...] = ()) -> st
 def fields_from_json(frame: pl.DataFrame, names: tuple[str, ...], string_fields: tuple[str, ...] = ()) -> pl.DataFrame:
     """Decode each line into its contract fields as strings; a field missing from the object is null.
 
-    Adds `__object` (the line is a JSON object) and `__extra` (its keys outside the contract).
+    Adds `__object` (the line is a JSON object), `__extra` (its keys outside the contract) and
+    `__dupkey` (a key the object repeats: which of its values is meant is unknown).
     Values keep their JSON text (`3.0` stays `3.0`, so it is not an integer). With
     `string_fields`, adds `__jtypes`: the JSON type of each of those fields' values, in order
     (DuckDB's names: VARCHAR, BIGINT, DOUBLE, BOOLEAN, ARRAY, OBJECT, NULL; null when absent).

@@ -15,7 +15,8 @@ from ingest.manifest import now_utc
 from ingest.parsed import BAD_SCHEMA, Known, ParseResult, as_known
 
 # Timestamps carry an explicit UTC offset or a Z: a naive local time is ambiguous around DST.
-TS_FORMAT = "%Y-%m-%dT%H:%M:%S%#z"
+# Fractional seconds are optional (`%.f`), as in every ISO-8601 reader.
+TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
 POLARS_TYPES = {"str": pl.String, "int": pl.Int64, "float": pl.Float64, "timestamp": pl.Datetime("us")}
 # DuckDB's json_type of a value that is not a string, in words.
 JSON_NOT_STRING = {"BIGINT": "number", "UBIGINT": "number", "HUGEINT": "number", "DOUBLE": "number", "BOOLEAN": "boolean", "ARRAY": "array", "OBJECT": "object"}
@@ -151,6 +152,9 @@ def validate_lines(
         .then(pl.lit("blank line"))
     )
     if contract.file_format == "jsonl":
+        framing = framing.when(pl.col("__dupkey").is_not_null()).then(
+            pl.concat_str(pl.lit("duplicate key '"), pl.col("__dupkey"), pl.lit("' in the JSON object (which value is meant is unknown)"))
+        )
         framing = framing.when(~pl.col("__object")).then(pl.lit("unparseable JSON line"))
     fields = fields.with_columns(framing.otherwise(None).alias("__framing"))
     fields = fields.with_columns(_typed(contract))

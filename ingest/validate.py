@@ -22,7 +22,7 @@ from ingest.batch_header import split_batch_header
 from ingest.config import IngestConfig
 from ingest.contracts import Contract
 from ingest.decode import csv_header
-from ingest.framing import frame_bytes, read_chunks
+from ingest.framing import drop_trailing_blank, frame_bytes, join_quoted_lines, read_chunks
 from ingest.parsed import BAD_SCHEMA, FileRefused, Known, ParseResult
 from ingest.rules import extra_key_counts, validate_lines
 
@@ -55,6 +55,10 @@ def validate_chunks(
             continue
         frame, ends_with_newline = frame_bytes(data, next_line)
         next_line += frame.height
+        if is_last:
+            frame = drop_trailing_blank(frame)
+        if contract.file_format == "csv":
+            frame = join_quoted_lines(frame)
         header: dict = {}
         if not saw_content:
             saw_content = True
@@ -90,6 +94,9 @@ def _frame_whole(contract: Contract, path: Path, data: bytes) -> tuple[pl.DataFr
     if not data.strip():
         raise FileRefused(f"{path.name}: empty file")
     frame, ends_with_newline = frame_bytes(data)
+    frame = drop_trailing_blank(frame)
+    if contract.file_format == "csv":
+        frame = join_quoted_lines(frame)
     header: dict = {}
     if contract.file_format == "csv":
         csv_header(frame, contract, path)

@@ -219,7 +219,7 @@ def test_jsonl_missing_and_retyped_values_are_quarantined_by_field(landing, con)
     rows[5] = dict(rows[5], device_time=1767600000)  # epoch seconds instead of ISO-8601
     rows[6] = dict(rows[6], hub_id={"id": "H1"})  # an object where a string belongs: not its JSON text
     rows[7] = "[1, 2, 3]"
-    rows[8] = '{"device_id": "D1", "device_id": "D2"}'  # an object, but without the other fields
+    rows[8] = '{"device_id": "D1", "device_id": "D2"}'  # a repeated key: which value is meant is unknown
     del rows[9]["category"]  # required for a pickup
     put(landing, "telemetry/2026-01-05/a.jsonl", jsonl(rows))
     (o,) = [o for o in load_landing(con, landing) if o.contract == "telemetry"]
@@ -231,7 +231,7 @@ def test_jsonl_missing_and_retyped_values_are_quarantined_by_field(landing, con)
         (6, "device_time", "not an ISO-8601 timestamp with a UTC offset"),
         (7, "hub_id", "a JSON object, not a string"),
         (8, None, "not a JSON object"),
-        (9, "hub_id", "missing required field"),
+        (9, None, "duplicate key 'device_id' in the JSON object (which value is meant is unknown)"),
         (10, "category", "category required for locker deposits and pickups"),
     ]
     assert (o.loaded, o.quarantined) == (192, 8) and o.status == "loaded"

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
@@ -528,3 +528,46 @@ def test_a_night_with_one_bad_value_of_each_kind_and_a_misplaced_landing_succeed
     second = run_nightly(settings)
     assert second.success, second.failure
     assert second.ingest and all(not r["refusals"] for r in second.ingest)  # the misplaced paths are on record already
+
+
+# --------------------------------------------------------------------------- 5. parsing as a reader would
+
+
+def test_files_are_parsed_as_a_csv_or_json_reader_would(tmp_path: Path):
+    """Quoted newlines, BOMs in both formats, trailing blank lines and fractional seconds load;
+    a JSON object repeating a key is quarantined with the key named, never read silently."""
+    from support.landing_files import SCAN_HEADER, jsonl, put, reading
+
+    from ingest.loader import load_landing
+
+    landing = tmp_path / "landing"
+    _city_reference(landing)
+    scans = [
+        "S00001,P1,transit,H1,D1,2026-01-05T08:00:00+01:00,accepted,,residency",
+        'S00002,P1,transit,H1,D1,2026-01-05T08:00:00.250+01:00,rejected,"expired\nat the gate",residency',
+        "S00003,P1,transit,H1,D1,2026-01-05T08:00:01+01:00,accepted,,",
+    ]
+    put(landing, "pass_scans/2026-01-05/s.csv", ("\ufeff" + SCAN_HEADER + "\n" + "\n".join(scans) + "\n\n\n").encode())
+    rows = [reading(i, received_at="2026-01-05T07:00:02.123456Z") for i in range(1, 40)]
+    data = jsonl(rows)[:-1] + b'\n{"device_id": "D1", "seq": 40, "seq": 41}\n\n'
+    put(landing, "telemetry/2026-01-05/t.jsonl", b"\xef\xbb\xbf" + data)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    try:
+        out = {o.contract: o for o in load_landing(con, landing) if o.status != "skipped" and not CONTRACTS_REF(o.contract)}
+        assert (out["pass_scans"].status, out["pass_scans"].rows_in_file, out["pass_scans"].loaded, out["pass_scans"].quarantined) == ("loaded", 3, 3, 0)
+        assert con.execute("SELECT reason, scanned_at FROM raw.pass_scans WHERE scan_id = 'S00002'").fetchone() == (
+            "expired\nat the gate", datetime(2026, 1, 5, 7, 0, 0, 250000))
+        assert con.execute("SELECT count(*) FROM raw.pass_scans WHERE scan_id = 'S00003'").fetchone()[0] == 1
+        t = out["telemetry"]
+        assert (t.status, t.rows_in_file, t.loaded, t.quarantined) == ("loaded", 40, 39, 1)
+        assert con.execute("SELECT min(received_at) FROM raw.telemetry").fetchone()[0] == datetime(2026, 1, 5, 7, 0, 2, 123456)
+        assert con.execute("SELECT line, field, reason FROM raw._quarantine").fetchall() == [
+            (40, None, "duplicate key 'seq' in the JSON object (which value is meant is unknown)")]
+    finally:
+        con.close()
+
+
+def CONTRACTS_REF(name: str) -> bool:
+    from ingest.contracts import CONTRACTS
+
+    return CONTRACTS[name].reference
