@@ -125,8 +125,11 @@ def load_file(
                 if contract.reference:
                     inserted += raw_tables.replace_reference(con, contract, part.good, sha, loaded_at, first_chunk=n == 0)
                 elif part.good.height:
-                    new = raw_tables.insert_new_rows(con, contract, raw_tables.tagged_good(part.good, 0, sha), loaded_at)
+                    new, changed = raw_tables.insert_new_rows(con, contract, raw_tables.tagged_good(part.good, 0, sha), loaded_at)
                     inserted += new.height
+                    if changed.height:  # a known key with other values: quarantined, not a duplicate
+                        raw_tables.quarantine(con, contract, raw_tables.tagged_bad(changed.drop("__f"), rel, sha), loaded_at)
+                        tally.changed += changed.height
                     dates.update(new["event_date"].unique().to_list())
                 del part  # only one chunk alive at a time
                 stop_at(config.fault, "in_transaction")
@@ -174,11 +177,20 @@ def _commit_batch(con: duckdb.DuckDBPyConnection, contract: Contract, entries: l
         goods = [raw_tables.tagged_good(p.good, n, e.outcome.sha256) for n, e in loading for p in e.parts if p.good.height]
         per_file: dict[int, tuple[int, set[date]]] = {}
         if goods:
-            new = raw_tables.insert_new_rows(con, contract, pl.concat(goods), loaded_at)
+            new, changed = raw_tables.insert_new_rows(con, contract, pl.concat(goods), loaded_at)
             del goods
             for n, count, dates in new.group_by("__f").agg(pl.len(), pl.col("event_date").unique()).iter_rows():
                 per_file[n] = (count, set(dates))
+        else:
+            changed = pl.DataFrame(schema=raw_tables.CONFLICT_SCHEMA)
         bads = [raw_tables.tagged_bad(p.bad, e.outcome.path, e.outcome.sha256) for _, e in loading for p in e.parts if p.bad.height]
+        # A known key with other values: quarantined with the file it came in, not a duplicate.
+        for n, e in loading:
+            mine = changed.filter(pl.col("__f") == n)
+            if mine.height:
+                bads.append(raw_tables.tagged_bad(mine.drop("__f"), e.outcome.path, e.outcome.sha256))
+                assert e.tally is not None
+                e.tally.changed += mine.height
         if bads:
             raw_tables.quarantine(con, contract, pl.concat(bads), loaded_at)
         for n, e in loading:

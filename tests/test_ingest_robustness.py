@@ -571,3 +571,31 @@ def CONTRACTS_REF(name: str) -> bool:
     from ingest.contracts import CONTRACTS
 
     return CONTRACTS[name].reference
+
+
+def test_a_changed_value_under_an_existing_natural_key_is_quarantined_with_both_values(tmp_path: Path):
+    """The same key again with the same values is a duplicate; with other values it is
+    quarantined naming the field and both values (in one file, and across runs), never dropped."""
+    from support.landing_files import jsonl, put, reading
+
+    from ingest.loader import load_landing
+
+    landing = tmp_path / "landing"
+    _city_reference(landing)
+    put(landing, "telemetry/2026-01-05/a.jsonl", jsonl([reading(i) for i in range(1, 41)] + [reading(3, value=9)]))
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    try:
+        (a,) = [o for o in load_landing(con, landing) if o.contract == "telemetry"]
+        assert (a.rows_in_file, a.loaded, a.duplicate, a.quarantined) == (41, 40, 0, 1)
+        put(landing, "telemetry/2026-01-06/b.jsonl", jsonl([reading(7, category="parcels"), reading(8)] + [reading(i) for i in range(41, 79)]))
+        (b,) = [o for o in load_landing(con, landing) if o.contract == "telemetry" and o.status != "skipped"]
+        assert (b.rows_in_file, b.loaded, b.duplicate, b.quarantined) == (40, 38, 1, 1)
+        got = con.execute("SELECT file_path, line, field, reason FROM raw._quarantine ORDER BY file_path").fetchall()
+        assert got == [
+            ("telemetry/2026-01-05/a.jsonl", 41, "value", "changed value under an existing natural key (device_id, seq): value was 2.0, now 9.0; the row loaded first is kept"),
+            ("telemetry/2026-01-06/b.jsonl", 1, "category", "changed value under an existing natural key (device_id, seq): category was grocery, now parcels; the row loaded first is kept"),
+        ]
+        assert con.execute("SELECT value FROM raw.telemetry WHERE seq = 3").fetchall() == [(2.0,)]
+        assert con.execute("SELECT count(*), count(DISTINCT seq) FROM raw.telemetry").fetchone() == (78, 78)
+    finally:
+        con.close()
