@@ -272,8 +272,8 @@ def _load_alone(
 def _record_misplaced(con: duckdb.DuckDBPyConnection, landing: Path, m: Misplaced, state: ManifestState) -> FileOutcome:
     """A misplaced path as a refusal in the manifest (once per reason, like every refusal)."""
     outcome = FileOutcome(path=m.path, contract=m.contract, sha256="")
-    outcome.mark_refused(m.reason)
-    if state.previous_refusal(m.path, "") != m.reason:
+    outcome.mark_refused(f"{Path(m.path).name}: {m.reason}")  # reasons start with the name, as every refusal's
+    if state.previous_refusal(m.path, "") != outcome.reason:
         path = landing / m.path
         entry = _Entry(outcome, path, state.version(m.path, ""), now_utc(), time.perf_counter())
         source = CONTRACTS[m.contract].source if m.contract in CONTRACTS else NO_CONTRACT
