@@ -7,8 +7,12 @@ environment itself.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
 
 from warehouse.settings import env_value
 
@@ -21,7 +25,7 @@ VARIABLES = {
     BATCH_BYTES_ENV: "input bytes of small files of one source committed in one transaction (default 64 MiB)",
     CHUNK_BYTES_ENV: "bytes of a file read and validated at a time; a bigger file is loaded alone, chunk by chunk (default 16 MiB)",
     PARSE_WORKERS_ENV: "threads parsing the next files while the loader writes (default 2)",
-    FAULT_ENV: "crash tests only: `<point>:<marker file>` makes the loader stop at a fault point (unset in production)",
+    FAULT_ENV: "crash tests only: `<point>:<marker file>` makes a run stop at a fault point (ingest, dbt or publish) to be killed (unset in production)",
 }
 
 
@@ -43,11 +47,26 @@ class IngestConfig:
     # Threads parsing the next files while the main thread writes. With one, the writer
     # waited for the parser a third of the run (a parse is partly Python holding the GIL).
     parse_workers: int = 2
-    # Fault injection for the crash tests, `<point>:<marker file>`: at that point the loader
-    # writes its pid to the marker file and waits to be killed. Points: `in_transaction`
-    # (a file's own transaction, after each chunk is written) and `in_batch` (a batch of
-    # files, everything written, before COMMIT). None in production.
+    # Fault injection for the crash tests, `<point>:<marker file>`: at that point the run
+    # writes its pid to the marker file and waits to be killed (`stop_at`). Points of the
+    # loader: `in_transaction` (a file's own transaction, after each chunk is written) and
+    # `in_batch` (a batch of files, everything written, before COMMIT); of the nightly job:
+    # `in_dbt` (dbt build running, its first model built) and `in_publish` (the snapshot
+    # copied to its temporary name, CURRENT not switched yet). None in production.
     fault: str | None = None
+    # The first delivery day the partitions have (the settings' start date): a landing folder
+    # dated before it is reported as misplaced, never loaded. None: any day.
+    first_day: date | None = None
+
+
+def stop_at(fault: str | None, point: str) -> None:
+    """Fault injection for the crash tests: at `point`, write this pid to the marker file and
+    wait to be killed. A no-op unless `fault` (`IngestConfig.fault`) names this point."""
+    if not fault or not fault.startswith(point + ":"):
+        return
+    Path(fault.split(":", 1)[1]).write_text(str(os.getpid()))
+    while True:
+        time.sleep(1)
 
 
 def ingest_config_from_env(env: Mapping[str, str]) -> IngestConfig:

@@ -14,6 +14,7 @@ calendar date of the event (the partition operations plan by).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 
 # The one source of the city's time zone: Dagster hands it to every dbt run as the city_tz
 # var (pipelines/partitions.py dbt_vars); dbt_project.yml holds a test-checked copy for dbt
@@ -32,6 +33,11 @@ READING_KINDS: dict[str, tuple[str, float, float]] = {
     "temperature": ("celsius", -40, 70),
 }
 DEMAND_KINDS = ("locker_deposit", "locker_pickup")
+# The plausible window of an event's timestamps: not before the city's services started, not
+# more than a day ahead of the clock of the run loading it (a device clock set to 9999 or
+# 1969 is quarantined, not loaded to blow up the daily marts).
+SERVICE_START = date(2020, 1, 1)
+MAX_DAYS_AHEAD = 1
 PASS_TYPES = ("transit", "event", "locker")
 SCAN_RESULTS = ("accepted", "rejected")
 ENTITLEMENTS = ("residency", "payment", "accessibility")
@@ -76,6 +82,9 @@ class Contract:
     # The device registry: every other source's device_id is checked against its table, so a
     # snapshot of it loading changes what the next files are checked against.
     device_registry: bool = False
+    # Every timestamp field of a row lies in [earliest, the run's clock + days_ahead]; None: no window.
+    earliest: date | None = None
+    days_ahead: int | None = None
 
     @property
     def table(self) -> str:
@@ -137,6 +146,8 @@ TELEMETRY = Contract(
     natural_key=("device_id", "seq"),
     event_time="device_time",
     max_reject_ratio=0.05,
+    earliest=SERVICE_START,
+    days_ahead=MAX_DAYS_AHEAD,
     filename_glob="*.jsonl",
     reading_kinds=READING_KINDS,
     category_required_for=DEMAND_KINDS,
@@ -170,6 +181,8 @@ PASS_SCANS = Contract(
     natural_key=("scan_id",),
     event_time="scanned_at",
     max_reject_ratio=0.05,
+    earliest=SERVICE_START,
+    days_ahead=MAX_DAYS_AHEAD,
     filename_glob="*.csv",
 )
 
@@ -189,6 +202,8 @@ TRANSACTIONS = Contract(
     natural_key=("txn_id",),
     event_time="txn_time",
     max_reject_ratio=0.02,
+    earliest=SERVICE_START,
+    days_ahead=MAX_DAYS_AHEAD,
     filename_glob="*.jsonl",
 )
 
@@ -212,6 +227,8 @@ CLEARING = Contract(
     natural_key=("batch_id", "line_no"),
     event_time="settled_at",
     max_reject_ratio=0.0,
+    earliest=SERVICE_START,
+    days_ahead=MAX_DAYS_AHEAD,
     filename_glob="*.jsonl",
     batch_total_field="amount_cents",
 )

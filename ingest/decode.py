@@ -32,7 +32,7 @@ def _duck() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _json_sql(names: tuple[str, ...]) -> str:
+def _json_sql(names: tuple[str, ...], string_fields: tuple[str, ...] = ()) -> str:
     """The decoder's SQL for one contract: a fast path for the usual line, a string map for the rest.
 
     The usual line is an object whose keys are exactly the contract's (`json_keys`, in the
@@ -47,22 +47,27 @@ def _json_sql(names: tuple[str, ...]) -> str:
     known = "[" + ", ".join(f"'{n}'" for n in names) + "]"
     known_sorted = "[" + ", ".join(f"'{n}'" for n in sorted(names)) + "]"
     picks = ", ".join(f"CASE WHEN slow THEN m['{n}'] ELSE s.\"{n}\" END AS \"{n}\"" for n in names)
+    # The JSON type of every string field's value (a number, bool, array or object would
+    # otherwise be read as its text): one more parse of the line, in one call.
+    types = ", try(json_type(raw, [" + ", ".join(f"'$.\"{n}\"'" for n in string_fields) + "])) AS __jtypes" if string_fields else ""
     present = " + ".join(f"map_contains(m, '{n}')::INT" for n in names)
     # CASE evaluates a branch only for the rows that take it: the keys are sorted only when
     # they are not in the contract's order, the struct read only for the usual lines, the
     # map built only for the rest.
     return f"""
-        SELECT {picks}, CASE WHEN slow THEN m IS NOT NULL ELSE true END AS __object,
+        SELECT {picks}{types}, CASE WHEN slow THEN m IS NOT NULL ELSE true END AS __object,
                CASE WHEN slow AND cardinality(m) > ({present})
-                    THEN list_filter(map_keys(m), k -> NOT list_contains({known}, k)) END AS __extra
+                    THEN list_filter(map_keys(m), k -> NOT list_contains({known}, k)) END AS __extra,
+               CASE WHEN slow AND len(keys) > len(list_distinct(keys))
+                    THEN list_filter(keys, (k, i) -> list_position(keys, k) < i)[1] END AS __dupkey
         FROM (
-            SELECT s, slow, CASE WHEN slow THEN try(json_transform(raw, '"MAP(VARCHAR, VARCHAR)"')) END AS m
+            SELECT raw, keys, s, slow, CASE WHEN slow THEN try(json_transform(raw, '"MAP(VARCHAR, VARCHAR)"')) END AS m
             FROM (
-                SELECT raw, s, NOT usual AS slow
+                SELECT raw, keys, s, NOT usual AS slow
                 FROM (
-                    SELECT raw, usual, CASE WHEN usual THEN try(json_transform(raw, '{struct}')) END AS s
+                    SELECT raw, keys, usual, CASE WHEN usual THEN try(json_transform(raw, '{struct}')) END AS s
                     FROM (
-                        SELECT raw, coalesce(CASE WHEN keys = {known} THEN true ELSE list_sort(keys) = {known_sorted} END, false) AS usual
+                        SELECT raw, keys, coalesce(CASE WHEN keys = {known} THEN true ELSE list_sort(keys) = {known_sorted} END, false) AS usual
                         FROM (SELECT raw, try(json_keys(raw)) AS keys FROM lines)
                     )
                 )
@@ -71,17 +76,20 @@ def _json_sql(names: tuple[str, ...]) -> str:
     """
 
 
-def fields_from_json(frame: pl.DataFrame, names: tuple[str, ...]) -> pl.DataFrame:
+def fields_from_json(frame: pl.DataFrame, names: tuple[str, ...], string_fields: tuple[str, ...] = ()) -> pl.DataFrame:
     """Decode each line into its contract fields as strings; a field missing from the object is null.
 
-    Adds `__object` (the line is a JSON object) and `__extra` (its keys outside the contract).
-    Values keep their JSON text (`3.0` stays `3.0`, so it is not an integer).
+    Adds `__object` (the line is a JSON object), `__extra` (its keys outside the contract) and
+    `__dupkey` (a key the object repeats: which of its values is meant is unknown).
+    Values keep their JSON text (`3.0` stays `3.0`, so it is not an integer). With
+    `string_fields`, adds `__jtypes`: the JSON type of each of those fields' values, in order
+    (DuckDB's names: VARCHAR, BIGINT, DOUBLE, BOOLEAN, ARRAY, OBJECT, NULL; null when absent).
     """
     con = _duck()
     # Handed over as Arrow string views (zero-copy; DuckDB scans a pyarrow table faster than a
     # polars frame), read by name in the SQL (replacement scan).
     lines = frame.select("raw").to_arrow(compat_level=pl.CompatLevel.newest())  # noqa: F841
-    parsed = con.execute(_json_sql(names)).pl()
+    parsed = con.execute(_json_sql(names, string_fields)).pl()
     assert parsed.height == frame.height
     return pl.concat([frame, parsed.cast({n: pl.String for n in names})], how="horizontal")
 

@@ -29,32 +29,19 @@ import duckdb
 import polars as pl
 
 from ingest import raw_tables
-from ingest.config import IngestConfig
-from ingest.contracts import EVENT_CONTRACTS, REFERENCE_CONTRACTS, Contract
-from ingest.landing import discover
+from ingest.config import IngestConfig, stop_at
+from ingest.contracts import CONTRACTS, EVENT_CONTRACTS, REFERENCE_CONTRACTS, Contract
+from ingest.landing import NO_CONTRACT, DayWindow, Misplaced, scan, waiting
 from ingest.manifest import FileOutcome, ManifestState, manifest_row, now_utc, read_manifest_state, write_manifest
-from ingest.parsed import FileRefused, ParseResult
+from ingest.parsed import FileRefused, Known, ParseResult
 from ingest.raw_tables import ensure_raw_schema
-from ingest.read_ahead import Prepared, ReadAhead, chunks_ahead
+from ingest.read_ahead import Prepared, ReadAhead, chunks_ahead, still_being_written
 from ingest.tally import Tally
 from ingest.validate import validate_chunks
 
 
 class LoadError(RuntimeError):
     """Writing a file's rows failed in the warehouse (not the file's fault): names table and file."""
-
-
-def _fault_point(config: IngestConfig, name: str) -> None:
-    """Fault injection for the crash tests (`IngestConfig.fault`): stop here and wait to be killed.
-
-    The process writes its pid to the marker file first, so the test knows where it is.
-    """
-    if not config.fault or not config.fault.startswith(name + ":"):
-        return
-    marker = Path(config.fault.split(":", 1)[1])
-    marker.write_text(str(os.getpid()))
-    while True:
-        time.sleep(1)
 
 
 @dataclass
@@ -74,7 +61,7 @@ class _Entry:
 def _write_manifest(con: duckdb.DuckDBPyConnection, contract: Contract, entries: list[_Entry]) -> None:
     finished = now_utc()
     write_manifest(con, [
-        manifest_row(e.outcome, contract, e.path, e.version, e.started, finished, (time.perf_counter() - e.t0) * 1000)
+        manifest_row(e.outcome, contract.source, e.path, e.version, e.started, finished, (time.perf_counter() - e.t0) * 1000)
         for e in entries if e.record
     ])
 
@@ -86,7 +73,7 @@ def _record_alone(con: duckdb.DuckDBPyConnection, contract: Contract, entry: _En
     con.execute("COMMIT")
 
 
-def _check_devices(contract: Contract, path: Path, known: set[str] | None) -> None:
+def _check_devices(contract: Contract, path: Path, known: Known | None) -> None:
     if contract.checks_devices and not known:
         raise FileRefused(f"{path.name}: no device reference loaded yet, cannot check device ids")
 
@@ -100,9 +87,10 @@ def load_file(
     version: int,
     already_loaded: bool,
     previous_refusal: str | None = None,
-    known_devices: set[str] | None = None,
+    known_devices: Known | None = None,
     parts: Iterator[ParseResult] | None = None,
     config: IngestConfig = IngestConfig(),
+    seen: tuple[int, int] | None = None,
 ) -> FileOutcome:
     """Load one file in its own transaction (rows + quarantine + manifest), or refuse it whole.
 
@@ -110,17 +98,23 @@ def load_file(
     (bounded memory) but stays one transaction: every chunk's rows and bad rows are written
     inside it, and a file refused at the end (reject ratio, truncated, a batch that does not
     add up to its header) is rolled back whole and recorded.
+
+    `seen` is the (size, mtime) the file had when `sha` was computed: a file whose size or
+    mtime differs once its rows are read changed under the loader and is refused as still
+    being written (rolled back, looked at again next run).
     """
     rel = str(path.relative_to(landing))
     entry = _Entry(FileOutcome(path=rel, contract=contract.name, sha256=sha), path, version, now_utc(), time.perf_counter())
     outcome = entry.outcome
+    if seen is not None:
+        outcome.size_bytes, outcome.mtime_ns = seen
     if already_loaded:
         outcome.mark_duplicate()
         _record_alone(con, contract, entry)
         return outcome
     loaded_at = now_utc()
     try:
-        known = (known_devices if known_devices is not None else raw_tables.known_devices(con)) if contract.checks_devices else None
+        known = (known_devices if known_devices is not None else raw_tables.known_keys(con)) if contract.checks_devices else None
         _check_devices(contract, path, known)
         con.execute("BEGIN TRANSACTION")
         try:
@@ -131,12 +125,17 @@ def load_file(
                 if contract.reference:
                     inserted += raw_tables.replace_reference(con, contract, part.good, sha, loaded_at, first_chunk=n == 0)
                 elif part.good.height:
-                    new = raw_tables.insert_new_rows(con, contract, raw_tables.tagged_good(part.good, 0, sha), loaded_at)
+                    new, changed = raw_tables.insert_new_rows(con, contract, raw_tables.tagged_good(part.good, 0, sha), loaded_at)
                     inserted += new.height
+                    if changed.height:  # a known key with other values: quarantined, not a duplicate
+                        raw_tables.quarantine(con, contract, raw_tables.tagged_bad(changed.drop("__f"), rel, sha), loaded_at)
+                        tally.changed += changed.height
                     dates.update(new["event_date"].unique().to_list())
                 del part  # only one chunk alive at a time
-                _fault_point(config, "in_transaction")
+                stop_at(config.fault, "in_transaction")
             outcome.rows_in_file = tally.lines
+            if seen is not None and _stat_of(path) != seen:
+                raise still_being_written(path)
             tally.check(contract, path)
             tally.fill(outcome, contract, inserted, dates)
             if contract.has_batch_header:
@@ -156,6 +155,14 @@ def load_file(
     return outcome
 
 
+def _stat_of(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def _commit_batch(con: duckdb.DuckDBPyConnection, contract: Contract, entries: list[_Entry], config: IngestConfig) -> None:
     """Several files of one event source in one transaction: their rows, bad rows and manifest rows.
 
@@ -170,11 +177,20 @@ def _commit_batch(con: duckdb.DuckDBPyConnection, contract: Contract, entries: l
         goods = [raw_tables.tagged_good(p.good, n, e.outcome.sha256) for n, e in loading for p in e.parts if p.good.height]
         per_file: dict[int, tuple[int, set[date]]] = {}
         if goods:
-            new = raw_tables.insert_new_rows(con, contract, pl.concat(goods), loaded_at)
+            new, changed = raw_tables.insert_new_rows(con, contract, pl.concat(goods), loaded_at)
             del goods
             for n, count, dates in new.group_by("__f").agg(pl.len(), pl.col("event_date").unique()).iter_rows():
                 per_file[n] = (count, set(dates))
+        else:
+            changed = pl.DataFrame(schema=raw_tables.CONFLICT_SCHEMA)
         bads = [raw_tables.tagged_bad(p.bad, e.outcome.path, e.outcome.sha256) for _, e in loading for p in e.parts if p.bad.height]
+        # A known key with other values: quarantined with the file it came in, not a duplicate.
+        for n, e in loading:
+            mine = changed.filter(pl.col("__f") == n)
+            if mine.height:
+                bads.append(raw_tables.tagged_bad(mine.drop("__f"), e.outcome.path, e.outcome.sha256))
+                assert e.tally is not None
+                e.tally.changed += mine.height
         if bads:
             raw_tables.quarantine(con, contract, pl.concat(bads), loaded_at)
         for n, e in loading:
@@ -185,7 +201,7 @@ def _commit_batch(con: duckdb.DuckDBPyConnection, contract: Contract, entries: l
                 raw_tables.record_batch_header(con, e.tally.header, e.outcome.sha256, loaded_at)
             e.parts = []  # the rows are in DuckDB now
         _write_manifest(con, contract, entries)
-        _fault_point(config, "in_batch")
+        stop_at(config.fault, "in_batch")
         con.execute("COMMIT")
     except BaseException as exc:
         con.execute("ROLLBACK")
@@ -196,7 +212,7 @@ def _commit_batch(con: duckdb.DuckDBPyConnection, contract: Contract, entries: l
         raise
 
 
-def _judge(contract: Contract, path: Path, prepared: Prepared, known: set[str] | None, outcome: FileOutcome) -> Tally:
+def _judge(contract: Contract, path: Path, prepared: Prepared, known: Known | None, outcome: FileOutcome) -> Tally:
     """Decide a parsed small file before anything is written: raises FileRefused to refuse it."""
     _check_devices(contract, path, known)
     if prepared.error is not None:
@@ -210,13 +226,15 @@ def _judge(contract: Contract, path: Path, prepared: Prepared, known: set[str] |
 
 
 def _batch_entry(
-    contract: Contract, path: Path, rel: str, prepared: Prepared, known: set[str] | None,
+    contract: Contract, path: Path, rel: str, prepared: Prepared, known: Known | None,
     state: ManifestState, started: datetime,
 ) -> _Entry:
     """A small event file's place in the next batch: to load, a duplicate file, or refused."""
     outcome = FileOutcome(path=rel, contract=contract.name, sha256=prepared.sha)
+    if prepared.sha:  # read: its size and mtime are those of the bytes hashed
+        outcome.size_bytes, outcome.mtime_ns = prepared.size, prepared.mtime_ns
     entry = _Entry(outcome, path, state.version(rel, prepared.sha), started, time.perf_counter())
-    if state.is_loaded(prepared.sha):
+    if prepared.sha and state.is_loaded(prepared.sha):
         outcome.mark_duplicate()
         return entry
     try:
@@ -235,7 +253,7 @@ def _raising(exc: Exception) -> Iterator[ParseResult]:
 
 def _load_alone(
     con: duckdb.DuckDBPyConnection, contract: Contract, path: Path, rel: str, landing: Path, prepared: Prepared,
-    known: set[str] | None, state: ManifestState, chunk_pool: ThreadPoolExecutor, config: IngestConfig,
+    known: Known | None, state: ManifestState, chunk_pool: ThreadPoolExecutor, config: IngestConfig,
 ) -> FileOutcome:
     """A reference snapshot or a file bigger than a chunk: its own transaction (`load_file`)."""
     if prepared.error is not None:
@@ -246,9 +264,24 @@ def _load_alone(
         parts = chunks_ahead(chunk_pool, validate_chunks(contract, path, known, config))
     return load_file(
         con, contract, path, landing, prepared.sha, state.version(rel, prepared.sha),
-        already_loaded=state.is_loaded(prepared.sha), previous_refusal=state.previous_refusal(rel, prepared.sha),
-        known_devices=known, parts=parts, config=config,
+        already_loaded=bool(prepared.sha) and state.is_loaded(prepared.sha), previous_refusal=state.previous_refusal(rel, prepared.sha),
+        known_devices=known, parts=parts, config=config, seen=(prepared.size, prepared.mtime_ns) if prepared.sha else None,
     )
+
+
+def _record_misplaced(con: duckdb.DuckDBPyConnection, landing: Path, m: Misplaced, state: ManifestState) -> FileOutcome:
+    """A misplaced path as a refusal in the manifest (once per reason, like every refusal)."""
+    outcome = FileOutcome(path=m.path, contract=m.contract, sha256="")
+    outcome.mark_refused(f"{Path(m.path).name}: {m.reason}")  # reasons start with the name, as every refusal's
+    if state.previous_refusal(m.path, "") != outcome.reason:
+        path = landing / m.path
+        entry = _Entry(outcome, path, state.version(m.path, ""), now_utc(), time.perf_counter())
+        source = CONTRACTS[m.contract].source if m.contract in CONTRACTS else NO_CONTRACT
+        con.execute("BEGIN TRANSACTION")
+        write_manifest(con, [manifest_row(outcome, source, path, entry.version, entry.started, now_utc(), 0.0)])
+        con.execute("COMMIT")
+        state.note(outcome, path)
+    return outcome
 
 
 def load_landing(
@@ -273,8 +306,16 @@ def load_landing(
     chosen = list(contracts) if contracts is not None else list(REFERENCE_CONTRACTS + EVENT_CONTRACTS)
     chosen.sort(key=lambda c: (not c.reference,))
     state = read_manifest_state(con)
-    outcomes: list[FileOutcome] = []
-    devices: set[str] | None = None  # read once per run, again after a device registry snapshot loads
+    layout = scan(landing, DayWindow.ending_tomorrow(config.first_day))
+    # What lies where no contract's file may: reported by the contract whose folder holds it;
+    # what belongs to no contract, by the run that loads the reference data (every night's).
+    names = {c.name for c in chosen}
+    unowned = any(c.reference for c in chosen)
+    outcomes: list[FileOutcome] = [
+        _record_misplaced(con, landing, m, state)
+        for m in layout.misplaced if m.contract in names or (unowned and m.contract == NO_CONTRACT)
+    ]
+    devices: Known | None = None  # read once per run, again after a reference snapshot loads
     last_started = datetime.min
 
     def start() -> datetime:
@@ -291,9 +332,9 @@ def load_landing(
         max_workers=1, thread_name_prefix="ingest-chunks"
     ) as chunk_pool:
         for contract in chosen:
-            files = discover(landing, contract, delivery_dates)
+            files = waiting(layout, contract, delivery_dates)
             if devices is None and contract.checks_devices:
-                devices = raw_tables.known_devices(con)
+                devices = raw_tables.known_keys(con)
             known = devices if contract.checks_devices else None
             todo = [p for p in files if not state.unchanged(str(p.relative_to(landing)), p)]
             # Reference snapshots are few and change the device list: no read-ahead for them.
@@ -316,13 +357,13 @@ def load_landing(
                     outcomes.append(FileOutcome(path=rel, contract=contract.name, sha256=state.last[rel].sha256, status="skipped"))
                     continue
                 prepared = ahead.take(path)
-                if state.handled(rel, prepared.sha):  # touched, not changed
+                if prepared.sha and state.handled(rel, prepared.sha):  # touched, not changed
                     outcomes.append(FileOutcome(path=rel, contract=contract.name, sha256=prepared.sha, status="skipped"))
                     continue
                 if contract.reference or prepared.streamed:
                     flush()
                     outcome = _load_alone(con, contract, path, rel, landing, prepared, known, state, chunk_pool, config)
-                    if contract.device_registry and outcome.status == "loaded":
+                    if contract.reference and outcome.status == "loaded":  # new devices, hubs or categories
                         devices = None
                     state.note(outcome, path)
                     outcomes.append(outcome)
@@ -332,7 +373,7 @@ def load_landing(
                 state.note(entry.outcome, path)
                 outcomes.append(entry.outcome)  # its counts are filled in when its batch commits
                 batch.append(entry)
-                batch_bytes += path.stat().st_size if entry.parts else 0
+                batch_bytes += prepared.size if entry.parts else 0
                 if batch_bytes >= config.batch_bytes:
                     flush()
             flush()

@@ -17,8 +17,6 @@ from typing import Literal
 import duckdb
 import polars as pl
 
-from ingest.contracts import Contract
-
 # What raw._load_manifest.status holds.
 FileStatus = Literal["loaded", "duplicate_file", "refused"]
 # What the loader reports: a stored status, or `skipped` (handled in an earlier run; no new row).
@@ -80,6 +78,9 @@ class FileOutcome:
     reason: str | None = None
     affected_dates: list[date] = field(default_factory=list)
     extra_keys: list[str] = field(default_factory=list)  # JSON keys outside the contract: ignored, recorded
+    # The file's size and mtime when the bytes behind sha256 were read (None: not read).
+    size_bytes: int | None = None
+    mtime_ns: int | None = None
 
     def mark_duplicate(self) -> None:
         """Same content as a file already loaded (under another name, or the same name again): a recorded no-op."""
@@ -120,16 +121,28 @@ class ManifestRow:
 assert tuple(f.name for f in fields(ManifestRow)) == tuple(MANIFEST_SCHEMA), "ManifestRow and COLUMNS disagree"
 
 
+def seen_stat(outcome: FileOutcome, path: Path) -> tuple[int, int]:
+    """(size, mtime) to record for a file: those of the bytes that were read, else the path's
+    own (a link's, not its target's), else zeros for a path that is gone."""
+    if outcome.size_bytes is not None and outcome.mtime_ns is not None:
+        return outcome.size_bytes, outcome.mtime_ns
+    try:
+        st = path.lstat()
+    except OSError:
+        return 0, 0
+    return st.st_size, st.st_mtime_ns
+
+
 def manifest_row(
-    outcome: FileOutcome, contract: Contract, path: Path, version: int, started: datetime, finished: datetime, duration_ms: float
+    outcome: FileOutcome, source: str, path: Path, version: int, started: datetime, finished: datetime, duration_ms: float
 ) -> ManifestRow:
     """The manifest row of a file handled in this run (never a skipped one: it has its row already)."""
     assert outcome.status != "skipped", outcome.path
-    stat = path.stat()
+    size, mtime = seen_stat(outcome, path)
     return ManifestRow(
-        file_path=outcome.path, file_name=path.name, file_sha256=outcome.sha256, contract=contract.name,
-        source=contract.source, version=version, status=outcome.status, reason=outcome.reason,
-        size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns, rows_in_file=outcome.rows_in_file,
+        file_path=outcome.path, file_name=path.name, file_sha256=outcome.sha256, contract=outcome.contract,
+        source=source, version=version, status=outcome.status, reason=outcome.reason,
+        size_bytes=size, mtime_ns=mtime, rows_in_file=outcome.rows_in_file,
         rows_loaded=outcome.loaded, rows_duplicate=outcome.duplicate, rows_quarantined=outcome.quarantined,
         affected_dates=outcome.affected_dates, started_at=started, finished_at=finished,
         duration_ms=duration_ms, extra_keys=outcome.extra_keys or None,
@@ -172,8 +185,8 @@ class ManifestState:
     def note(self, outcome: FileOutcome, path: Path) -> None:
         """A file handled in this run (not a skipped one)."""
         assert outcome.status != "skipped", outcome.path
-        stat = path.stat()
-        self.add(outcome.path, LastSeen(stat.st_size, stat.st_mtime_ns, outcome.sha256, outcome.status, outcome.reason))
+        size, mtime = seen_stat(outcome, path)
+        self.add(outcome.path, LastSeen(size, mtime, outcome.sha256, outcome.status, outcome.reason))
 
     def unchanged(self, rel: str, path: Path) -> bool:
         """Same size and mtime as when it was handled: no need to hash it again.
@@ -184,7 +197,10 @@ class ManifestState:
         prev = self.last.get(rel)
         if prev is None or prev.status == "refused":
             return False
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except OSError:  # gone or unreadable since it was listed: looked at (and reported) when read
+            return False
         return prev.size_bytes == stat.st_size and prev.mtime_ns == stat.st_mtime_ns
 
     def handled(self, rel: str, sha: str) -> bool:

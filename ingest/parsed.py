@@ -9,6 +9,31 @@ import polars as pl
 BAD_SCHEMA = {"line": pl.Int64, "field": pl.String, "reason": pl.String, "raw_text": pl.String}
 
 
+@dataclass(frozen=True)
+class KnownKeys:
+    """The reference keys event rows are checked against, as loaded: devices, hubs, categories.
+
+    An empty set means that reference is not loaded yet: its check is skipped (devices: the
+    file is refused, `loader._check_devices`). Falsy when no device is known."""
+
+    devices: frozenset[str] = frozenset()
+    hubs: frozenset[str] = frozenset()
+    categories: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.devices)
+
+
+# What the validators take: the keys, or (tests, tools) just the device ids.
+Known = KnownKeys | set[str] | frozenset[str]
+
+
+def as_known(known: Known | None) -> KnownKeys | None:
+    if known is None or isinstance(known, KnownKeys):
+        return known
+    return KnownKeys(devices=frozenset(known))
+
+
 class FileRefused(Exception):
     """The whole file is refused: it stays in the landing zone and nothing of it is loaded."""
 

@@ -16,8 +16,9 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
-from ingest.contracts import DEVICES, EVENT_CONTRACTS, REFERENCE_CONTRACTS, Contract
+from ingest.contracts import CATEGORIES, DEVICES, EVENT_CONTRACTS, HUBS, REFERENCE_CONTRACTS, Contract
 from ingest.manifest import create_manifest
+from ingest.parsed import KnownKeys
 
 SQL_TYPES = {"str": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "timestamp": "TIMESTAMP", "date": "DATE"}
 
@@ -72,6 +73,16 @@ def known_devices(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {r[0] for r in con.execute(f"SELECT device_id FROM {DEVICES.table}").fetchall()}
 
 
+def known_keys(con: duckdb.DuckDBPyConnection) -> KnownKeys:
+    """Every reference key event rows are checked against (DESIGN.md: a key unknown to the
+    reference data is quarantined at ingest, not found by a dbt test every night after)."""
+
+    def column(table: str, col: str) -> frozenset[str]:
+        return frozenset(r[0] for r in con.execute(f"SELECT DISTINCT {col} FROM {table}").fetchall())
+
+    return KnownKeys(devices=frozenset(known_devices(con)), hubs=column(HUBS.table, "hub_id"), categories=column(CATEGORIES.table, "category"))
+
+
 def _existing(con: duckdb.DuckDBPyConnection, contract: Contract, keys: pl.DataFrame) -> pl.Series | None:
     """Which incoming keys the table already holds (a boolean per row), or None when none.
 
@@ -96,8 +107,12 @@ def _existing(con: duckdb.DuckDBPyConnection, contract: Contract, keys: pl.DataF
     return pl.int_range(keys.height, dtype=pl.UInt32, eager=True).is_in(hits["__i"])
 
 
-def insert_new_rows(con: duckdb.DuckDBPyConnection, contract: Contract, rows: pl.DataFrame, loaded_at: datetime) -> pl.DataFrame:
-    """Insert the rows whose natural key is new; returns (`__f`, event_date) of each inserted row.
+def insert_new_rows(
+    con: duckdb.DuckDBPyConnection, contract: Contract, rows: pl.DataFrame, loaded_at: datetime
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Insert the rows whose natural key is new; returns (`__f`, event_date) of each inserted
+    row, and the rows that repeat a known key with other values (`__f`, line, field, reason,
+    raw_text; `CONFLICT_SCHEMA`): the caller quarantines those, the others are duplicates.
 
     `rows` come in file order then line order, with `__f` (the file's place in its
     transaction) and `_file_sha256`: the first line with a key wins, within a file and
@@ -108,6 +123,12 @@ def insert_new_rows(con: duckdb.DuckDBPyConnection, contract: Contract, rows: pl
     incoming = rows if first.all() else rows.filter(first)
     seen = _existing(con, contract, incoming.select(key))
     new_rows = incoming if seen is None else incoming.filter(~seen)
+    conflicts = []
+    if not first.all():  # a key repeated within the batch: the first line wins
+        conflicts.append(_changed(contract, rows.filter(~first), incoming))
+    if seen is not None:  # a key already in the table: the row loaded first wins
+        conflicts.append(_changed(contract, incoming.filter(seen), _loaded_rows(con, contract, incoming.filter(seen).select(key))))
+    changed = pl.concat(conflicts) if conflicts else pl.DataFrame(schema=CONFLICT_SCHEMA)
     if new_rows.height:
         cols = [name for name, _ in table_columns(contract) if name != "_loaded_at"]
         arrow_rows = new_rows.select(cols).to_arrow()  # noqa: F841 — read by name below
@@ -115,7 +136,41 @@ def insert_new_rows(con: duckdb.DuckDBPyConnection, contract: Contract, rows: pl
             f"INSERT INTO {contract.table} ({', '.join(cols)}, _loaded_at) SELECT *, ? FROM arrow_rows",
             [loaded_at],
         )
-    return new_rows.select("__f", "event_date")
+    return new_rows.select("__f", "event_date"), changed
+
+
+CONFLICT_SCHEMA = {"__f": pl.Int32, "line": pl.Int64, "field": pl.String, "reason": pl.String, "raw_text": pl.String}
+
+
+def _loaded_rows(con: duckdb.DuckDBPyConnection, contract: Contract, keys: pl.DataFrame) -> pl.DataFrame:
+    cols = ", ".join(contract.field_names)
+    probe = keys.unique().to_arrow()  # noqa: F841 (read by name in the SQL)
+    return con.execute(f"SELECT {cols} FROM {contract.table} SEMI JOIN probe USING ({', '.join(contract.natural_key)})").pl()
+
+
+def _changed(contract: Contract, repeats: pl.DataFrame, kept: pl.DataFrame) -> pl.DataFrame:
+    """The repeats whose fields differ from the row kept under their key, with the first field that does."""
+    key = list(contract.natural_key)
+    fields = [f for f in contract.field_names if f not in key]
+    joined = repeats.join(kept.select(key + fields).cast({f: repeats.schema[f] for f in fields}), on=key, how="inner", suffix="__kept")
+    differs = [~pl.col(f).eq_missing(pl.col(f"{f}__kept")) for f in fields]
+    joined = joined.filter(pl.any_horizontal(differs)) if fields else joined.clear()
+    if not joined.height:
+        return pl.DataFrame(schema=CONFLICT_SCHEMA)
+    which = pl.when(differs[0]).then(pl.lit(fields[0]))
+    for f, d in zip(fields[1:], differs[1:]):
+        which = which.when(d).then(pl.lit(f))
+    reason = pl.lit(None, dtype=pl.String)
+    for f in reversed(fields):
+        reason = pl.when(which == f).then(
+            pl.concat_str(pl.lit(f"changed value under an existing natural key ({', '.join(key)}): {f} was "),
+                          pl.col(f"{f}__kept").cast(pl.String).fill_null("empty"), pl.lit(", now "),
+                          pl.col(f).cast(pl.String).fill_null("empty"), pl.lit("; the row loaded first is kept"))
+        ).otherwise(reason)
+    return joined.select(
+        pl.col("__f").cast(pl.Int32), pl.col("_line").alias("line"), which.alias("field"), reason.alias("reason"),
+        pl.struct([pl.col(f).cast(pl.String) for f in contract.field_names]).struct.json_encode().alias("raw_text"),
+    )
 
 
 def replace_reference(

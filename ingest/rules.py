@@ -5,37 +5,68 @@ Pure data in, data out: nothing here touches the warehouse or decides about a wh
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import polars as pl
 
 from ingest.contracts import CITY_TZ, Contract
 from ingest.decode import fields_from_csv, fields_from_json, json_failure
-from ingest.parsed import BAD_SCHEMA, ParseResult
+from ingest.manifest import now_utc
+from ingest.parsed import BAD_SCHEMA, Known, ParseResult, as_known
 
 # Timestamps carry an explicit UTC offset or a Z: a naive local time is ambiguous around DST.
-TS_FORMAT = "%Y-%m-%dT%H:%M:%S%#z"
+# Fractional seconds are optional (`%.f`), as in every ISO-8601 reader.
+TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
 POLARS_TYPES = {"str": pl.String, "int": pl.Int64, "float": pl.Float64, "timestamp": pl.Datetime("us")}
+# DuckDB's json_type of a value that is not a string, in words.
+JSON_NOT_STRING = {"BIGINT": "number", "UBIGINT": "number", "HUGEINT": "number", "DOUBLE": "number", "BOOLEAN": "boolean", "ARRAY": "array", "OBJECT": "object"}
 
 
-def _checks(contract: Contract, known_devices: set[str] | None) -> list[tuple[str, pl.Expr, str]]:
+def string_fields(contract: Contract) -> tuple[str, ...]:
+    """The fields whose JSON value must be a string (JSON files only: a CSV value is text)."""
+    return tuple(f.name for f in contract.fields if f.dtype == "str") if contract.file_format == "jsonl" else ()
+
+
+def _checks(contract: Contract, known_devices: Known | None) -> list[tuple[str, pl.Expr, str | pl.Expr]]:
     """(field, failing-condition, reason) in the order they are reported; first failure wins."""
-    checks: list[tuple[str, pl.Expr, str]] = []
+    checks: list[tuple[str, pl.Expr, str | pl.Expr]] = []
+    strings = string_fields(contract)
+    latest = now_utc() + timedelta(days=contract.days_ahead) if contract.days_ahead is not None else None
     for f in contract.fields:
         col = pl.col(f.name)
         typed = pl.col(f"__{f.name}")
+        if f.name in strings:
+            jtype = pl.col("__jtypes").list.get(strings.index(f.name), null_on_oob=True)
+            checks.append((
+                f.name, jtype.is_in(list(JSON_NOT_STRING)),
+                pl.concat_str(pl.lit("a JSON "), jtype.replace_strict(JSON_NOT_STRING, default="value"), pl.lit(", not a string")),
+            ))
         if f.required:
             checks.append((f.name, col.is_null() | (col.str.strip_chars() == ""), "missing required field"))
         if f.dtype in ("int", "float"):
             checks.append((f.name, col.is_not_null() & typed.is_null(), f"not a valid {'integer' if f.dtype == 'int' else 'number'}"))
+        if f.dtype == "float":
+            checks.append((f.name, typed.is_nan() | typed.is_infinite(), "not a finite number"))
         if f.dtype == "timestamp":
             checks.append((f.name, col.is_not_null() & typed.is_null(), "not an ISO-8601 timestamp with a UTC offset"))
+            if contract.earliest is not None:
+                first = datetime.combine(contract.earliest, datetime.min.time())
+                checks.append((f.name, typed < first, f"before {contract.earliest}, the earliest plausible time (the contract's window)"))
+            if latest is not None:
+                checks.append((f.name, typed > latest, f"more than {contract.days_ahead} day(s) in the future (the contract's window)"))
         if f.allowed is not None:
             checks.append((f.name, col.is_not_null() & ~col.is_in(list(f.allowed)), f"not one of {', '.join(f.allowed)}"))
         if f.min is not None:
             checks.append((f.name, typed < f.min, f"below the minimum {f.min:g}"))
         if f.max is not None:
             checks.append((f.name, typed > f.max, f"above the maximum {f.max:g}"))
-    if contract.checks_devices and known_devices is not None:
-        checks.append(("device_id", pl.col("device_id").is_not_null() & ~pl.col("device_id").is_in(list(known_devices)), "unknown device"))
+    known = as_known(known_devices)
+    if contract.checks_devices and known is not None:
+        checks.append(("device_id", pl.col("device_id").is_not_null() & ~pl.col("device_id").is_in(list(known.devices)), "unknown device"))
+        # Hubs and categories are checked once their reference is loaded (empty: not yet).
+        for name, keys, what in (("hub_id", known.hubs, "hub"), ("category", known.categories, "category")):
+            if name in contract.field_names and keys:
+                checks.append((name, pl.col(name).is_not_null() & ~pl.col(name).is_in(list(keys)), f"unknown {what} (not in the reference data)"))
     if contract.reading_kinds is not None:
         kind, value = pl.col("kind"), pl.col("__value")
         for k, (unit, lo, hi) in contract.reading_kinds.items():
@@ -99,7 +130,7 @@ def local_date(expr: pl.Expr) -> pl.Expr:
 def validate_lines(
     contract: Contract,
     frame: pl.DataFrame,
-    known_devices: set[str] | None = None,
+    known_devices: Known | None = None,
 ) -> ParseResult:
     """Validate framed data lines (no header) of one chunk: good rows typed, bad rows with reasons."""
     names = contract.field_names
@@ -109,7 +140,7 @@ def validate_lines(
     if contract.file_format == "csv":
         fields, bad_rows = fields_from_csv(frame, contract)
     else:
-        fields = fields_from_json(frame, names)
+        fields = fields_from_json(frame, names, string_fields(contract))
         extras = fields.filter(pl.col("__extra").list.len() > 0).select("line", "__extra")
         extra_keys = extra_key_counts(extras)
 
@@ -121,6 +152,9 @@ def validate_lines(
         .then(pl.lit("blank line"))
     )
     if contract.file_format == "jsonl":
+        framing = framing.when(pl.col("__dupkey").is_not_null()).then(
+            pl.concat_str(pl.lit("duplicate key '"), pl.col("__dupkey"), pl.lit("' in the JSON object (which value is meant is unknown)"))
+        )
         framing = framing.when(~pl.col("__object")).then(pl.lit("unparseable JSON line"))
     fields = fields.with_columns(framing.otherwise(None).alias("__framing"))
     fields = fields.with_columns(_typed(contract))
@@ -133,7 +167,7 @@ def validate_lines(
     reason = pl.when(pl.col("__framing").is_not_null()).then(pl.col("__framing"))
     field_name = pl.when(pl.col("__framing").is_not_null()).then(pl.lit(None, dtype=pl.String))
     for fname, cond, why in checks:
-        reason = reason.when(cond).then(pl.lit(why))
+        reason = reason.when(cond).then(pl.lit(why) if isinstance(why, str) else why)
         field_name = field_name.when(cond).then(pl.lit(fname))
     bad = fields.filter(pl.col("__bad")).select(
         pl.col("line"), field_name.otherwise(None).alias("field"), reason.otherwise(None).alias("reason"), pl.col("raw").alias("raw_text")

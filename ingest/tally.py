@@ -21,6 +21,7 @@ class Tally:
     first_bad: dict | None = None
     header: dict = field(default_factory=dict)
     extra: dict[str, int] = field(default_factory=dict)  # JSON keys outside the contract -> lines
+    changed: int = 0  # good rows repeating a known natural key with other values: quarantined at insert
 
     def add(self, part: ParseResult, contract: Contract) -> None:
         self.header = self.header or part.header
@@ -53,6 +54,6 @@ class Tally:
         outcome.rows_in_file = self.lines
         outcome.loaded, outcome.affected_dates = inserted, sorted(dates)
         # A snapshot replaces its table: none of its rows is a duplicate.
-        outcome.duplicate = self.good - inserted if not contract.reference else 0
-        outcome.quarantined = self.bad
+        outcome.duplicate = self.good - inserted - self.changed if not contract.reference else 0
+        outcome.quarantined = self.bad + self.changed
         outcome.extra_keys = sorted(self.extra)

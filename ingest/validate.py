@@ -22,8 +22,8 @@ from ingest.batch_header import split_batch_header
 from ingest.config import IngestConfig
 from ingest.contracts import Contract
 from ingest.decode import csv_header
-from ingest.framing import frame_bytes, read_chunks
-from ingest.parsed import BAD_SCHEMA, FileRefused, ParseResult
+from ingest.framing import drop_trailing_blank, frame_bytes, join_quoted_lines, read_chunks
+from ingest.parsed import BAD_SCHEMA, FileRefused, Known, ParseResult
 from ingest.rules import extra_key_counts, validate_lines
 
 # validate_files numbers the lines of its n-th file from n << FILE_SHIFT, so one validation
@@ -34,7 +34,7 @@ FILE_SHIFT = 40
 def validate_chunks(
     contract: Contract,
     path: Path,
-    known_devices: set[str] | None = None,
+    known_devices: Known | None = None,
     config: IngestConfig = IngestConfig(),
 ) -> Iterator[ParseResult]:
     """Parse and validate a file chunk by chunk (bounded memory); one ParseResult per chunk.
@@ -55,6 +55,10 @@ def validate_chunks(
             continue
         frame, ends_with_newline = frame_bytes(data, next_line)
         next_line += frame.height
+        if is_last:
+            frame = drop_trailing_blank(frame)
+        if contract.file_format == "csv":
+            frame = join_quoted_lines(frame)
         header: dict = {}
         if not saw_content:
             saw_content = True
@@ -90,6 +94,9 @@ def _frame_whole(contract: Contract, path: Path, data: bytes) -> tuple[pl.DataFr
     if not data.strip():
         raise FileRefused(f"{path.name}: empty file")
     frame, ends_with_newline = frame_bytes(data)
+    frame = drop_trailing_blank(frame)
+    if contract.file_format == "csv":
+        frame = join_quoted_lines(frame)
     header: dict = {}
     if contract.file_format == "csv":
         csv_header(frame, contract, path)
@@ -102,7 +109,7 @@ def _frame_whole(contract: Contract, path: Path, data: bytes) -> tuple[pl.DataFr
 
 
 def validate_files(
-    contract: Contract, files: list[tuple[Path, bytes]], known_devices: set[str] | None = None
+    contract: Contract, files: list[tuple[Path, bytes]], known_devices: Known | None = None
 ) -> list[ParseResult | FileRefused]:
     """Several small files (each one chunk, already read) validated in one pass; a result or refusal per file.
 
@@ -152,7 +159,7 @@ def _by_file(frame: pl.DataFrame, line_col: str) -> dict[int, pl.DataFrame]:
     return out
 
 
-def validate_file(contract: Contract, path: Path, known_devices: set[str] | None = None) -> ParseResult:
+def validate_file(contract: Contract, path: Path, known_devices: Known | None = None) -> ParseResult:
     """Parse and validate one whole file (all chunks together). Raises FileRefused when unusable."""
     parts = list(validate_chunks(contract, path, known_devices))
     goods = [p.good for p in parts if p.good.width]

@@ -17,7 +17,8 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
-from pipelines.home import DBT_PROJECT_DIR
+from ingest.config import stop_at
+from pipelines.home import DBT_PROJECT_DIR, Home
 from pipelines.partitions import context_dates, dbt_vars, single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
 from pipelines.scoped_env import scoped_env
@@ -132,7 +133,7 @@ def dbt_run_dir(home: str | Path, run_id: str) -> Path:
     to the same folder), which grows the repository by a folder per run. Passing target_path
     moves both: dagster-dbt sets DBT_TARGET_PATH and DBT_LOG_PATH to it. A retried step of the
     same run reuses its folder."""
-    return Path(home) / "dbt" / run_id[:8]
+    return Home(Path(home)).dbt_run(run_id)
 
 
 def prune_dbt_runs(parent: Path, keep: int) -> list[Path]:
@@ -145,7 +146,8 @@ def prune_dbt_runs(parent: Path, keep: int) -> list[Path]:
     return runs[keep:]
 
 
-def build_dbt_assets(project: DbtProject, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_dbt_assets(project: DbtProject, partitions_def: dg.PartitionsDefinition, fault: str | None = None) -> dg.AssetsDefinition:
+    """`fault` (crash tests only, `IngestConfig.fault`): `in_dbt` stops once dbt built its first model."""
     nodes = json.loads(Path(project.manifest_path).read_text())["nodes"]
     materialized = {uid: n.get("config", {}).get("materialized", "") for uid, n in nodes.items()}
 
@@ -189,7 +191,9 @@ def build_dbt_assets(project: DbtProject, partitions_def: dg.PartitionsDefinitio
         target = dbt_run_dir(warehouse.home, context.run_id)
         try:
             with scoped_env(warehouse.dbt_env() | PLAIN_DBT_LOGS):
-                events.extend(dbt.cli(args, context=context, target_path=target).stream())
+                for event in dbt.cli(args, context=context, target_path=target).stream():
+                    events.append(event)
+                    stop_at(fault, "in_dbt")  # dbt is still running: its child holds the warehouse
         except Exception as exc:  # re-raised below, after the successful models are reported
             failure = exc
         finally:

@@ -10,6 +10,7 @@ settings, once per home and process.
 
 from __future__ import annotations
 
+from datetime import date
 from functools import cache
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from pipelines.settings import Settings
 NIGHTLY_JOB = "nightly"
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
+def build_definitions(settings: Settings, last_day: date | None = None) -> dg.Definitions:
+    """Everything of one home; the partitions end at `last_day` (default: the last delivered day)."""
     from pipelines.dbt_assets import build_dbt_assets, dbt_project
     from pipelines.dbt_resource import DbtCli
     from pipelines.forecast_assets import build_calibration_asset, build_calibration_job, build_calibration_schedule, build_forecast_asset
@@ -28,6 +30,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from pipelines.governance_assets import build_usage_asset
     from pipelines.home import prepare_home
     from pipelines.ingest_assets import build_ingest_assets
+    from pipelines.nightly import landing_days
     from pipelines.notify import assets_by_op, build_failure_hook
     from pipelines.overrides_assets import build_overrides_job, build_overrides_sensor
     from pipelines.partitions import daily_partitions
@@ -37,14 +40,18 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from pipelines.sensors import build_landing_sensor
 
     home = prepare_home(settings.home, settings.dagster_pg_url)
-    daily = daily_partitions(settings.schedule.start_date)
+    if last_day is None:
+        delivered = landing_days(home, settings.schedule.start_date)
+        last_day = delivered[1] if delivered else settings.schedule.start_date
+    daily = daily_partitions(settings.schedule.start_date, last_day)
     project = dbt_project()
 
     ingest_assets = build_ingest_assets(home.landing, daily, settings.ingest)
-    warehouse_dbt = build_dbt_assets(project, daily)
+    warehouse_dbt = build_dbt_assets(project, daily, settings.ingest.fault)
     nightly_forecast = build_forecast_asset(home.exports, daily, settings.forecast)
     model_keys = [k for k in warehouse_dbt.keys if k.path[0] != "raw"]
-    warehouse_snapshot = build_publish_asset(home.published, sorted(model_keys, key=str) + list(nightly_forecast.keys), daily, Path(project.manifest_path))
+    warehouse_snapshot = build_publish_asset(home.published, sorted(model_keys, key=str) + list(nightly_forecast.keys), daily, Path(project.manifest_path),
+                                             fault=settings.ingest.fault)
     nightly_assets = with_freshness([*ingest_assets, warehouse_dbt, nightly_forecast, warehouse_snapshot], settings.schedule.fresh_by)
 
     usage_report = build_usage_asset(home)
@@ -87,9 +94,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
 
 
 @cache
-def definitions_for(home_root: str | None = None) -> dg.Definitions:
-    """The definitions of a home (default: the settings' home), built once per process."""
-    return build_definitions(Settings.from_env(home=Path(home_root) if home_root else None))
+def definitions_for(home_root: str | None = None, last_day: str | None = None) -> dg.Definitions:
+    """The definitions of a home (default: the settings' home) whose partitions end at
+    `last_day` (default: its last delivered day), built once per process and last day."""
+    settings = Settings.from_env(home=Path(home_root) if home_root else None)
+    return build_definitions(settings, date.fromisoformat(last_day) if last_day else None)
 
 
 @dg.definitions
@@ -97,10 +106,11 @@ def defs() -> dg.Definitions:
     return definitions_for(None)
 
 
-def nightly_job_def(home_root: str | None = None) -> dg.JobDefinition:
+def nightly_job_def(home_root: str | None = None, last_day: str | None = None) -> dg.JobDefinition:
     """Entry point for `execute_job` (the job must be reconstructable in run workers).
 
-    `home_root` is part of the code pointer on purpose: Dagster caches a reconstructed job by
-    its pointer, so a second home in the same process gets its own job and warehouse path.
+    `home_root` and `last_day` are part of the code pointer on purpose: Dagster caches a
+    reconstructed job by its pointer, so a second home in the same process gets its own job
+    and warehouse path, and a day delivered since gets partitions that include it.
     """
-    return definitions_for(home_root).resolve_job_def(NIGHTLY_JOB)
+    return definitions_for(home_root, last_day).resolve_job_def(NIGHTLY_JOB)

@@ -66,6 +66,15 @@ class Home:
     def dbt(self) -> Path:
         return self.root / "dbt"
 
+    def dbt_run(self, run_id: str) -> Path:
+        """One run's dbt target folder and log (pipelines/dbt_assets.py dbt_run_dir)."""
+        return self.dbt / run_id[:8]
+
+    @property
+    def spill(self) -> Path:
+        """DuckDB's spill folder of the warehouse file (its default temp_directory, `<file>.tmp`)."""
+        return self.warehouse.with_name(self.warehouse.name + ".tmp")
+
     @property
     def ground_truth(self) -> Path:
         return self.root / "ground_truth"

@@ -15,7 +15,7 @@ from pipelines.home import Home, prepare_home
 from pipelines.run_lock import home_run_lock
 from pipelines.scoped_env import scoped_env
 from pipelines.settings import Settings
-from pipelines.stale_runs import clean_partial_copies, free_dead_runs, live_slot_holders, own_process_tags
+from pipelines.stale_runs import clean_partial_copies, clean_spill, free_dead_runs, live_slot_holders, own_process_tags, stop_orphans
 from pipelines.unchanged import REBUILD_TAG
 from warehouse.backends import backend_for
 from warehouse.tables import table_exists
@@ -42,12 +42,27 @@ class RunReport:
     unchanged_since: dict[str, str] = field(default_factory=dict)  # "marts" / "forecasts" → the run whose result stands
 
 
-def landing_days(home: Home) -> tuple[date, date] | None:
-    """First and last delivery day found in the landing zone (the default range of `run`)."""
-    from ingest.landing import delivery_date
+class OutsidePartitions(ValueError):
+    """A requested day is not a partition: before the start date or after the last delivered day."""
 
-    days = sorted({d for p in home.landing.glob("*/*/") if (d := delivery_date(p / "x")) is not None})
+
+def landing_days(home: Home, first_day: date | None = None) -> tuple[date, date] | None:
+    """First and last delivery day of the files in the landing zone (the default range of
+    `run`, and the end of the partitions): valid date folders of known sources only, from
+    `first_day` (the partitions' start) to tomorrow; what else lies there is misplaced."""
+    from ingest.landing import DayWindow, scan
+
+    days = scan(home.landing, DayWindow.ending_tomorrow(first_day)).days()
     return (days[0], days[-1]) if days else None
+
+
+def check_days(days: tuple[date, date], start: date, delivered: tuple[date, date] | None) -> None:
+    """Refuse, in one line, a range that is not all partitions (before anything runs)."""
+    last = delivered[1] if delivered else None
+    span = f"partitions run from {start} (CIVICFLOW_START_DATE) to " + (f"{last}, the last delivered day" if last else f"{start} (nothing delivered yet)")
+    for day in days:
+        if day < start or day > (last or start):
+            raise OutsidePartitions(f"{day} is not a partition: {span}")
 
 
 def partition_tags(first: date, last: date) -> dict[str, str]:
@@ -119,10 +134,16 @@ def run_nightly(
 
 
 def recover(instance, home: Home) -> list[str]:
-    """Free what dead runs left behind; one line for each thing done."""
-    lines = [f.line() for f in free_dead_runs(instance)]
+    """Free what dead runs left behind; one line for each thing done: their warehouse slots,
+    the dbt processes they left running, partial snapshot copies and DuckDB spill files."""
+    freed = free_dead_runs(instance)
+    lines = [f.line() for f in freed]
+    lines += [f"stopped dbt process {pid}, left running by a dead run" for pid in stop_orphans({str(home.dbt_run(f.run_id)) for f in freed})]
     if not live_slot_holders(instance):
         lines += [f"removed a partial snapshot copy {p.name}" for p in clean_partial_copies(home.published)]
+        spilled = clean_spill(home.spill)
+        if spilled:
+            lines.append(f"removed {len(spilled)} DuckDB spill file(s) left in {home.spill.name}")
     return lines
 
 
@@ -133,9 +154,11 @@ def _run_locked(
     import dagster as dg
 
     home = settings.home
-    days = days or landing_days(home)
-    if days is None:
+    delivered = landing_days(home, settings.schedule.start_date)
+    if days is None and delivered is None:
         raise NoDeliveries(f"no delivered files in {home.landing}: run `civicflow simulate` or deliver files first")
+    days = days or delivered
+    check_days(days, settings.schedule.start_date, delivered)
     started = datetime.now(UTC).replace(tzinfo=None)
     t0 = time.perf_counter()
     run_config = {
@@ -155,7 +178,8 @@ def _run_locked(
             try:
                 result = dg.execute_job(
                     dg.build_reconstructable_job(
-                        "pipelines.definitions", "nightly_job_def", reconstructable_kwargs={"home_root": str(home.root)}
+                        "pipelines.definitions", "nightly_job_def",
+                        reconstructable_kwargs={"home_root": str(home.root), "last_day": delivered[1].isoformat() if delivered else None},
                     ),
                     instance=instance,
                     run_config=run_config,

@@ -19,9 +19,15 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_p
 single_run = dg.BackfillPolicy.single_run()
 
 
-def daily_partitions(start: date) -> dg.DailyPartitionsDefinition:
-    """The delivery days from `start` (settings.schedule.start_date), city-local."""
-    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), timezone=CITY_TZ)
+def daily_partitions(start: date, last: date | None = None) -> dg.DailyPartitionsDefinition:
+    """The delivery days from `start` (settings.schedule.start_date) to `last`, city-local.
+
+    The definitions pass the last delivered day (`pipelines.nightly.landing_days`), so the UI
+    shows the days that exist, not every day up to the clock; the daemon reloads its code
+    location every minute, so a new day's files make it a partition (the webserver: Reload).
+    `last=None` runs to the clock."""
+    end = (max(last, start) + timedelta(days=1)).isoformat() if last is not None else None
+    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), end_date=end, timezone=CITY_TZ)
 
 
 def window_dates(start: datetime, end: datetime) -> list[date]:

@@ -7,6 +7,7 @@ import dagster as dg
 
 from governance.publication import publish_teams
 from governance.rules import load_rules
+from ingest.config import stop_at
 from pipelines.home import PROJECT_ROOT
 from pipelines.partitions import single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
@@ -17,7 +18,8 @@ CHECKPOINT_MEMORY_LIMIT = "4GB"
 
 
 def build_publish_asset(published_dir: Path, upstream: list[dg.AssetKey], partitions_def: dg.PartitionsDefinition, manifest: Path,
-                        rules_dir: Path = PROJECT_ROOT / "governance_rules") -> dg.AssetsDefinition:
+                        rules_dir: Path = PROJECT_ROOT / "governance_rules", fault: str | None = None) -> dg.AssetsDefinition:
+    """`fault` (crash tests only, `IngestConfig.fault`): `in_publish` stops once the copy is written."""
     @dg.asset(
         key=dg.AssetKey(["published", "warehouse_snapshot"]),
         deps=upstream,
@@ -38,7 +40,10 @@ def build_publish_asset(published_dir: Path, upstream: list[dg.AssetKey], partit
             credentials = (settings.catalog,) if settings.catalog else ()
             teams.update(publish_teams(snapshot, load_rules(rules_dir).values(), manifest, credentials, live_catalog=settings.file.stem))
 
-        published = warehouse.backend().publish(published_dir, lambda: warehouse.connect(context, memory_limit=CHECKPOINT_MEMORY_LIMIT), prepare=prepare)
+        published = warehouse.backend().publish(
+            published_dir, lambda: warehouse.connect(context, memory_limit=CHECKPOINT_MEMORY_LIMIT), prepare=prepare,
+            before_switch=lambda _tmp: stop_at(fault, "in_publish"),
+        )
         context.log.info(f"published {published.path} for teams {', '.join(sorted(teams))}")
         return dg.MaterializeResult(
             metadata={

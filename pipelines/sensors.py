@@ -16,10 +16,15 @@ import dagster as dg
 from ingest.landing import delivery_date
 
 
-def new_deliveries(landing: Path, after_ns: int) -> tuple[dict[date, int], int, bool]:
-    """Delivery days with files modified after `after_ns`; the newest mtime; whether reference data changed."""
+def new_deliveries(landing: Path, after_ns: int, until: date | None = None) -> tuple[dict[date, int], int, bool]:
+    """Delivery days with files modified after `after_ns`; the mtime to resume after; whether reference data changed.
+
+    Files delivered after `until` (the last partition: the partitions end at the data and
+    reach a new day when the code location reloads) are left for a later tick: not counted,
+    and the mtime returned stays below theirs so they are seen again."""
     days: dict[date, int] = {}
     newest, reference_changed = after_ns, False
+    pending: int | None = None
     if not landing.exists():
         return days, newest, reference_changed
     for path in landing.rglob("*"):
@@ -28,12 +33,17 @@ def new_deliveries(landing: Path, after_ns: int) -> tuple[dict[date, int], int, 
         mtime = path.stat().st_mtime_ns
         if mtime <= after_ns:
             continue
-        newest = max(newest, mtime)
         day = delivery_date(path)
+        if day is not None and until is not None and day > until:
+            pending = mtime if pending is None else min(pending, mtime)
+            continue
+        newest = max(newest, mtime)
         if day is None:
             reference_changed = True
         else:
             days[day] = days.get(day, 0) + 1
+    if pending is not None:
+        newest = max(after_ns, min(newest, pending - 1))
     return days, newest, reference_changed
 
 
@@ -46,8 +56,9 @@ def build_landing_sensor(job, landing: Path, partitions: dg.DailyPartitionsDefin
     )
     def landing_sensor(context: dg.SensorEvaluationContext):
         after = json.loads(context.cursor)["mtime_ns"] if context.cursor else 0
-        days, newest, reference_changed = new_deliveries(landing, after)
         keys = set(partitions.get_partition_keys())
+        until = date.fromisoformat(partitions.get_last_partition_key()) if keys else None
+        days, newest, reference_changed = new_deliveries(landing, after, until)
         requested = {d.isoformat() for d in days if d.isoformat() in keys}
         if reference_changed and not requested and keys:
             requested.add(partitions.get_last_partition_key())  # a new snapshot: rebuild the latest day

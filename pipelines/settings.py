@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
@@ -101,13 +101,14 @@ class Settings:
             return env_value(env, name)
 
         defaults = ScheduleSettings()
+        start_date = date.fromisoformat(get("CIVICFLOW_START_DATE") or defaults.start_date.isoformat())
         return cls(
             home=Home(root),
             warehouse=WarehouseSettings.from_env(env, root),
-            ingest=ingest_config_from_env(env),
+            ingest=replace(ingest_config_from_env(env), first_day=start_date),
             forecast=forecast_config_from_env(env),
             schedule=ScheduleSettings(
-                start_date=date.fromisoformat(get("CIVICFLOW_START_DATE") or defaults.start_date.isoformat()),
+                start_date=start_date,
                 nightly_at=get("CIVICFLOW_NIGHTLY_AT") or defaults.nightly_at,
                 nightly_tz=get("CIVICFLOW_NIGHTLY_TZ") or defaults.nightly_tz,
                 fresh_by=get("CIVICFLOW_FRESH_BY") or defaults.fresh_by,

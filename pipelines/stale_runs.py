@@ -102,3 +102,32 @@ def clean_partial_copies(published: Path) -> list[Path]:
         except FileNotFoundError:
             continue
     return removed
+
+
+def stop_orphans(target_paths: set[str]) -> list[int]:
+    """Kill the dbt processes a killed run left running, found by their DBT_TARGET_PATH (one
+    folder per run, `Home.dbt_run`): a dbt child outlives a SIGKILL of its parent and goes on
+    holding the warehouse file. Returns the pids killed."""
+    if not target_paths:
+        return []
+    killed = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.pid == os.getpid() or proc.environ().get("DBT_TARGET_PATH") not in target_paths:
+                continue
+            proc.kill()
+            proc.wait(timeout=30)
+            killed.append(proc.pid)
+        except psutil.Error:  # gone meanwhile, or not ours to read
+            continue
+    return killed
+
+
+def clean_spill(spill_dir: Path) -> list[Path]:
+    """Remove DuckDB's spill files a killed step left (`<warehouse>.tmp/`). Only called when
+    no live run holds the warehouse slot: every connection that spills runs under it."""
+    if not spill_dir.is_dir():
+        return []
+    left = sorted(spill_dir.iterdir())
+    shutil.rmtree(spill_dir, ignore_errors=True)
+    return left

@@ -102,7 +102,7 @@ def test_json_fast_path_decodes_what_the_string_map_decodes():
         "[1, 2]", '"text"', "{}", "null", "{cut", "", "  ",
     ]
     frame, _ = framing.frame_bytes(jsonl(lines * 50))  # several vectors' worth, every case mixed
-    got = decode.fields_from_json(frame, TELEMETRY.field_names).drop("line", "raw")
+    got = decode.fields_from_json(frame, TELEMETRY.field_names).drop("line", "raw", "__dupkey")  # repeated keys: tests/test_ingest_robustness.py
     assert_frame_equal(got, _decoded_as_string_maps(frame, TELEMETRY.field_names))
 
 
@@ -118,9 +118,10 @@ def test_framing_keeps_every_line_and_its_number():
 
 def telemetry_run(landing: Path) -> None:
     put(landing, "telemetry/2026-01-05/a.jsonl", jsonl([reading(i) for i in range(1, 31)] + ["{bad"]))
-    put(landing, "telemetry/2026-01-05/b.jsonl", jsonl([reading(i, day=6) for i in range(26, 41)] + [reading(40, day=6)]))
+    # b and d repeat keys with the same values (duplicates; other values would be quarantined)
+    put(landing, "telemetry/2026-01-05/b.jsonl", jsonl([reading(i, day=5 if i <= 30 else 6) for i in range(26, 41)] + [reading(40, day=6)]))
     put(landing, "telemetry/2026-01-06/c.jsonl", jsonl([reading(1), dict(reading(2), unit="litre")] * 3))  # over the reject ratio
-    put(landing, "telemetry/2026-01-06/d.jsonl", jsonl([reading(i, day=4) for i in range(39, 47)]))
+    put(landing, "telemetry/2026-01-06/d.jsonl", jsonl([reading(i, day=6 if i <= 40 else 4) for i in range(39, 47)]))
     put(landing, "telemetry/2026-01-07/a-again.jsonl", (landing / "telemetry/2026-01-05/a.jsonl").read_bytes())
 
 

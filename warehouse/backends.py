@@ -34,6 +34,9 @@ Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 # Called with a new snapshot's path before CURRENT switches to it: builds what is derived from it
 # (each team's relations, governance.publication) under `teams_dir(snapshot)`.
 Prepare = Callable[[Path], None]
+# Called with a new snapshot's temporary path once it is written, before it is renamed (the
+# crash tests stop there).
+BeforeSwitch = Callable[[Path], None]
 
 # What dbt's `lake` output in dbt_project/profiles.yml reads (profiles.yml cannot parse a URL).
 # DBT_ENV_SECRET_* values are scrubbed from dbt's logs and only allowed in profiles.yml.
@@ -71,10 +74,13 @@ class Backend(Protocol):
         """A connection whose default catalog is the warehouse (raises WarehouseBusy subclasses
         for a transient failure; warehouse.retry waits them out)."""
 
-    def publish(self, published_dir: Path, connect: Connect | None = None, keep: int = 3, prepare: Prepare | None = None) -> Published:
+    def publish(self, published_dir: Path, connect: Connect | None = None, keep: int = 3, prepare: Prepare | None = None,
+                before_switch: BeforeSwitch | None = None) -> Published:
         """Make what the run committed readable as a new snapshot and switch CURRENT to it
         (`connect`: how to open the writer's connection, default `connect()`; `prepare`: run on
-        the new snapshot before the switch — if it raises, CURRENT stays where it was)."""
+        the new snapshot before the switch — if it raises, CURRENT stays where it was;
+        `before_switch` hears the snapshot's temporary path once it is written, before it is
+        renamed and CURRENT moves: the crash tests stop there)."""
 
     def reset(self, recovered_dir: Path) -> str | None:
         """Empty the warehouse for a rebuild, keeping the old state recoverable; says where."""
@@ -107,13 +113,14 @@ class DuckDBFile:
                 raise WarehouseLocked(f"warehouse {self.path} is locked by another process: {exc}") from exc
             raise
 
-    def publish(self, published_dir: Path, connect: Connect | None = None, keep: int = 3, prepare: Prepare | None = None) -> Published:
+    def publish(self, published_dir: Path, connect: Connect | None = None, keep: int = 3, prepare: Prepare | None = None,
+                before_switch: BeforeSwitch | None = None) -> Published:
         published_dir.mkdir(parents=True, exist_ok=True)
         with (connect or (lambda: closing(self.connect())))() as con:
             tables = user_table_count(con)
             con.execute("CHECKPOINT")
         # Copied once the connection is closed: nothing can write between CHECKPOINT and the copy.
-        path = write_read_only(published_dir, f"{FILE_PREFIX}{_stamp()}.duckdb", lambda tmp: shutil.copyfile(self.path, tmp))
+        path = write_read_only(published_dir, f"{FILE_PREFIX}{_stamp()}.duckdb", lambda tmp: shutil.copyfile(self.path, tmp), before_switch)
         _prepare(path, prepare)
         switch_current(published_dir, path.name)
         snapshots = sorted(published_dir.glob(f"{FILE_PREFIX}*.duckdb"))
@@ -166,14 +173,15 @@ class DuckLake:
             raise
         return con
 
-    def publish(self, published_dir: Path, connect: Connect | None = None, keep: int = 3, prepare: Prepare | None = None) -> Published:
+    def publish(self, published_dir: Path, connect: Connect | None = None, keep: int = 3, prepare: Prepare | None = None,
+                before_switch: BeforeSwitch | None = None) -> Published:
         published_dir.mkdir(parents=True, exist_ok=True)
         with (connect or (lambda: closing(self.connect())))() as con:
             tables = user_table_count(con)
             version = current_version(con)
             now = datetime.now(UTC)
             record = LakeSnapshot(version=version, catalog=self.catalog.public(), data_path=lake_data_path(con), published_at=now.isoformat())
-            path = write_read_only(published_dir, f"lake-{now:%Y%m%dT%H%M%S%fZ}-v{version}{LAKE_SUFFIX}", record.write)
+            path = write_read_only(published_dir, f"lake-{now:%Y%m%dT%H%M%S%fZ}-v{version}{LAKE_SUFFIX}", record.write, before_switch)
             _prepare(path, prepare)
             switch_current(published_dir, path.name)
             self._rotate(con, published_dir, keep, current=path)

@@ -91,10 +91,14 @@ def switch_current(published_dir: Path, name: str) -> None:
     os.replace(tmp, published_dir / POINTER)
 
 
-def write_read_only(published_dir: Path, name: str, write) -> Path:
-    """Write a snapshot file through a temp name (`write(tmp_path)`), make it read-only, rename."""
+def write_read_only(published_dir: Path, name: str, write, written=None) -> Path:
+    """Write a snapshot file through a temp name (`write(tmp_path)`), make it read-only, rename.
+
+    `written(tmp_path)`, when given, is called between the write and the rename."""
     tmp = published_dir / f".{name}.tmp"
     write(tmp)
+    if written is not None:
+        written(tmp)
     os.chmod(tmp, 0o444)
     os.replace(tmp, published_dir / name)
     return published_dir / name

@@ -89,7 +89,7 @@ def _run_with_progress(
     settings: Settings, days: tuple[date, date] | None = None, horizon: int = 1, log_level: str = "WARNING", rebuild: bool = False,
 ) -> RunReport:
     """Run a night, showing the step Dagster is on and how long each finished one took."""
-    from pipelines.nightly import NoDeliveries, run_nightly
+    from pipelines.nightly import NoDeliveries, OutsidePartitions, run_nightly
     from pipelines.run_lock import RunInProgress
 
     # Bound to the terminal now: the run redirects stdout to its log file while it runs.
@@ -105,6 +105,9 @@ def _run_with_progress(
             return run_nightly(settings, days=days, horizon_days=horizon, log_level=log_level, on_step=on_step, rebuild=rebuild)
         except NoDeliveries as exc:
             raise typer.BadParameter(str(exc)) from None
+        except OutsidePartitions as exc:
+            print(exc, flush=True)  # one plain line, before anything ran
+            raise typer.Exit(2) from None
         except RunInProgress as exc:
             print(exc, flush=True)  # one plain line: no markup, no wrapping
             raise typer.Exit(3) from None
