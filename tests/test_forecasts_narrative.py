@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+from test_report import AS_OF, DAYS, _inputs
 
 from forecasts.narrative import expected_short_and_back, headline, hub_outlook
 from forecasts.report import render
-from tests.test_report import AS_OF, DAYS, _inputs
 
 
 def test_expected_short_and_back_move_the_right_way():
