@@ -21,8 +21,8 @@ import duckdb
 from pipelines.partitions import context_dates, single_run
 from pipelines.resources import WRITER_POOL, WarehouseResource
 from pipelines.unchanged import (
-    CheckOutcome,
     StepState,
+    check_outcomes,
     clear_state,
     digest,
     dump_metadata,
@@ -233,7 +233,7 @@ def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinit
             if whole:
                 write_state(con, FORECAST_STEP, StepState(
                     fingerprint, context.run_id,
-                    tuple(CheckOutcome(tuple(PLAN_KEY.path), c.name, bool(c.passed), "ERROR") for c in checks),
+                    check_outcomes(list(check_results(checks))),
                     {r.asset_key.to_user_string(): dump_metadata(r.metadata) for r in results},
                 ))
         yield from results

@@ -155,8 +155,12 @@ REBUILD_TAG = "civicflow/rebuild"
 
 def unchanged(context: dg.AssetExecutionContext, last: StepState | None, fingerprint: str) -> bool:
     """Whether this step may report its last result instead of redoing it."""
-    return (last is not None and last.fingerprint == fingerprint and whole_asset_selected(context)
-            and context.run.tags.get(REBUILD_TAG) != "true")
+    if last is None or last.fingerprint != fingerprint or not whole_asset_selected(context) or context.run.tags.get(REBUILD_TAG) == "true":
+        return False
+    # Every check the step now declares must have a stored result to repeat (a check added
+    # since the stored run has none: the step runs and produces it).
+    stored = {dg.AssetCheckKey(dg.AssetKey(list(c.asset_key)), c.check_name) for c in last.checks}
+    return set(context.selected_asset_check_keys) <= stored
 
 
 def whole_asset_selected(context: dg.AssetExecutionContext) -> bool:
