@@ -73,7 +73,7 @@ def forecast_config_from_env(env: Mapping[str, str]) -> ForecastConfig:
     timeout, recycle, chunk = get(CONNECT_TIMEOUT_ENV), get(RECYCLE_ENV), get(CHUNK_SIZE_ENV)
     chromium = get(CHROMIUM_ENV)
     if chromium is None:
-        chromium = shutil.which("chromium", path=env.get("PATH")) or shutil.which("chromium-browser", path=env.get("PATH"))
+        chromium = shutil.which("chromium", path=env.get("PATH", "")) or shutil.which("chromium-browser", path=env.get("PATH", ""))  # the given PATH only
     elif chromium.lower() == "off":
         chromium = None
     return ForecastConfig(

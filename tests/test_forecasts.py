@@ -99,6 +99,7 @@ def test_pool_recycles_its_workers_without_hanging():
 
 def test_forecast_config_is_read_from_the_given_environment_only():
     from forecasts.config import (
+        CHROMIUM_ENV,
         CHUNK_SIZE_ENV,
         CONNECT_TIMEOUT_ENV,
         RECYCLE_ENV,
@@ -115,7 +116,10 @@ def test_forecast_config_is_read_from_the_given_environment_only():
     assert forecast_config_from_env(blank) == ForecastConfig()  # empty means unset
     env = {SCHEDULER_ENV: " tcp://sched:8786 ", CONNECT_TIMEOUT_ENV: "2.5", RECYCLE_ENV: "10", CHUNK_SIZE_ENV: "4"}
     assert forecast_config_from_env(env) == ForecastConfig("tcp://sched:8786", 2.5, 10, 4)
-    assert set(VARIABLES) == {SCHEDULER_ENV, CONNECT_TIMEOUT_ENV, RECYCLE_ENV, CHUNK_SIZE_ENV}
+    assert set(VARIABLES) == {SCHEDULER_ENV, CONNECT_TIMEOUT_ENV, RECYCLE_ENV, CHUNK_SIZE_ENV, CHROMIUM_ENV}
+    # Chromium is looked for on the given PATH only, and `off` turns the PDF off.
+    assert forecast_config_from_env({"PATH": "/nonexistent"}).chromium is None
+    assert forecast_config_from_env({CHROMIUM_ENV: "off", "PATH": "/usr/bin"}).chromium is None
     for bad in ({RECYCLE_ENV: "0"}, {CHUNK_SIZE_ENV: "0"}, {CONNECT_TIMEOUT_ENV: "-1"}, {RECYCLE_ENV: "many"}):
         with pytest.raises(ValueError):
             forecast_config_from_env(bad)
