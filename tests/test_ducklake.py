@@ -117,7 +117,11 @@ def test_every_stage_runs_on_the_lake_and_publishes_a_lake_version(runs: Runs) -
     assert runs.first.marts == runs.on_file.marts and runs.first.series == runs.on_file.series > 0
     snap = current_snapshot(runs.lake_home.published)
     assert snap is not None and snap.name.endswith(LAKE_SUFFIX) and str(snap) == runs.second.snapshot
-    assert LakeSnapshot.read(snap).version > LakeSnapshot.read(Path(runs.first.snapshot)).version
+    # The second run found nothing new: dbt and the forecast rebuilt nothing (pipelines.unchanged),
+    # so the lake has no new version to publish, and the new snapshot attaches the same one.
+    assert set(runs.second.unchanged_since) == {"staging", "intermediate", "marts", "forecasts"}
+    assert LakeSnapshot.read(snap).version == LakeSnapshot.read(Path(runs.first.snapshot)).version
+    assert LakeSnapshot.read(snap).published_at > LakeSnapshot.read(Path(runs.first.snapshot)).published_at
     assert not runs.lake_home.warehouse.exists()  # nothing went to a local DuckDB file
 
 
