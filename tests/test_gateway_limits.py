@@ -18,8 +18,10 @@ from governance.rules import load_rules
 from governance.server import create_app
 from governance.state import GovernanceState
 
-# Constant folding: DuckDB computes this while planning, seconds of CPU before any interrupt is seen.
-SLOW_PLAN = "SELECT 1 AS one WHERE len(list_transform(range(2000000), x -> x * 2)) = 7"
+# Constant folding: DuckDB computes this while planning, seconds of CPU before any interrupt is seen
+# (about 3 s on a quiet machine: well past the 0.5 s team timeout and its grace, so the team's
+# connection is still held when the next request arrives).
+SLOW_PLAN = "SELECT 1 AS one WHERE len(list_transform(range(8000000), x -> x * 2)) = 7"
 
 
 def _env(tmp_path: Path, **limits) -> Env:
