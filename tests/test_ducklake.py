@@ -131,6 +131,8 @@ def test_raw_tables_in_the_lake_equal_the_local_file(runs: Runs, both) -> None:
     assert tables == relations(lake_con, "raw") and "telemetry" in tables
     varying = {"_loaded_at", "quarantined_at", "started_at", "finished_at", "duration_ms", "mtime_ns"}  # when, not what
     for table in tables:
+        if table == "_step_state":  # which run built what, and where its files went: per home, not data
+            continue
         cols = [c for (c,) in rows(file_con, f"SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'raw' AND table_name = '{table}' ORDER BY column_index") if c not in varying]
         sql = f"SELECT {', '.join(cols)} FROM raw.{table} ORDER BY ALL"
         assert rows(lake_con, sql) == rows(file_con, sql), table
