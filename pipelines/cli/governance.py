@@ -96,6 +96,17 @@ def _query_footer(n: int, info) -> str:
     return "; ".join(notes + [f"cost {info.actual:.4f} units (estimate {info.estimate:.4f})", f"snapshot {info.snapshot} (published {info.as_of})", f"audit id {info.audit_id}"])
 
 
+def _client(url: str | None, key: str | None, home: Path | None):
+    """The analysts' client for these options (the settings fill what is not given), or one line."""
+    from governance.client import Client
+
+    settings = settings_for(home)
+    try:
+        return Client(url or settings.gateway_url, key or settings.api_key)
+    except ValueError as e:
+        _fail(str(e))
+
+
 def register(app: typer.Typer) -> None:
     def _home(home):
         return settings_for(home).home
@@ -186,15 +197,11 @@ def register(app: typer.Typer) -> None:
         home: HomeOpt = None,
     ) -> None:
         """Run SQL through the gateway and print the result, its cost, snapshot and audit id."""
-        from governance.client import Client, GatewayError
+        from governance.client import GatewayError
 
         if fmt not in ("table", "csv", "json"):
             _fail(f"--format must be table, csv or json, not {fmt!r}")
-        settings = settings_for(home)
-        try:
-            client = Client(url or settings.gateway_url, key or settings.api_key)
-        except ValueError as e:
-            _fail(str(e))
+        client = _client(url, key, home)
         try:
             with client:
                 if estimate:
@@ -236,15 +243,11 @@ def register(app: typer.Typer) -> None:
         home: HomeOpt = None,
     ) -> None:
         """List what your team may query: relations, columns, types, privacy, descriptions, rows."""
-        from governance.client import Client, GatewayError
+        from governance.client import GatewayError
 
         if fmt not in ("table", "json"):
             _fail(f"--format must be table or json, not {fmt!r}")
-        settings = settings_for(home)
-        try:
-            client = Client(url or settings.gateway_url, key or settings.api_key)
-        except ValueError as e:
-            _fail(str(e))
+        client = _client(url, key, home)
         try:
             with client:
                 answer = client.catalog()
