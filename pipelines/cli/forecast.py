@@ -75,7 +75,10 @@ def backtest(
         s = backtest_file(series, events, horizon, freq, out, n_origins=origins, workers=workers, config=engine,
                           gaps=gaps)
     except (ValueError, OSError, pl.exceptions.PolarsError) as exc:
-        console.print(f"[red]error:[/red] cannot use {series}: {exc}")
+        from rich.markup import escape
+
+        # One line whatever the terminal's width (file names and reasons come from the user: no markup).
+        console.print(f"[red]error:[/red] {escape(f'cannot use {series}: {exc}')}", soft_wrap=True)
         raise typer.Exit(2) from None
     if s.overall.is_empty():
         console.print("[yellow]no series long enough for a backtest origin[/yellow] "
