@@ -39,6 +39,13 @@ YESTERDAY = "yesterday"
 POLICIES = (CIVICFLOW, REACTIVE, YESTERDAY)
 
 
+
+def nearest_forecasts(points: pl.DataFrame) -> pl.DataFrame:
+    """civicflow's backtest points, one forecast per (series, day): origins overlap only when
+    step < horizon; the nearest (smallest step) is kept."""
+    p = points.filter(pl.col("method") == CIVICFLOW).sort("series_id", "ds", "step")
+    return p.unique(subset=["series_id", "ds"], keep="first", maintain_order=True)
+
 def category_of(series_id: str) -> str:
     return series_id.split("|", 1)[1] if "|" in series_id else series_id
 
@@ -53,9 +60,7 @@ def policy_costs(
     demand, staged units and cost under each policy."""
     costs = costs or {}
     capacity = capacity or {}
-    p = points.filter(pl.col("method") == CIVICFLOW).sort("series_id", "ds", "step")
-    # one forecast per (series, day): origins overlap only when step < horizon; keep the nearest
-    p = p.unique(subset=["series_id", "ds"], keep="first", maintain_order=True)
+    p = nearest_forecasts(points)
     if p.is_empty():
         return pl.DataFrame()
     sids = p["series_id"].to_list()
@@ -136,8 +141,7 @@ def quantile_sweep(
     planner's level; `sweep_verdict` says per category."""
     costs = costs or {}
     capacity = capacity or {}
-    p = points.filter(pl.col("method") == CIVICFLOW).sort("series_id", "ds", "step")
-    p = p.unique(subset=["series_id", "ds"], keep="first", maintain_order=True)
+    p = nearest_forecasts(points)
     if p.is_empty():
         return pl.DataFrame()
     sids = p["series_id"].to_list()
