@@ -12,23 +12,27 @@ process waits and then finds them stamped. Once open, reads and writes need no l
 own). The home's dagster.yaml names it (`storage: custom:`, pipelines/home.py), so plain
 `dagster` commands get it too.
 
-Its event log also writes a batch of asset events in one transaction per database. A run over
-a range of days records one materialization per asset per day (28 dbt models × 120 days on the
-demo's first night); Dagster's SQLite event log writes each on its own, opening a new engine and
-committing twice per event (the run's file and the index), about 20 ms each — more than dbt's
-own work. Dagster hands a step's per-partition materializations over as one batch when
-`DAGSTER_EVENT_BATCH_SIZE` is set (`EVENT_BATCHING`, set around ranged runs by
-pipelines/nightly.py), and leaves writing the batch to the storage; the SQLite one only loops.
+Its event log (`BatchingSqliteEventLogStorage`) is Dagster's, made cheaper per event: a run
+over a range of days records one materialization per asset per day (28 dbt models × 120 days
+on the demo's first night), and Dagster's SQLite event log creates a new engine for every
+event and commits each to the run's file and to the index, waiting for the disk each time —
+about 20 ms an event, more than dbt's own work. Here an engine per file is kept, commits do not
+wait for the disk (WAL, synchronous=NORMAL), and a batch — a step's per-partition
+materializations, a run's planned events, which Dagster hands over as one when
+`DAGSTER_EVENT_BATCH_SIZE` is set (`EVENT_BATCHING`, set around runs by pipelines/nightly.py) —
+is written in one transaction per file. Measured by `bench/bench_event_log.py --storage home`.
 """
 
 import fcntl
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from dagster._core.events import ASSET_EVENTS
+import sqlalchemy as sa
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-from dagster._core.storage.sqlalchemy_compat import db_result
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
 
 LOCK_NAME = ".init.lock"
@@ -38,28 +42,85 @@ LOCK_NAME = ".init.lock"
 EVENT_BATCHING = {"DAGSTER_EVENT_BATCH_SIZE": "1000"}
 
 
-class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
-    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        """The same rows `store_event` writes for each event, in one transaction per database.
+def _synchronous_normal(dbapi_connection, _record) -> None:
+    # WAL with synchronous=NORMAL: a commit no longer waits for the disk; the file stays
+    # consistent after a crash of any process, and only a power cut can lose the last events.
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
-        Only a batch of asset events of one run (what Dagster batches); anything else is stored
-        event by event, as Dagster's own storage does."""
+
+# Files of the event log a process keeps a connection to: the index and the few runs being
+# written or read; the least recently used is closed first.
+OPEN_FILES = 8
+
+
+class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
+    """Dagster's SQLite event log, writing a batch in one transaction per file.
+
+    Each event is still stored by Dagster's own `store_event`; during a batch, every connection
+    it asks for is the batch's open one (of the run's file, and of the index), so the batch
+    commits once per file, or not at all (Dagster then stores its events one by one)."""
+
+    def __init__(self, base_dir: str, inst_data=None):
+        self._engines: dict[str, sa.engine.Engine] = {}
+        self._open: dict[str, sa.engine.Connection] = {}
+        super().__init__(base_dir, inst_data=inst_data)
+        self._db_lock = threading.RLock()  # a batch holds both files' connections at once
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[sa.engine.Connection]:
+        """Dagster's own, with one engine and open connection per file kept for the process (not
+        one per event), and the batch's connection while a batch is being written."""
+        with self._db_lock:
+            if shard in self._open:
+                yield self._open[shard]
+                return
+            engine = self._engines.pop(shard, None)
+            if engine is None:
+                # A pooled connection stays open between events: closing the last connection to a
+                # WAL file checkpoints it (and waits for the disk), on every event with NullPool.
+                engine = sa.create_engine(self.conn_string_for_shard(shard), poolclass=sa.pool.QueuePool, pool_size=1,
+                                          connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False})
+                sa.event.listen(engine, "connect", _synchronous_normal)
+            self._engines[shard] = engine  # the most recent last
+            while len(self._engines) > OPEN_FILES:  # the webserver reads runs by the thousand
+                self._engines.pop(next(iter(self._engines))).dispose()
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn, conn.begin():
+                yield conn
+
+    def _close_engines(self) -> None:
+        with self._db_lock:
+            for engine in self._engines.values():
+                engine.dispose()
+            self._engines.clear()
+
+    def wipe(self) -> None:
+        self._close_engines()  # it deletes the run files: no connection may keep one open
+        super().wipe()
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._close_engines()
+
+    @contextmanager
+    def _holding(self, shard: str) -> Iterator[None]:
+        with self._connect(shard) as conn:
+            self._open[shard] = conn
+            try:
+                yield
+            finally:
+                del self._open[shard]
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         run_ids = {e.run_id for e in events}
-        if len(run_ids) != 1 or not all(e.is_dagster_event and e.dagster_event_type in ASSET_EVENTS for e in events):
+        if len(run_ids) != 1:
             super().store_event_batch(events)
             return
-        inserts = [self.prepare_insert_event(e) for e in events]
-        with self.run_connection(run_ids.pop()) as conn:
-            for insert in inserts:
-                conn.execute(insert)
-        with self.index_transaction() as conn:
-            ids = []
-            for insert in inserts:
-                with db_result(conn, insert) as result:
-                    ids.append(result.inserted_primary_key[0])
-            self._store_asset_event_tags(conn, list(events), ids)
-            for event, event_id in zip(events, ids, strict=True):
-                self._store_asset_event(conn, event, event_id)
+        with self._db_lock, self._holding(run_ids.pop()), self._holding(INDEX_SHARD_NAME):
+            for event in events:
+                self.store_event(event)
 
 
 class SerialInitSqliteStorage(DagsterSqliteStorage):
