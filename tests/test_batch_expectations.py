@@ -1,0 +1,97 @@
+"""The day-level expectations fail on a day that is wrong as a whole though every row of it
+is contract-valid, and pass on the simulator's normal days: checked through `gx_check`, the
+blocking asset check each ingest run yields."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ingest.contracts import PASS_SCANS, TELEMETRY, TRANSACTIONS
+from ingest.loader import load_landing
+from ingest.simulator.run import simulate
+
+DAYS = 40
+START = date(2026, 1, 1)
+LAST = START + timedelta(days=DAYS - 1)
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory) -> Path:
+    """40 days of the tiny city, loaded (faults included, as the simulator makes them)."""
+    base = tmp_path_factory.mktemp("batch")
+    simulate(base / "landing", size="tiny", days=DAYS, start=START, seed=3)
+    con = duckdb.connect(str(base / "warehouse.duckdb"))
+    load_landing(con, base / "landing")
+    con.close()
+    return base / "warehouse.duckdb"
+
+
+@pytest.fixture
+def warehouse(simulated: Path, tmp_path: Path):
+    """A copy of the loaded warehouse, for a test to spoil."""
+    copy = tmp_path / "w.duckdb"
+    shutil.copy(simulated, copy)
+    con = duckdb.connect(str(copy))
+    yield con
+    con.close()
+
+
+def _check(con, contract, day: date = LAST, run_day: date = LAST):
+    from pipelines.ingest_assets import gx_check
+
+    return gx_check(con, contract, [day.isoformat()], run_day=run_day)
+
+
+def _failed(result) -> str:
+    assert result.passed is False, result.description
+    return result.description
+
+
+def test_normal_days_pass_every_expectation(warehouse):
+    for contract in (TELEMETRY, PASS_SCANS, TRANSACTIONS):
+        for back in range(0, 12, 3):
+            day = LAST - timedelta(days=back)
+            result = _check(warehouse, contract, day, run_day=day)
+            assert result.passed, f"{contract.name} {day}: {result.description}"
+    assert _check(warehouse, TELEMETRY).metadata["expectations"].value > 15  # row suite + the day's
+
+
+def test_a_day_with_a_tenth_of_its_rows_fails_the_volume_expectation(warehouse):
+    warehouse.execute(
+        "DELETE FROM raw.telemetry WHERE event_date = ? AND (device_id, seq) NOT IN "
+        "(SELECT (device_id, seq) FROM raw.telemetry WHERE event_date = ? ORDER BY device_id, seq LIMIT "
+        "(SELECT count(*) // 10 FROM raw.telemetry WHERE event_date = ?))", [LAST, LAST, LAST])
+    text = _failed(_check(warehouse, TELEMETRY))
+    assert f"expect_column_values_to_be_between(rows_vs_28_day_median): 1 of 1 days unexpected ({LAST}: 0.0" in text
+
+
+def test_amounts_all_at_the_contract_maximum_fail_the_mean_and_median(warehouse):
+    warehouse.execute("UPDATE raw.transactions SET amount_cents = ? WHERE event_date = ?", [TRANSACTIONS.get("amount_cents").max, LAST])
+    text = _failed(_check(warehouse, TRANSACTIONS))
+    assert f"(mean_amount_cents): 1 of 1 days unexpected ({LAST}: 1e+05)" in text
+    assert "(median_amount_cents): 1 of 1 days unexpected" in text
+    assert "in_set" not in text and "values_to_be_between(amount_cents)" not in text  # every row is valid
+
+
+def test_a_reading_kind_gone_for_a_day_fails_its_share(warehouse):
+    warehouse.execute("DELETE FROM raw.telemetry WHERE event_date = ? AND kind = 'battery'", [LAST])
+    text = _failed(_check(warehouse, TELEMETRY))
+    assert f"(share_kind_battery): 1 of 1 days unexpected ({LAST}: 0)" in text
+    assert "share_kind_door" not in text and "rows_vs_28_day_median" not in text
+
+
+def test_a_scan_result_mix_turned_to_rejections_fails_its_share(warehouse):
+    warehouse.execute("UPDATE raw.pass_scans SET result = 'rejected', reason = 'expired' WHERE event_date = ?", [LAST])
+    assert "(share_result_accepted): 1 of 1 days unexpected" in _failed(_check(warehouse, PASS_SCANS))
+
+
+def test_a_run_that_loads_only_old_events_fails_freshness(warehouse):
+    old = LAST - timedelta(days=10)
+    text = _failed(_check(warehouse, PASS_SCANS, day=old, run_day=LAST))
+    assert f"expect_column_max_to_be_between(event_date): observed {old}, expected min_value {LAST - timedelta(days=1)}" in text
+    assert _check(warehouse, PASS_SCANS, day=LAST - timedelta(days=1), run_day=LAST).passed  # a day late is on time
