@@ -1,13 +1,14 @@
-"""`civicflow ingest …`: the data team's ingest commands (Data Docs, quarantine), off the nightly path.
+"""`civicflow ingest …`: the data team's ingest commands (Data Docs, quarantine, its replay), off the nightly path.
 
-Both read the last *published* snapshot (read-only), falling back to the live warehouse
-opened read-only when nothing has been published yet — never while a run writes it (the
-read-only open fails on the writer's lock, with a message that says so).
+Data Docs and the quarantine listing read the last *published* snapshot (read-only),
+falling back to the live warehouse opened read-only when nothing has been published yet —
+never while a run writes it (the read-only open fails on the writer's lock, with a message
+that says so). The replay writes the live warehouse, under the home's run lock.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -51,7 +52,7 @@ def readable_warehouse(settings: Settings) -> Iterator[tuple[str, duckdb.DuckDBP
 
 
 def register(app: typer.Typer) -> None:
-    ingest_app = typer.Typer(help="Ingest tools for the data team: Data Docs, quarantined rows.", no_args_is_help=True)
+    ingest_app = typer.Typer(help="Ingest tools for the data team: Data Docs, quarantined rows and their replay.", no_args_is_help=True)
 
     @ingest_app.command("data-docs")
     def data_docs(
@@ -99,5 +100,50 @@ def register(app: typer.Typer) -> None:
                 escape(raw if len(raw) <= 160 else raw[:157] + "…"),
             )
         print_table(console, table)
+
+    @ingest_app.command("replay-quarantine")
+    def replay_quarantine(
+        source: Annotated[str | None, typer.Option(help="Only this source (telemetry, pass_scans, settlement).")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what a replay would load, change nothing.")] = False,
+        home: HomeOpt = None,
+    ) -> None:
+        """Re-validate quarantined rows against the current contracts and load those that now pass.
+
+        For after a contract fix (a range widened, a device added to the registry). Each row is
+        loaded once: a second replay loads nothing. Rows that still fail stay quarantined with
+        the reason the current contract gives. It writes the live warehouse: refused while a
+        `civicflow run` holds the home."""
+        from ingest.replay import replay_quarantine as replay
+        from pipelines.run_lock import RunInProgress, home_run_lock
+        from warehouse.backends import backend_for
+
+        settings = settings_for(home)
+        backend = backend_for(settings.warehouse)
+        if not backend.exists():
+            console.print(f"[red]no warehouse at {escape(backend.describe())}[/red]: run `civicflow run` first")
+            raise typer.Exit(1)
+        try:
+            with home_run_lock(settings.home.root), closing(backend.connect()) as con, console.status("Re-validating quarantined rows…"):
+                summaries = replay(con, source=source, dry_run=dry_run)
+        except RunInProgress as exc:
+            print(exc, flush=True)
+            raise typer.Exit(3) from None
+        except ValueError as exc:
+            console.print(f"[red]{escape(str(exc))}[/red]")
+            raise typer.Exit(2) from None
+        verb = "would load" if dry_run else "loaded"
+        table = Table(title=f"Quarantine replay{' (dry run: nothing changed)' if dry_run else ''} — {escape(backend.describe())}", title_justify="left")
+        for col in ("contract", "re-validated", verb, "already loaded", "still quarantined", "new reason"):
+            table.add_column(col, justify="left" if col == "contract" else "right")
+        for s in summaries:
+            table.add_row(s.contract, f"{s.revalidated:,}", f"{s.loaded:,}", f"{s.already_loaded:,}", f"{s.still_quarantined:,}", f"{s.reasons_changed:,}")
+        print_table(console, table)
+        days = sorted(d for s in summaries for d in s.delivery_days)
+        total = sum(s.loaded for s in summaries)
+        if days and not dry_run:
+            span = f"--date {days[0]}" if days[0] == days[-1] else f"--from {days[0]} --to {days[-1]}"
+            console.print(f"{total:,} row(s) {verb} into raw; the marts take them in when those delivery days run again: civicflow run {span}")
+        else:
+            console.print(f"{total:,} row(s) {verb}.")
 
     app.add_typer(ingest_app, name="ingest")
