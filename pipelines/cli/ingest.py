@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
 
         settings = settings_for(home)
         with readable_warehouse(settings) as (name, con), console.status(f"Validating the raw tables of {escape(name)} and building Data Docs…"):
-            docs = build_data_docs(con, settings.home.root / "gx", days=days)
+            docs = build_data_docs(con, settings.home.root / "gx", days=days, source=name)
         table = Table(title=f"Great Expectations on {escape(name)}", title_justify="left")
         for col in ("table", "suite", "rows checked", "result"):
             table.add_column(col, justify="right" if col == "rows checked" else "left")
