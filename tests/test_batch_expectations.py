@@ -95,3 +95,44 @@ def test_a_run_that_loads_only_old_events_fails_freshness(warehouse):
     text = _failed(_check(warehouse, PASS_SCANS, day=old, run_day=LAST))
     assert f"expect_column_max_to_be_between(event_date): observed {old}, expected min_value {LAST - timedelta(days=1)}" in text
     assert _check(warehouse, PASS_SCANS, day=LAST - timedelta(days=1), run_day=LAST).passed  # a day late is on time
+
+
+@pytest.mark.slow
+def test_a_nightly_ingest_of_a_bad_day_fails_its_blocking_check_in_the_run(simulated, tmp_path):
+    """Through Dagster: the next day's settlement file holds valid transactions, every one at
+    the contract's maximum. The run loads them, its blocking check fails and says why."""
+    import dagster as dg
+    from support.landing_files import jsonl, put
+
+    from ingest.config import IngestConfig
+    from pipelines.ingest_assets import SOURCES, build_ingest_asset, raw_key
+    from pipelines.partitions import daily_partitions
+    from pipelines.resources import WarehouseResource
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(simulated, home / "warehouse.duckdb")
+    landing = simulated.parent / "landing"
+    day = LAST + timedelta(days=1)
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    terminal = con.execute("SELECT device_id FROM raw.devices WHERE device_type = 'payment_terminal' LIMIT 1").fetchone()[0]
+    con.close()
+    rows = [{"txn_id": f"TX-BAD-{i:03d}", "device_id": terminal, "pass_id": "P1", "amount_cents": 100_000,
+             "currency": "EUR", "txn_time": f"{day}T{8 + i // 60:02d}:{i % 60:02d}:00+01:00"} for i in range(30)]
+    put(landing, f"transactions/{day}/transactions_{day}.jsonl", jsonl(rows))
+    try:
+        asset = build_ingest_asset("settlement", SOURCES["settlement"], landing, daily_partitions(START, day), IngestConfig())
+        result = dg.materialize(
+            [asset], partition_key=day.isoformat(), resources={"warehouse": WarehouseResource(home=str(home))},
+            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        )
+    finally:
+        (landing / "transactions" / day.isoformat() / f"transactions_{day}.jsonl").unlink()
+    checks = {e.asset_key: e for e in result.get_asset_check_evaluations()}
+    bad = checks[raw_key("transactions")]
+    assert bad.passed is False and bad.severity == dg.AssetCheckSeverity.ERROR
+    assert f"(mean_amount_cents): 1 of 1 days unexpected ({day}: 1e+05)" in bad.description
+    assert checks[raw_key("clearing")].passed  # nothing new there
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM raw.transactions WHERE event_date = ?", [day]).fetchone()[0] == 30
+    con.close()
