@@ -90,11 +90,13 @@ def test_a_scan_result_mix_turned_to_rejections_fails_its_share(warehouse):
     assert "(share_result_accepted): 1 of 1 days unexpected" in _failed(_check(warehouse, PASS_SCANS))
 
 
-def test_a_run_that_loads_only_old_events_fails_freshness(warehouse):
+def test_a_source_whose_latest_events_are_days_old_fails_freshness(warehouse):
+    """A run five days after the source's last events; a late file alone, a day after, is on time."""
     old = LAST - timedelta(days=10)
-    text = _failed(_check(warehouse, PASS_SCANS, day=old, run_day=LAST))
-    assert f"expect_column_max_to_be_between(event_date): observed {old}, expected min_value {LAST - timedelta(days=1)}" in text
-    assert _check(warehouse, PASS_SCANS, day=LAST - timedelta(days=1), run_day=LAST).passed  # a day late is on time
+    run_day = LAST + timedelta(days=5)
+    text = _failed(_check(warehouse, PASS_SCANS, day=old, run_day=run_day))
+    assert f"expect_column_max_to_be_between(latest_event_date): observed {LAST}, expected min_value {run_day - timedelta(days=1)}" in text
+    assert _check(warehouse, PASS_SCANS, day=old, run_day=LAST + timedelta(days=1)).passed
 
 
 @pytest.mark.slow

@@ -88,7 +88,7 @@ def test_data_docs_open_offline_in_chromium_and_show_suites_and_failures(loaded_
     assert suite.remote == []
     assert "Failed expectations" in suite.dom
     assert "expect_column_values_to_be_between(share_kind_door): 1 of 1 days unexpected (2026-01-05: 0)" in suite.dom
-    assert "expect_column_max_to_be_between(event_date)" in suite.dom  # 2026-01-05 is stale by today's clock
+    assert "expect_column_max_to_be_between(latest_event_date): observed 2026-01-05" in suite.dom  # stale by today
     assert "expect_compound_columns_to_be_unique" in suite.dom and "0 of 59 rows" in suite.dom
     results = json.loads((site / "validations.json").read_text())
     assert {s["suite"] for s in results["suites"]} == {f"raw_{n}" for n in CONTRACTS}

@@ -84,7 +84,7 @@ def _daily_expectations(c: Contract) -> str:
         for value, share in f.daily_min_share:
             parts.append(f"`{f.name}` = `{value}` ≥ {share * 100:g} % of rows")
     if c.fresh_within_days is not None:
-        parts.append(f"latest event date at most {c.fresh_within_days} day(s) before the run's day")
+        parts.append(f"the table's latest event date at most {c.fresh_within_days} day(s) before the run's day")
     return "; ".join(parts)
 
 
