@@ -28,6 +28,7 @@ import polars as pl
 from ingest import raw_tables
 from ingest.contracts import CONTRACTS, EVENT_CONTRACTS, Contract
 from ingest.manifest import now_utc
+from ingest.parsed import KnownKeys
 from ingest.rules import validate_lines
 
 KEY_CONFLICT = "changed value under an existing natural key"  # the start of raw_tables._changed's reasons
@@ -41,7 +42,6 @@ class ReplaySummary:
     already_loaded: int = 0  # passed, and their key was in the table with the same values
     still_quarantined: int = 0
     reasons_changed: int = 0  # still bad, for another reason than before
-    dates: set[date] = field(default_factory=set)  # event dates the loaded rows fall on
     delivery_days: set[date] = field(default_factory=set)  # of the files they came in: the days whose run rebuilds them
 
 
@@ -60,7 +60,7 @@ def _quarantined(con: duckdb.DuckDBPyConnection, contract: Contract) -> pl.DataF
     ).pl()
 
 
-def _replay_one(con: duckdb.DuckDBPyConnection, contract: Contract, known) -> ReplaySummary:
+def _replay_one(con: duckdb.DuckDBPyConnection, contract: Contract, known: KnownKeys | None) -> ReplaySummary:
     summary = ReplaySummary(contract.name)
     rows = _quarantined(con, contract)
     summary.revalidated = rows.height
@@ -71,8 +71,7 @@ def _replay_one(con: duckdb.DuckDBPyConnection, contract: Contract, known) -> Re
     result = validate_lines(contract, frame, known)
     origin = rows.with_row_index("__i").with_columns(pl.col("__i").cast(pl.Int64))
     good = result.good.join(origin.select("__i", "file_sha256", pl.col("line").alias("__line"), "qid"), left_on="_line", right_on="__i")
-    at = now_utc()
-    gone: list[int] = []
+    gone: list[int] = []  # rowids of the rows that leave the quarantine
     if good.height:
         # Back to its file's checksum and line; `__f` is each row's own place, so what
         # insert_new_rows reports maps back to one quarantine row.
@@ -80,23 +79,18 @@ def _replay_one(con: duckdb.DuckDBPyConnection, contract: Contract, known) -> Re
             pl.col("__line").alias("_line"), pl.col("file_sha256").alias("_file_sha256"),
             pl.int_range(pl.len(), dtype=pl.Int32).alias("__f"),
         ).drop("__line")
-        new, changed = raw_tables.insert_new_rows(con, contract, tagged, at)
-        conflicted = set(changed["__f"].to_list())
-        inserted = set(new["__f"].to_list())
-        summary.loaded = len(inserted)
-        summary.dates = {d for d in new["event_date"].to_list() if d is not None}
+        new, changed = raw_tables.insert_new_rows(con, contract, tagged, now_utc())
         places = tagged.select("__f", "qid", "file_sha256", "event_date")
-        for n, qid in places.select("__f", "qid").iter_rows():
-            if n not in conflicted:
-                gone.append(qid)
-        summary.already_loaded = len(gone) - summary.loaded
-        if changed.height:
-            update = changed.join(places, on="__f").select("qid", "field", "reason")
-            _set_reasons(con, update)
-        moved = places.filter(pl.col("__f").is_in(list(inserted)))
+        inserted = pl.col("__f").is_in(new["__f"].implode())
+        conflicted = pl.col("__f").is_in(changed["__f"].implode())
+        moved, duplicates = places.filter(inserted), places.filter(~inserted & ~conflicted)
+        gone = moved["qid"].to_list() + duplicates["qid"].to_list()
+        summary.loaded, summary.already_loaded = moved.height, duplicates.height
+        # A key loaded meanwhile with other values: stays, with the conflict as its reason.
+        _set_reasons(con, changed.join(places, on="__f").select("qid", "field", "reason"))
         _count_in_manifest(con, moved, "rows_loaded")
-        _count_in_manifest(con, places.filter(~pl.col("__f").is_in(list(inserted | conflicted))), "rows_duplicate")
-        files = rows.filter(pl.col("qid").is_in(moved["qid"].to_list()))["file_path"]
+        _count_in_manifest(con, duplicates, "rows_duplicate")
+        files = rows.filter(pl.col("qid").is_in(moved["qid"].implode()))["file_path"]
         summary.delivery_days = {d for d in map(_delivery_day, files) if d is not None}
     bad = result.bad.join(origin.select("__i", "qid", pl.col("reason").alias("__was")), left_on="line", right_on="__i")
     summary.reasons_changed = bad.filter(pl.col("reason") != pl.col("__was")).height

@@ -111,3 +111,16 @@ def test_replay_command_loads_scans_once_the_device_is_registered(home_dir):
     con.close()
     bad = CliRunner().invoke(app, ["ingest", "replay-quarantine", "--source", "nope", "--home", str(home_dir)])
     assert bad.exit_code == 2 and "unknown source" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_row_whose_key_was_loaded_since_with_other_values_stays_as_a_conflict(quarantined, landing):
+    """TX-9002 came again, valid, in a later file: the replayed row is not the one to keep."""
+    put(landing, "transactions/2026-01-07/t.jsonl", jsonl([txn(7000 + i, 350, 7) for i in range(100)] + [txn(9002, 500, 5)]))
+    load_landing(quarantined, landing)
+    [s, _] = replay_quarantine(quarantined, source="settlement", contracts=relaxed_amounts(200_000))
+    assert (s.loaded, s.already_loaded) == (1, 1)  # TX-9001 loaded, its re-sent copy a duplicate
+    assert quarantined.execute("SELECT amount_cents FROM raw.transactions WHERE txn_id = 'TX-9002'").fetchall() == [(500,)]
+    (reason,) = quarantined.execute("SELECT reason FROM raw._quarantine WHERE raw_text LIKE '%TX-9002%'").fetchone()
+    assert reason.startswith("changed value under an existing natural key (txn_id): amount_cents was 500, now 120000")
+    [again, _] = replay_quarantine(quarantined, source="settlement", contracts=relaxed_amounts(200_000))
+    assert again.loaded == 0 and again.revalidated == 1  # the conflict is not replayed again
