@@ -81,7 +81,8 @@ def build_data_docs(
     pages = [p for p in (_page(con, c, days, now) for c in chosen) if p is not None]
     site = gx_root / "data_docs"
     site.mkdir(parents=True, exist_ok=True)
-    generated = f"validated {now:%Y-%m-%d %H:%M} UTC"
+    clock = datetime.now(UTC).replace(tzinfo=None)
+    generated = f"validated {clock:%Y-%m-%d %H:%M} UTC" + ("" if now.date() == clock.date() else f", freshness as of {now:%Y-%m-%d}")
     for page in pages:
         (site / page.file_name).write_text(render_suite(page, source, generated))
     index = site / "index.html"

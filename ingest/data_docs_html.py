@@ -22,7 +22,7 @@ h1{font-size:1.5rem;margin:0 0 .25rem} h2{font-size:1.15rem;margin:1.75rem 0 .5r
 p.meta{color:#5b6775;margin:0 0 1.25rem}
 table{border-collapse:collapse;width:100%;margin:.5rem 0 1rem}
 th,td{border-bottom:1px solid #dfe3e8;padding:.4rem .6rem;text-align:left;vertical-align:top}
-th{background:#f3f5f7;font-weight:600} td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f3f5f7;font-weight:600} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.failed td{background:#fdf1f1} code{font-size:.92em}
 .badge{display:inline-block;border-radius:.7rem;padding:.05rem .55rem;font-size:.85em;font-weight:600}
 .passed{background:#e3f4e8;color:#17622e} .failed-badge{background:#fbe0e0;color:#9b1c1c} .empty{background:#eef0f3;color:#5b6775}

@@ -100,21 +100,22 @@ def suite_for(contract: Contract, now: datetime | None = None) -> "gx.Expectatio
     return suite
 
 
-def _shown(value) -> str:
+def shown_value(value) -> str:
+    """A value as a reader writes it: whole numbers with thousands separators, dates without a midnight."""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:,.0f}" if value.is_integer() else f"{value:.4g}"
     if isinstance(value, datetime):  # a date the frame holds as a midnight timestamp reads as a date
         return value.date().isoformat() if value == datetime.combine(value.date(), datetime.min.time()) else value.isoformat(sep=" ")
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, list | tuple | set):
-        return "{" + ", ".join(_shown(v) for v in value) + "}"
+        return "{" + ", ".join(shown_value(v) for v in value) + "}"
     return str(value)
 
 
 def expected_text(kwargs: dict) -> str:
     """The bounds or set an expectation holds a column to, e.g. `min_value 0.3, max_value 5`."""
-    return ", ".join(f"{k} {_shown(v)}" for k, v in kwargs.items() if k not in _NOT_EXPECTED and v is not None)
+    return ", ".join(f"{k} {shown_value(v)}" for k, v in kwargs.items() if k not in _NOT_EXPECTED and v is not None)
 
 
 def run_suite(frame: "pd.DataFrame", build: "Callable[[], gx.ExpectationSuite]", unit: str = "rows") -> list[ExpectationOutcome]:
@@ -146,7 +147,7 @@ def run_suite(frame: "pd.DataFrame", build: "Callable[[], gx.ExpectationSuite]",
                 element_count=int(stats.get("element_count") or len(frame)),
                 unit=unit,
                 expected=expected_text(kwargs),
-                observed=_shown(stats["observed_value"]) if aggregate else ", ".join(_shown(v) for v in sample[:5]),
+                observed=shown_value(stats["observed_value"]) if aggregate else ", ".join(shown_value(v) for v in sample[:5]),
                 aggregate=aggregate,
             )
         )

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from ingest.contracts import VOLUME_HISTORY_DAYS, VOLUME_MIN_HISTORY, Contract
-from ingest.expectations import ExpectationOutcome, _gx, run_suite
+from ingest.expectations import ExpectationOutcome, _gx, run_suite, shown_value
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -120,7 +120,7 @@ def _offending_days(frame: pd.DataFrame, band: DailyBand) -> str:
     outside = (column < (band.low if band.low is not None else float("-inf"))) | (
         column > (band.high if band.high is not None else float("inf")))
     bad = values[outside]
-    return ", ".join(f"{d:%Y-%m-%d}: {v:.3g}" for d, v in zip(bad["event_date"], bad[band.column]))
+    return ", ".join(f"{d:%Y-%m-%d}: {shown_value(float(v))}" for d, v in zip(bad["event_date"], bad[band.column]))
 
 
 def validate_partitions(
