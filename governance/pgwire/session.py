@@ -404,12 +404,12 @@ def _probe_connection(granted: dict[str, list[tuple[str, str]]]) -> duckdb.DuckD
     con = duckdb.connect(":memory:")
     con.execute(f"ATTACH ':memory:' AS {compat.DATABASE}")  # current_database() says civicflow
     con.execute(f"USE {compat.DATABASE}")
-    compat.prepare(con)
     for rel, cols in granted.items():
         schema, name = rel.split(".", 1)
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         body = ", ".join(f'"{c.replace(chr(34), "")}" {t}' for c, t in cols)
         con.execute(f'CREATE TABLE "{schema}"."{name}" ({body})')
+    compat.prepare(con, granted)
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
