@@ -18,6 +18,7 @@ import pyarrow as pa
 from governance.gateway import Gateway, Result
 from governance.keys import KeyHash, scram_login
 from governance.pgwire import codec, compat
+from governance.pgwire.answer_status import answer_status
 from governance.pgwire.auth import MECHANISM, ScramExchange
 from governance.pgwire.params import parameter_types
 from governance.pgwire.types import TEXT, BadParameter, bind, literal, oid_of, placeholder_count, wire_array
@@ -253,6 +254,7 @@ class Session:
         result = await asyncio.to_thread(self.gateway.query, self.key, sql)
         if result.outcome != "ok":
             return Answer("", error=refusal(result))
+        self.writer.write(answer_status(result, self.settings))  # which data it reflects, and its notes
         return Answer(f"SELECT {len(result.table)}", result.table)
 
     def _set(self, sql: str) -> None:
