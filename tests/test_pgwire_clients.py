@@ -201,7 +201,8 @@ def test_bi_tool_connect_sequence_is_answered_from_the_grant(pg: Pg, tool: str, 
         want = {"pass_type": 1043, "home_neighbourhood_id": 1043, "holders": 20} if tool == "dbeaver" else \
             {"pass_type": "character varying", "home_neighbourhood_id": "character varying", "holders": "bigint"}
         assert got == want  # identity (birth_year, holder_email): not cleared, not there
-    if tool == "metabase":  # the tables Metabase may select: the grant, not DuckDB's own system views
+    if tool == "metabase":  # describe-database carries dbt's descriptions; the tables it may select are the grant only
+        assert {r[1]: r[3] for r in answers[6]}["demand"] == "Units demanded per neighbourhood, category and day"
         assert {(r[1], r[2]) for r in answers[5]} == {("marts", "big"), ("marts", "demand"), ("marts", "funnel"), ("marts", "passes"),
                                                        ("staging", "stg_onboarding")}
     if tool == "dbeaver":
@@ -229,6 +230,9 @@ def test_superset_lists_schemas_tables_and_columns_through_sqlalchemy(pg: Pg) ->
         assert _columns(insp, "demand") == {"neighbourhood_id": "VARCHAR()", "category": "VARCHAR()", "demand_date": "DATE()",
                                             "units": "DOUBLE_PRECISION(precision=53)"}
         assert list(_columns(insp, "demand")) == ["neighbourhood_id", "category", "demand_date", "units"]
+        # dbt's descriptions, as comments (Superset shows them)
+        assert {c["name"]: c["comment"] for c in insp.get_columns("demand", schema="marts")}["units"] == "units picked up that day"
+        assert insp.get_table_comment("demand", schema="marts") == {"text": "Units demanded per neighbourhood, category and day"}
         passes = _columns(insp, "passes")  # published as cells: the count of holders is a column; identity is not granted
         assert passes == {"pass_type": "VARCHAR()", "home_neighbourhood_id": "VARCHAR()", "holders": "BIGINT()"}
         with pytest.raises(sa.exc.NoSuchTableError):

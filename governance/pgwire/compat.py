@@ -13,6 +13,7 @@ import re
 
 import duckdb
 
+from governance.catalog import Manifest, quote_ident, quote_relation
 from governance.pgwire import catalog_types
 
 DATABASE = "civicflow"
@@ -62,6 +63,8 @@ _RELATIONS = {
     "pg_views": "SELECT schema_name AS schemaname, view_name AS viewname, {user} AS viewowner, NULL::VARCHAR AS definition "
                 "FROM duckdb_views() WHERE NOT internal",
     "pg_inherits": "SELECT NULL::BIGINT AS inhrelid, NULL::BIGINT AS inhparent, NULL::INTEGER AS inhseqno WHERE false",
+    # comments with classoid 0: the rewrite turns `'pg_class'::regclass` into 0 (DuckDB's is the database's oid)
+    "pg_description": "SELECT objoid, 0::BIGINT AS classoid, objsubid, description FROM pg_catalog.pg_description WHERE description IS NOT NULL",
     # the granted columns with PostgreSQL's type OIDs and typmods (governance.pgwire.catalog_types)
     "pg_attribute": "SELECT a.* REPLACE (coalesce(t.typid, a.atttypid) AS atttypid, coalesce(t.typmod, a.atttypmod) AS atttypmod) "
                     "FROM pg_catalog.pg_attribute AS a LEFT JOIN cf_column_types() AS t ON t.attrelid = a.attrelid AND t.attname = a.attname",
@@ -132,11 +135,21 @@ def _relation(m: re.Match, user: str) -> str:
     return _aliased(_RELATIONS[m.group(1).lower()].format(user=_quote(user)), m.group(1).lower(), m.group(2), m.group(3))
 
 
-def prepare(con: duckdb.DuckDBPyConnection, granted: dict[str, list[tuple[str, str]]]) -> None:
-    """Once the granted relations' empty copies exist: the macros, and their columns' types."""
+def prepare(con: duckdb.DuckDBPyConnection, granted: dict[str, list[tuple[str, str]]], manifest: Manifest | None = None) -> None:
+    """Once the granted relations' empty copies exist: the macros, their columns' types, and
+    dbt's descriptions as comments (pg_description: what Metabase, DBeaver and SQLAlchemy show)."""
     for macro in _MACROS:
         con.execute(f"CREATE TEMP MACRO {macro}")
     catalog_types.install(con, granted)
+    if manifest is not None:
+        for rel, cols in granted.items():
+            target = quote_relation(rel)
+            if manifest.descriptions.get(rel):
+                con.execute(f"COMMENT ON TABLE {target} IS {_quote(manifest.descriptions[rel])}")
+            for col, _ in cols:
+                text = manifest.column_descriptions.get(rel, {}).get(col)
+                if text:
+                    con.execute(f"COMMENT ON COLUMN {target}.{quote_ident(col)} IS {_quote(text)}")
 
 
 def rewrite(sql: str, user: str, settings: dict[str, str]) -> str:
@@ -145,7 +158,7 @@ def rewrite(sql: str, user: str, settings: dict[str, str]) -> str:
     lower = {k.lower(): v for k, v in settings.items()}
     sql = _QUALIFIED_CALL.sub(r"\1(", sql)  # pg_catalog.f(…) → f(…): the macros above stand beside DuckDB's
     sql = _functions_in_from(sql)
-    sql = _REGCLASS.sub("0", sql)  # DuckDB's pg_description is empty: no object id matches
+    sql = _REGCLASS.sub("0", sql)  # the classoid pg_description holds here (below)
     sql = _REGTYPE.sub(lambda m: "::VARCHAR" if m.group(0).startswith("::") else ("BIGINT" if m.group(0).upper() == "OID" else "VARCHAR"), sql)
     sql = _JSON_BUILD.sub("json_object(", sql)
     sql = _QUALIFIED_RELATION.sub(lambda m: m.group(1) + ".", sql)
