@@ -11,7 +11,7 @@ the gateway's Arrow stream; the last query's audit id and cost are on `client.la
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
@@ -38,6 +38,8 @@ class QueryInfo:
     suppressed_groups: int
     snapshot: str | None = None  # the published snapshot the answer was read from
     as_of: str | None = None  # when it was published (UTC)
+    data_date: str | None = None  # the last day of data it holds
+    notes: list[str] = field(default_factory=list)  # e.g. the relations read that are published as merged cells
 
 
 class Client:
@@ -73,7 +75,8 @@ class Client:
         resp = self._check(self._send("POST", "/v1/query", json={"sql": sql, "format": fmt}))
         h = resp.headers
         self.last = QueryInfo(h["x-audit-id"], float(h["x-cost-estimate"]), float(h["x-cost-actual"]), h["x-truncated"] == "true", int(h["x-suppressed-groups"]),
-                              h.get("x-snapshot") or None, h.get("x-snapshot-as-of") or None)
+                              h.get("x-snapshot") or None, h.get("x-snapshot-as-of") or None, h.get("x-data-date") or None,
+                              [n for n in h.get("x-notes", "").split(" | ") if n])
         return resp
 
     def query_arrow(self, sql: str) -> pa.Table:
@@ -101,7 +104,7 @@ class Client:
         return self._check(self._send("POST", "/v1/estimate", json={"sql": sql})).json()
 
     def catalog(self) -> dict:
-        """What the key's team may query: {"snapshot", "snapshot_as_of", "relations": [...]}."""
+        """What the key's team may query: {"snapshot", "snapshot_as_of", "data_date", "relations": [...]}."""
         return self._check(self._send("GET", "/v1/catalog")).json()
 
     def usage(self) -> dict:

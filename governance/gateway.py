@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from governance import audit, ledger
+from governance.answer_notes import cell_notes
 from governance.audit import AuditEntry
 from governance.catalog import Manifest, describe_grant, load_manifest
 from governance.cost import actual_bytes, estimate_bytes, to_units
@@ -97,6 +98,8 @@ class Result:
     catalog: list[dict] | None = None  # GET /v1/catalog
     snapshot: str | None = None  # the published snapshot the answer was read from
     as_of: str | None = None  # when that snapshot was published (UTC)
+    data_date: str | None = None  # the last day of data it holds (the as-of day of the run that published it)
+    notes: list[str] = field(default_factory=list)  # what the analyst should know of the answer (merged cells)
 
     @property
     def status(self) -> int:
@@ -248,7 +251,7 @@ class Gateway:
             try:
                 snapshot = snapshot_of_team_file(sb.snapshot)
                 entry.snapshot = result.snapshot = snapshot.name
-                result.as_of = published_at(snapshot)
+                result.as_of, result.data_date = published_at(snapshot), self._published[sb.snapshot].data_date
                 with sb.connection() as cur:
                     # The team file's privacy classes (what it holds), dbt's descriptions.
                     described = dataclasses.replace(self.manifest, privacy=self._published[sb.snapshot].manifest.privacy)
@@ -294,7 +297,7 @@ class Gateway:
             return self._finish(entry, result, t0, rule="no_snapshot", message=f"no warehouse snapshot is published for team {rules.team} yet")
         snapshot = snapshot_of_team_file(sb.snapshot)
         entry.snapshot = result.snapshot = snapshot.name
-        result.as_of = published_at(snapshot)
+        result.as_of, result.data_date = published_at(snapshot), self._published[sb.snapshot].data_date
         cur = sb.take(rules.team)
         if cur is None:
             self._release_sandbox(sb)
@@ -351,8 +354,8 @@ class Gateway:
                 decision = check_plan(plan, rules, perms)
                 if decision.needs_group_suppression:
                     try:
-                        rewritten = add_group_size(cur, statement, decision.group_weight)
-                        wrapped = _limit(rewritten, rules.max_result_rows)
+                        sized = add_group_size(cur, statement, decision.group_weight)
+                        wrapped = _limit(sized.sql, rules.max_result_rows)
                         plan = parse_plan(_explain(sb, cur, wrapped), columns_of, sb.catalog.relations.keys())
                     except Refusal:
                         raise
@@ -361,6 +364,7 @@ class Gateway:
                     decision = check_plan(plan, rules, perms)
                 entry.tables, entry.columns = decision.tables, decision.columns
                 result.tables, result.columns = decision.tables, decision.columns
+                result.notes = cell_notes(decision.tables, self._published[sb.snapshot], rules)
                 # A table function whose arguments are computed by a subquery has no row count
                 # in the plan: it may cost up to the team's per-query cap, and is reserved so.
                 estimate = rules.per_query_cap if plan.unbounded_functions else to_units(estimate_bytes(plan, sb.catalog))
@@ -412,6 +416,7 @@ class Gateway:
                 keep = pc.fill_null(pc.greater_equal(sizes, rules.min_group_size), False)
                 result.suppressed_groups = len(table) - pc.sum(keep).as_py() if len(table) else 0
                 table = table.filter(keep).drop_columns([GROUP_SIZE_COLUMN])
+                table = table.slice(*sized.window(len(table)))  # the query's own LIMIT, on the groups kept
             if len(table) > rules.max_result_rows:
                 table, result.truncated = table.slice(0, rules.max_result_rows), True
             result.truncated = result.truncated or out.bytes_truncated
