@@ -21,10 +21,9 @@ class MartVolume:
     measure: str = "count(*)"
 
 
-DEFAULT_MARTS = (
-    MartVolume("marts.neighbourhood_demand_daily", "demand_date", "sum(units)"),
-    MartVolume("marts.settlement_reconciliation_daily", "reconciliation_date", "sum(items)"),
-)
+# The series the forecasts model. (A mart whose last day is still filling, like the settlement
+# reconciliation before the next clearing batch, would alert every night.)
+DEFAULT_MARTS = (MartVolume("marts.neighbourhood_demand_daily", "demand_date", "sum(units)"),)
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ SELECT contract, try_cast(split_part(file_path, '/', 2) AS DATE) AS day,
        count(*) FILTER (WHERE status = 'loaded') AS loaded_files,
        coalesce(sum(rows_in_file), 0), coalesce(sum(rows_quarantined), 0), count(*) FILTER (WHERE status = 'refused'),
        coalesce(sum(rows_loaded), 0)
-FROM latest GROUP BY ALL HAVING day IS NOT NULL ORDER BY 1, 2
+FROM latest GROUP BY 1, 2 HAVING day IS NOT NULL ORDER BY 1, 2
 """
 
 
