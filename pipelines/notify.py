@@ -1,4 +1,5 @@
-"""Dagster's side of the alerts: the failure hook of a step, and the sensors after a run.
+"""Dagster's side of the alerts: the failure hook of a step, the alerts job, and the sensors
+that request it after each nightly run.
 
 Both go through the one notifier of pipelines/alerts (apprise's URLs from the alerts file, the
 settings' CIVICFLOW_NOTIFY_WEBHOOK and CIVICFLOW_NOTIFY_COMMAND) and its sent-alert state, so a
@@ -58,10 +59,16 @@ def build_failure_hook(settings: Settings, by_op: Mapping[str, list[str]]) -> dg
     return notify_on_failure
 
 
-def build_alert_sensors(job: dg.JobDefinition | dg.UnresolvedAssetJobDefinition, settings: Settings) -> list[dg.SensorDefinition]:
-    """After each run of `job`, succeeded or failed: one alerts check of the home."""
+ALERTS_JOB = "alerts"
 
-    def check(context) -> None:
+
+def build_alerts_job(settings: Settings) -> dg.JobDefinition:
+    """One alerts check of the home as a job: the sensors request it after each nightly run (a
+    sensor never reads the snapshot itself; the run does). It reads the published snapshot,
+    never the live warehouse, so it is not in the writer pool."""
+
+    @dg.op(name="check_alerts", description="Evaluate every alert condition on the home and send what is new through the notifier.")
+    def check_alerts(context) -> None:
         from pipelines.alerts.check import check_home
 
         try:
@@ -70,17 +77,28 @@ def build_alert_sensors(job: dg.JobDefinition | dg.UnresolvedAssetJobDefinition,
             context.log.warning(f"alerts not checked: {exc}")
             return
         sent, failed = result.delivery.sent, result.delivery.failed
-        context.log.info(f"alerts: {len(result.alerts)} open, {len(sent)} sent, {len(failed)} not delivered"
-                         + (f"; {'; '.join(result.notes)}" if result.notes else ""))
+        context.log.info(f"alerts: {len(result.alerts)} hold, {len(sent)} sent, {len(result.delivery.plan.repeated)} already sent, "
+                         f"{len(failed)} not delivered" + (f"; {'; '.join(result.notes)}" if result.notes else ""))
 
-    @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[job], name="alerts_after_success",
-                          description="After a successful nightly run: check every alert condition and send what is new.")
+    @dg.job(name=ALERTS_JOB, description="Check every alert condition of the home and send the new ones (after each nightly run).",
+            executor_def=dg.in_process_executor)
+    def alerts_job():
+        check_alerts()
+
+    return alerts_job
+
+
+def build_alert_sensors(job: dg.UnresolvedAssetJobDefinition, alerts_job: dg.JobDefinition) -> list[dg.SensorDefinition]:
+    """After each run of `job`, succeeded or failed: a run of the alerts job."""
+
+    @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[job], request_job=alerts_job, name="alerts_after_success",
+                          description="After a successful nightly run: run the alerts check.")
     def alerts_after_success(context: dg.RunStatusSensorContext):
-        check(context)
+        return dg.RunRequest(run_key=f"after-{context.dagster_run.run_id}")
 
-    @dg.run_failure_sensor(monitored_jobs=[job], name="alerts_after_failure",
-                           description="After a failed nightly run: check every alert condition and send what is new.")
+    @dg.run_failure_sensor(monitored_jobs=[job], request_job=alerts_job, name="alerts_after_failure",
+                           description="After a failed nightly run: run the alerts check.")
     def alerts_after_failure(context: dg.RunFailureSensorContext):
-        check(context)
+        return dg.RunRequest(run_key=f"after-{context.dagster_run.run_id}")
 
     return [alerts_after_success, alerts_after_failure]

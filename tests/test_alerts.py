@@ -94,7 +94,7 @@ def test_budget_alerts_at_50_80_and_100_percent_of_day_and_month():
     assert day.command == "civicflow budget --by day" and "spent 150.0 of its 300 cost units for 2026-02-04 (50 %)" in day.body
     day, month = budget_alerts(spend(300.0, 4100.0), CONFIG)
     assert (day.level, day.severity) == ("100%", "failure") and "refused until the budget resets" in day.body
-    assert (month.key, month.level, month.severity) == ("budget:finance:month:2026-02", "80%", "warning")
+    assert (month.key, month.level, month.severity, month.command) == ("budget:finance:month:2026-02", "80%", "warning", "civicflow budget")
 
 
 def test_a_reject_spike_alerts_and_the_usual_rejects_do_not():

@@ -14,7 +14,7 @@ from support.receiver import Receiver
 from typer.testing import CliRunner
 
 from ingest.simulator import simulate
-from pipelines.nightly import run_nightly
+from pipelines.nightly import open_instance, run_nightly
 from pipelines.settings import Settings
 from warehouse.snapshots import current_snapshot
 
@@ -119,7 +119,7 @@ def test_each_condition_alerts_once_with_its_text_and_command(city, tmp_path):
     assert "Source telemetry has no file for 2026-01-29, due by 06:00 (Europe/Amsterdam)" in one("telemetry has delivered no file")
     assert one("telemetry has delivered no file").endswith("Look further: civicflow status")
     rejects = one("telemetry rejects well above its norm")
-    assert f"Source telemetry, delivery day {LAST}:" in rejects and "rows quarantined (5" in rejects and "3 files refused" in rejects
+    assert f"Source telemetry, delivery day {LAST}:" in rejects and "118 of 237 rows quarantined (49.8%, its 28-day norm 0.0%)" in rejects and "3 files refused" in rejects
     assert rejects.endswith("Look further: civicflow ingest quarantine --contract telemetry")
     assert f"Source pass_scans, {LAST}:" in one("pass_scans volume fell") and "Wednesdays" in one("pass_scans volume fell")
     demand = one("neighbourhood_demand_daily volume rose")
@@ -135,7 +135,8 @@ def test_each_condition_alerts_once_with_its_text_and_command(city, tmp_path):
 
 def test_a_failed_run_alerts_once_from_the_hook_and_not_again_from_the_check(tmp_path, monkeypatch):
     """A real nightly run whose telemetry step cannot insert: the failure hook sends the alert
-    through apprise and the webhook; the sensor after the run and `alerts check` find it sent."""
+    through apprise and the webhook; the alerts job the sensor requests after the run, and
+    `civicflow alerts check`, find it sent."""
     import dagster as dg
 
     from pipelines.definitions import build_definitions
@@ -151,13 +152,21 @@ def test_a_failed_run_alerts_once_from_the_hook_and_not_again_from_the_check(tmp
         settings = Settings.from_env(home=settings.home.root)
         report = run_nightly(settings)
         assert not report.success
-        # The run-failure sensor, evaluated on the real instance and run.
-        sensor = next(s for s in build_definitions(settings).sensors if s.name == "alerts_after_failure")
-        with dg.DagsterInstance.from_config(str(settings.home.dagster)) as instance:
+        # The run-failure sensor, evaluated on the real instance and run, requests the alerts job;
+        # that job, run for real, finds the alert sent.
+        defs = build_definitions(settings)
+        sensor = next(s for s in defs.sensors if s.name == "alerts_after_failure")
+        with open_instance(settings) as instance:
             run = instance.get_run_by_id(report.run_id)
             failure = next(e for e in instance.all_logs(run.run_id) if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
-            sensor(dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_instance=instance, dagster_run=run,
-                                                      dagster_event=failure.dagster_event).for_run_failure())
+            context = dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_instance=instance, dagster_run=run,
+                                                         dagster_event=failure.dagster_event).for_run_failure()
+            request = sensor(context)
+            assert request.run_key == f"after-{report.run_id}"
+            checked = defs.resolve_job_def("alerts").execute_in_process(instance=instance)
+            assert checked.success
+            logged = " ".join(e.message for e in checked.all_events if e.message)
+        assert "alerts: 1 hold, 0 sent, 1 already sent, 0 not delivered" in logged
         out = _check(settings.home.root)
     (message,) = receiver.received
     assert message["title"].startswith("civicflow: the nightly run for ") and message["type"] == "failure"

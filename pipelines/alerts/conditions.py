@@ -120,7 +120,7 @@ def budget_alerts(spends: list[TeamSpend], config: AlertsConfig) -> list[Alert]:
                 title=f"civicflow: team {s.team} has used {level} % of its {'daily' if period == 'day' else 'monthly'} budget",
                 body=f"Team {s.team} has spent {spent:,.1f} of its {budget:,.0f} cost units for {name} ({share:.0f} %)"
                      + (": its queries are refused until the budget resets." if level >= 100 else "."),
-                command="civicflow budget --by day" if period == "day" else "civicflow budget --by key",
+                command="civicflow budget --by day" if period == "day" else "civicflow budget",
                 details={"team": s.team, "period": period, "spent": spent, "budget": budget, "share_pct": round(share, 1)},
             ))
     return alerts

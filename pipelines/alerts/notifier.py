@@ -37,6 +37,12 @@ class Notifier:
         shown = [_redacted(u) for u in self.urls]
         return shown + ([f"webhook {_redacted(self.webhook)}"] if self.webhook else []) + ([f"command {shlex.split(self.command)[0]}"] if self.command else [])
 
+    def unknown_urls(self) -> list[str]:
+        """The URLs apprise cannot use (a typo, an unknown scheme), redacted: said before anything is sent."""
+        import apprise
+
+        return [_redacted(u) for u in self.urls if not apprise.Apprise().add(u)]
+
     def send(self, alert: Alert, log=LOG) -> bool:
         """Deliver `alert` everywhere; True when at least one target took it (and none is configured: False)."""
         results = []

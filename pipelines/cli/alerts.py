@@ -41,6 +41,25 @@ def _as_of(value: str | None) -> datetime | None:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 
 
+def check_after_run(settings) -> None:
+    """The alerts check a `civicflow run` ends with (the daemon's sensors do it for scheduled runs): one line."""
+    from pipelines.alerts.check import check_home
+    from pipelines.alerts.config import AlertsFileError
+
+    try:
+        result = check_home(settings, log=_ConsoleLog())
+    except AlertsFileError as exc:
+        console.print(f"[yellow]alerts not checked: {escape(str(exc))}[/yellow]")
+        return
+    d = result.delivery
+    if not result.alerts:
+        console.print("Alerts: none hold.")
+        return
+    where = "" if result.notifier.configured else " (no notifier configured)"
+    console.print(f"Alerts: {len(result.alerts)} hold, {len(d.sent)} sent, {len(d.plan.repeated)} already sent, {len(d.failed)} not delivered{where}"
+                  " — civicflow alerts check --dry-run lists them", soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     alerts_app = typer.Typer(help="Alerts for the data team: what holds now, sent once through the notifier.", no_args_is_help=True)
 
@@ -74,11 +93,13 @@ def register(app: typer.Typer) -> None:
             table.add_row(f"[{style}]{a.severity}[/{style}]", escape(a.body), escape(a.command), status.get(a.key, ""))
         if result.alerts:
             print_table(console, table)
+        for url in result.notifier.unknown_urls():
+            console.print(f"[red]alert URL {escape(url)} is not one apprise knows: nothing is sent there[/red]")
         for note in result.notes:
             console.print(f"[yellow]note:[/yellow] {escape(note)}")
         targets = ", ".join(result.notifier.describe()) or "none (set [notify] urls in the alerts file, or CIVICFLOW_NOTIFY_WEBHOOK / _COMMAND)"
         source = settings.notify.alerts_file if settings.notify.alerts_file.exists() else f"{settings.notify.alerts_file} (absent: defaults)"
-        console.print(f"Alerts file: {escape(str(source))}\nNotifier: {escape(targets)}")
+        console.print(f"Alerts file: {escape(str(source))}\nNotifier: {escape(targets)}", soft_wrap=True)
         verb = "would be sent" if dry_run else "sent"
         console.print(
             f"{len(result.alerts)} conditions hold: {len(plan.send) if dry_run else len(delivery.sent)} {verb}, {len(plan.repeated)} already sent"
