@@ -165,7 +165,7 @@ def test_a_failed_run_alerts_once_from_the_hook_and_not_again_from_the_check(tmp
             assert request.run_key == f"after-{report.run_id}"
             checked = defs.resolve_job_def("alerts").execute_in_process(instance=instance)
             assert checked.success
-            logged = " ".join(e.message for e in checked.all_events if e.message)
+            logged = " ".join(e.user_message for e in instance.all_logs(checked.run_id))
         assert "alerts: 1 hold, 0 sent, 1 already sent, 0 not delivered" in logged
         out = _check(settings.home.root)
     (message,) = receiver.received
