@@ -118,6 +118,18 @@ def test_a_volume_outside_its_own_history_alerts_and_a_usual_one_does_not():
     assert high.level == "high"
 
 
+def test_a_high_volume_on_a_large_event_day_is_no_alert_but_a_low_one_is():
+    events = {LAST: "Canal Lights Zuiddam"}
+    assert volume_alerts(_weekly(3000.0), CONFIG, "civicflow runs", events) == []
+    (low,) = volume_alerts(_weekly(300.0), CONFIG, "civicflow runs", events)
+    assert low.level == "low"
+
+
+def test_a_few_bad_rows_of_a_small_source_are_no_spike():
+    small = [RejectDay("pass_scans", d, 60, 0, 0) for d in _days()[:-1]] + [RejectDay("pass_scans", LAST, 50, 2, 0)]
+    assert reject_alerts(small, CONFIG) == []  # 4 %, but 2 rows: below min_rows
+
+
 def test_settlement_backlog_alerts_past_its_threshold_only():
     as_of = datetime(2026, 2, 4, 5, 0)
     assert settlement_alerts(SettlementBacklog(1, 450, 40.0, as_of), CONFIG) == []  # one straggler: a normal day

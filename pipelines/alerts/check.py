@@ -25,7 +25,7 @@ def evaluate(obs: Observations, now: datetime, config: AlertsConfig) -> list[Ale
     if "source_late" in obs.evaluated:
         alerts += conditions.freshness_alerts(obs.last_delivery, now, config)
     alerts += norms.reject_alerts(obs.reject_days, config)
-    alerts += norms.volume_alerts(obs.volumes, config, look)
+    alerts += norms.volume_alerts(obs.volumes, config, look, obs.event_days)
     alerts += conditions.settlement_alerts(obs.backlog, config)
     alerts += conditions.budget_alerts(obs.spends, config)
     return alerts

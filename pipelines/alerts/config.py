@@ -39,13 +39,15 @@ class AlertsConfig:
     window_days: int = 28
     min_history_days: int = 7
     reject_factor: float = 3.0  # reject ratio above factor × its norm …
-    reject_min_ratio: float = 0.01  # … and above this ratio
+    reject_min_ratio: float = 0.01  # … and above this ratio …
+    reject_min_rows: int = 10  # … and this many rows at least (one bad row of a small file is no spike)
     refused_files_margin: int = 1  # refused files above the norm's maximum + margin
     # Volume: outside median ± k·MAD of the same weekday (or every day) of the window.
     volume_k: float = 5.0
     volume_by_weekday: bool = True
     volume_min_relative_spread: float = 0.05  # the MAD is never taken below this share of the median
     marts: tuple[MartVolume, ...] = DEFAULT_MARTS
+    event_attendance: int = 10_000  # a day with an event this large (raw.events) is not a high-volume alert
     # Settlement: unsettled transactions older than this many hours.
     # Settlement: transactions not cleared this many hours after they were taken, among those of
     # the data's last lookback days (older ones are long-standing write-offs `status` lists).
@@ -63,8 +65,9 @@ SECTIONS: dict[str, dict[str, str]] = {
     "freshness": {"default_deadline": "default_deadline", "deadlines": "deadlines", "timezone": "timezone"},
     "budget": {"levels": "budget_levels"},
     "rejects": {"window_days": "window_days", "min_history_days": "min_history_days", "factor": "reject_factor",
-                "min_ratio": "reject_min_ratio", "refused_files_margin": "refused_files_margin"},
-    "volume": {"k": "volume_k", "by_weekday": "volume_by_weekday", "min_relative_spread": "volume_min_relative_spread", "marts": "marts"},
+                "min_ratio": "reject_min_ratio", "min_rows": "reject_min_rows", "refused_files_margin": "refused_files_margin"},
+    "volume": {"k": "volume_k", "by_weekday": "volume_by_weekday", "min_relative_spread": "volume_min_relative_spread", "marts": "marts",
+               "event_attendance": "event_attendance"},
     "settlement": {"max_age_hours": "settlement_max_age_hours", "lookback_days": "settlement_lookback_days",
                    "min_transactions": "settlement_min_transactions"},
 }

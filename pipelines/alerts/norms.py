@@ -2,11 +2,13 @@
 
 The latest day of each series is compared with the `window_days` before it: rejects with their
 median (a past spike does not raise the norm), volume with median ± k·MAD of the same weekday
-when there are enough of them (weekday and weekend volumes differ), else of every day.
+when there are enough of them (weekday and weekend volumes differ), else of every day, with the
+spread taken over every day of the window.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -71,7 +73,7 @@ def reject_alerts(history: list[RejectDay], config: AlertsConfig) -> list[Alert]
         norm_ratio = statistics.median(r.ratio for r in window)
         norm_refused = statistics.median(r.refused_files for r in window)
         reasons = []
-        if today.ratio > max(config.reject_factor * norm_ratio, config.reject_min_ratio):
+        if today.quarantined >= config.reject_min_rows and today.ratio > max(config.reject_factor * norm_ratio, config.reject_min_ratio):
             reasons.append(f"{today.quarantined:,} of {today.rows:,} rows quarantined ({today.ratio:.1%}, its {config.window_days}-day norm {norm_ratio:.1%})")
         if today.refused_files > norm_refused + config.refused_files_margin:
             reasons.append(f"{today.refused_files} files refused (its {config.window_days}-day norm {norm_refused:g} a day)")
@@ -88,21 +90,36 @@ def reject_alerts(history: list[RejectDay], config: AlertsConfig) -> list[Alert]
 
 
 def expected_interval(history: dict[date, float], day: date, config: AlertsConfig) -> Interval | None:
-    """The interval `day`'s value should fall in, from the window before it (None: too little history)."""
+    """The interval `day`'s value should fall in, from the window before it (None: too little history).
+
+    Centre: the median of the same weekday (with `by_weekday` and 3 of them at least), else of
+    every day. Spread: the MAD of every day of the window around its own weekday's median (28
+    points, not 4: stable), never below the Poisson spread of a count (its square root) or
+    `min_relative_spread` of the centre."""
     window = _window(history, day, config)
-    same = [d for d in window if d.weekday() == day.weekday()]
-    use_weekday = config.volume_by_weekday and len(same) >= MIN_SAME_WEEKDAY
-    points = [history[d] for d in (same if use_weekday else window)]
-    if len(points) < (MIN_SAME_WEEKDAY if use_weekday else config.min_history_days):
+    if len(window) < config.min_history_days:
         return None
-    median = statistics.median(points)
-    mad = statistics.median(abs(x - median) for x in points)
-    spread = max(MAD_TO_SIGMA * mad, config.volume_min_relative_spread * abs(median), 1.0)
-    return Interval(median - config.volume_k * spread, median + config.volume_k * spread, median, len(points), use_weekday)
+    by_weekday: dict[int, list[float]] = defaultdict(list)
+    for d in window:
+        by_weekday[d.weekday()].append(history[d])
+    overall = statistics.median(history[d] for d in window)
+
+    def centre(weekday: int) -> float:
+        same = by_weekday.get(weekday, [])
+        return statistics.median(same) if config.volume_by_weekday and len(same) >= MIN_SAME_WEEKDAY else overall
+
+    mid = centre(day.weekday())
+    mad = statistics.median(abs(history[d] - centre(d.weekday())) for d in window)
+    spread = max(MAD_TO_SIGMA * mad, math.sqrt(max(mid, 0.0)), config.volume_min_relative_spread * abs(mid), 1.0)
+    same_weekday = config.volume_by_weekday and len(by_weekday.get(day.weekday(), [])) >= MIN_SAME_WEEKDAY
+    return Interval(mid - config.volume_k * spread, mid + config.volume_k * spread, mid, len(by_weekday[day.weekday()]) if same_weekday else len(window), same_weekday)
 
 
-def volume_alerts(volumes: list[VolumeDay], config: AlertsConfig, command: str) -> list[Alert]:
-    """The latest day of each series whose volume falls outside the interval its history predicts."""
+def volume_alerts(volumes: list[VolumeDay], config: AlertsConfig, command: str, event_days: dict[date, str] | None = None) -> list[Alert]:
+    """The latest day of each series whose volume falls outside the interval its history predicts.
+
+    A high volume on the day of a large city event (`event_days`: day → its name) is what the
+    event brings, not a fault: only a low one alerts then."""
     series: dict[tuple[str, str], dict[date, float]] = defaultdict(dict)
     for v in volumes:
         series[(v.kind, v.name)][v.day] = v.value
@@ -114,6 +131,8 @@ def volume_alerts(volumes: list[VolumeDay], config: AlertsConfig, command: str) 
         if interval is None or interval.low <= value <= interval.high:
             continue
         direction = "low" if value < interval.low else "high"
+        if direction == "high" and latest in (event_days or {}):
+            continue
         basis = f"the last {interval.points} {latest.strftime('%A')}s" if interval.same_weekday else f"the last {interval.points} days"
         what = "Source" if kind == "source" else "Mart"
         alerts.append(Alert(

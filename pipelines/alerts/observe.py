@@ -31,6 +31,7 @@ class Observations:
     last_delivery: dict[str, date | None] = field(default_factory=dict)
     reject_days: list[RejectDay] = field(default_factory=list)
     volumes: list[VolumeDay] = field(default_factory=list)
+    event_days: dict[date, str] = field(default_factory=dict)  # days of a large city event → its name
     backlog: SettlementBacklog | None = None
     spends: list[TeamSpend] = field(default_factory=list)
     evaluated: set[str] = field(default_factory=set)  # alert kinds whose facts were read
@@ -138,6 +139,7 @@ def _from_snapshot(obs: Observations, settings: Settings, config: AlertsConfig) 
                 obs.volumes.append(VolumeDay(contract, "source", day, float(loaded)))
             obs.reject_days.append(RejectDay(contract, day, int(rows), int(quarantined), int(refused)))
         obs.evaluated |= {"source_late", "rejects", "volume"}
+        obs.event_days = _event_days(con, config.event_attendance)
         for mart in config.marts:
             obs.volumes += _mart_volume(con, mart, config.window_days, obs.notes)
         obs.backlog = _settlement_backlog(con, config, obs.notes)
@@ -154,6 +156,19 @@ def _mart_volume(con: duckdb.DuckDBPyConnection, mart, window_days: int, notes: 
         notes.append(f"volume of {mart.table} not read: {str(exc).splitlines()[0]}")
         return []
     return [VolumeDay(mart.table, "mart", day, value or 0.0) for day, value in rows]
+
+
+def _event_days(con: duckdb.DuckDBPyConnection, attendance: int) -> dict[date, str]:
+    try:
+        rows = con.execute(
+            "SELECT CAST(d AS DATE), string_agg(DISTINCT name, ', ') FROM raw.events, "
+            "range(CAST(start_time AS DATE), CAST(end_time AS DATE) + INTERVAL 1 DAY, INTERVAL 1 DAY) t(d) "
+            "WHERE expected_attendance >= ? GROUP BY 1",
+            [attendance],
+        ).fetchall()
+    except duckdb.CatalogException:
+        return {}
+    return dict(rows)
 
 
 def _settlement_backlog(con: duckdb.DuckDBPyConnection, config: AlertsConfig, notes: list[str]) -> SettlementBacklog | None:
