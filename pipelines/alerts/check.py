@@ -42,13 +42,16 @@ class CheckResult:
     delivery: Delivery
     notifier: Notifier
     notes: list[str] = field(default_factory=list)
+    sent_nothing: bool = False  # a dry run, or no notifier configured: nothing sent, nothing recorded
 
 
 def check_home(settings: Settings, now: datetime | None = None, dry_run: bool = False, log=LOG) -> CheckResult:
-    """Evaluate every condition on the home and send the new alerts (only list them with `dry_run`)."""
+    """Evaluate every condition on the home and send the new alerts (only list them with `dry_run`
+    or when no notifier is configured)."""
     config = load_alerts(settings.notify.alerts_file)
     obs = observe(settings, config)
     alerts = evaluate(obs, now or datetime.now(UTC), config)
     notifier = notifier_for(settings, config)
-    delivery = deliver(alerts, notifier, settings.home.alerts_state, obs.evaluated, dry_run=dry_run, log=log)
-    return CheckResult(alerts, delivery, notifier, obs.notes)
+    quiet = dry_run or not notifier.configured  # with nowhere to send, record nothing: the first notifier gets them all
+    delivery = deliver(alerts, notifier, settings.home.alerts_state, obs.evaluated, dry_run=quiet, log=log)
+    return CheckResult(alerts, delivery, notifier, obs.notes, sent_nothing=quiet)

@@ -55,9 +55,9 @@ def check_after_run(settings) -> None:
     if not result.alerts:
         console.print("Alerts: none hold.")
         return
-    where = "" if result.notifier.configured else " (no notifier configured)"
-    console.print(f"Alerts: {len(result.alerts)} hold, {len(d.sent)} sent, {len(d.plan.repeated)} already sent, {len(d.failed)} not delivered{where}"
-                  " — civicflow alerts check --dry-run lists them", soft_wrap=True)
+    done = (f"{len(d.sent)} sent, {len(d.plan.repeated)} already sent, {len(d.failed)} not delivered" if result.notifier.configured
+            else f"none sent: no notifier configured ({settings.notify.alerts_file})")
+    console.print(f"Alerts: {len(result.alerts)} hold, {done} — civicflow alerts check --dry-run lists them", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         plan, delivery = result.delivery.plan, result.delivery
         status = {a.key: "already sent" for a in plan.repeated}
-        status |= {a.key: "would send" for a in plan.send} if dry_run else {}
+        status |= {a.key: "would send" for a in plan.send} if result.sent_nothing else {}
         status |= {a.key: "sent" for a in delivery.sent} | {a.key: "[red]not delivered[/red]" for a in delivery.failed}
         table = Table(title=f"Alerts on {escape(str(settings.home.root))}", title_justify="left")
         for col in ("severity", "alert", "look further", "status"):
@@ -100,10 +100,10 @@ def register(app: typer.Typer) -> None:
         targets = ", ".join(result.notifier.describe()) or "none (set [notify] urls in the alerts file, or CIVICFLOW_NOTIFY_WEBHOOK / _COMMAND)"
         source = settings.notify.alerts_file if settings.notify.alerts_file.exists() else f"{settings.notify.alerts_file} (absent: defaults)"
         console.print(f"Alerts file: {escape(str(source))}\nNotifier: {escape(targets)}", soft_wrap=True)
-        verb = "would be sent" if dry_run else "sent"
+        quiet = result.sent_nothing
         console.print(
-            f"{len(result.alerts)} conditions hold: {len(plan.send) if dry_run else len(delivery.sent)} {verb}, {len(plan.repeated)} already sent"
-            + ("" if dry_run else f", {len(delivery.failed)} not delivered") + f"; {len(plan.cleared)} cleared."
+            f"{len(result.alerts)} conditions hold: {len(plan.send) if quiet else len(delivery.sent)} {'would be sent' if quiet else 'sent'}, "
+            f"{len(plan.repeated)} already sent" + ("" if quiet else f", {len(delivery.failed)} not delivered") + f"; {len(plan.cleared)} cleared."
         )
 
     app.add_typer(alerts_app, name="alerts")
