@@ -165,7 +165,7 @@ def test_a_dry_run_sends_and_records_nothing(tmp_path):
     with Receiver() as receiver:
         alerts = settlement_alerts(SettlementBacklog(28, 100, 49.0, None), CONFIG)
         assert deliver(alerts, Notifier(urls=(receiver.apprise_url,)), state, {"settlement_backlog"}, dry_run=True).plan.send == alerts
-    assert receiver.received == [] and not state.exists()
+    assert receiver.received == [] and list(tmp_path.iterdir()) == []
 
 
 def test_every_target_receives_the_alert_and_the_json_carries_the_command(tmp_path):

@@ -83,14 +83,17 @@ class SentState:
 
 @contextmanager
 def sent_state(path: Path, write: bool = True) -> Iterator[SentState]:
-    """The state, locked for this process until the block ends; written back unless `write` is False."""
+    """The state, locked for this process until the block ends and written back; with `write`
+    False, only read (a dry run leaves no file behind, not even the lock)."""
+    if not write:
+        yield SentState(path, _read(path))
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         state = SentState(path, _read(path))
         yield state
-        if write:
-            _write(path, state.entries)
+        _write(path, state.entries)
     finally:
         os.close(fd)
