@@ -15,10 +15,12 @@ import pytest
 from support.receiver import Receiver, closed_port
 
 from pipelines.alerts.conditions import (
+    FailedCheck,
     FailedRun,
     SettlementBacklog,
     TeamSpend,
     budget_alerts,
+    failed_check,
     freshness_alerts,
     run_failed,
     settlement_alerts,
@@ -116,6 +118,12 @@ def test_a_volume_outside_its_own_history_alerts_and_a_usual_one_does_not():
     # A Wednesday at a Saturday's volume is outside the Wednesdays' range, though usual for a Saturday.
     (high,) = volume_alerts(_weekly(1300.0), CONFIG, "civicflow runs")
     assert high.level == "high"
+
+
+def test_a_failed_blocking_check_names_the_check_the_asset_and_the_run():
+    alert = failed_check(FailedCheck("raw/telemetry", "great_expectations", "2 of 9 expectations failed: reading_value in range", "9f8e7d6c-0000"))
+    assert (alert.key, alert.severity, alert.command) == ("check_failed:raw/telemetry:great_expectations", "failure", "civicflow logs 9f8e7d6c")
+    assert alert.body == "The blocking check great_expectations on raw/telemetry failed: 2 of 9 expectations failed: reading_value in range"
 
 
 def test_a_high_volume_on_a_large_event_day_is_no_alert_but_a_low_one_is():
