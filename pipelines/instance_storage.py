@@ -63,8 +63,22 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data=None):
         self._engines: dict[str, sa.engine.Engine] = {}
         self._open: dict[str, sa.engine.Connection] = {}
+        self._tables: set[str] = set()
         super().__init__(base_dir, inst_data=inst_data)
         self._db_lock = threading.RLock()  # a batch holds both files' connections at once
+
+    def _engine(self, shard: str) -> sa.engine.Engine:
+        engine = self._engines.pop(shard, None)
+        if engine is None:
+            # A pooled connection stays open between events: closing the last connection to a
+            # WAL file checkpoints it (and waits for the disk), on every event with NullPool.
+            engine = sa.create_engine(self.conn_string_for_shard(shard), poolclass=sa.pool.QueuePool, pool_size=1,
+                                      connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False})
+            sa.event.listen(engine, "connect", _synchronous_normal)
+        self._engines[shard] = engine  # the most recent last
+        while len(self._engines) > OPEN_FILES:  # the webserver reads runs by the thousand
+            self._engines.pop(next(iter(self._engines))).dispose()
+        return engine
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[sa.engine.Connection]:
@@ -74,21 +88,22 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
             if shard in self._open:
                 yield self._open[shard]
                 return
-            engine = self._engines.pop(shard, None)
-            if engine is None:
-                # A pooled connection stays open between events: closing the last connection to a
-                # WAL file checkpoints it (and waits for the disk), on every event with NullPool.
-                engine = sa.create_engine(self.conn_string_for_shard(shard), poolclass=sa.pool.QueuePool, pool_size=1,
-                                          connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False})
-                sa.event.listen(engine, "connect", _synchronous_normal)
-            self._engines[shard] = engine  # the most recent last
-            while len(self._engines) > OPEN_FILES:  # the webserver reads runs by the thousand
-                self._engines.pop(next(iter(self._engines))).dispose()
+            engine = self._engine(shard)
             if shard not in self._initialized_dbs:
                 self._initdb(engine)
                 self._initialized_dbs.add(shard)
             with engine.connect() as conn, conn.begin():
                 yield conn
+
+    def has_table(self, table_name: str) -> bool:
+        """Dagster asks before writing every event's tags, on a new engine each time; a table,
+        once there, stays (migrations add them)."""
+        if table_name not in self._tables:
+            engine = self._engine(INDEX_SHARD_NAME)
+            with engine.connect() as conn:
+                if engine.dialect.has_table(conn, table_name):
+                    self._tables.add(table_name)
+        return table_name in self._tables
 
     def _close_engines(self) -> None:
         with self._db_lock:
