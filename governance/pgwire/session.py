@@ -8,8 +8,11 @@ relations only, with external access off: it has no data to leak."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import duckdb
@@ -21,8 +24,9 @@ from governance.pgwire import codec, compat
 from governance.pgwire.auth import MECHANISM, ScramExchange
 from governance.pgwire.params import parameter_types
 from governance.pgwire.types import TEXT, BadParameter, bind, literal, oid_of, placeholder_count, wire_array
+from governance.stream import BYTES_CAP, ROWS_CAP, TIMEOUT, ResultStream
 
-BATCH_ROWS = 1000  # DataRows per write; the socket is drained between batches
+BATCH_ROWS = 10_000  # rows of a catalog answer per write (a query's come as DuckDB's record batches)
 SERVER_PARAMS = {
     "server_version": "16.0", "server_encoding": "UTF8", "client_encoding": "UTF8", "DateStyle": "ISO, MDY",
     "TimeZone": "UTC", "integer_datetimes": "on", "standard_conforming_strings": "on", "IntervalStyle": "postgres",
@@ -84,11 +88,37 @@ class Portal:
 
 @dataclass
 class Answer:
-    """What one statement returned: a table (columns + rows), a tag only, or an error message."""
+    """What one statement returned: rows (a small table answered here, or a query's result
+    stream from the gateway), a tag only, or an error message."""
 
     tag: str
     table: pa.Table | None = None
     error: bytes | None = None
+    stream: ResultStream | None = None
+    result: Result | None = None  # the gateway's, for a stream: final once the stream has ended
+    pending: list[pa.RecordBatch] = field(default_factory=list)  # read from the source, not yet sent
+    sent: int = 0  # rows sent so far (an Execute with a row limit sends part, then the rest)
+    _batches: Iterator[pa.RecordBatch] | None = None
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        return self.table.schema if self.table is not None else self.stream.schema if self.stream is not None else None
+
+    def next_batch(self) -> pa.RecordBatch | None:
+        """Blocking when it reads the stream: called on a worker thread."""
+        if self.pending:
+            return self.pending.pop(0)
+        if self.stream is not None:
+            return self.stream.next_batch()
+        if self.table is None:
+            return None
+        if self._batches is None:
+            self._batches = iter(self.table.to_batches(max_chunksize=BATCH_ROWS))
+        return next(self._batches, None)
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
 
 
 @dataclass
@@ -112,6 +142,13 @@ class Session:
     probe: duckdb.DuckDBPyConnection | None = None
     granted: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # what the probe holds
     stats: Stats = field(default_factory=Stats)
+    # The session's blocking work (the gateway, DuckDB reads, encoding) on one thread of its own:
+    # a stream's batches are allocated and freed on one thread, so one allocator arena serves it.
+    _worker: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgwire-session"))
+
+    async def _blocking(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._worker, functools.partial(fn, *args))
 
     # ------------------------------------------------------------------ startup and login
     async def start(self) -> bool:
@@ -135,7 +172,7 @@ class Session:
         await self.writer.drain()
 
     async def _login(self) -> bool:
-        found = await asyncio.to_thread(scram_login, self.gateway.state, self.user)
+        found = await self._blocking(scram_login, self.gateway.state, self.user)
         exchange = ScramExchange(found)
         self.writer.write(codec.auth_sasl([MECHANISM]))
         await self.writer.drain()
@@ -178,6 +215,8 @@ class Session:
                 return
             if kind == b"S":
                 skip_to_sync = False
+                if not self.in_txn:  # a Sync outside a transaction ends its portals, as in Postgres
+                    await self._blocking(self.close_answers)
                 await self._send(codec.ready_for_query(b"T" if self.in_txn else b"I"))
                 continue
             if kind == b"H":
@@ -198,7 +237,9 @@ class Session:
                 skip_to_sync = not await self._execute(buf)
             elif kind == b"C":
                 what, name = buf.bytes_(1), buf.cstr()
-                (self.statements if what == b"S" else self.portals).pop(name, None)
+                closed = (self.statements if what == b"S" else self.portals).pop(name, None)
+                if isinstance(closed, Portal) and closed.answer is not None:
+                    await self._blocking(closed.answer.close)
                 self.writer.write(codec.CLOSE_COMPLETE)
             else:
                 await self._send(codec.error_response("08P01", f"message type {kind!r} is not supported"))
@@ -216,13 +257,20 @@ class Session:
             return
         for statement in statements:
             answer = await self._answer(statement)
-            if answer.error is not None:
-                self.writer.write(answer.error)
-                break
-            if answer.table is not None:
-                self.writer.write(_row_description(answer.table.schema))
-                await self._rows(answer.table)
-            self.writer.write(codec.command_complete(answer.tag))
+            try:
+                if answer.error is not None:
+                    self.writer.write(answer.error)
+                    break
+                if answer.schema is not None:
+                    self.writer.write(_row_description(answer.schema))
+                    await self._rows(answer)
+                    if answer.error is not None:  # the stream failed once rows had gone out
+                        self.writer.write(answer.error)
+                        break
+                self.writer.write(codec.command_complete(answer.tag))
+            finally:
+                if answer.stream is not None and answer.stream.end is None:  # the client went away mid-stream
+                    await self._blocking(answer.close)
         await self._send(codec.ready_for_query(b"T" if self.in_txn else b"I"))
 
     async def _answer(self, sql: str) -> Answer:
@@ -249,11 +297,21 @@ class Session:
             value = VERSION if "version" in fixed.group(1).lower() else "marts"
             return Answer("SELECT 1", pa.table({fixed.group(1).split(".")[-1].rstrip("()"): [value]}))
         if _PROBE.search(sql):
-            return await asyncio.to_thread(self._probe, sql)
-        result = await asyncio.to_thread(self.gateway.query, self.key, sql)
-        if result.outcome != "ok":
+            return await self._blocking(self._probe, sql)
+        return await self._blocking(self._query, sql)
+
+    def _query(self, sql: str) -> Answer:
+        """The gateway's answer, its first rows already read: a small result ends (and is settled
+        and audited) here, in the same worker thread."""
+        result = self.gateway.stream(self.key, sql)
+        if result.outcome != "ok" or result.stream is None:
             return Answer("", error=refusal(result))
-        return Answer(f"SELECT {len(result.table)}", result.table)
+        answer = Answer("SELECT", stream=result.stream, result=result)
+        rows = 0
+        while rows < BATCH_ROWS and (batch := result.stream.next_batch()) is not None:
+            answer.pending.append(batch)
+            rows += batch.num_rows
+        return answer
 
     def _set(self, sql: str) -> None:
         m = re.match(r"^\s*SET\s+(?:SESSION\s+|LOCAL\s+)?([\w.]+)\s*(?:=|TO)\s*(.+?)\s*;?\s*$", sql, re.I | re.S)
@@ -293,19 +351,69 @@ class Session:
     def _oid_of_type(self, duckdb_type: str) -> int:
         return oid_of(self._probe_con().execute(f"SELECT CAST(NULL AS {duckdb_type}) AS v").fetch_arrow_table().schema[0].type)[0]
 
-    async def _rows(self, table: pa.Table, formats: list[int] | None = None) -> None:
-        """DataRows a batch at a time: only one batch of encoded rows exists at once. `formats`:
-        per column 0 text or 1 binary (asyncpg asks for binary)."""
-        formats = formats or [0] * table.num_columns
-        for batch in table.to_batches(max_chunksize=BATCH_ROWS):
-            wire = [wire_array(c, f == 1) for c, f in zip(batch.columns, formats, strict=True)]
-            if wire:
-                self.writer.write(codec.data_rows([w[0] for w in wire], [w[1] for w in wire]))
-            else:  # a SELECT with no columns still sends its rows
-                self.writer.write(codec.data_row([]) * batch.num_rows)
-            await self.writer.drain()
-            self.stats.rows += batch.num_rows
+    async def _rows(self, answer: Answer, formats: list[int] | None = None, max_rows: int = 0) -> bool:
+        """DataRows a batch at a time, each encoded on a worker thread as it is read and written
+        before the next is read: only one batch exists at once. `formats`: per column 0 text or
+        1 binary (asyncpg asks for binary). `max_rows` > 0 (an Execute's row limit) sends at most
+        that many; returns False when rows are left for the next Execute. The tag, a notice for
+        a cut answer and an error for a failed stream are set on `answer` when it ends."""
+        schema = answer.schema
+        formats = formats or [0] * len(schema)
+        left = max_rows
+        while True:
+            chunk = await self._blocking(_encoded, answer, formats, left)
+            if chunk is None:
+                break
+            data, n = chunk
+            self.writer.write(data)
+            await self._drain(answer)
+            answer.sent += n
+            self.stats.rows += n
             self.stats.batches += 1
+            if max_rows:
+                left -= n
+                if left <= 0:
+                    more = await self._blocking(answer.next_batch)  # the portal is suspended only if rows are left
+                    if more is not None:
+                        answer.pending.insert(0, more)
+                        return False
+                    break
+        self._ended(answer)
+        return True
+
+    async def _drain(self, answer: Answer) -> None:
+        """A client that stops reading holds its team's slot at most until the team's timeout."""
+        if answer.stream is None:
+            await self.writer.drain()
+            return
+        try:
+            await asyncio.wait_for(self.writer.drain(), timeout=max(0.05, answer.stream.seconds_left()))
+        except TimeoutError:
+            await self._blocking(answer.stream.close, TIMEOUT)
+            raise ConnectionError("the client stopped reading past its team's timeout") from None
+
+    def _ended(self, answer: Answer) -> None:
+        answer.tag = f"SELECT {answer.sent}" if answer.tag == "SELECT" else answer.tag
+        end = answer.stream.end if answer.stream is not None else None
+        if end is None:
+            return
+        if end.reason in (BYTES_CAP, ROWS_CAP):
+            what = "max_result_bytes" if end.reason == BYTES_CAP else "max_result_rows"
+            self.writer.write(codec.notice(f"the result was cut at your team's {what} after {end.rows} rows (audit {answer.result.audit_id})"))
+        elif end.reason != "finished" and answer.result is not None:
+            answer.error = refusal(answer.result)
+
+    def close_answers(self) -> None:
+        """Portals end (at a Sync outside a transaction): streams still open end here, settled and audited."""
+        for portal in self.portals.values():
+            if portal.answer is not None:
+                portal.answer.close()
+        self.portals.clear()
+
+    async def end(self) -> None:
+        """The connection is over."""
+        await self._blocking(self.close_answers)
+        self._worker.shutdown(wait=False)
 
     # ------------------------------------------------------------------ extended query
     async def _parse(self, buf: codec.Buffer) -> bool:
@@ -339,6 +447,9 @@ class Session:
         except (BadParameter, UnicodeDecodeError) as e:
             await self._send(codec.error_response("22023", str(e)))
             return False
+        old = self.portals.pop(portal, None)
+        if old is not None and old.answer is not None:
+            await self._blocking(old.answer.close)
         self.portals[portal] = Portal(sql, result_formats)
         self.writer.write(codec.BIND_COMPLETE)
         return True
@@ -350,7 +461,7 @@ class Session:
             if prepared is None:
                 await self._send(codec.error_response("26000", f'prepared statement "{name}" does not exist'))
                 return False
-            schema = await asyncio.to_thread(self._shape, prepared)
+            schema = await self._blocking(self._shape, prepared)
             out = codec.parameter_description([o or TEXT for o in prepared.param_oids])
             self.writer.write(out + (_row_description(schema) if schema is not None and len(schema) else codec.NO_DATA))
             return True
@@ -358,28 +469,52 @@ class Session:
         if portal is None:
             await self._send(codec.error_response("34000", f'portal "{name}" does not exist'))
             return False
-        portal.answer = await self._answer(portal.sql)  # billed once: Execute sends this answer
+        if portal.answer is None:
+            portal.answer = await self._answer(portal.sql)  # billed once: Execute sends this answer
         if portal.answer.error is not None:
             await self._send(portal.answer.error)
             return False
-        table = portal.answer.table
-        self.writer.write(_row_description(table.schema, portal.formats(table.num_columns)) if table is not None else codec.NO_DATA)
+        schema = portal.answer.schema
+        self.writer.write(_row_description(schema, portal.formats(len(schema))) if schema is not None else codec.NO_DATA)
         return True
 
     async def _execute(self, buf: codec.Buffer) -> bool:
         name = buf.cstr()
+        max_rows = buf.int32()  # 0: all; else the portal is suspended after that many (JDBC's fetch size)
         portal = self.portals.get(name)
         if portal is None:
             await self._send(codec.error_response("34000", f'portal "{name}" does not exist'))
             return False
-        answer, portal.answer = portal.answer or await self._answer(portal.sql), None
+        answer = portal.answer = portal.answer or await self._answer(portal.sql)
         if answer.error is not None:
+            portal.answer = None
             await self._send(answer.error)
             return False
-        if answer.table is not None:
-            await self._rows(answer.table, portal.formats(answer.table.num_columns))
+        if answer.schema is not None:
+            if not await self._rows(answer, portal.formats(len(answer.schema)), max(0, max_rows)):
+                self.writer.write(codec.PORTAL_SUSPENDED)
+                return True
+            if answer.error is not None:
+                portal.answer = None
+                await self._send(answer.error)
+                return False
+        portal.answer = None
         self.writer.write(codec.command_complete(answer.tag) if portal.sql.strip() else codec.EMPTY_QUERY)
         return True
+
+
+def _encoded(answer: Answer, formats: list[int], limit: int) -> tuple[bytes, int] | None:
+    """The next batch of `answer` (at most `limit` rows if > 0) as DataRow messages."""
+    batch = answer.next_batch()
+    if batch is None:
+        return None
+    if limit and batch.num_rows > limit:
+        answer.pending.insert(0, batch.slice(limit))
+        batch = batch.slice(0, limit)
+    wire = [wire_array(c, f == 1) for c, f in zip(batch.columns, formats, strict=True)]
+    if not wire:  # a SELECT with no columns still sends its rows
+        return codec.data_row([]) * batch.num_rows, batch.num_rows
+    return codec.data_rows([w[0] for w in wire], [w[1] for w in wire]), batch.num_rows
 
 
 def _row_description(schema: pa.Schema, formats: list[int] | None = None) -> bytes:
