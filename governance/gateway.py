@@ -178,8 +178,8 @@ class Gateway:
         """The answer whole (`table`, at most the team's max_result_bytes), settled and audited."""
         result = self.stream(key, sql, dry_run)
         if result.stream is not None:
-            result.table = result.stream.read_all()
-            result.stream = None
+            table = result.stream.read_all()
+            result.table, result.stream = (table if result.outcome == "ok" else None), None
         return result
 
     def stream(self, key: str | None, sql: str, dry_run: bool = False) -> Result:

@@ -67,6 +67,10 @@ class StreamEnding:
                                              else f"DuckDB failed after {end.rows} rows had been sent; charged its estimate")
             gw._finish(entry, result, self.t0, timings=self.timings, rule=rule, message=message,
                        ledger_write=lambda: ledger.settle(gw.state, self.reservation, actual))
+        except Exception as e:  # e.g. the audit write failed: its transaction (and the charge) rolled back; said, audited anew
+            failed = AuditEntry(outcome="failed", sql=entry.sql, key_name=entry.key_name, team=entry.team)
+            result.audit_id, result.outcome, result.actual = failed.audit_id, "failed", None
+            gw._finish(failed, result, self.t0, rule="internal_error", message=f"the gateway failed ({type(e).__name__}); nothing was charged")
         finally:
             ledger.discard(gw.state, self.reservation)  # only if neither settled nor released (an error above)
             self.release()

@@ -397,11 +397,11 @@ class Session:
         end = answer.stream.end if answer.stream is not None else None
         if end is None:
             return
-        if end.reason in (BYTES_CAP, ROWS_CAP):
+        if answer.result is not None and answer.result.outcome != "ok":  # failed once rows had gone out, or its audit failed
+            answer.error = refusal(answer.result)
+        elif end.reason in (BYTES_CAP, ROWS_CAP):
             what = "max_result_bytes" if end.reason == BYTES_CAP else "max_result_rows"
             self.writer.write(codec.notice(f"the result was cut at your team's {what} after {end.rows} rows (audit {answer.result.audit_id})"))
-        elif end.reason != "finished" and answer.result is not None:
-            answer.error = refusal(answer.result)
 
     def close_answers(self) -> None:
         """Portals end (at a Sync outside a transaction): streams still open end here, settled and audited."""
