@@ -7,11 +7,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import threading
 
 import httpx
 import pandas as pd
-import psutil
 import psycopg
 import psycopg2
 import pytest
@@ -19,6 +17,7 @@ import sqlalchemy as sa
 from support.governance_env import ServerThread
 from support.pg_gateway import BIG_SQL, TIMEOUT_SQL, Pg, pg  # noqa: F401 (pg is a fixture)
 from support.pg_gateway import audit_id_of as _audit_id
+from support.rss import peak_rss_growth
 
 from governance.keys import revoke_key
 from governance.pgwire.session import BATCH_ROWS
@@ -204,36 +203,25 @@ def wire_bytes_of(rows: int) -> int:
     return sum(7 + 12 + 4 + 2 * len(str(i)) + len(str(2 * i)) for i in range(rows))
 
 
-def peak_rss_growth(pg: Pg, rows: int) -> int:
-    """Peak growth of this process's RSS (the server runs in its threads) while a client in
-    another process streams `rows` rows."""
-    me = psutil.Process()
-    base = me.memory_info().rss
-    peak = [base]
-    done = threading.Event()
+def stream_rows(pg: Pg, rows: int) -> int:
+    """Peak growth of the server's RSS while a psycopg client in another process streams `rows` rows."""
 
-    def sample() -> None:
-        while not done.wait(0.005):
-            peak[0] = max(peak[0], me.memory_info().rss)
+    def run() -> None:
+        out = subprocess.run([sys.executable, "-c", CLIENT, str(pg.port), pg.keys["bulk"], str(rows)], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == str(rows)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out = subprocess.run([sys.executable, "-c", CLIENT, str(pg.port), pg.keys["bulk"], str(rows)], capture_output=True, text=True, timeout=300)
-    done.set()
-    sampler.join()
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == str(rows)
-    return peak[0] - base
+    return peak_rss_growth(run)
 
 
 def test_a_million_rows_stream_in_batches_with_flat_server_memory(pg: Pg) -> None:
     # Warm with a full-size stream first: the allocators (a malloc arena per worker thread,
     # Arrow's pool, DuckDB's buffers) keep what they took once (~20-30 MB, the same after 50k
     # rows or 1M); what is measured afterwards is what a stream holds.
-    peak_rss_growth(pg, 1_000_000)
+    stream_rows(pg, 1_000_000)
     before = pg.server.stats.batches
-    small = peak_rss_growth(pg, 200_000)
-    large = peak_rss_growth(pg, 1_000_000)
+    small = stream_rows(pg, 200_000)
+    large = stream_rows(pg, 1_000_000)
     assert pg.server.stats.batches - before >= 1_200_000 // BATCH_ROWS  # sent as DuckDB produced them, a batch at a time
     wire = wire_bytes_of(1_000_000)
     print(f"server RSS grew {small / 1e6:.1f} MB for 200k rows ({wire_bytes_of(200_000) / 1e6:.0f} MB on the wire), "
