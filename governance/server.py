@@ -1,15 +1,16 @@
 """The HTTP face of the gateway (FastAPI): POST /v1/query, POST /v1/estimate, GET /v1/usage.
 
-Bearer key in the Authorization header. Results as JSON (default), CSV or Arrow IPC stream
+Bearer key in the Authorization header. Results as JSON (default), CSV, NDJSON or Arrow IPC stream
 (`format` in the body, or the Accept header). Refusals carry the rule, the gateway's own
 message and the audit id — never DuckDB's error text. Every request is audited, including
 those refused before they reach the gateway: a body above `max_body_bytes` (413, its first
 characters kept), a body the framework cannot validate (422/400), a wrong method (405) or path
 (404) — all with the same `{"error": {rule, message, audit_id}}` body.
 
-Answers are written a record batch at a time (JSON rows, CSV lines, Arrow IPC batches), so the
-encoded answer never exists whole; JSON carries no NaN/Infinity (they become null), and a CSV
-of list, struct or map columns writes each such value as its JSON text.
+CSV, NDJSON and Arrow answers stream from DuckDB a record batch at a time (governance.http_answers);
+a JSON answer, whose head carries the final cost, is read whole (at most the team's
+`max_result_bytes`) and written a batch at a time. JSON carries no NaN/Infinity (they become
+null), and a CSV of list, struct or map columns writes each such value as its JSON text.
 """
 
 from __future__ import annotations
