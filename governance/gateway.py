@@ -13,11 +13,9 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
 from governance import audit, ledger
 from governance.audit import AuditEntry
@@ -37,6 +35,7 @@ from governance.policy import (
     permissions_for,
 )
 from governance.publication import TeamPublication, read_team_publication
+from governance.result import STATUS, Result  # noqa: F401 (callers import them from here)
 from governance.rules import TeamRules
 from governance.sandbox import QueryTimeout, Sandbox, SandboxLimits
 from governance.settle import StreamEnding
@@ -49,17 +48,6 @@ from warehouse.snapshots import current_snapshot, published_at, snapshot_of_team
 USAGE_NOTE = "GET /v1/usage"
 CATALOG_NOTE = "GET /v1/catalog"
 
-# HTTP status per rule (the server uses it; the CLI and client show rule + message).
-STATUS = {
-    "unauthenticated": 401, "revoked_key": 401, "unknown_team": 403,
-    "single_select": 400, "plan_failed": 400, "external_access": 403,
-    "operator_not_allowed": 403, "system_function": 403, "table_function_not_allowed": 403, "table_not_allowed": 403, "identity_column": 403,
-    "quasi_aggregate_required": 403, "quasi_value_aggregate": 403,
-    "per_query_cap": 402, "daily_budget": 402, "monthly_budget": 402, "concurrency": 429,
-    "timeout": 504, "query_failed": 422, "no_snapshot": 503, "internal_error": 500,
-    # requests the HTTP layer refuses before they reach the gateway (governance.server)
-    "request_too_large": 413, "bad_request": 400, "invalid_request": 422, "method_not_allowed": 405, "not_found": 404,
-}
 AUDIT_SQL_PREFIX = 4096  # characters of a refused request's body kept in its audit row
 
 
@@ -78,33 +66,6 @@ class _Ticket:
         with self._lock:
             self._owner = self._owner or who
             return self._owner == who
-
-
-@dataclass
-class Result:
-    audit_id: str
-    outcome: str  # ok | estimate | refused | failed
-    rule: str | None = None
-    message: str | None = None
-    table: pa.Table | None = None
-    estimate: float | None = None
-    actual: float | None = None
-    truncated: bool = False
-    suppressed_groups: int = 0
-    tables: list[str] = field(default_factory=list)
-    columns: list[str] = field(default_factory=list)
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    usage: dict | None = None  # GET /v1/usage
-    catalog: list[dict] | None = None  # GET /v1/catalog
-    snapshot: str | None = None  # the published snapshot the answer was read from
-    as_of: str | None = None  # when that snapshot was published (UTC)
-    # An accepted query's rows, still coming from DuckDB (Gateway.stream); `actual`, `truncated`
-    # and `suppressed_groups` are final once it has ended.
-    stream: ResultStream | None = None
-
-    @property
-    def status(self) -> int:
-        return 200 if self.outcome in ("ok", "estimate", "usage", "catalog") else STATUS.get(self.rule or "", 403)
 
 
 class Gateway:
@@ -433,7 +394,7 @@ class Gateway:
             if not ticket.claim():  # answered at the deadline meanwhile
                 reader.close()
                 return None
-            ending = StreamEnding(self, sb, cur, rules, entry, result, t0, timings, wrapped, estimate, plan.unbounded_functions, reservation, release)
+            ending = StreamEnding(self.state, self._finish, sb, cur, rules, entry, result, t0, timings, wrapped, estimate, plan.unbounded_functions, reservation, release)
             suppression = Suppression(GROUP_SIZE_COLUMN, rules.min_group_size) if decision.needs_group_suppression else None
             result.stream = ResultStream(reader, max_rows=rules.max_result_rows, max_bytes=rules.max_result_bytes, suppression=suppression,
                                          stopped=stopped, deadline=deadline, on_end=ending)

@@ -20,7 +20,7 @@ from support.pg_gateway import audit_id_of as _audit_id
 from support.rss import peak_rss_growth
 
 from governance.keys import revoke_key
-from governance.pgwire.session import BATCH_ROWS
+from governance.pgwire.answer import BATCH_ROWS
 from governance.server import create_app
 
 

@@ -49,17 +49,22 @@ class Servers:
         self.pg = PgServer(self.gateway, port=0).start()
         self.http = ServerThread(create_app(self.gateway)).__enter__()
 
+    def sql(self, query: str, params: list) -> list[tuple]:
+        """A read of governance.duckdb on a cursor of its own: the gateway may be writing from its threads."""
+        with self.state.con.cursor() as cur:
+            return cur.execute(query, params).fetchall()
+
     def dsn(self, team: str) -> dict:
         return dict(host="127.0.0.1", port=self.pg.port, user=f"{team}-key", password=self.keys[team], dbname="civicflow")
 
     def audit(self, audit_id: str) -> tuple:
-        return self.state.con.execute("SELECT outcome, rule, result_rows, estimate, actual, ledger_entry FROM audit WHERE audit_id = ?", [audit_id]).fetchone()
+        return self.sql("SELECT outcome, rule, result_rows, estimate, actual, ledger_entry FROM audit WHERE audit_id = ?", [audit_id])[0]
 
     def ledger(self, entry: str) -> tuple:
-        return self.state.con.execute("SELECT estimate, actual, status FROM ledger WHERE entry_id = ?", [entry]).fetchone()
+        return self.sql("SELECT estimate, actual, status FROM ledger WHERE entry_id = ?", [entry])[0]
 
     def last_audit(self, key_name: str) -> tuple:
-        return self.state.con.execute("SELECT audit_id FROM audit WHERE key_name = ? AND sql IS NOT NULL ORDER BY seq DESC LIMIT 1", [key_name]).fetchone()[0]
+        return self.sql("SELECT audit_id FROM audit WHERE key_name = ? AND sql IS NOT NULL ORDER BY seq DESC LIMIT 1", [key_name])[0][0]
 
     def close(self) -> None:
         self.http.__exit__()
@@ -145,9 +150,9 @@ with httpx.stream("POST", sys.argv[1] + "/v1/query", json={"sql": sys.argv[3], "
 
 def _audit_of(s: Servers, sql: str) -> tuple:
     for _ in range(200):  # written when the server notices the socket is gone (its next write)
-        row = s.state.con.execute("SELECT audit_id FROM audit WHERE sql = ?", [sql]).fetchone()
-        if row is not None:
-            return s.audit(row[0])
+        rows = s.sql("SELECT audit_id FROM audit WHERE sql = ?", [sql])
+        if rows:
+            return s.audit(rows[0][0])
         time.sleep(0.05)
     raise AssertionError("the stream was never audited")
 
@@ -194,5 +199,5 @@ def test_a_million_rows_stream_over_http_with_flat_server_memory(servers: Server
     print(f"server RSS grew {small / 1e6:.1f} MB for 200k rows, {large / 1e6:.1f} MB for 1M rows ({csv_bytes / 1e6:.0f} MB of CSV)")
     assert small > 0 and large < csv_bytes / 4
     assert large < 2 * small + csv_bytes / 10  # five times the rows, not five times the memory
-    audits = servers.state.con.execute("SELECT result_rows, outcome, rule FROM audit WHERE key_name = 'cleared-key' AND sql LIKE 'SELECT i,%' ORDER BY seq").fetchall()
+    audits = servers.sql("SELECT result_rows, outcome, rule FROM audit WHERE key_name = 'cleared-key' AND sql LIKE 'SELECT i,%' ORDER BY seq", [])
     assert audits == [(1_000_000, "ok", None), (200_000, "ok", None), (1_000_000, "ok", None)]

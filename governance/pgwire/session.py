@@ -12,7 +12,6 @@ import concurrent.futures
 import functools
 import re
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import duckdb
@@ -21,12 +20,12 @@ import pyarrow as pa
 from governance.gateway import Gateway, Result
 from governance.keys import KeyHash, scram_login
 from governance.pgwire import codec, compat
+from governance.pgwire.answer import BATCH_ROWS, Answer, Portal, Prepared, encoded
 from governance.pgwire.auth import MECHANISM, ScramExchange
 from governance.pgwire.params import parameter_types
-from governance.pgwire.types import TEXT, BadParameter, bind, literal, oid_of, placeholder_count, wire_array
-from governance.stream import BYTES_CAP, ROWS_CAP, TIMEOUT, ResultStream
+from governance.pgwire.types import TEXT, BadParameter, bind, literal, oid_of, placeholder_count
+from governance.stream import BYTES_CAP, ROWS_CAP, TIMEOUT
 
-BATCH_ROWS = 10_000  # rows of a catalog answer per write (a query's come as DuckDB's record batches)
 SERVER_PARAMS = {
     "server_version": "16.0", "server_encoding": "UTF8", "client_encoding": "UTF8", "DateStyle": "ISO, MDY",
     "TimeZone": "UTC", "integer_datetimes": "on", "standard_conforming_strings": "on", "IntervalStyle": "postgres",
@@ -66,59 +65,6 @@ VERSION = "PostgreSQL 16.0 (civicflow governed gateway on DuckDB)"
 _TAGS = {"SET": "SET", "RESET": "RESET", "BEGIN": "BEGIN", "START": "BEGIN", "COMMIT": "COMMIT", "END": "COMMIT", "ROLLBACK": "ROLLBACK",
          "ABORT": "ROLLBACK", "DISCARD": "DISCARD ALL", "DEALLOCATE": "DEALLOCATE", "CLOSE": "CLOSE CURSOR", "LISTEN": "LISTEN", "UNLISTEN": "UNLISTEN",
          "SAVEPOINT": "SAVEPOINT", "RELEASE": "RELEASE"}
-
-
-@dataclass
-class Prepared:
-    sql: str
-    param_oids: list[int]
-
-
-@dataclass
-class Portal:
-    sql: str
-    result_formats: list[int] = field(default_factory=list)  # as Bind sent them: none, one for all, or one per column
-    answer: "Answer | None" = None  # run at Describe (the columns must be known), sent at Execute
-
-    def formats(self, n: int) -> list[int]:
-        """0 (text) or 1 (binary) for each of n result columns."""
-        f = self.result_formats
-        return [0] * n if not f else [f[0]] * n if len(f) == 1 else (f + [0] * n)[:n]
-
-
-@dataclass
-class Answer:
-    """What one statement returned: rows (a small table answered here, or a query's result
-    stream from the gateway), a tag only, or an error message."""
-
-    tag: str
-    table: pa.Table | None = None
-    error: bytes | None = None
-    stream: ResultStream | None = None
-    result: Result | None = None  # the gateway's, for a stream: final once the stream has ended
-    pending: list[pa.RecordBatch] = field(default_factory=list)  # read from the source, not yet sent
-    sent: int = 0  # rows sent so far (an Execute with a row limit sends part, then the rest)
-    _batches: Iterator[pa.RecordBatch] | None = None
-
-    @property
-    def schema(self) -> pa.Schema | None:
-        return self.table.schema if self.table is not None else self.stream.schema if self.stream is not None else None
-
-    def next_batch(self) -> pa.RecordBatch | None:
-        """Blocking when it reads the stream: called on a worker thread."""
-        if self.pending:
-            return self.pending.pop(0)
-        if self.stream is not None:
-            return self.stream.next_batch()
-        if self.table is None:
-            return None
-        if self._batches is None:
-            self._batches = iter(self.table.to_batches(max_chunksize=BATCH_ROWS))
-        return next(self._batches, None)
-
-    def close(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
 
 
 @dataclass
@@ -361,7 +307,7 @@ class Session:
         formats = formats or [0] * len(schema)
         left = max_rows
         while True:
-            chunk = await self._blocking(_encoded, answer, formats, left)
+            chunk = await self._blocking(encoded, answer, formats, left)
             if chunk is None:
                 break
             data, n = chunk
@@ -501,20 +447,6 @@ class Session:
         portal.answer = None
         self.writer.write(codec.command_complete(answer.tag) if portal.sql.strip() else codec.EMPTY_QUERY)
         return True
-
-
-def _encoded(answer: Answer, formats: list[int], limit: int) -> tuple[bytes, int] | None:
-    """The next batch of `answer` (at most `limit` rows if > 0) as DataRow messages."""
-    batch = answer.next_batch()
-    if batch is None:
-        return None
-    if limit and batch.num_rows > limit:
-        answer.pending.insert(0, batch.slice(limit))
-        batch = batch.slice(0, limit)
-    wire = [wire_array(c, f == 1) for c, f in zip(batch.columns, formats, strict=True)]
-    if not wire:  # a SELECT with no columns still sends its rows
-        return codec.data_row([]) * batch.num_rows, batch.num_rows
-    return codec.data_rows([w[0] for w in wire], [w[1] for w in wire]), batch.num_rows
 
 
 def _row_description(schema: pa.Schema, formats: list[int] | None = None) -> bytes:
