@@ -164,10 +164,11 @@ def data_rows(columns: Sequence, nulls: Sequence) -> bytes:
     row_length = np.full(n, 4 + 2 + 4 * len(columns), dtype=np.int64)  # the length counts itself and the column count
     parts = []
     for col, null in zip(columns, nulls, strict=True):
-        col = col.cast(pa.binary())
+        col = col if col.type == pa.binary() else col.cast(pa.binary())
         length = pc.binary_length(col).to_numpy(zero_copy_only=False)
         row_length += length
-        parts += [_fixed_width(np.where(null, -1, length).astype(">i4").tobytes(), 4, n), col]
+        prefix = np.where(null, -1, length) if null.any() else length
+        parts += [_fixed_width(prefix.astype(">i4").tobytes(), 4, n), col]
     head = np.empty(n, dtype=np.dtype([("kind", "u1"), ("length", ">i4"), ("columns", ">i2")]))
     head["kind"], head["length"], head["columns"] = ord("D"), row_length, len(columns)
     joined = pc.binary_join_element_wise(_fixed_width(head.tobytes(), 7, n), *parts, b"")

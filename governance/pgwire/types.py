@@ -249,4 +249,5 @@ def wire_array(col: pa.Array, binary: bool) -> tuple[pa.Array, "object"]:
     else:
         values = binary_column(col) if binary else text_column(col)
         out = values if isinstance(values, pa.Array) else pa.array(values, pa.binary())
-    return pc.fill_null(out.cast(pa.binary()), b""), nulls
+    out = out.view(pa.binary()) if pa.types.is_string(out.type) else out.cast(pa.binary())  # the same bytes: no copy
+    return (pc.fill_null(out, b"") if out.null_count else out), nulls
