@@ -32,6 +32,7 @@ from governance.stream import CLIENT_GONE, FINISHED, TIMEOUT, ResultStream
 ARROW_MEDIA = "application/vnd.apache.arrow.stream"
 NDJSON_MEDIA = "application/x-ndjson"
 PREFETCH_BYTES = 1_000_000  # Arrow bytes read before the headers go out
+CHUNK_BYTES = 1_000_000  # encoded bytes per write of the body
 
 
 class Encoder:
@@ -148,8 +149,13 @@ class StreamedAnswer(StreamingResponse):
         return await asyncio.get_running_loop().run_in_executor(self._worker, functools.partial(fn, *args))
 
     def _next(self) -> bytes | None:
-        batch = self.result.stream.next_batch()
-        return None if batch is None else self.encoder.batch(batch)
+        """The next chunk of the body: batches encoded until CHUNK_BYTES (fewer hops between the
+        worker thread and the event loop), or None at the end."""
+        parts, size = [], 0
+        while size < CHUNK_BYTES and (batch := self.result.stream.next_batch()) is not None:
+            parts.append(self.encoder.batch(batch))
+            size += len(parts[-1])
+        return b"".join(parts) if parts else None
 
     async def _body(self) -> AsyncIterator[bytes]:
         yield self.encoder.head()

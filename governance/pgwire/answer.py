@@ -16,7 +16,8 @@ from governance.pgwire.types import wire_array
 from governance.result import Result
 from governance.stream import ResultStream
 
-BATCH_ROWS = 10_000  # rows of a small table's answer per write (a query's come as DuckDB's record batches)
+BATCH_ROWS = 10_000  # rows of a small table's answer per batch (a query's come as DuckDB's record batches)
+CHUNK_BYTES = 1_000_000  # DataRow bytes per write; the socket is drained between writes
 
 
 @dataclass
@@ -73,14 +74,23 @@ class Answer:
 
 
 def encoded(answer: Answer, formats: list[int], limit: int) -> tuple[bytes, int] | None:
-    """The next batch of `answer` (at most `limit` rows if > 0) as DataRow messages."""
-    batch = answer.next_batch()
-    if batch is None:
-        return None
-    if limit and batch.num_rows > limit:
-        answer.pending.insert(0, batch.slice(limit))
-        batch = batch.slice(0, limit)
+    """The next batches of `answer` as DataRow messages, up to CHUNK_BYTES (fewer hops between
+    the worker thread and the event loop) and at most `limit` rows if > 0; None at the end."""
+    parts, size, rows = [], 0, 0
+    while size < CHUNK_BYTES and not (limit and rows >= limit):
+        batch = answer.next_batch()
+        if batch is None:
+            break
+        if limit and rows + batch.num_rows > limit:
+            answer.pending.insert(0, batch.slice(limit - rows))
+            batch = batch.slice(0, limit - rows)
+        parts.append(_data_rows(batch, formats))
+        size, rows = size + len(parts[-1]), rows + batch.num_rows
+    return (b"".join(parts), rows) if parts else None
+
+
+def _data_rows(batch: pa.RecordBatch, formats: list[int]) -> bytes:
     wire = [wire_array(c, f == 1) for c, f in zip(batch.columns, formats, strict=True)]
     if not wire:  # a SELECT with no columns still sends its rows
-        return codec.data_row([]) * batch.num_rows, batch.num_rows
-    return codec.data_rows([w[0] for w in wire], [w[1] for w in wire]), batch.num_rows
+        return codec.data_row([]) * batch.num_rows
+    return codec.data_rows([w[0] for w in wire], [w[1] for w in wire])
