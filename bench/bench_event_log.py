@@ -9,7 +9,12 @@ a throw-away SQLite instance, and, as the in-run reference, the same number of p
 cost is Dagster and how much is the disk.
 
     .venv/bin/python bench/bench_event_log.py [--days 365] [--assets 5]
-        [--storage sqlite|consolidated|postgres --pg-url postgresql://…]
+        [--storage sqlite|consolidated|postgres|home --pg-url postgresql://…]
+
+`--storage home` is what a civicflow home uses (pipelines/instance_storage.py: a step's
+per-partition materializations written in one transaction, with Dagster's batching switch on
+as `civicflow run` sets it); it also runs the default SQLite storage in the same run and prints
+the ratio of the two.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ def storage_overrides(storage: str, root: Path, pg_url: str | None) -> dict:
     """Instance overrides for the event-log storage under test."""
     if storage == "sqlite":  # dagster.yaml's default: run-sharded SQLite files
         return {}
+    if storage == "home":  # what pipelines/home.py writes into a home's dagster.yaml
+        return {"storage": {"custom": {"module": "pipelines.instance_storage", "class": "SerialInitSqliteStorage",
+                                       "config": {"base_dir": str(root / "home")}}}}
     if storage == "consolidated":  # one SQLite file for every run's events
         return {"event_log_storage": {"module": "dagster._core.storage.event_log", "class": "ConsolidatedSqliteEventLogStorage",
                                       "config": {"base_dir": str(root / "events")}}}
@@ -47,6 +55,7 @@ def dagster_seconds(days: int, assets: int, root: Path, overrides: dict | None =
 
     keys = daily.get_partition_keys()[:days]
     job = dg.define_asset_job("ranged", selection=[many]).resolve(asset_graph=dg.Definitions(assets=[many]).resolve_asset_graph())
+    root.mkdir(parents=True, exist_ok=True)
     with dg.instance_for_test(temp_dir=str(root), overrides=overrides or None) as instance:
         t0 = time.perf_counter()
         result = job.execute_in_process(
@@ -74,15 +83,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--assets", type=int, default=5)
-    ap.add_argument("--storage", choices=("sqlite", "consolidated", "postgres"), default="sqlite",
-                    help="event-log storage: dagster.yaml's run-sharded SQLite, one consolidated SQLite file, or PostgreSQL")
+    ap.add_argument("--storage", choices=("sqlite", "consolidated", "postgres", "home"), default="sqlite",
+                    help="event-log storage: Dagster's run-sharded SQLite, one consolidated SQLite file, PostgreSQL, "
+                         "or a civicflow home's (batched) SQLite storage")
     ap.add_argument("--pg-url", help="postgresql://… of an empty database, for --storage postgres")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        n, dag_s = dagster_seconds(args.days, args.assets, Path(d), storage_overrides(args.storage, Path(d), args.pg_url))
+        if args.storage == "home":
+            from pipelines.instance_storage import EVENT_BATCHING
+            from pipelines.scoped_env import scoped_env
+
+            with scoped_env(EVENT_BATCHING):
+                n, dag_s = dagster_seconds(args.days, args.assets, Path(d) / "a", storage_overrides("home", Path(d), None))
+            _, plain_s = dagster_seconds(args.days, args.assets, Path(d) / "b")
+        else:
+            n, dag_s = dagster_seconds(args.days, args.assets, Path(d), storage_overrides(args.storage, Path(d), args.pg_url))
         ref_s = sqlite_commit_seconds(n, Path(d))
     print(f"materializations: {n} ({args.assets} assets × {args.days} daily partitions, one run)")
     print(f"dagster event log ({args.storage}): {dag_s:.1f} s = {1000 * dag_s / n:.1f} ms per materialization")
+    if args.storage == "home":
+        print(f"Dagster's default SQLite storage, same run: {plain_s:.1f} s = {1000 * plain_s / n:.1f} ms per materialization; "
+              f"the home's storage takes {dag_s / plain_s:.2f}× its time")
     print(f"reference, plain SQLite insert+commit: {1000 * ref_s / n:.2f} ms each")
     print(f"ratio: {dag_s / ref_s:.1f}× the reference commit per event")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
@@ -42,6 +42,8 @@ class QueryInfo:
     suppressed_groups: int
     snapshot: str | None = None  # the published snapshot the answer was read from
     as_of: str | None = None  # when it was published (UTC)
+    data_date: str | None = None  # the last day of data it holds
+    notes: list[str] = field(default_factory=list)  # e.g. the relations read that are published as merged cells
 
 
 class Client:
@@ -78,7 +80,8 @@ class Client:
         h = resp.headers
         # A long answer streams: its cost and truncation come at its end (`_ended`).
         self.last = QueryInfo(h["x-audit-id"], float(h["x-cost-estimate"]), float(h.get("x-cost-actual", "nan")), h.get("x-truncated") == "true",
-                              int(h.get("x-suppressed-groups", 0)), h.get("x-snapshot") or None, h.get("x-snapshot-as-of") or None)
+                              int(h.get("x-suppressed-groups", 0)), h.get("x-snapshot") or None, h.get("x-snapshot-as-of") or None,
+                              h.get("x-data-date") or None, [n for n in h.get("x-notes", "").split(" | ") if n])
         return resp
 
     def _ended(self, end: dict) -> None:
@@ -123,7 +126,7 @@ class Client:
         return self._check(self._send("POST", "/v1/estimate", json={"sql": sql})).json()
 
     def catalog(self) -> dict:
-        """What the key's team may query: {"snapshot", "snapshot_as_of", "relations": [...]}."""
+        """What the key's team may query: {"snapshot", "snapshot_as_of", "data_date", "relations": [...]}."""
         return self._check(self._send("GET", "/v1/catalog")).json()
 
     def usage(self) -> dict:

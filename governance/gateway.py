@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 
 from governance import audit, ledger
+from governance.answer_notes import cell_notes
 from governance.audit import AuditEntry
 from governance.catalog import Manifest, describe_grant, load_manifest
 from governance.cost import estimate_bytes, to_units
@@ -224,7 +225,7 @@ class Gateway:
             try:
                 snapshot = snapshot_of_team_file(sb.snapshot)
                 entry.snapshot = result.snapshot = snapshot.name
-                result.as_of = published_at(snapshot)
+                result.as_of, result.data_date = published_at(snapshot), self._published[sb.snapshot].data_date
                 with sb.connection() as cur:
                     # The team file's privacy classes (what it holds), dbt's descriptions.
                     described = dataclasses.replace(self.manifest, privacy=self._published[sb.snapshot].manifest.privacy)
@@ -270,7 +271,7 @@ class Gateway:
             return self._finish(entry, result, t0, rule="no_snapshot", message=f"no warehouse snapshot is published for team {rules.team} yet")
         snapshot = snapshot_of_team_file(sb.snapshot)
         entry.snapshot = result.snapshot = snapshot.name
-        result.as_of = published_at(snapshot)
+        result.as_of, result.data_date = published_at(snapshot), self._published[sb.snapshot].data_date
         cur = sb.take(rules.team)
         if cur is None:
             self._release_sandbox(sb)
@@ -340,8 +341,8 @@ class Gateway:
                 decision = check_plan(plan, rules, perms)
                 if decision.needs_group_suppression:
                     try:
-                        rewritten = add_group_size(cur, statement, decision.group_weight)
-                        wrapped = _limit(rewritten, rules.max_result_rows)
+                        sized = add_group_size(cur, statement, decision.group_weight)
+                        wrapped = _limit(sized.sql, rules.max_result_rows)
                         plan = parse_plan(_explain(sb, cur, wrapped), columns_of, sb.catalog.relations.keys())
                     except Refusal:
                         raise
@@ -350,6 +351,7 @@ class Gateway:
                     decision = check_plan(plan, rules, perms)
                 entry.tables, entry.columns = decision.tables, decision.columns
                 result.tables, result.columns = decision.tables, decision.columns
+                result.notes = cell_notes(decision.tables, self._published[sb.snapshot], rules)
                 # A table function whose arguments are computed by a subquery has no row count
                 # in the plan: it may cost up to the team's per-query cap, and is reserved so.
                 estimate = rules.per_query_cap if plan.unbounded_functions else to_units(estimate_bytes(plan, sb.catalog))
@@ -395,7 +397,7 @@ class Gateway:
                 reader.close()
                 return None
             ending = StreamEnding(self.state, self._finish, sb, cur, rules, entry, result, t0, timings, wrapped, estimate, plan.unbounded_functions, reservation, release)
-            suppression = Suppression(GROUP_SIZE_COLUMN, rules.min_group_size) if decision.needs_group_suppression else None
+            suppression = Suppression(GROUP_SIZE_COLUMN, rules.min_group_size, sized.offset, sized.limit) if decision.needs_group_suppression else None
             result.stream = ResultStream(reader, max_rows=rules.max_result_rows, max_bytes=rules.max_result_bytes, suppression=suppression,
                                          stopped=stopped, deadline=deadline, on_end=ending)
             entry.outcome = result.outcome = "ok"

@@ -32,7 +32,7 @@ from governance.stream import CLIENT_GONE, FINISHED, TIMEOUT, ResultStream
 ARROW_MEDIA = "application/vnd.apache.arrow.stream"
 NDJSON_MEDIA = "application/x-ndjson"
 PREFETCH_BYTES = 1_000_000  # Arrow bytes read before the headers go out
-CHUNK_BYTES = 1_000_000  # encoded bytes per write of the body
+CHUNK_BYTES = 256_000  # encoded bytes per write of the body
 
 
 class Encoder:

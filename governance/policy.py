@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from governance.catalog import RANK, Catalog, Manifest, strictest
-from governance.plan import HARMLESS_LEAVES, Plan, parse_plan
+from governance.plan import AGGREGATES, HARMLESS_LEAVES, Plan, parse_plan
 from governance.plan import explain as explain_json
 from governance.rules import TeamRules
 
@@ -50,6 +50,9 @@ class Permissions:
 
     columns: dict[str, dict[str, str]] = field(default_factory=dict)
     weights: dict[str, str] = field(default_factory=dict)  # base table -> group-size weight column
+    # relations published as cells whose every row counts at least min_group_size people (checked
+    # on the team's file, not assumed): reading their rows reads cells, never a person
+    cells: set[str] = field(default_factory=set)
 
 
 def permissions_for(rules: TeamRules, catalog: Catalog, manifest: Manifest, con: duckdb.DuckDBPyConnection) -> Permissions:
@@ -81,7 +84,25 @@ def permissions_for(rules: TeamRules, catalog: Catalog, manifest: Manifest, con:
         for scan in parse_plan(explain, columns_of, catalog.relations.keys()).scans:
             for base_col in scan.columns:  # read only by the view's own filters: quasi unless exposed
                 grant(scan.table, base_col, perms.columns.get(scan.table, {}).get(base_col, "quasi"))
+    perms.cells = verified_cells(rules, catalog, perms.weights, con)
     return perms
+
+
+def verified_cells(rules: TeamRules, catalog: Catalog, weights: dict[str, str], con: duckdb.DuckDBPyConnection) -> set[str]:
+    """The relations of `weights` (published as cells) in which no row counts fewer than the
+    team's `min_group_size` people, or none at all: a second look at what publication built."""
+    from governance.catalog import quote_ident, quote_relation
+
+    out = set()
+    for table, weight in weights.items():
+        rel = catalog.relations.get(table)
+        if rel is None or rel.kind != "table" or weight not in rel.columns:
+            continue
+        w = quote_ident(weight)
+        (small,) = con.execute(f"SELECT count(*) FROM {quote_relation(table)} WHERE {w} IS NULL OR {w} < ?", [rules.min_group_size]).fetchone()
+        if small == 0:
+            out.add(table)
+    return out
 
 
 def check_statement(con: duckdb.DuckDBPyConnection, sql: str) -> str:
@@ -174,6 +195,10 @@ def check_plan(plan: Plan, rules: TeamRules, perms: Permissions) -> Decision:
                 quasi.append(f"{scan.table}.{col}")
     needs = bool(quasi) and rules.min_group_size > 1
     weight = None
+    if needs and _reads_cells_rows(plan, {q.rsplit(".", 1)[0] for q in quasi}, perms):
+        # each row is a published cell of at least min_group_size people: returned as it is, so a
+        # LIMIT gets the rows it asks for (no group of the answer is smaller than a cell)
+        return Decision(tables, columns, sorted(set(quasi)), False)
     if needs:
         if not plan.top_is_aggregate or "WINDOW" in plan.operators or "STREAMING_WINDOW" in plan.operators:
             raise Refusal(
@@ -194,7 +219,49 @@ def check_plan(plan: Plan, rules: TeamRules, perms: Permissions) -> Decision:
     return Decision(tables, columns, sorted(set(quasi)), needs, weight)
 
 
-def add_group_size(con: duckdb.DuckDBPyConnection, sql: str, weight: str | None) -> str:
+def _reads_cells_rows(plan: Plan, quasi_tables: set[str], perms: Permissions) -> bool:
+    """A plain read of rows (no aggregate, no window anywhere) whose quasi-identifiers all come
+    from verified cells relations."""
+    ops = set(plan.operators)
+    return (quasi_tables <= perms.cells and not plan.aggregate_functions and not (ops & AGGREGATES)
+            and not ops & {"WINDOW", "STREAMING_WINDOW"})
+
+
+@dataclass(frozen=True)
+class GroupSized:
+    """The query with its group sizes as a last column, and the LIMIT/OFFSET taken off it to be
+    applied after small groups are dropped (so `LIMIT 12` still answers 12 groups)."""
+
+    sql: str
+    limit: int | None = None
+    offset: int = 0
+
+    def window(self, n: int) -> tuple[int, int]:
+        """(offset, length) of the rows to keep out of `n` kept groups."""
+        return self.offset, n if self.limit is None else self.limit
+
+
+def _constant_int(expr: dict | None) -> int | None:
+    if not expr or expr.get("class") != "CONSTANT" or (expr.get("value") or {}).get("is_null"):
+        return None
+    value = expr["value"].get("value")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _lift_limit(node: dict) -> tuple[int | None, int]:
+    """Remove a top-level `LIMIT n [OFFSET m]` of constants from the SELECT node; (n, m)."""
+    for i, mod in enumerate(node.get("modifiers", [])):
+        if mod.get("type") != "LIMIT_MODIFIER":
+            continue
+        limit, offset = _constant_int(mod.get("limit")), _constant_int(mod.get("offset")) if mod.get("offset") else 0
+        if (mod.get("limit") and limit is None) or offset is None:
+            return None, 0  # an expression: left in place, applied before suppression
+        del node["modifiers"][i]
+        return limit, offset
+    return None, 0
+
+
+def add_group_size(con: duckdb.DuckDBPyConnection, sql: str, weight: str | None) -> GroupSized:
     """Add `count(*)` (or `sum(weight)`) as a last column of the top-level SELECT, through
     DuckDB's own parser and deparser, so groups below the minimum can be suppressed."""
     (ast_json,) = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
@@ -205,8 +272,9 @@ def add_group_size(con: duckdb.DuckDBPyConnection, sql: str, weight: str | None)
     measure = f"sum({weight})" if weight else "count(*)"
     (extra_json,) = con.execute("SELECT json_serialize_sql(?)", [f"SELECT {measure} AS {GROUP_SIZE_COLUMN}"]).fetchone()
     node["select_list"].append(json.loads(extra_json)["statements"][0]["node"]["select_list"][0])
+    limit, offset = _lift_limit(node)
     (rewritten,) = con.execute("SELECT json_deserialize_sql(?)", [json.dumps(ast)]).fetchone()
-    return rewritten
+    return GroupSized(rewritten, limit, offset)
 
 
 def privacy_rank(cls: str) -> int:

@@ -39,6 +39,7 @@ import shutil
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -109,11 +110,13 @@ class Built:
     withheld: dict[str, dict[str, str]] = field(default_factory=dict)  # relation -> column left out -> its class
     not_granted: list[str] = field(default_factory=list)
     cells: dict[str, dict] = field(default_factory=dict)  # relation -> dimensions, cells published, merged, suppressed
+    data_date: date | None = None  # the last day of data the snapshot holds (the publishing run's as-of day)
 
     def to_json(self) -> str:
         return json.dumps(
             {"privacy": self.privacy, "group_weight": self.group_weight, "omitted": self.omitted, "withheld": self.withheld,
-             "not_granted": self.not_granted, "cells": self.cells}, indent=2, default=str)
+             "not_granted": self.not_granted, "cells": self.cells, "data_date": self.data_date and self.data_date.isoformat()},
+            indent=2, default=str)
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,8 @@ class TeamPublication:
     omitted: dict[str, str]
     withheld: dict[str, dict[str, str]]
     not_granted: tuple[str, ...]
+    cells: Mapping[str, dict] = field(default_factory=dict)  # relation -> dimensions, published and merged cells
+    data_date: str | None = None  # ISO day; None for a snapshot published without one
 
     def why_not(self, sql: str, rules: TeamRules):
         """The refusal to give for a query DuckDB could not plan because it names something not
@@ -149,7 +154,18 @@ class TeamPublication:
 def read_team_publication(team_file: Path) -> TeamPublication:
     data = json.loads(Path(team_file).with_suffix(".json").read_text())
     return TeamPublication(Manifest(privacy=data["privacy"], group_weight=data["group_weight"]), data.get("omitted", {}),
-                           data.get("withheld", {}), tuple(data.get("not_granted", ())))
+                           data.get("withheld", {}), tuple(data.get("not_granted", ())), data.get("cells", {}), data.get("data_date"))
+
+
+def data_date_of(snapshot: Path | None) -> date | None:
+    """The data date a published snapshot's team files record (None when there is none)."""
+    if snapshot is None:
+        return None
+    for team_json in sorted(teams_dir(Path(snapshot)).glob("*.json")):
+        found = json.loads(team_json.read_text()).get("data_date")
+        if found:
+            return date.fromisoformat(found)
+    return None
 
 
 def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
@@ -328,9 +344,10 @@ def load_cell_specs(manifest_path: Path) -> dict[str, CellSpec]:
 
 
 def build_all(con: duckdb.DuckDBPyConnection, snapshot: Path, rules: Iterable[TeamRules], manifest: Manifest,
-              specs: Mapping[str, CellSpec]) -> dict[str, Built]:
+              specs: Mapping[str, CellSpec], data_date: date | None = None) -> dict[str, Built]:
     """Build every team's file for `snapshot` from `con` (the snapshot opened, default catalog),
-    into `<snapshot>.teams/` through a temporary folder renamed at the end."""
+    into `<snapshot>.teams/` through a temporary folder renamed at the end; each `<team>.json`
+    records `data_date`, which every answer read from it reports."""
     final = teams_dir(snapshot)
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -340,6 +357,7 @@ def build_all(con: duckdb.DuckDBPyConnection, snapshot: Path, rules: Iterable[Te
         for team_rules in sorted(rules, key=lambda r: r.team):
             path = tmp / team_snapshot(snapshot, team_rules.team).name
             built = build_team(con, team_rules, manifest, specs, path)
+            built.data_date = data_date
             (tmp / f"{team_rules.team}.json").write_text(built.to_json() + "\n")
             for f in (path, tmp / f"{team_rules.team}.json"):
                 os.chmod(f, 0o444)
@@ -353,7 +371,7 @@ def build_all(con: duckdb.DuckDBPyConnection, snapshot: Path, rules: Iterable[Te
 
 
 def publish_teams(snapshot: Path, rules: Iterable[TeamRules], manifest_path: Path, credentials: Iterable = (),
-                  live_catalog: str = "warehouse") -> dict[str, Built]:
+                  live_catalog: str = "warehouse", data_date: date | None = None) -> dict[str, Built]:
     """The `prepare` step of `Backend.publish`: open the new snapshot and build every team's file.
 
     A DuckDB snapshot is attached under the live warehouse's catalog name (`live_catalog`, the
@@ -363,6 +381,6 @@ def publish_teams(snapshot: Path, rules: Iterable[TeamRules], manifest_path: Pat
     manifest = load_manifest(manifest_path)
     con = open_snapshot(Path(snapshot), tuple(credentials), file_catalog=live_catalog).con
     try:
-        return build_all(con, snapshot, rules, manifest, specs)
+        return build_all(con, snapshot, rules, manifest, specs, data_date)
     finally:
         con.close()

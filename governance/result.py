@@ -38,6 +38,8 @@ class Result:
     catalog: list[dict] | None = None  # GET /v1/catalog
     snapshot: str | None = None  # the published snapshot the answer was read from
     as_of: str | None = None  # when that snapshot was published (UTC)
+    data_date: str | None = None  # the last day of data it holds (the as-of day of the run that published it)
+    notes: list[str] = field(default_factory=list)  # what the analyst should know of the answer (merged cells)
     # An accepted query's rows, still coming from DuckDB (Gateway.stream); `actual`, `truncated`
     # and `suppressed_groups` are final once it has ended.
     stream: ResultStream | None = None

@@ -23,12 +23,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Header, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from governance.answer_notes import header_value
+from governance.api_docs import BEARER, CATALOG_ERRORS, DESCRIPTION, QUERY_ERRORS, USAGE_ERRORS, error_responses, mount_docs
 from governance.gateway import Gateway, Result
 from governance.http_answers import ARROW_MEDIA, ENCODERS, NDJSON_MEDIA, StreamedAnswer, prefetch
 from governance.rules import load_rules
@@ -41,8 +43,15 @@ HTTP_RULES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 4
 
 
 class QueryBody(BaseModel):
-    sql: str
-    format: str | None = None  # json | csv | arrow
+    sql: str = Field(description="exactly one SELECT statement", examples=["SELECT category, sum(units) AS units FROM marts.neighbourhood_demand_daily GROUP BY 1"])
+    format: str | None = Field(default=None, description="json (default), csv or arrow; or say it with the Accept header")
+
+
+# the key is read from the header as sent; the bearer scheme (api_docs.BEARER) documents it
+AUTHORIZATION = Header(default=None, include_in_schema=False)
+QUERY_ANSWER = {200: {"description": "the rows, a record batch at a time", "content": {
+    "application/json": {"example": {"columns_out": ["category", "units"], "rows": [["food", 1234.0]], "audit_id": "…", "data_date": "2026-03-01"}},
+    "text/csv": {}, "application/vnd.apache.arrow.stream": {}}}}
 
 
 def _key(authorization: str | None) -> str | None:
@@ -100,7 +109,8 @@ def _headers(result: Result) -> dict[str, str]:
     end says it: governance.http_answers)."""
     streamed = result.stream is not None and result.stream.end is None
     headers = {"X-Audit-Id": result.audit_id, "X-Cost-Estimate": f"{result.estimate:.6f}", "X-Streamed": str(streamed).lower(),
-               "X-Snapshot": result.snapshot or "", "X-Snapshot-As-Of": result.as_of or ""}
+               "X-Snapshot": result.snapshot or "", "X-Snapshot-As-Of": result.as_of or "", "X-Data-Date": result.data_date or "",
+               "X-Notes": header_value(result.notes)}
     if not streamed:
         headers |= {"X-Cost-Actual": f"{result.actual:.6f}", "X-Truncated": str(result.truncated).lower(),
                     "X-Suppressed-Groups": str(result.suppressed_groups)}
@@ -111,7 +121,7 @@ def _meta(result: Result) -> dict:
     return {
         "audit_id": result.audit_id, "estimate": result.estimate, "actual": result.actual, "truncated": result.truncated,
         "suppressed_groups": result.suppressed_groups, "tables": result.tables, "columns": result.columns,
-        "snapshot": result.snapshot, "snapshot_as_of": result.as_of,
+        "snapshot": result.snapshot, "snapshot_as_of": result.as_of, "data_date": result.data_date, "notes": result.notes,
     }
 
 
@@ -177,8 +187,9 @@ async def _drain():
 
 
 def create_app(gateway: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    app = FastAPI(title="civicflow query gateway", version="1")
+    app = FastAPI(title="civicflow query gateway", version="1", description=DESCRIPTION, docs_url=None, redoc_url=None)
     app.state.gateway = gateway
+    mount_docs(app)
     app.add_middleware(BodyCap, gateway=gateway, limit=max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
@@ -201,8 +212,17 @@ def create_app(gateway: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> FastAP
         response.status_code = exc.status_code
         return response
 
-    @app.post("/v1/query")
-    def query(body: QueryBody, request: Request, authorization: str | None = Header(default=None)):
+    @app.post("/v1/query", summary="Run one SELECT", dependencies=[Security(BEARER)], responses={**QUERY_ANSWER, **error_responses(QUERY_ERRORS)})
+    def query(body: QueryBody, request: Request, authorization: str | None = AUTHORIZATION):
+        """Run one SELECT on your team's snapshot and stream the rows: JSON (default), CSV, NDJSON or
+        an Arrow IPC stream (`format`, or `Accept: text/csv` / `application/x-ndjson` /
+        `application/vnd.apache.arrow.stream`). A CSV, NDJSON or Arrow answer longer than 1 MB
+        streams (`X-Streamed: true`): its cost and truncation come at its end, not in headers.
+        Headers say what it cost (`X-Cost-Estimate`, `X-Cost-Actual`, units of 1 MB scanned), whether
+        it was cut (`X-Truncated`) or groups dropped (`X-Suppressed-Groups`), which data it reflects
+        (`X-Snapshot`, `X-Snapshot-As-Of`, `X-Data-Date`), notes such as relations published as merged
+        cells (`X-Notes`), and its `X-Audit-Id`. Refused before running when the estimate passes the
+        per-query cap or the budget left; a failed or stopped query is free."""
         accept = request.headers.get("accept", "")
         fmt = (body.format or "").lower() or ("arrow" if ARROW_MEDIA in accept else "csv" if "text/csv" in accept else "ndjson" if NDJSON_MEDIA in accept else "json")
         if fmt not in ENCODERS:  # JSON: one object whose head holds the cost, so the answer is whole (at most max_result_bytes)
@@ -221,29 +241,36 @@ def create_app(gateway: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> FastAP
             raise
         return StreamedAnswer(result, encoder, held, _headers(result))
 
-    @app.post("/v1/estimate")
-    def estimate(body: QueryBody, authorization: str | None = Header(default=None)):
+    @app.post("/v1/estimate", summary="Estimate a query's cost (dry run)", dependencies=[Security(BEARER)], responses=error_responses(QUERY_ERRORS))
+    def estimate(body: QueryBody, authorization: str | None = AUTHORIZATION):
+        """Plan and check the SELECT as `/v1/query` would, without running it: the estimate (an upper
+        bound, 1 unit = 1 MB scanned), the relations and columns the plan reads, the snapshot and data
+        date. Nothing is charged; the request is audited and counts against the team's concurrency."""
         result = gateway.query(_key(authorization), body.sql, dry_run=True)
         if result.outcome != "estimate":
             return _error(result)
         return _meta(result)
 
-    @app.get("/v1/usage")
-    def usage(authorization: str | None = Header(default=None)):
+    @app.get("/v1/usage", summary="Your team's spend and what is left", dependencies=[Security(BEARER)], responses=error_responses(USAGE_ERRORS))
+    def usage(authorization: str | None = AUTHORIZATION):
+        """Your team's settled spend today and this month, its budgets and what is left of them
+        (units of 1 MB scanned), with the audit id of this request."""
         result = gateway.usage(_key(authorization))  # audited, accepted or refused
         if result.outcome != "usage":
             return _error(result)
         return JSONResponse(result.usage | {"audit_id": result.audit_id}, headers={"X-Audit-Id": result.audit_id})
 
-    @app.get("/v1/catalog")
-    def catalog(authorization: str | None = Header(default=None)):
+    @app.get("/v1/catalog", summary="What your team may query", dependencies=[Security(BEARER)], responses=error_responses(CATALOG_ERRORS))
+    def catalog(authorization: str | None = AUTHORIZATION):
         """What your team may query: relations, columns, types, dbt descriptions, privacy
-        classes and row counts, with the snapshot they come from."""
+        classes and row counts, with the snapshot they come from, its publish time and its data
+        date (the last day of data it holds)."""
         result = gateway.catalog(_key(authorization))  # audited, accepted or refused
         if result.outcome != "catalog":
             return _error(result)
-        body = {"snapshot": result.snapshot, "snapshot_as_of": result.as_of, "relations": result.catalog, "audit_id": result.audit_id}
-        return JSONResponse(body, headers={"X-Audit-Id": result.audit_id, "X-Snapshot": result.snapshot or ""})
+        body = {"snapshot": result.snapshot, "snapshot_as_of": result.as_of, "data_date": result.data_date, "relations": result.catalog,
+                "audit_id": result.audit_id}
+        return JSONResponse(body, headers={"X-Audit-Id": result.audit_id, "X-Snapshot": result.snapshot or "", "X-Data-Date": result.data_date or ""})
 
     return app
 

@@ -35,10 +35,13 @@ class StreamEnd:
 
 @dataclass(frozen=True)
 class Suppression:
-    """Groups describing fewer than `min_size` people are dropped, with the size column."""
+    """Groups describing fewer than `min_size` people are dropped, with the size column; the
+    query's own LIMIT/OFFSET (taken off it) then applies to the groups kept."""
 
     column: str
     min_size: int
+    offset: int = 0
+    limit: int | None = None
 
 
 class ResultStream:
@@ -50,6 +53,7 @@ class ResultStream:
         schema = reader.schema
         self.schema = schema.remove(schema.get_field_index(suppression.column)) if suppression else schema
         self.rows = self.arrow_bytes = self.suppressed_groups = 0
+        self._kept = 0  # groups kept by the suppression so far (its OFFSET/LIMIT count these)
         self.end: StreamEnd | None = None
         self._lock = threading.Lock()
 
@@ -90,7 +94,7 @@ class ResultStream:
             keep = pc.fill_null(pc.greater_equal(sizes, self._suppression.min_size), False)
             kept = batch.filter(keep)
             self.suppressed_groups += batch.num_rows - kept.num_rows
-            batch = kept.drop_columns([self._suppression.column])
+            batch = self._window(kept.drop_columns([self._suppression.column]))
         if self.rows + batch.num_rows > self.max_rows:
             batch = batch.slice(0, self.max_rows - self.rows)
             self.rows += batch.num_rows
@@ -100,6 +104,14 @@ class ResultStream:
         if cut:
             self._close(BYTES_CAP)
         return batch
+
+    def _window(self, kept: pa.RecordBatch) -> pa.RecordBatch:
+        """The part of this batch's kept groups inside the query's OFFSET/LIMIT."""
+        s = self._suppression
+        first, self._kept = self._kept, self._kept + kept.num_rows
+        start = max(0, s.offset - first)
+        end = kept.num_rows if s.limit is None else max(0, min(kept.num_rows, s.offset + s.limit - first))
+        return kept.slice(start, max(0, end - start))
 
     def _drain(self) -> None:
         try:

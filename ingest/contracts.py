@@ -38,6 +38,13 @@ DEMAND_KINDS = ("locker_deposit", "locker_pickup")
 # 1969 is quarantined, not loaded to blow up the daily marts).
 SERVICE_START = date(2020, 1, 1)
 MAX_DAYS_AHEAD = 1
+# Batch expectations of the event sources. A day's volume swings with weekdays and city events
+# (the simulated pass scans reach 3.6 × their median on a festival day, and fall to half of it
+# on a quiet Sunday): the band is wide, and a day that lost most of its files falls out of it.
+VOLUME_HISTORY_DAYS = 28
+VOLUME_MIN_HISTORY = 7  # fewer earlier partitions than this: too little history to judge
+EVENT_VOLUME_BAND = (0.3, 5.0)
+EVENT_FRESH_WITHIN_DAYS = 1  # a day's file may close before its last events: the day before still counts
 PASS_TYPES = ("transit", "event", "locker")
 SCAN_RESULTS = ("accepted", "rejected")
 ENTITLEMENTS = ("residency", "payment", "accessibility")
@@ -57,6 +64,11 @@ class Field:
     privacy: str = "public"  # public | quasi | identity
     # A `;`-separated list whose every token must be one of these (an empty value passes).
     subset_of: tuple[str, ...] | None = None
+    # What a normal day of this field looks like, checked on each partition as a whole (rows can
+    # each be valid while the day is not: every amount at the max, one kind of reading gone).
+    daily_mean: tuple[float, float] | None = None  # band the day's mean lies in
+    daily_median: tuple[float, float] | None = None  # band the day's median lies in
+    daily_min_share: tuple[tuple[str, float], ...] = ()  # (value, least share of the day's rows)
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,11 @@ class Contract:
     # Every timestamp field of a row lies in [earliest, the run's clock + days_ahead]; None: no window.
     earliest: date | None = None
     days_ahead: int | None = None
+    # A partition's row count over the median of the source's previous VOLUME_HISTORY_DAYS
+    # partitions lies in this band; None: volume not checked (reference snapshots).
+    volume_band: tuple[float, float] | None = None
+    # The latest event date a run loads is at most this many days before the run's day.
+    fresh_within_days: int | None = None
 
     @property
     def table(self) -> str:
@@ -133,7 +150,10 @@ TELEMETRY = Contract(
         Field("seq", "int", "Per-device sequence number, increasing; with device_id the natural key.", min=0),
         Field("device_time", "timestamp", "Device clock time of the reading, local time with offset (dateObserved)."),
         Field("received_at", "timestamp", "Gateway receive time, UTC (Z)."),
-        Field("kind", "str", "Kind of reading (controlledProperty).", allowed=tuple(READING_KINDS)),
+        Field(
+            "kind", "str", "Kind of reading (controlledProperty).", allowed=tuple(READING_KINDS),
+            daily_min_share=tuple((k, 0.005) for k in READING_KINDS),  # every kind reports every day
+        ),
         Field(
             "category",
             "str",
@@ -148,6 +168,8 @@ TELEMETRY = Contract(
     max_reject_ratio=0.05,
     earliest=SERVICE_START,
     days_ahead=MAX_DAYS_AHEAD,
+    volume_band=EVENT_VOLUME_BAND,
+    fresh_within_days=EVENT_FRESH_WITHIN_DAYS,
     filename_glob="*.jsonl",
     reading_kinds=READING_KINDS,
     category_required_for=DEMAND_KINDS,
@@ -164,11 +186,14 @@ PASS_SCANS = Contract(
     fields=(
         Field("scan_id", "str", "Unique scan identifier (natural key)."),
         Field("pass_id", "str", "Pseudonymous pass identifier.", privacy="quasi"),
-        Field("pass_type", "str", "Kind of pass scanned.", allowed=PASS_TYPES),
+        Field(
+            "pass_type", "str", "Kind of pass scanned.", allowed=PASS_TYPES,
+            daily_min_share=(("transit", 0.1), ("locker", 0.05)),  # event passes scan on event days only
+        ),
         Field("location_id", "str", "Where the scan happened: a hub, station or venue id."),
         Field("device_id", "str", "Validator or locker that scanned; must exist in reference `devices`."),
         Field("scanned_at", "timestamp", "Validator clock time, local time with offset."),
-        Field("result", "str", "Outcome of the scan.", allowed=SCAN_RESULTS),
+        Field("result", "str", "Outcome of the scan.", allowed=SCAN_RESULTS, daily_min_share=(("accepted", 0.5),)),
         Field("reason", "str", "Why a scan was rejected; empty when accepted.", required=False),
         Field(
             "entitlements",
@@ -183,6 +208,8 @@ PASS_SCANS = Contract(
     max_reject_ratio=0.05,
     earliest=SERVICE_START,
     days_ahead=MAX_DAYS_AHEAD,
+    volume_band=EVENT_VOLUME_BAND,
+    fresh_within_days=EVENT_FRESH_WITHIN_DAYS,
     filename_glob="*.csv",
 )
 
@@ -195,7 +222,10 @@ TRANSACTIONS = Contract(
         Field("txn_id", "str", "Transaction identifier (natural key)."),
         Field("device_id", "str", "Payment device; must exist in reference `devices`."),
         Field("pass_id", "str", "Pseudonymous pass that paid.", privacy="quasi"),
-        Field("amount_cents", "int", "Amount charged, in euro cents.", min=1, max=100_000, unit="EUR cent"),
+        Field(
+            "amount_cents", "int", "Amount charged, in euro cents.", min=1, max=100_000, unit="EUR cent",
+            daily_mean=(150, 3_000), daily_median=(100, 2_000),  # micro-payments: a few euros
+        ),
         Field("currency", "str", "ISO currency.", allowed=("EUR",)),
         Field("txn_time", "timestamp", "Device clock time, local time with offset."),
     ),
@@ -204,6 +234,8 @@ TRANSACTIONS = Contract(
     max_reject_ratio=0.02,
     earliest=SERVICE_START,
     days_ahead=MAX_DAYS_AHEAD,
+    volume_band=EVENT_VOLUME_BAND,
+    fresh_within_days=EVENT_FRESH_WITHIN_DAYS,
     filename_glob="*.jsonl",
 )
 
@@ -221,7 +253,10 @@ CLEARING = Contract(
         Field("batch_id", "str", "Clearing batch identifier."),
         Field("line_no", "int", "Line number within the batch, from 1.", min=1),
         Field("txn_id", "str", "Device transaction this line settles."),
-        Field("amount_cents", "int", "Amount settled, in euro cents.", min=1, max=100_000, unit="EUR cent"),
+        Field(
+            "amount_cents", "int", "Amount settled, in euro cents.", min=1, max=100_000, unit="EUR cent",
+            daily_mean=(150, 3_000), daily_median=(100, 2_000),
+        ),
         Field("settled_at", "timestamp", "Settlement time, UTC (Z)."),
     ),
     natural_key=("batch_id", "line_no"),
@@ -229,6 +264,8 @@ CLEARING = Contract(
     max_reject_ratio=0.0,
     earliest=SERVICE_START,
     days_ahead=MAX_DAYS_AHEAD,
+    volume_band=EVENT_VOLUME_BAND,
+    fresh_within_days=EVENT_FRESH_WITHIN_DAYS,
     filename_glob="*.jsonl",
     batch_total_field="amount_cents",
 )

@@ -1,29 +1,31 @@
 """Great Expectations Data Docs for the data team, built on demand, off the nightly path.
 
 The nightly run validates each touched partition in memory (ephemeral GX context, blocking
-Dagster checks: `ingest/expectations.py`). This module is the human-readable side: a
-file-mode GX project under `<CIVICFLOW_HOME>/gx/` holding the same contract suites, one
-validation per raw table, and the HTML site GX renders from them.
+Dagster checks: `ingest/expectations.py`, `ingest/partition_profile.py`). This module is the
+human-readable side: the same suites run over each raw table's recent partitions (reference
+tables whole), and their results written as a self-contained HTML site under
+`<CIVICFLOW_HOME>/gx/data_docs/` (`ingest/data_docs_html.py`: GX's own site needs five CDNs)
+plus the results as JSON beside it.
 
 It reads a connection the caller opened read-only — the published snapshot, never the live
-warehouse while a run writes it — and validates each raw table's recent
-partitions (reference tables whole), one pandas frame at a time (GX 1.x has no DuckDB
-engine: DESIGN.md traps).
+warehouse while a run writes it — one pandas frame per table (GX 1.x has no DuckDB engine:
+DESIGN.md traps).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 
 from ingest.contracts import CONTRACTS, EVENT_CONTRACTS, REFERENCE_CONTRACTS, Contract
-from ingest.expectations import _gx, suite_for
+from ingest.data_docs_html import SuitePage, render_index, render_suite
+from ingest.expectations import validate_frame
+from ingest.partition_profile import validate_partitions
 from warehouse.tables import table_exists
-
-DATASOURCE = "civicflow_raw"
 
 
 @dataclass
@@ -41,16 +43,23 @@ class DataDocs:
     tables: list[TableDocs]
 
 
-def _frame(con: duckdb.DuckDBPyConnection, contract: Contract, days: int):
+def _recent_dates(con: duckdb.DuckDBPyConnection, contract: Contract, days: int) -> list[str]:
+    return [r[0] for r in con.execute(
+        f"SELECT DISTINCT event_date::VARCHAR FROM {contract.table} ORDER BY 1 DESC LIMIT ?", [days]).fetchall()]
+
+
+def _page(con: duckdb.DuckDBPyConnection, contract: Contract, days: int, now: datetime) -> SuitePage | None:
+    """Validate one table's recent partitions (a reference table whole): rows, then days."""
     if not table_exists(con, "raw", contract.name):
         return None
     if contract.reference or contract.event_time is None:
-        return con.execute(f"SELECT * FROM {contract.table}").df()
-    return con.execute(
-        f"""SELECT * FROM {contract.table}
-            WHERE event_date IN (SELECT DISTINCT event_date FROM {contract.table} ORDER BY event_date DESC LIMIT ?)""",
-        [days],
-    ).df()
+        frame, dates, scope = con.execute(f"SELECT * FROM {contract.table}").df(), [], "whole snapshot"
+    else:
+        dates = sorted(_recent_dates(con, contract, days))
+        frame = con.execute(f"SELECT * FROM {contract.table} WHERE event_date::VARCHAR IN (SELECT unnest(?))", [dates]).df()
+        scope = f"{len(dates)} latest partition(s): {dates[0]} … {dates[-1]}" if dates else "no partitions"
+    outcomes = validate_frame(contract, frame, now=now) + validate_partitions(con, contract, dates, run_day=now.date())
+    return SuitePage(contract.name, f"raw_{contract.name}", len(frame), scope, outcomes)
 
 
 def build_data_docs(
@@ -59,62 +68,30 @@ def build_data_docs(
     contracts: list[Contract] | None = None,
     days: int = 7,
     now: datetime | None = None,
+    source: str = "the warehouse",
 ) -> DataDocs:
-    """Validate the raw tables on `con` (a published snapshot, read-only) and (re)build the HTML site.
+    """Validate the raw tables on `con` (a published snapshot, read-only) and (re)write the site.
 
-    `days`: how many of the latest event dates of each event table to validate.
-    Returns the path of the site's index.html and a summary per table.
+    `days`: how many of the latest event dates of each event table to validate; freshness is
+    judged against `now` (default: the clock). Returns the path of the site's index.html and
+    a summary per table.
     """
-    gx = _gx()
     now = now or datetime.now(UTC).replace(tzinfo=None)
-    gx_root.mkdir(parents=True, exist_ok=True)
-    context = gx.get_context(mode="file", project_root_dir=str(gx_root))
-    context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_or_update_pandas(DATASOURCE)
     chosen = contracts if contracts is not None else list(EVENT_CONTRACTS + REFERENCE_CONTRACTS)
-    tables: list[TableDocs] = []
-    for contract in chosen:
-        frame = _frame(con, contract, days)
-        if frame is None:
-            continue
-        try:
-            asset = source.get_asset(contract.name)
-        except LookupError:
-            asset = source.add_dataframe_asset(contract.name)
-        try:
-            batch_def = asset.get_batch_definition("recent")
-        except (KeyError, LookupError):
-            batch_def = asset.add_batch_definition_whole_dataframe("recent")
-        suite = context.suites.add_or_update(suite_for(contract, now=now))
-        validation = context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(name=f"raw_{contract.name}", data=batch_def, suite=suite)
-        )
-        checkpoint = context.checkpoints.add_or_update(
-            gx.Checkpoint(
-                name=f"raw_{contract.name}",
-                validation_definitions=[validation],
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
-            )
-        )
-        result = checkpoint.run(batch_parameters={"dataframe": frame})
-        failed = []
-        for run_result in result.run_results.values():
-            for r in run_result.results:
-                if not r.success:
-                    cfg = r.expectation_config
-                    column = cfg.kwargs.get("column") or ",".join(cfg.kwargs.get("column_list", []))
-                    stats = r.result or {}
-                    failed.append(
-                        f"{cfg.type}({column}): {int(stats.get('unexpected_count') or 0)} of "
-                        f"{int(stats.get('element_count') or len(frame))} rows unexpected"
-                    )
-        tables.append(TableDocs(contract.name, suite.name, len(frame), bool(result.success), failed))
-    context.build_data_docs()
-    index = gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    if not index.exists():  # GX decides the layout; ask it when it is not the usual one
-        url = context.get_docs_sites_urls()[0]["site_url"]
-        index = Path(url.removeprefix("file://"))
-    return DataDocs(index_html=index, tables=tables)
+    pages = [p for p in (_page(con, c, days, now) for c in chosen) if p is not None]
+    site = gx_root / "data_docs"
+    site.mkdir(parents=True, exist_ok=True)
+    clock = datetime.now(UTC).replace(tzinfo=None)
+    generated = f"validated {clock:%Y-%m-%d %H:%M} UTC" + ("" if now.date() == clock.date() else f", freshness as of {now:%Y-%m-%d}")
+    for page in pages:
+        (site / page.file_name).write_text(render_suite(page, source, generated))
+    index = site / "index.html"
+    index.write_text(render_index(pages, source, generated))
+    results = [{"suite": p.suite, "table": f"raw.{p.contract}", "scope": p.scope, "rows_checked": p.rows_checked,
+                "success": p.success, "results": [asdict(o) for o in p.outcomes]} for p in pages]
+    (site / "validations.json").write_text(json.dumps({"validated_at": now.isoformat(), "source": source, "suites": results}, indent=1))
+    return DataDocs(index_html=index, tables=[
+        TableDocs(p.contract, p.suite, p.rows_checked, p.success, [o.describe() for o in p.failed]) for p in pages])
 
 
 def quarantine_rows(con: duckdb.DuckDBPyConnection, contract: str | None = None, limit: int = 50) -> list[dict]:

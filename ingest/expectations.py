@@ -10,13 +10,15 @@ partition (the dates a run touched) at a time.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ingest.contracts import Contract
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import great_expectations as gx
     import pandas as pd
 
@@ -41,6 +43,10 @@ def _gx():
     return great_expectations
 
 
+# Keyword arguments of an expectation that say where it looks, not what it expects.
+_NOT_EXPECTED = {"column", "column_list", "batch_id", "result_format", "mostly", "catch_exceptions", "meta"}
+
+
 @dataclass(frozen=True)
 class ExpectationOutcome:
     expectation: str
@@ -48,9 +54,17 @@ class ExpectationOutcome:
     success: bool
     unexpected_count: int
     element_count: int
+    unit: str = "rows"  # what element_count counts: rows, or days for a partition's profile
+    expected: str = ""  # the expectation's bounds or set, as a reader would write them
+    observed: str = ""  # what was found: the offending values, or an aggregate's value
+    aggregate: bool = False  # one value over the frame (a max, a mean), not a test per element
 
     def describe(self) -> str:
-        return f"{self.expectation}({self.column}): {self.unexpected_count} of {self.element_count} rows unexpected"
+        if self.aggregate:
+            return f"{self.expectation}({self.column}): observed {self.observed}, expected {self.expected}"
+        text = f"{self.expectation}({self.column}): {self.unexpected_count} of {self.element_count} {self.unit} unexpected"
+        # the days that broke a band name themselves; offending row values are a sample (Data Docs shows it)
+        return f"{text} ({self.observed})" if self.observed and not self.success and self.unit != "rows" else text
 
 
 def merge_outcomes(parts: list[list[ExpectationOutcome]]) -> list[ExpectationOutcome]:
@@ -60,9 +74,9 @@ def merge_outcomes(parts: list[list[ExpectationOutcome]]) -> list[ExpectationOut
     for outcomes in parts:
         for o in outcomes:
             m = merged.get((o.expectation, o.column))
-            merged[(o.expectation, o.column)] = o if m is None else ExpectationOutcome(
-                o.expectation, o.column, m.success and o.success,
-                m.unexpected_count + o.unexpected_count, m.element_count + o.element_count)
+            merged[(o.expectation, o.column)] = o if m is None else replace(
+                m, success=m.success and o.success, unexpected_count=m.unexpected_count + o.unexpected_count,
+                element_count=m.element_count + o.element_count)
     return list(merged.values())
 
 
@@ -86,22 +100,44 @@ def suite_for(contract: Contract, now: datetime | None = None) -> "gx.Expectatio
     return suite
 
 
-def validate_frame(contract: Contract, frame: "pd.DataFrame", now: datetime | None = None) -> list[ExpectationOutcome]:
-    """Run the contract's suite on one frame; one outcome per expectation."""
+def shown_value(value) -> str:
+    """A value as a reader writes it: whole numbers with thousands separators, dates without a midnight."""
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value.is_integer() else f"{value:.4g}"
+    if isinstance(value, datetime):  # a date the frame holds as a midnight timestamp reads as a date
+        return value.date().isoformat() if value == datetime.combine(value.date(), datetime.min.time()) else value.isoformat(sep=" ")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, list | tuple | set):
+        return "{" + ", ".join(shown_value(v) for v in value) + "}"
+    return str(value)
+
+
+def expected_text(kwargs: dict) -> str:
+    """The bounds or set an expectation holds a column to, e.g. `min_value 0.3, max_value 5`."""
+    return ", ".join(f"{k} {shown_value(v)}" for k, v in kwargs.items() if k not in _NOT_EXPECTED and v is not None)
+
+
+def run_suite(frame: "pd.DataFrame", build: "Callable[[], gx.ExpectationSuite]", unit: str = "rows") -> list[ExpectationOutcome]:
+    """Validate one pandas frame against the suite `build` makes (in an ephemeral context, which
+    GX wants before a suite exists); one outcome per expectation."""
     gx = _gx()
     context = gx.get_context(mode="ephemeral")
+    suite = build()
     context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_pandas(f"raw_{contract.name}")
-    batch = source.add_dataframe_asset(contract.name).add_batch_definition_whole_dataframe("partition").get_batch(
+    source = context.data_sources.add_pandas(suite.name)
+    batch = source.add_dataframe_asset(suite.name).add_batch_definition_whole_dataframe("partition").get_batch(
         batch_parameters={"dataframe": frame}
     )
-    result = batch.validate(suite_for(contract, now))
+    result = batch.validate(suite)
     outcomes = []
     for r in result.results:
         cfg = r.expectation_config
         kwargs = cfg.kwargs
         column = kwargs.get("column") or ",".join(kwargs.get("column_list", []))
         stats = r.result or {}
+        aggregate = "observed_value" in stats
+        sample = stats.get("partial_unexpected_list") or []
         outcomes.append(
             ExpectationOutcome(
                 expectation=cfg.type,
@@ -109,6 +145,15 @@ def validate_frame(contract: Contract, frame: "pd.DataFrame", now: datetime | No
                 success=bool(r.success),
                 unexpected_count=int(stats.get("unexpected_count") or (0 if r.success else len(frame))),
                 element_count=int(stats.get("element_count") or len(frame)),
+                unit=unit,
+                expected=expected_text(kwargs),
+                observed=shown_value(stats["observed_value"]) if aggregate else ", ".join(shown_value(v) for v in sample[:5]),
+                aggregate=aggregate,
             )
         )
     return outcomes
+
+
+def validate_frame(contract: Contract, frame: "pd.DataFrame", now: datetime | None = None) -> list[ExpectationOutcome]:
+    """Run the contract's row suite on one frame; one outcome per expectation."""
+    return run_suite(frame, lambda: suite_for(contract, now))

@@ -10,6 +10,7 @@ settings, once per home and process.
 
 from __future__ import annotations
 
+import warnings
 from datetime import date
 from functools import cache
 from pathlib import Path
@@ -19,6 +20,10 @@ import dagster as dg
 from pipelines.settings import Settings
 
 NIGHTLY_JOB = "nightly"
+
+# Dagster copies each sensor while it resolves a job and passes `owners` (None here) on, which
+# its own beta check reports on every run's console; the sensors here set no owner.
+warnings.filterwarnings("ignore", category=dg.BetaWarning, message="Parameter `owners` of initializer `SensorDefinition")
 
 
 def build_definitions(settings: Settings, last_day: date | None = None) -> dg.Definitions:
@@ -31,7 +36,7 @@ def build_definitions(settings: Settings, last_day: date | None = None) -> dg.De
     from pipelines.home import prepare_home
     from pipelines.ingest_assets import build_ingest_assets
     from pipelines.nightly import landing_days
-    from pipelines.notify import assets_by_op, build_failure_hook
+    from pipelines.notify import assets_by_op, build_alert_sensors, build_alerts_job, build_failure_hook
     from pipelines.overrides_assets import build_overrides_job, build_overrides_sensor
     from pipelines.partitions import daily_partitions
     from pipelines.publish_assets import build_publish_asset
@@ -56,7 +61,7 @@ def build_definitions(settings: Settings, last_day: date | None = None) -> dg.De
 
     usage_report = build_usage_asset(home)
     forecast_calibration = build_calibration_asset(settings.forecast)
-    notify = build_failure_hook(settings.notify, assets_by_op([*nightly_assets, forecast_calibration]))
+    notify = build_failure_hook(settings, assets_by_op([*nightly_assets, forecast_calibration]))
 
     nightly_job = dg.define_asset_job(
         NIGHTLY_JOB,
@@ -73,6 +78,7 @@ def build_definitions(settings: Settings, last_day: date | None = None) -> dg.De
     usage_job = dg.define_asset_job("governance_usage", selection=[usage_report], description="Yesterday's query usage per team.")
     calibration_job = build_calibration_job(forecast_calibration, notify)
     overrides_job = build_overrides_job(home.overrides, home.exports)
+    alerts_job = build_alerts_job(settings)
     schedules = [
         build_nightly_schedule(nightly_job, daily, at=settings.schedule.nightly_at, timezone=settings.schedule.nightly_tz),
         dg.ScheduleDefinition(
@@ -83,9 +89,10 @@ def build_definitions(settings: Settings, last_day: date | None = None) -> dg.De
     ]
     return dg.Definitions(
         assets=[*nightly_assets, usage_report, forecast_calibration],
-        jobs=[nightly_job, usage_job, calibration_job, overrides_job],
+        jobs=[nightly_job, usage_job, calibration_job, overrides_job, alerts_job],
         schedules=schedules,
-        sensors=[build_landing_sensor(nightly_job, home.landing, daily), build_overrides_sensor(overrides_job, home.overrides)],
+        sensors=[build_landing_sensor(nightly_job, home.landing, daily), build_overrides_sensor(overrides_job, home.overrides),
+                 *build_alert_sensors(nightly_job, alerts_job)],
         resources={
             "warehouse": WarehouseResource.from_settings(settings.warehouse),
             "dbt": DbtCli(project_dir=project, profiles_dir=str(project.profiles_dir)),

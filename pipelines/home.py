@@ -51,6 +51,16 @@ class Home:
         return self.root / "governance.duckdb"
 
     @property
+    def alerts_file(self) -> Path:
+        """The alerts configuration (notifier URLs, thresholds, deadlines), unless CIVICFLOW_ALERTS_FILE names another."""
+        return self.root / "alerts.toml"
+
+    @property
+    def alerts_state(self) -> Path:
+        """The alerts sent and still open (pipelines/alerts/dedupe.py)."""
+        return self.root / "alerts-state.json"
+
+    @property
     def dagster(self) -> Path:
         return self.root / "dagster"
 

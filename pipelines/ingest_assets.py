@@ -6,6 +6,7 @@ the landing zone through the marts without glue.
 
 
 import time
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +15,7 @@ from ingest.config import IngestConfig
 from ingest.contracts import CLEARING, CONTRACTS, PASS_SCANS, REFERENCE_CONTRACTS, TELEMETRY, TRANSACTIONS, Contract
 from ingest.expectations import merge_outcomes, validate_frame
 from ingest.loader import load_landing, summarise
+from ingest.partition_profile import validate_partitions
 from ingest.raw_tables import BATCH_HEADERS_TABLE
 from ingest.read_ahead import pack_in_order
 from pipelines.partitions import context_dates, single_run
@@ -80,7 +82,11 @@ def _check_specs(contracts: tuple[Contract, ...]) -> list[dg.AssetCheckSpec]:
             GX_CHECK,
             asset=raw_key(c.name),
             blocking=True,
-            description=f"Great Expectations suite from the {c.name} contract (nulls, allowed values, ranges, key uniqueness) on the partitions this run touched.",
+            description=(
+                f"Great Expectations suites from the {c.name} contract on the partitions this run touched: each row "
+                "(nulls, allowed values, ranges, key uniqueness) and each day as a whole (volume against the source's "
+                "last 28 days, the contract's daily means, medians and shares, freshness against the run's day)."
+            ),
         )
         for c in contracts
     ]
@@ -116,10 +122,12 @@ def unchanged(contract: Contract) -> dg.AssetCheckResult:
     )
 
 
-def gx_check(con, contract: Contract, dates: list[str]) -> dg.AssetCheckResult:
+def gx_check(con, contract: Contract, dates: list[str], run_day: date | None = None) -> dg.AssetCheckResult:
     """Validate the rows of the dates a run touched (reference tables: the whole snapshot), in
-    frames of bounded size. Key uniqueness is checked within a frame: keys that repeat across
-    dates are the loader's to refuse (it inserts a natural key once)."""
+    frames of bounded size, then each of those dates as a whole (`ingest/partition_profile.py`;
+    freshness against `run_day`, the run's last partition day, when given). Key uniqueness is
+    checked within a frame: keys that repeat across dates are the loader's to refuse (it
+    inserts a natural key once)."""
     if contract.reference:
         frames = [lambda: con.execute(f"SELECT * FROM {contract.table}").df()]
         scope = "whole snapshot"
@@ -139,7 +147,7 @@ def gx_check(con, contract: Contract, dates: list[str]) -> dg.AssetCheckResult:
         if len(frame):
             parts.append(validate_frame(contract, frame))
         del frame
-    outcomes = merge_outcomes(parts)
+    outcomes = merge_outcomes(parts) + validate_partitions(con, contract, dates, run_day)
     failed = [o for o in outcomes if not o.success]
     return dg.AssetCheckResult(
         asset_key=raw_key(contract.name),
@@ -187,7 +195,8 @@ def build_ingest_asset(
                 totals[BATCH_HEADERS_KEY.path[-1]] = con.execute(f"SELECT count(*) FROM {BATCH_HEADERS_TABLE}").fetchone()[0]
             loaded = {o.contract for o in outcomes if o.status == "loaded"}
             checks = [
-                gx_check(con, CONTRACTS[key.path[-1]], sorted({d.isoformat() for o in outcomes if o.contract == key.path[-1] for d in o.affected_dates}))
+                gx_check(con, CONTRACTS[key.path[-1]], sorted({d.isoformat() for o in outcomes if o.contract == key.path[-1] for d in o.affected_dates}),
+                         run_day=max(context_dates(context)))
                 if key.path[-1] in loaded else unchanged(CONTRACTS[key.path[-1]])
                 for key in sorted(context.selected_asset_keys, key=str)
                 if key.path[-1] in CONTRACTS

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from pipelines.home import Home, prepare_home
+from pipelines.instance_storage import EVENT_BATCHING
 from pipelines.run_lock import home_run_lock
 from pipelines.scoped_env import scoped_env
 from pipelines.settings import Settings
@@ -174,7 +175,7 @@ def _run_locked(
         watcher = threading.Thread(target=_watch_steps, args=(instance, time.time() - 1, on_step, stop), daemon=True) if on_step else None
         if watcher:
             watcher.start()
-        with log_path.open("w") as log, redirect_stdout(log), scoped_env(ONE_PLANNED_EVENT_PER_RANGE if days[0] != days[1] else {}):
+        with log_path.open("w") as log, redirect_stdout(log), scoped_env(EVENT_BATCHING | (ONE_PLANNED_EVENT_PER_RANGE if days[0] != days[1] else {})):
             try:
                 result = dg.execute_job(
                     dg.build_reconstructable_job(

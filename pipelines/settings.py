@@ -35,8 +35,9 @@ VARIABLES = {
     "CIVICFLOW_FRESH_BY": "city-local time the night's run must be done by (default 06:00)",
     "CIVICFLOW_CALIBRATION_CRON": "cron of the weekly forecast calibration (default Sundays 23:00)",
     "CIVICFLOW_CALIBRATION_TZ": f"time zone of that cron (default {CITY_TZ})",
-    "CIVICFLOW_NOTIFY_WEBHOOK": "a URL that receives a failed run's JSON payload by POST",
-    "CIVICFLOW_NOTIFY_COMMAND": "a command run with a failed run's payload on its standard input",
+    "CIVICFLOW_NOTIFY_WEBHOOK": "a URL that receives each alert's JSON payload by POST (a failed run's included)",
+    "CIVICFLOW_NOTIFY_COMMAND": "a command run with each alert's JSON payload on its standard input",
+    "CIVICFLOW_ALERTS_FILE": "the alerts file: notifier URLs, thresholds, per-source deadlines (default <home>/alerts.toml)",
     "CIVICFLOW_DAGSTER_PG_URL": "Dagster's run and event storage on PostgreSQL (postgresql+psycopg2://…); unset: SQLite in the home",
     "CIVICFLOW_DBT_MEMORY_LIMIT": "DuckDB memory_limit of dbt's connection (default 6GB; read by dbt_project/profiles.yml)",
     "CIVICFLOW_GATEWAY_URL": "the query gateway the CLI and the Python client talk to (default http://127.0.0.1:8765)",
@@ -73,6 +74,7 @@ class ScheduleSettings:
 class NotifySettings:
     webhook: str | None = None
     command: str | None = None
+    alerts_file: Path = Path("alerts.toml")  # from_env: <home>/alerts.toml unless CIVICFLOW_ALERTS_FILE
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,10 @@ class Settings:
                 calibration_cron=get("CIVICFLOW_CALIBRATION_CRON") or defaults.calibration_cron,
                 calibration_tz=get("CIVICFLOW_CALIBRATION_TZ") or defaults.calibration_tz,
             ),
-            notify=NotifySettings(webhook=get("CIVICFLOW_NOTIFY_WEBHOOK"), command=get("CIVICFLOW_NOTIFY_COMMAND")),
+            notify=NotifySettings(
+                webhook=get("CIVICFLOW_NOTIFY_WEBHOOK"), command=get("CIVICFLOW_NOTIFY_COMMAND"),
+                alerts_file=Path(get("CIVICFLOW_ALERTS_FILE") or Home(root).alerts_file).expanduser(),
+            ),
             dagster_pg_url=get("CIVICFLOW_DAGSTER_PG_URL"),
             gateway_url=get("CIVICFLOW_GATEWAY_URL"),
             api_key=get("CIVICFLOW_API_KEY"),

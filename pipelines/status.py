@@ -69,7 +69,7 @@ def _ts(value) -> datetime | None:
 
 
 @contextmanager
-def _instance_tables(settings: Settings) -> Iterator[tuple[object, object] | None]:
+def instance_tables(settings: Settings) -> Iterator[tuple[object, object] | None]:
     """DB-API connections to the instance's run storage and its asset index (None: no instance)."""
     if settings.dagster_pg_url:
         import psycopg2  # dagster-postgres's driver
@@ -96,7 +96,7 @@ def _instance_tables(settings: Settings) -> Iterator[tuple[object, object] | Non
         i.close()
 
 
-def _rows(con, sql: str) -> list[tuple]:
+def fetch_rows(con, sql: str) -> list[tuple]:
     cur = con.cursor()
     cur.execute(sql)
     return cur.fetchall()
@@ -111,17 +111,17 @@ def recent_runs(settings: Settings, limit: int = 20, run_id_prefix: str | None =
     if run_id_prefix is not None and not all(c in "0123456789abcdef-" for c in run_id_prefix.lower()):
         return []  # a run id is hex: nothing else can match (and nothing else reaches the SQL)
     where = f"WHERE run_id LIKE '{run_id_prefix.lower()}%'" if run_id_prefix else ""
-    with _instance_tables(settings) as tables:
+    with instance_tables(settings) as tables:
         if tables is None:
             return []
         runs_con = tables[0]
-        rows = _rows(runs_con, f"SELECT run_id, pipeline_name, status, start_time, end_time FROM runs {where} ORDER BY id DESC LIMIT {int(limit)}")
+        rows = fetch_rows(runs_con, f"SELECT run_id, pipeline_name, status, start_time, end_time FROM runs {where} ORDER BY id DESC LIMIT {int(limit)}")
         if not rows:
             return []
         ids = ", ".join(f"'{r[0]}'" for r in rows)  # uuids read from the storage itself
         keys = ", ".join(f"'{k}'" for k in RUN_TAG_KEYS)
         tags: dict[str, dict[str, str]] = {}
-        for run_id, key, value in _rows(runs_con, f"SELECT run_id, key, value FROM run_tags WHERE run_id IN ({ids}) AND key IN ({keys})"):
+        for run_id, key, value in fetch_rows(runs_con, f"SELECT run_id, key, value FROM run_tags WHERE run_id IN ({ids}) AND key IN ({keys})"):
             tags.setdefault(run_id, {})[key] = value
     found = []
     for run_id, job, status, start, end in rows:
@@ -137,7 +137,7 @@ def recent_runs(settings: Settings, limit: int = 20, run_id_prefix: str | None =
 def gather(settings: Settings, now: datetime | None = None) -> Health:
     now = now or datetime.now(UTC)
     health = Health()
-    with _instance_tables(settings) as tables:
+    with instance_tables(settings) as tables:
         if tables is not None:
             _from_instance(health, *tables, now=now, deadline=settings.schedule.fresh_by)
     health.snapshot = current_snapshot(settings.home.published)
@@ -147,10 +147,10 @@ def gather(settings: Settings, now: datetime | None = None) -> Health:
 
 
 def _from_instance(health: Health, runs, index, now: datetime, deadline: str) -> None:
-    last = _rows(runs, "SELECT run_id, status, start_time, end_time FROM runs WHERE pipeline_name = 'nightly' ORDER BY id DESC LIMIT 1")
+    last = fetch_rows(runs, "SELECT run_id, status, start_time, end_time FROM runs WHERE pipeline_name = 'nightly' ORDER BY id DESC LIMIT 1")
     if last:
         run_id, status, start, end = last[0]
-        tags = dict(_rows(runs, f"SELECT key, value FROM run_tags WHERE run_id = '{run_id}'"))
+        tags = dict(fetch_rows(runs, f"SELECT key, value FROM run_tags WHERE run_id = '{run_id}'"))
         health.last_run = {
             "run_id": run_id,
             "status": status,
@@ -159,7 +159,7 @@ def _from_instance(health: Health, runs, index, now: datetime, deadline: str) ->
             "started": _ts(start),
             "ended": _ts(end),
         }
-    latest = _rows(
+    latest = fetch_rows(
         index,
         "SELECT asset_key, max(timestamp), max(partition) FROM event_logs "
         "WHERE dagster_event_type = 'ASSET_MATERIALIZATION' GROUP BY asset_key",
@@ -170,7 +170,7 @@ def _from_instance(health: Health, runs, index, now: datetime, deadline: str) ->
         path = json.loads(key_json)
         ts = _ts(when)
         health.assets.append(AssetHealth("/".join(path), _group(path), partition, ts, is_fresh(ts, now, deadline)))
-    checks = _rows(
+    checks = fetch_rows(
         index,
         "SELECT asset_key, check_name, execution_status, evaluation_event FROM asset_check_executions e "
         "WHERE id = (SELECT max(id) FROM asset_check_executions l WHERE l.asset_key = e.asset_key AND l.check_name = e.check_name)",

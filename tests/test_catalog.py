@@ -31,6 +31,7 @@ def test_catalog_lists_the_grant_with_types_privacy_descriptions_and_rows(pg: Pg
     body = analysts.json()
     assert body["snapshot"] == snap.name and analysts.headers["X-Snapshot"] == snap.name
     assert body["snapshot_as_of"][:4] == snap.name[len("warehouse-"):][:4] and body["snapshot_as_of"].endswith("Z")
+    assert body["data_date"] == "2027-07-10" and analysts.headers["X-Data-Date"] == "2027-07-10"  # the last day of data
     rels = {r["name"]: r for r in body["relations"]}
     assert set(rels) == {"marts.demand", "marts.passes", "marts.funnel", "marts.big", "staging.stg_onboarding"}  # not secret.*, not raw.*
     with duckdb.connect(str(pg.env.home / "warehouse.duckdb"), read_only=True) as con:  # what was published
@@ -52,8 +53,12 @@ def test_catalog_lists_the_grant_with_types_privacy_descriptions_and_rows(pg: Pg
     assert [a[:2] for a in audited] == [("analysts", "catalog"), ("cleared", "catalog"), (None, "refused")]
 
 
+PG_NAMES = {"VARCHAR": "character varying", "DOUBLE": "double precision", "DATE": "date", "BIGINT": "bigint", "HUGEINT": "numeric"}
+
+
 def test_information_schema_on_the_postgres_endpoint_shows_the_same_grant(pg: Pg) -> None:
-    listed = {r["name"]: [(c["name"], c["type"]) for c in r["columns"]] for r in pg.gateway.catalog(pg.keys["analysts"]).catalog}
+    """The same relations and columns, with the types as PostgreSQL names them (what Grafana and Power BI read)."""
+    listed = {r["name"]: [(c["name"], PG_NAMES[c["type"]]) for c in r["columns"]] for r in pg.gateway.catalog(pg.keys["analysts"]).catalog}
     with psycopg.connect(**pg.dsn()) as c:
         rows = c.execute("SELECT table_schema || '.' || table_name, column_name, data_type FROM information_schema.columns "
                          "WHERE table_schema NOT IN ('information_schema', 'pg_catalog') ORDER BY 1, ordinal_position").fetchall()
@@ -76,7 +81,7 @@ def test_cli_catalog_prints_the_grant_as_table_or_json(pg: Pg) -> None:
     data = json.loads(as_json.output)
     assert {r["name"] for r in data["relations"]} >= {"marts.demand", "marts.passes"}
     assert as_table.exit_code == 0 and "marts.demand (20,000 rows)" in as_table.output and "units picked up that day" in as_table.output
-    assert "holder_email" not in as_table.output and f"snapshot {data['snapshot']}" in as_table.output.replace("\n", " ")
+    assert "holder_email" not in as_table.output and f"snapshot {data['snapshot']}" in " ".join(as_table.output.split())
     assert bad.exit_code == 1 and "--format must be table or json" in bad.output and "Traceback" not in bad.output
     assert refused.exit_code == 2 and "refused [unauthenticated]" in refused.output
     assert runner.invoke(app, ["catalog", "--help"]).exit_code == 0

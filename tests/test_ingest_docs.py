@@ -63,6 +63,37 @@ def test_data_docs_command_writes_an_index_naming_every_raw_suite(loaded_home):
         assert f"raw_{name}" in html, name
 
 
+@pytest.mark.slow
+def test_data_docs_open_offline_in_chromium_and_show_suites_and_failures(loaded_home, tmp_path):
+    """The site requests nothing (no CDN, no script), its index lists every suite, and the
+    telemetry page shows the day-level expectations this battery-only day fails."""
+    from support.chromium import chromium, open_page
+
+    if chromium() is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    result = CliRunner().invoke(_app(), ["ingest", "data-docs", "--home", str(loaded_home)], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    index = Path(result.output.strip().splitlines()[-1])
+    site = index.parent
+    for html in site.glob("*.html"):
+        assert "<script" not in html.read_text() and "http" not in html.read_text(), html
+    page = open_page(index.as_uri(), width=1200, height=900, settle_s=0.5)
+    (tmp_path / "index.png").write_bytes(page.screenshot)
+    assert page.requests and page.remote == []
+    for name in CONTRACTS:
+        assert f">raw_{name}</a>" in page.dom, name
+    assert "1 failing" in page.dom  # telemetry: the one table with rows that fail
+    suite = open_page((site / "raw_telemetry.html").as_uri(), width=1200, height=1300, settle_s=0.5)
+    (tmp_path / "telemetry.png").write_bytes(suite.screenshot)
+    assert suite.remote == []
+    assert "Failed expectations" in suite.dom
+    assert "expect_column_values_to_be_between(share_kind_door): 1 of 1 days unexpected (2026-01-05: 0)" in suite.dom
+    assert "expect_column_max_to_be_between(latest_event_date): observed 2026-01-05" in suite.dom  # stale by today
+    assert "expect_compound_columns_to_be_unique" in suite.dom and "0 of 59 rows" in suite.dom
+    results = json.loads((site / "validations.json").read_text())
+    assert {s["suite"] for s in results["suites"]} == {f"raw_{n}" for n in CONTRACTS}
+
+
 def test_quarantine_command_lists_file_line_field_reason_and_text(loaded_home):
     result = CliRunner().invoke(_app(), ["ingest", "quarantine", "--home", str(loaded_home), "--contract", "telemetry"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
@@ -75,7 +106,7 @@ def test_quarantine_command_lists_file_line_field_reason_and_text(loaded_home):
 
 
 def test_ingest_commands_have_help():
-    for args in (["ingest", "--help"], ["ingest", "data-docs", "--help"], ["ingest", "quarantine", "--help"]):
+    for args in (["ingest", "--help"], ["ingest", "data-docs", "--help"], ["ingest", "quarantine", "--help"], ["ingest", "replay-quarantine", "--help"]):
         result = CliRunner().invoke(_app(), args)
         assert result.exit_code == 0 and "--home" in result.output or "data-docs" in result.output
 

@@ -3,45 +3,16 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import duckdb
 import pytest
+from support.receiver import Receiver
 
 from ingest.simulator import simulate
 from pipelines.nightly import open_instance, run_nightly
 from pipelines.settings import Settings
 
 pytestmark = pytest.mark.slow
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1 that keeps what it was sent."""
-
-    def __init__(self) -> None:
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's naming)
-                received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def test_failed_run_notifies_hook_and_command_and_never_publishes(home_dir, tmp_path, monkeypatch):

@@ -223,11 +223,10 @@ def test_a_million_rows_stream_in_batches_with_flat_server_memory(pg: Pg) -> Non
     small = stream_rows(pg, 200_000)
     large = stream_rows(pg, 1_000_000)
     wire = wire_bytes_of(1_000_000)
-    # sent as DuckDB produced them, a write of about CHUNK_BYTES (1-2 MB) at a time
+    # sent as DuckDB produced them, a write of about CHUNK_BYTES at a time
     assert pg.server.stats.batches - before >= (wire + wire_bytes_of(200_000)) // (2 * CHUNK_BYTES)
     print(f"server RSS grew {small / 1e6:.1f} MB for 200k rows ({wire_bytes_of(200_000) / 1e6:.0f} MB on the wire), "
           f"{large / 1e6:.1f} MB for 1M rows ({wire / 1e6:.0f} MB on the wire)")
-    assert small > 0  # sampled
     # Held whole, the answer alone is about the wire size (Arrow) and several times it as rows.
     assert large < wire / 4
     # Five times the rows, not five times the memory: what grows is a batch, not the answer.

@@ -194,15 +194,28 @@ def test_bi_tool_connect_sequence_is_answered_from_the_grant(pg: Pg, tool: str, 
         "power_bi": lambda a: {r[1] for r in a[1]},  # the navigator
     }[tool](answers)
     assert {"demand", "passes", "funnel"} <= listing and "salaries" not in listing
-    columns = {"dbeaver": lambda a: {r[2] for r in a[13]}, "grafana": lambda a: {r[0] for r in a[5]}, "power_bi": lambda a: {r[0] for r in a[2]}}
+    # a table's columns with PostgreSQL's types: OIDs for DBeaver (PgJDBC), names for Grafana and Power BI
+    columns = {"dbeaver": lambda a: {r[2]: r[3] for r in a[13]}, "grafana": lambda a: dict(a[5]), "power_bi": lambda a: {r[0]: r[3] for r in a[2]}}
     if tool in columns:
         got = columns[tool](answers)
-        assert "pass_type" in got and "birth_year" not in got and "holder_email" not in got  # identity: not cleared
+        want = {"pass_type": 1043, "home_neighbourhood_id": 1043, "holders": 20} if tool == "dbeaver" else \
+            {"pass_type": "character varying", "home_neighbourhood_id": "character varying", "holders": "bigint"}
+        assert got == want  # identity (birth_year, holder_email): not cleared, not there
+    if tool == "metabase":  # describe-database carries dbt's descriptions; the tables it may select are the grant only
+        assert {r[1]: r[3] for r in answers[6]}["demand"] == "Units demanded per neighbourhood, category and day"
+        assert {(r[1], r[2]) for r in answers[5]} == {("marts", "big"), ("marts", "demand"), ("marts", "funnel"), ("marts", "passes"),
+                                                       ("staging", "stg_onboarding")}
+    if tool == "dbeaver":
+        assert answers[3] == [("marts", "analysts-key")]  # current_schema() is search_path's first, as SHOW says
     if tool == "power_bi":
         assert answers[0][0][0][0].startswith("PostgreSQL 16") and len(answers[0][1]) > 10  # version, then the types
 
 
-def test_superset_lists_schemas_and_tables_through_sqlalchemy(pg: Pg) -> None:
+def _columns(insp, table: str) -> dict[str, str]:
+    return {c["name"]: repr(c["type"]) for c in insp.get_columns(table, schema="marts")}
+
+
+def test_superset_lists_schemas_tables_and_columns_through_sqlalchemy(pg: Pg) -> None:
     before = pg.server.stats.probe_fallbacks
     url = sa.URL.create("postgresql+psycopg2", username="analysts-key", password=pg.keys["analysts"], host="127.0.0.1", port=pg.port, database="civicflow")
     engine = sa.create_engine(url)
@@ -213,7 +226,27 @@ def test_superset_lists_schemas_and_tables_through_sqlalchemy(pg: Pg) -> None:
         assert "marts" in insp.get_schema_names() and "secret" not in insp.get_schema_names()
         assert {"demand", "passes", "funnel", "big"} == set(insp.get_table_names(schema="marts"))
         assert insp.get_view_names(schema="marts") == []
+        # what Superset lists for a table: the granted columns, in order, with their types
+        assert _columns(insp, "demand") == {"neighbourhood_id": "VARCHAR()", "category": "VARCHAR()", "demand_date": "DATE()",
+                                            "units": "DOUBLE_PRECISION(precision=53)"}
+        assert list(_columns(insp, "demand")) == ["neighbourhood_id", "category", "demand_date", "units"]
+        # dbt's descriptions, as comments (Superset shows them)
+        assert {c["name"]: c["comment"] for c in insp.get_columns("demand", schema="marts")}["units"] == "units picked up that day"
+        assert insp.get_table_comment("demand", schema="marts") == {"text": "Units demanded per neighbourhood, category and day"}
+        passes = _columns(insp, "passes")  # published as cells: the count of holders is a column; identity is not granted
+        assert passes == {"pass_type": "VARCHAR()", "home_neighbourhood_id": "VARCHAR()", "holders": "BIGINT()"}
+        with pytest.raises(sa.exc.NoSuchTableError):
+            insp.get_columns("salaries", schema="secret")  # not granted: not there
+        # a published copy has no keys or indexes, and says so (not an error)
+        assert insp.get_pk_constraint("passes", schema="marts") == {"name": None, "constrained_columns": []}
         assert insp.get_foreign_keys("passes", schema="marts") == []
+        assert insp.get_indexes("passes", schema="marts") == []
+        assert insp.get_unique_constraints("passes", schema="marts") == []
+        # and a table Superset reflects can be queried through SQLAlchemy Core, through the gateway
+        demand = sa.Table("demand", sa.MetaData(), schema="marts", autoload_with=engine)
+        with engine.connect() as c:
+            total = c.execute(sa.select(sa.func.count()).select_from(demand).where(demand.c.category == "food")).scalar_one()
+        assert total == 6667
     finally:
         engine.dispose()
-    assert pg.server.stats.probe_fallbacks == before
+    assert pg.server.stats.probe_fallbacks == before, "a probe DuckDB could not run was answered empty"

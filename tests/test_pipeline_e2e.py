@@ -11,6 +11,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from governance.publication import data_date_of
 from ingest.simulator import simulate
 from pipelines.nightly import landing_days, open_instance, rebuild_warehouse, run_nightly
 from pipelines.settings import Settings
@@ -121,6 +122,8 @@ def test_published_snapshot_is_read_only_and_current(nightly):
     snap = current_snapshot(home.published)
     assert snap is not None and str(snap) == second.snapshot
     assert not snap.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    # the data date every answer reports: the as-of day of the run, the last delivery day
+    assert data_date_of(snap) == landing_days(home)[1]
     con = duckdb.connect(str(snap), read_only=True)
     assert scalar(con, "SELECT count(*) FROM marts.neighbourhood_demand_daily") > 0
     con.close()

@@ -197,7 +197,7 @@ def test_a_million_rows_stream_over_http_with_flat_server_memory(servers: Server
     small, large = read(200_000), read(1_000_000)
     csv_bytes = sum(len(str(i)) * 2 + 8 for i in range(1_000_000))  # i,"row-i"\n
     print(f"server RSS grew {small / 1e6:.1f} MB for 200k rows, {large / 1e6:.1f} MB for 1M rows ({csv_bytes / 1e6:.0f} MB of CSV)")
-    assert small > 0 and large < csv_bytes / 4
+    assert large < csv_bytes / 4
     assert large < 2 * small + csv_bytes / 10  # five times the rows, not five times the memory
     audits = servers.sql("SELECT result_rows, outcome, rule FROM audit WHERE key_name = 'cleared-key' AND sql LIKE 'SELECT i,%' ORDER BY seq", [])
     assert audits == [(1_000_000, "ok", None), (200_000, "ok", None), (1_000_000, "ok", None)]

@@ -17,7 +17,7 @@ from governance.result import Result
 from governance.stream import ResultStream
 
 BATCH_ROWS = 10_000  # rows of a small table's answer per batch (a query's come as DuckDB's record batches)
-CHUNK_BYTES = 1_000_000  # DataRow bytes per write; the socket is drained between writes
+CHUNK_BYTES = 256_000  # DataRow bytes per write; the socket is drained between writes
 
 
 @dataclass

@@ -5,13 +5,16 @@ DuckDB ships most of pg_catalog, but the queries of Metabase, DBeaver, Grafana, 
 SQLAlchemy (Superset) also use functions and relations it lacks; `prepare` adds the functions
 as temporary macros and `rewrite` replaces what a macro cannot stand for (regclass casts,
 settings, the session user, relations with no DuckDB counterpart) before the probe runs. The
-fixtures in tests/fixtures/bi_probes.py are the queries these tools send."""
+fixtures in tests/support/bi_probes.py are the queries these tools send."""
 
 from __future__ import annotations
 
 import re
 
 import duckdb
+
+from governance.catalog import Manifest, quote_ident, quote_relation
+from governance.pgwire import catalog_types
 
 DATABASE = "civicflow"
 
@@ -32,6 +35,9 @@ _MACROS = [
     "pg_backend_pid() AS 1",
     "pg_get_expr(e, r) AS NULL::VARCHAR, (e, r, pretty) AS NULL::VARCHAR",
     "pg_get_serial_sequence(t, c) AS NULL::VARCHAR",
+    "pg_get_indexdef(i) AS NULL::VARCHAR, (i, c, pretty) AS NULL::VARCHAR",
+    "pg_collation_is_visible(o) AS true",
+    "current_schema() AS 'marts'",  # the first schema of search_path (SHOW search_path)
 ]
 
 # Relations DuckDB lacks, as empty (or one-row) inline tables with PostgreSQL's columns.
@@ -43,7 +49,32 @@ _RELATIONS = {
     "pg_user": "SELECT 10::BIGINT AS usesysid, {user} AS usename, false AS usesuper, false AS usecreatedb",
     "pg_attrdef": "SELECT NULL::BIGINT AS oid, NULL::BIGINT AS adrelid, NULL::INTEGER AS adnum, NULL::VARCHAR AS adbin WHERE false",
     "pg_range": "SELECT NULL::BIGINT AS rngtypid, NULL::BIGINT AS rngsubtype, NULL::BIGINT AS rngmultitypid WHERE false",
+    # DuckDB's pg_index and pg_collation lack columns SQLAlchemy names; a published copy has no index
+    "pg_index": "SELECT NULL::BIGINT AS indexrelid, NULL::BIGINT AS indrelid, NULL::SMALLINT AS indnatts, NULL::SMALLINT AS indnkeyatts, "
+                "NULL::BOOLEAN AS indisunique, NULL::BOOLEAN AS indnullsnotdistinct, NULL::BOOLEAN AS indisprimary, NULL::BOOLEAN AS indisexclusion, "
+                "NULL::BOOLEAN AS indimmediate, NULL::BOOLEAN AS indisclustered, NULL::BOOLEAN AS indisvalid, NULL::BOOLEAN AS indisready, "
+                "NULL::BOOLEAN AS indislive, NULL::BOOLEAN AS indisreplident, NULL::INTEGER[] AS indkey, NULL::BIGINT[] AS indcollation, "
+                "NULL::BIGINT[] AS indclass, NULL::INTEGER[] AS indoption, NULL::VARCHAR AS indexprs, NULL::VARCHAR AS indpred WHERE false",
+    "pg_opclass": "SELECT NULL::BIGINT AS oid, NULL::BIGINT AS opcmethod, NULL::VARCHAR AS opcname, NULL::BIGINT AS opcnamespace, "
+                  "NULL::BOOLEAN AS opcdefault, NULL::BIGINT AS opcintype WHERE false",
+    "pg_collation": "SELECT NULL::BIGINT AS oid, NULL::VARCHAR AS collname, NULL::BIGINT AS collnamespace, NULL::VARCHAR AS collprovider, "
+                    "NULL::VARCHAR AS collcollate, NULL::VARCHAR AS collctype WHERE false",
+    # DuckDB lists its own system views in pg_views (main.duckdb_columns, …): the probe holds none of the grant
+    "pg_views": "SELECT schema_name AS schemaname, view_name AS viewname, {user} AS viewowner, NULL::VARCHAR AS definition "
+                "FROM duckdb_views() WHERE NOT internal",
+    "pg_inherits": "SELECT NULL::BIGINT AS inhrelid, NULL::BIGINT AS inhparent, NULL::INTEGER AS inhseqno WHERE false",
+    # comments with classoid 0: the rewrite turns `'pg_class'::regclass` into 0 (DuckDB's is the database's oid)
+    "pg_description": "SELECT objoid, 0::BIGINT AS classoid, objsubid, description FROM pg_catalog.pg_description WHERE description IS NOT NULL",
+    # the granted columns with PostgreSQL's type OIDs and typmods (governance.pgwire.catalog_types)
+    "pg_attribute": "SELECT a.* REPLACE (coalesce(t.typid, a.atttypid) AS atttypid, coalesce(t.typmod, a.atttypmod) AS atttypmod) "
+                    "FROM pg_catalog.pg_attribute AS a LEFT JOIN cf_column_types() AS t ON t.attrelid = a.attrelid AND t.attname = a.attname",
 }
+# information_schema.columns with PostgreSQL's type names (`character varying`, not `VARCHAR`)
+_COLUMNS_BODY = ("SELECT c.* REPLACE (coalesce(t.data_type, c.data_type) AS data_type, coalesce(t.udt_name, c.udt_name) AS udt_name, "
+                 "coalesce(CASE WHEN t.udt_name IS NOT NULL THEN 'pg_catalog' END, c.udt_schema) AS udt_schema) "
+                 "FROM information_schema.columns AS c LEFT JOIN cf_column_types() AS t "
+                 "ON t.nspname = c.table_schema AND t.relname = c.table_name AND t.attname = c.column_name")
+_COLUMNS = re.compile(r'(?<![\w."])"?\binformation_schema"?\s*\.\s*"?columns\b"?(?!\s*\.)(\s+(?:AS\s+)?"?(\w+)"?)?', re.I)
 _RELATION = re.compile(r'(?:"?pg_catalog"?\s*\.\s*)?"?\b(' + "|".join(_RELATIONS) + r')\b"?(?!\s*\.)(\s+(?:AS\s+)?"?(\w+)"?)?', re.I)
 # pg_catalog.pg_x.col → pg_x.col: DuckDB does not bind three-part column names in correlated subqueries
 _QUALIFIED_RELATION = re.compile(r'"?\bpg_catalog"?\s*\.\s*"?(pg_\w+)"?\s*\.(?=\s*"?\w)', re.I)
@@ -94,17 +125,31 @@ def _functions_in_from(sql: str) -> str:
     return "".join(out)
 
 
-def _relation(m: re.Match, user: str) -> str:
-    body = "(" + _RELATIONS[m.group(1).lower()].format(user=_quote(user)) + ")"
-    alias = m.group(3)
+def _aliased(body: str, name: str, alias_clause: str | None, alias: str | None) -> str:
     if alias is not None and alias.lower() not in _KEYWORDS:
-        return body + m.group(2)  # the query's own alias
-    return f"{body} AS {m.group(1).lower()}{m.group(2) or ''}"  # named as the relation, for `pg_range.col`
+        return f"({body}){alias_clause}"  # the query's own alias
+    return f"({body}) AS {name}{alias_clause or ''}"  # named as the relation, for `pg_range.col`
 
 
-def prepare(con: duckdb.DuckDBPyConnection) -> None:
+def _relation(m: re.Match, user: str) -> str:
+    return _aliased(_RELATIONS[m.group(1).lower()].format(user=_quote(user)), m.group(1).lower(), m.group(2), m.group(3))
+
+
+def prepare(con: duckdb.DuckDBPyConnection, granted: dict[str, list[tuple[str, str]]], manifest: Manifest | None = None) -> None:
+    """Once the granted relations' empty copies exist: the macros, their columns' types, and
+    dbt's descriptions as comments (pg_description: what Metabase, DBeaver and SQLAlchemy show)."""
     for macro in _MACROS:
         con.execute(f"CREATE TEMP MACRO {macro}")
+    catalog_types.install(con, granted)
+    if manifest is not None:
+        for rel, cols in granted.items():
+            target = quote_relation(rel)
+            if manifest.descriptions.get(rel):
+                con.execute(f"COMMENT ON TABLE {target} IS {_quote(manifest.descriptions[rel])}")
+            for col, _ in cols:
+                text = manifest.column_descriptions.get(rel, {}).get(col)
+                if text:
+                    con.execute(f"COMMENT ON COLUMN {target}.{quote_ident(col)} IS {_quote(text)}")
 
 
 def rewrite(sql: str, user: str, settings: dict[str, str]) -> str:
@@ -113,10 +158,11 @@ def rewrite(sql: str, user: str, settings: dict[str, str]) -> str:
     lower = {k.lower(): v for k, v in settings.items()}
     sql = _QUALIFIED_CALL.sub(r"\1(", sql)  # pg_catalog.f(…) → f(…): the macros above stand beside DuckDB's
     sql = _functions_in_from(sql)
-    sql = _REGCLASS.sub("0", sql)  # DuckDB's pg_description is empty: no object id matches
+    sql = _REGCLASS.sub("0", sql)  # the classoid pg_description holds here (below)
     sql = _REGTYPE.sub(lambda m: "::VARCHAR" if m.group(0).startswith("::") else ("BIGINT" if m.group(0).upper() == "OID" else "VARCHAR"), sql)
     sql = _JSON_BUILD.sub("json_object(", sql)
     sql = _QUALIFIED_RELATION.sub(lambda m: m.group(1) + ".", sql)
     sql = _SETTING.sub(lambda m: _quote(lower.get(m.group(1).lower(), "")), sql)
     sql = _RELATION.sub(lambda m: _relation(m, user), sql)
+    sql = _COLUMNS.sub(lambda m: _aliased(_COLUMNS_BODY, "columns", m.group(1), m.group(2)), sql)
     return _USER.sub(_quote(user), sql)

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 
+from governance.catalog import Manifest
 from governance.gateway import Gateway, Result
 from governance.keys import KeyHash, scram_login
 from governance.pgwire import codec, compat
 from governance.pgwire.answer import BATCH_ROWS, Answer, Portal, Prepared, encoded
+from governance.pgwire.answer_status import answer_status
 from governance.pgwire.auth import MECHANISM, ScramExchange
 from governance.pgwire.params import parameter_types
 from governance.pgwire.types import TEXT, BadParameter, bind, literal, oid_of, placeholder_count
@@ -244,7 +246,10 @@ class Session:
             return Answer("SELECT 1", pa.table({fixed.group(1).split(".")[-1].rstrip("()"): [value]}))
         if _PROBE.search(sql):
             return await self._blocking(self._probe, sql)
-        return await self._blocking(self._query, sql)
+        answer = await self._blocking(self._query, sql)
+        if answer.result is not None:
+            self.writer.write(answer_status(answer.result, self.settings))  # which data it reflects, and its notes
+        return answer
 
     def _query(self, sql: str) -> Answer:
         """The gateway's answer, its first rows already read: a small result ends (and is settled
@@ -267,7 +272,7 @@ class Session:
     def _probe_con(self) -> duckdb.DuckDBPyConnection:
         if self.probe is None:
             self.granted = self.gateway.granted_columns(self.key)
-            self.probe = _probe_connection(self.granted)
+            self.probe = _probe_connection(self.granted, self.gateway.manifest)
         return self.probe
 
     def _probe(self, sql: str) -> Answer:
@@ -467,16 +472,16 @@ def _split(sql: str) -> list[str]:
     return [s.strip() for s in out if s.strip()]
 
 
-def _probe_connection(granted: dict[str, list[tuple[str, str]]]) -> duckdb.DuckDBPyConnection:
+def _probe_connection(granted: dict[str, list[tuple[str, str]]], manifest: Manifest | None = None) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     con.execute(f"ATTACH ':memory:' AS {compat.DATABASE}")  # current_database() says civicflow
     con.execute(f"USE {compat.DATABASE}")
-    compat.prepare(con)
     for rel, cols in granted.items():
         schema, name = rel.split(".", 1)
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         body = ", ".join(f'"{c.replace(chr(34), "")}" {t}' for c, t in cols)
         con.execute(f'CREATE TABLE "{schema}"."{name}" ({body})')
+    compat.prepare(con, granted, manifest)
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con

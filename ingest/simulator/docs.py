@@ -17,6 +17,8 @@ from ingest.contracts import (
     READING_KINDS,
     REFERENCE_CONTRACTS,
     TELEMETRY,
+    VOLUME_HISTORY_DAYS,
+    VOLUME_MIN_HISTORY,
     Contract,
     Field,
     landing_dir_for,
@@ -68,6 +70,24 @@ def _dtype(f: Field, contract: Contract) -> str:
     return "timestamp (UTC, `Z`)" if utc else "timestamp (local, with offset)"
 
 
+def _daily_expectations(c: Contract) -> str:
+    """The day-level expectations of a contract, in words (`ingest/partition_profile.py`)."""
+    parts = []
+    if c.volume_band is not None:
+        lo, hi = c.volume_band
+        parts.append(f"rows {lo:g}–{hi:g} × the median of the previous {VOLUME_HISTORY_DAYS} days (once {VOLUME_MIN_HISTORY} of them hold rows)")
+    for f in c.fields:
+        if f.daily_mean is not None:
+            parts.append(f"mean `{f.name}` {f.daily_mean[0]:g}–{f.daily_mean[1]:g}")
+        if f.daily_median is not None:
+            parts.append(f"median `{f.name}` {f.daily_median[0]:g}–{f.daily_median[1]:g}")
+        for value, share in f.daily_min_share:
+            parts.append(f"`{f.name}` = `{value}` ≥ {share * 100:g} % of rows")
+    if c.fresh_within_days is not None:
+        parts.append(f"the table's latest event date at most {c.fresh_within_days} day(s) before the run's day")
+    return "; ".join(parts)
+
+
 def contract_section(c: Contract) -> str:
     folder = landing_dir_for(c) + ("/" if c.reference else "/<YYYY-MM-DD>/")
     lines = [
@@ -85,6 +105,9 @@ def contract_section(c: Contract) -> str:
     lines.append(f"- reject threshold: a file with more than {c.max_reject_ratio:.0%} bad rows is refused whole")
     for k, v in sorted(c.extra.items()):
         lines.append(f"- `{k}`: {v}")
+    daily = _daily_expectations(c)
+    if daily:
+        lines.append(f"- each day as a whole (blocking check): {daily}")
     lines += [
         "",
         "| field | type | required | allowed / range | unit | privacy | description |",
@@ -149,7 +172,15 @@ def render_contracts_markdown() -> str:
         "  not rows; a JSON object repeating a key is quarantined (`duplicate key 'seq' in the JSON object`).",
         "- **Bad rows** (unparseable, wrong type, out of range, not allowed, unknown device) go to",
         "  `raw._quarantine` with file, line, field, reason and raw text. A file whose share of bad rows passes",
-        "  its contract's threshold is refused whole and stays in the landing zone.",
+        "  its contract's threshold is refused whole and stays in the landing zone. After a contract fix,",
+        "  `civicflow ingest replay-quarantine [--source S] [--dry-run]` re-validates the quarantined rows",
+        "  against the contracts as they are now and loads those that pass, once; the others stay with the",
+        "  reason the current contract gives.",
+        "- **Days judged as a whole.** Every row of a day can be valid while the day is not: a tenth of its",
+        "  usual volume, every amount at the maximum, one kind of reading gone, only weeks-old events. Each",
+        "  event contract declares what a normal day looks like (its section below: volume against the",
+        "  source's own recent history, daily means, medians and shares, freshness); the nightly run's",
+        "  blocking Great Expectations check fails a day outside it, and stops what is downstream.",
         "- **Whole files refused** (nothing loaded, the file stays, the run names it with the reason): an",
         "  empty (zero-byte or blank) file, a CSV with a header and no rows, a file whose last line is cut",
         "  off without a line end (truncated), a clearing batch that does not add up to its header, and a",

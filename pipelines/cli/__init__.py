@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typer
 
-from pipelines.cli import forecast, governance, ingest, main, plan
+from pipelines.cli import alerts, forecast, governance, ingest, main, plan
 
 # Plain (click) help: typer's rich help imports rich.markdown and markdown-it, which tripled the
 # start of `civicflow --help`.
@@ -20,3 +20,4 @@ governance.register(app)
 forecast.register(app)
 ingest.register(app)
 plan.register(app)
+alerts.register(app)

@@ -91,9 +91,20 @@ def _rows_text(columns: list[str], rows: list[list], fmt: str) -> str:
     return buf.getvalue()
 
 
+def _snapshot_text(snapshot: str | None, published: str | None, data_date: str | None) -> str:
+    """Which data an answer reflects: its data date first (what an analyst asks), then the snapshot."""
+    return f"data as of {data_date or 'unknown'} · snapshot {snapshot} (published {published})"
+
+
 def _query_footer(n: int, info) -> str:
     notes = (["truncated to the team's max_result_rows"] if info.truncated else []) + ([f"{info.suppressed_groups} small groups suppressed"] if info.suppressed_groups else [])
-    return "; ".join(notes + [f"cost {info.actual:.4f} units (estimate {info.estimate:.4f})", f"snapshot {info.snapshot} (published {info.as_of})", f"audit id {info.audit_id}"])
+    return "; ".join(notes + [f"cost {info.actual:.4f} units (estimate {info.estimate:.4f})", _snapshot_text(info.snapshot, info.as_of, info.data_date),
+                              f"audit id {info.audit_id}"])
+
+
+def _print_notes(notes: list[str], to_stderr: bool) -> None:
+    for note in notes:  # e.g. which relations read are published as merged cells (NULL = other)
+        print(f"note: {note}", file=sys.stderr) if to_stderr else console.print(f"note: {note}", markup=False)
 
 
 def _client(url: str | None, key: str | None, home: Path | None):
@@ -207,7 +218,7 @@ def register(app: typer.Typer) -> None:
                 if estimate:
                     e = client.estimate(sql)
                     console.print(f"estimate {e['estimate']:.4f} units (1 unit = 1 MB scanned) · reads {', '.join(e['tables']) or 'no table'} "
-                                  f"· snapshot {e.get('snapshot')} · audit id {e['audit_id']}", markup=False)
+                                  f"· {_snapshot_text(e.get('snapshot'), e.get('snapshot_as_of'), e.get('data_date'))} · audit id {e['audit_id']}", markup=False)
                     return
                 columns, rows = client.query_rows(sql)
                 info = client.last
@@ -216,6 +227,7 @@ def register(app: typer.Typer) -> None:
         footer = _query_footer(len(rows), info)
         if out is not None or fmt != "table":
             text = _rows_text(columns, rows, "csv" if fmt == "table" else fmt)
+            _print_notes(info.notes, to_stderr=out is None)
             if out is not None:
                 out.write_text(text)
                 console.print(f"{len(rows)} rows written to {out} · {footer}", markup=False)
@@ -231,6 +243,7 @@ def register(app: typer.Typer) -> None:
         for row in rows[:show]:
             table.add_row(*(Text(_cell(v)) for v in row))
         print_table(console, table)
+        _print_notes(info.notes, to_stderr=False)
         held = len(rows) - min(len(rows), show)
         shown = f"{len(rows)} rows" if not held else f"showing {show} of {len(rows)} rows ({held} held back: --show N, or --format csv --out FILE for all)"
         console.print(f"{shown} · {footer}", markup=False)
@@ -265,7 +278,8 @@ def register(app: typer.Typer) -> None:
             for c in rel["columns"]:
                 table.add_row(Text(c["name"]), Text(c["type"]), c["privacy"], Text(c["description"] or ""))
             print_table(console, table)
-        console.print(f"{len(answer['relations'])} relations · snapshot {answer['snapshot']} (published {answer['snapshot_as_of']}) · audit id {answer['audit_id']}")
+        console.print(f"{len(answer['relations'])} relations · {_snapshot_text(answer['snapshot'], answer['snapshot_as_of'], answer.get('data_date'))} "
+                      f"· audit id {answer['audit_id']}", markup=False)
 
     @app.command()
     def budget(

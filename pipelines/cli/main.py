@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from pipelines.cli.alerts import check_after_run
 from pipelines.cli.options import HomeOpt, print_table, settings_for
 
 if TYPE_CHECKING:
@@ -153,6 +154,7 @@ def register(app: typer.Typer) -> None:
         settings = settings_for(home)
         report = _run_with_progress(settings, _days_option(day, first, last), horizon, log_level, rebuild)
         print_report(report, settings.home)
+        check_after_run(settings)
         if not report.success:
             raise typer.Exit(1)
 

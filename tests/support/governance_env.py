@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -16,6 +17,7 @@ import pytest
 
 CANARY = "CANARY-5f1e9b"
 CANARY_YEAR = 1777  # birth_year of the canary holder (identity)
+DATA_DATE = date(2027, 7, 10)  # the last demand_date in marts.demand: the data date the test snapshots record
 
 MANIFEST_MODELS = {
     "marts.demand": {"neighbourhood_id": "public", "category": "public", "demand_date": "public", "units": "public"},
@@ -131,7 +133,8 @@ def team_publisher(env: Env):
     from governance.publication import publish_teams
     from governance.rules import load_rules
 
-    return lambda snapshot: publish_teams(snapshot, load_rules(env.rules_dir).values(), env.manifest, live_catalog="warehouse")
+    return lambda snapshot: publish_teams(snapshot, load_rules(env.rules_dir).values(), env.manifest, live_catalog="warehouse",
+                                          data_date=DATA_DATE)
 
 
 def publish(env: Env) -> Path:
