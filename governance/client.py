@@ -10,6 +10,7 @@ the gateway's Arrow stream; the last query's audit id and cost are on `client.la
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -27,6 +28,9 @@ class GatewayError(Exception):
     def __init__(self, status: int, rule: str | None, message: str, audit_id: str | None):
         self.status, self.rule, self.message, self.audit_id = status, rule, message, audit_id
         super().__init__(f"[{rule}] {message} (audit id {audit_id})")
+
+
+ARROW_END_KEY = "civicflow"  # custom metadata of an Arrow answer's last, empty batch: how it ended
 
 
 @dataclass
@@ -74,16 +78,34 @@ class Client:
     def _query(self, sql: str, fmt: str) -> httpx.Response:
         resp = self._check(self._send("POST", "/v1/query", json={"sql": sql, "format": fmt}))
         h = resp.headers
-        self.last = QueryInfo(h["x-audit-id"], float(h["x-cost-estimate"]), float(h["x-cost-actual"]), h["x-truncated"] == "true", int(h["x-suppressed-groups"]),
-                              h.get("x-snapshot") or None, h.get("x-snapshot-as-of") or None, h.get("x-data-date") or None,
-                              [n for n in h.get("x-notes", "").split(" | ") if n])
+        # A long answer streams: its cost and truncation come at its end (`_ended`).
+        self.last = QueryInfo(h["x-audit-id"], float(h["x-cost-estimate"]), float(h.get("x-cost-actual", "nan")), h.get("x-truncated") == "true",
+                              int(h.get("x-suppressed-groups", 0)), h.get("x-snapshot") or None, h.get("x-snapshot-as-of") or None,
+                              h.get("x-data-date") or None, [n for n in h.get("x-notes", "").split(" | ") if n])
         return resp
+
+    def _ended(self, end: dict) -> None:
+        """A streamed answer's last word: its cost, whether it was cut, or why it failed."""
+        if end.get("outcome") != "ok":
+            raise GatewayError(200, end.get("rule"), end.get("message") or "the answer failed while streaming", end.get("audit_id"))
+        self.last.actual = float(end["actual"]) if end.get("actual") is not None else self.last.actual
+        self.last.truncated, self.last.suppressed_groups = bool(end.get("truncated")), int(end.get("suppressed_groups") or 0)
 
     def query_arrow(self, sql: str) -> pa.Table:
         import pyarrow as pa
 
+        batches = []
         with pa.ipc.open_stream(self._query(sql, "arrow").content) as reader:
-            return reader.read_all()
+            while True:
+                try:
+                    batch, meta = reader.read_next_batch_with_custom_metadata()
+                except StopIteration:
+                    break
+                if meta is not None and ARROW_END_KEY.encode() in meta:
+                    self._ended(json.loads(meta[ARROW_END_KEY.encode()]))
+                else:
+                    batches.append(batch)
+            return pa.Table.from_batches(batches, schema=reader.schema)
 
     def query_rows(self, sql: str) -> tuple[list[str], list[list]]:
         """Column names and rows as JSON values (what the CLI prints: no frame library needed)."""

@@ -13,18 +13,15 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from governance import audit, ledger
 from governance.answer_notes import cell_notes
 from governance.audit import AuditEntry
 from governance.catalog import Manifest, describe_grant, load_manifest
-from governance.cost import actual_bytes, estimate_bytes, to_units
+from governance.cost import estimate_bytes, to_units
 from governance.hints import plan_hint
 from governance.keys import authenticate
 from governance.plan import parse_plan
@@ -39,9 +36,12 @@ from governance.policy import (
     permissions_for,
 )
 from governance.publication import TeamPublication, read_team_publication
+from governance.result import STATUS, Result  # noqa: F401 (callers import them from here)
 from governance.rules import TeamRules
 from governance.sandbox import QueryTimeout, Sandbox, SandboxLimits
+from governance.settle import StreamEnding
 from governance.state import GovernanceState
+from governance.stream import ResultStream, Suppression
 from governance.watchdog import WATCHDOG
 from warehouse.catalog_url import CatalogUrl
 from warehouse.snapshots import current_snapshot, published_at, snapshot_of_team_file, team_snapshot
@@ -49,17 +49,6 @@ from warehouse.snapshots import current_snapshot, published_at, snapshot_of_team
 USAGE_NOTE = "GET /v1/usage"
 CATALOG_NOTE = "GET /v1/catalog"
 
-# HTTP status per rule (the server uses it; the CLI and client show rule + message).
-STATUS = {
-    "unauthenticated": 401, "revoked_key": 401, "unknown_team": 403,
-    "single_select": 400, "plan_failed": 400, "external_access": 403,
-    "operator_not_allowed": 403, "system_function": 403, "table_function_not_allowed": 403, "table_not_allowed": 403, "identity_column": 403,
-    "quasi_aggregate_required": 403, "quasi_value_aggregate": 403,
-    "per_query_cap": 402, "daily_budget": 402, "monthly_budget": 402, "concurrency": 429,
-    "timeout": 504, "query_failed": 422, "no_snapshot": 503, "internal_error": 500,
-    # requests the HTTP layer refuses before they reach the gateway (governance.server)
-    "request_too_large": 413, "bad_request": 400, "invalid_request": 422, "method_not_allowed": 405, "not_found": 404,
-}
 AUDIT_SQL_PREFIX = 4096  # characters of a refused request's body kept in its audit row
 
 
@@ -78,32 +67,6 @@ class _Ticket:
         with self._lock:
             self._owner = self._owner or who
             return self._owner == who
-
-
-@dataclass
-class Result:
-    audit_id: str
-    outcome: str  # ok | estimate | refused | failed
-    rule: str | None = None
-    message: str | None = None
-    table: pa.Table | None = None
-    estimate: float | None = None
-    actual: float | None = None
-    truncated: bool = False
-    suppressed_groups: int = 0
-    tables: list[str] = field(default_factory=list)
-    columns: list[str] = field(default_factory=list)
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    usage: dict | None = None  # GET /v1/usage
-    catalog: list[dict] | None = None  # GET /v1/catalog
-    snapshot: str | None = None  # the published snapshot the answer was read from
-    as_of: str | None = None  # when that snapshot was published (UTC)
-    data_date: str | None = None  # the last day of data it holds (the as-of day of the run that published it)
-    notes: list[str] = field(default_factory=list)  # what the analyst should know of the answer (merged cells)
-
-    @property
-    def status(self) -> int:
-        return 200 if self.outcome in ("ok", "estimate", "usage", "catalog") else STATUS.get(self.rule or "", 403)
 
 
 class Gateway:
@@ -174,6 +137,17 @@ class Gateway:
 
     # -- the request
     def query(self, key: str | None, sql: str, dry_run: bool = False) -> Result:
+        """The answer whole (`table`, at most the team's max_result_bytes), settled and audited."""
+        result = self.stream(key, sql, dry_run)
+        if result.stream is not None:
+            table = result.stream.read_all()
+            result.table, result.stream = (table if result.outcome == "ok" else None), None
+        return result
+
+    def stream(self, key: str | None, sql: str, dry_run: bool = False) -> Result:
+        """Like `query`, but an accepted query's rows come as `result.stream`, read batch by batch
+        as DuckDB produces them; the team's slot and timeout are held, and the cost settled and
+        audited, when the stream ends (read to the end, cut, or closed)."""
         try:
             return self._query(key, sql, dry_run)
         except Exception as e:  # a bug must not leak text either: own message, audited
@@ -305,19 +279,30 @@ class Gateway:
                                 message=f"team {rules.team} already has {rules.concurrency} requests planning or running (its limit); retry when one ends")
         ticket = _Ticket()
         stopped = threading.Event()
+        deadline = time.monotonic() + rules.timeout_seconds
 
         def stop() -> None:
             stopped.set()
             cur.interrupt()
 
-        def work() -> Result | None:
-            token = WATCHDOG.arm(rules.timeout_seconds, stop)
-            try:
-                return self._plan_and_run(sb, cur, rules, entry, result, t0, sql, dry_run, stopped, ticket)
-            finally:
-                WATCHDOG.disarm(token)
+        token = [0]
+        released = threading.Lock()
+
+        def release() -> None:  # the team's slot and timeout: once, when DuckDB's work (or its stream) is over
+            if released.acquire(blocking=False):
+                WATCHDOG.disarm(token[0])
                 sb.give(rules.team, cur)
                 self._release_sandbox(sb)
+
+        def work() -> Result | None:
+            token[0] = WATCHDOG.arm(rules.timeout_seconds, stop)
+            out = None
+            try:
+                out = self._plan_and_run(sb, cur, rules, entry, result, t0, sql, dry_run, stopped, ticket, deadline, release)
+                return out
+            finally:
+                if out is None or out.stream is None:  # a stream releases when it ends
+                    release()
 
         future = self._workers.submit(work)
         try:
@@ -331,11 +316,13 @@ class Gateway:
                             message=f"stopped after team {rules.team}'s timeout of {rules.timeout_seconds:g} s (planning included); nothing was charged")
 
     def _plan_and_run(self, sb: Sandbox, cur: duckdb.DuckDBPyConnection, rules: TeamRules, entry: AuditEntry, result: Result, t0: float,
-                      sql: str, dry_run: bool, stopped: threading.Event, ticket: "_Ticket") -> Result | None:
-        """The request's DuckDB work. Returns None when the request was already answered (its
-        deadline passed): then nothing is audited or charged here."""
+                      sql: str, dry_run: bool, stopped: threading.Event, ticket: "_Ticket", deadline: float,
+                      release: Callable[[], None]) -> Result | None:
+        """The request's DuckDB work, up to the start of its result stream. Returns None when the
+        request was already answered (its deadline passed): then nothing is audited or charged here."""
         timings: dict[str, float] = {}
         reservation = None
+        streaming = False
 
         def finish(**kw) -> Result | None:
             if not ticket.claim():
@@ -395,7 +382,7 @@ class Gateway:
                 return finish(rule=r.rule, message=r.message)
             t = time.perf_counter()
             try:
-                out = sb.run(cur, wrapped, rules.max_result_bytes, stopped)
+                reader = sb.start(cur, wrapped, stopped)
             except QueryTimeout:
                 entry.outcome = result.outcome = "failed"
                 return finish(rule="timeout", message=f"stopped after team {rules.team}'s timeout of {rules.timeout_seconds:g} s; nothing was charged",
@@ -405,27 +392,17 @@ class Gateway:
                 # DuckDB's own text may quote warehouse values: name its class only.
                 return finish(rule="query_failed", message=f"DuckDB could not run the query ({type(e).__name__}); nothing was charged",
                               ledger_write=lambda: ledger.release(self.state, reservation))
-            timings["run"] = (time.perf_counter() - t) * 1000
-            t = time.perf_counter()
-            # Cut at the byte cap, DuckDB has no profile of the query: charge the estimate (its upper bound).
-            actual = estimate if out.bytes_truncated else to_units(actual_bytes(out.profile_json, sb.catalog))
-            actual = min(actual, estimate) if plan.unbounded_functions else actual
-            table = out.table
-            if decision.needs_group_suppression:
-                sizes = table.column(GROUP_SIZE_COLUMN)
-                keep = pc.fill_null(pc.greater_equal(sizes, rules.min_group_size), False)
-                result.suppressed_groups = len(table) - pc.sum(keep).as_py() if len(table) else 0
-                table = table.filter(keep).drop_columns([GROUP_SIZE_COLUMN])
-                table = table.slice(*sized.window(len(table)))  # the query's own LIMIT, on the groups kept
-            if len(table) > rules.max_result_rows:
-                table, result.truncated = table.slice(0, rules.max_result_rows), True
-            result.truncated = result.truncated or out.bytes_truncated
+            timings["start"] = (time.perf_counter() - t) * 1000
+            if not ticket.claim():  # answered at the deadline meanwhile
+                reader.close()
+                return None
+            ending = StreamEnding(self.state, self._finish, sb, cur, rules, entry, result, t0, timings, wrapped, estimate, plan.unbounded_functions, reservation, release)
+            suppression = Suppression(GROUP_SIZE_COLUMN, rules.min_group_size, sized.offset, sized.limit) if decision.needs_group_suppression else None
+            result.stream = ResultStream(reader, max_rows=rules.max_result_rows, max_bytes=rules.max_result_bytes, suppression=suppression,
+                                         stopped=stopped, deadline=deadline, on_end=ending)
             entry.outcome = result.outcome = "ok"
-            entry.actual = result.actual = actual
-            entry.result_rows = len(table)
-            result.table = table
-            timings["cost_rows"] = (time.perf_counter() - t) * 1000
-            return finish(ledger_write=lambda: ledger.settle(self.state, reservation, actual))
+            streaming = True
+            return result
         except Exception as e:  # a bug must not leak text either: own message, audited
             if not ticket.claim():
                 return None
@@ -433,7 +410,8 @@ class Gateway:
             return self._finish(failed, Result(audit_id=failed.audit_id, outcome="failed"), t0, rule="internal_error",
                                 message=f"the gateway failed ({type(e).__name__}); nothing was charged")
         finally:
-            ledger.discard(self.state, reservation)  # only if neither settled nor released (an error or a late answer)
+            if not streaming:  # a stream settles when it ends
+                ledger.discard(self.state, reservation)  # only if neither settled nor released (an error or a late answer)
 
     def _finish(self, entry: AuditEntry, result: Result, t0: float, rule: str | None = None, message: str | None = None,
                 timings: dict | None = None, ledger_write: Callable[[], None] | None = None, note: str | None = None) -> Result:

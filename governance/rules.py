@@ -56,7 +56,7 @@ _SCHEMA: dict[str, object] = {
         "concurrency": (int, "queries in flight"),
         "timeout_seconds": (_NUM, "seconds"),
         "max_result_rows": (int, "rows"),
-        "max_result_bytes": (int, "bytes (Arrow size of the result held by the gateway)"),
+        "max_result_bytes": (int, "bytes (Arrow size of the result a query may send; a stream is cut there)"),
     },
     "allow": {
         "schemas": (list, "a list of schema names"),

@@ -48,13 +48,6 @@ class SandboxLimits:
     pool_size: int = 8
 
 
-@dataclass
-class RunOutput:
-    table: pa.Table
-    profile_json: str  # "" when the result was cut at the byte cap (DuckDB profiles finished queries only)
-    bytes_truncated: bool = False
-
-
 BATCH_ROWS = 10_000  # rows per record batch read from DuckDB
 
 
@@ -131,38 +124,22 @@ class Sandbox:
     def explain(self, cur: duckdb.DuckDBPyConnection, sql: str) -> str:
         return explain_json(cur, sql)  # DuckLake scans schema-qualified (governance.plan.explain)
 
-    def run(self, cur: duckdb.DuckDBPyConnection, sql: str, max_bytes: int, stopped: threading.Event) -> RunOutput:
-        """Run `sql`, reading its result a record batch at a time and stopping once it holds more
-        than `max_bytes` (so no answer is ever held whole past the cap). `stopped` is set by
-        the request's deadline (which interrupts `cur`)."""
-        batches: list[pa.RecordBatch] = []
-        held, cut = 0, False
+    def start(self, cur: duckdb.DuckDBPyConnection, sql: str, stopped: threading.Event) -> pa.RecordBatchReader:
+        """Start `sql`; its result is read a record batch at a time (governance.stream), never
+        built whole. `stopped` is set by the request's deadline (which interrupts `cur`)."""
         try:
-            reader = cur.execute(sql).to_arrow_reader(BATCH_ROWS)
-            for batch in reader:
-                if held + batch.nbytes > max_bytes:  # keep the rows that fit, then stop reading
-                    fit = int((max_bytes - held) // max(1.0, batch.nbytes / max(1, batch.num_rows)))
-                    if fit > 0:
-                        batches.append(batch.slice(0, fit))
-                    cut = True
-                    break
-                batches.append(batch)
-                held += batch.nbytes
-            if cut:
-                reader.close()
-            schema = reader.schema
+            return cur.execute(sql).to_arrow_reader(BATCH_ROWS)
         except duckdb.InterruptException:
             raise QueryTimeout() from None
         except duckdb.Error:
             if stopped.is_set():
                 raise QueryTimeout() from None
             raise
-        if stopped.is_set():
-            raise QueryTimeout()
-        table = pa.Table.from_batches(batches, schema=schema)
-        if cut:
-            return RunOutput(table, "", True)
-        return RunOutput(table, qualify_lake_scans(cur, sql, cur.get_profiling_information(format="json")))
+
+    def profile(self, cur: duckdb.DuckDBPyConnection, sql: str) -> str:
+        """The finished query's profile (what its cost is settled from); DuckDB profiles only
+        queries it ran to their end."""
+        return qualify_lake_scans(cur, sql, cur.get_profiling_information(format="json"))
 
     def close(self) -> None:
         for pool in (self._pool, *self._team_pools.values()):

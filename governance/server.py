@@ -1,20 +1,20 @@
 """The HTTP face of the gateway (FastAPI): POST /v1/query, POST /v1/estimate, GET /v1/usage.
 
-Bearer key in the Authorization header. Results as JSON (default), CSV or Arrow IPC stream
+Bearer key in the Authorization header. Results as JSON (default), CSV, NDJSON or Arrow IPC stream
 (`format` in the body, or the Accept header). Refusals carry the rule, the gateway's own
 message and the audit id — never DuckDB's error text. Every request is audited, including
 those refused before they reach the gateway: a body above `max_body_bytes` (413, its first
 characters kept), a body the framework cannot validate (422/400), a wrong method (405) or path
 (404) — all with the same `{"error": {rule, message, audit_id}}` body.
 
-Answers are written a record batch at a time (JSON rows, CSV lines, Arrow IPC batches), so the
-encoded answer never exists whole; JSON carries no NaN/Infinity (they become null), and a CSV
-of list, struct or map columns writes each such value as its JSON text.
+CSV, NDJSON and Arrow answers stream from DuckDB a record batch at a time (governance.http_answers);
+a JSON answer, whose head carries the final cost, is read whole (at most the team's
+`max_result_bytes`) and written a batch at a time. JSON carries no NaN/Infinity (they become
+null), and a CSV of list, struct or map columns writes each such value as its JSON text.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -23,7 +23,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 from fastapi import FastAPI, Header, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -33,12 +32,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from governance.answer_notes import header_value
 from governance.api_docs import BEARER, CATALOG_ERRORS, DESCRIPTION, QUERY_ERRORS, USAGE_ERRORS, error_responses, mount_docs
 from governance.gateway import Gateway, Result
+from governance.http_answers import ARROW_MEDIA, ENCODERS, NDJSON_MEDIA, StreamedAnswer, prefetch
 from governance.rules import load_rules
 from governance.sandbox import SandboxLimits
 from governance.state import GovernanceState
 from warehouse.catalog_url import CatalogUrl
 
-ARROW_MEDIA = "application/vnd.apache.arrow.stream"
 MAX_BODY_BYTES = 1_000_000  # a SQL text of a megabyte is already far past any analyst's query
 HTTP_RULES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large", 422: "invalid_request"}
 
@@ -97,48 +96,25 @@ def _json_rows(table: pa.Table, meta: dict) -> Iterator[bytes]:
     yield b"]}"
 
 
-def _flat(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """CSV has no nesting: list, struct and map values become their JSON text."""
-    cols = []
-    for col in batch.columns:
-        t = col.type
-        if pa.types.is_nested(t):
-            col = pa.array([None if v is None else _dumps(v) for v in col.to_pylist()], pa.string())
-        cols.append(col)
-    return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
-
-
-def _csv_rows(table: pa.Table) -> Iterator[bytes]:
-    batches = table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]
-    for i, batch in enumerate(batches):
-        sink = io.BytesIO()
-        pacsv.write_csv(_flat(batch), sink, pacsv.WriteOptions(include_header=i == 0))
-        yield sink.getvalue()
-
-
-def _arrow_rows(table: pa.Table) -> Iterator[bytes]:
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        yield _take(sink)
-        for batch in table.to_batches():
-            writer.write_batch(batch)
-            yield _take(sink)
-    yield _take(sink)
-
-
-def _take(sink: io.BytesIO) -> bytes:
-    data = sink.getvalue()
-    sink.seek(0)
-    sink.truncate()
-    return data
-
-
 def _error(result: Result) -> JSONResponse:
     return JSONResponse(
         status_code=result.status,
         content={"error": {"rule": result.rule, "message": result.message, "audit_id": result.audit_id}},
         headers={"X-Audit-Id": result.audit_id},
     )
+
+
+def _headers(result: Result) -> dict[str, str]:
+    """The answer's headers; a stream still running when they go out has no final cost yet (its
+    end says it: governance.http_answers)."""
+    streamed = result.stream is not None and result.stream.end is None
+    headers = {"X-Audit-Id": result.audit_id, "X-Cost-Estimate": f"{result.estimate:.6f}", "X-Streamed": str(streamed).lower(),
+               "X-Snapshot": result.snapshot or "", "X-Snapshot-As-Of": result.as_of or "", "X-Data-Date": result.data_date or "",
+               "X-Notes": header_value(result.notes)}
+    if not streamed:
+        headers |= {"X-Cost-Actual": f"{result.actual:.6f}", "X-Truncated": str(result.truncated).lower(),
+                    "X-Suppressed-Groups": str(result.suppressed_groups)}
+    return headers
 
 
 def _meta(result: Result) -> dict:
@@ -238,30 +214,32 @@ def create_app(gateway: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> FastAP
 
     @app.post("/v1/query", summary="Run one SELECT", dependencies=[Security(BEARER)], responses={**QUERY_ANSWER, **error_responses(QUERY_ERRORS)})
     def query(body: QueryBody, request: Request, authorization: str | None = AUTHORIZATION):
-        """Run one SELECT on your team's snapshot and stream the rows: JSON (default), CSV or an
-        Arrow IPC stream (`format`, or `Accept: text/csv` / `application/vnd.apache.arrow.stream`).
+        """Run one SELECT on your team's snapshot and stream the rows: JSON (default), CSV, NDJSON or
+        an Arrow IPC stream (`format`, or `Accept: text/csv` / `application/x-ndjson` /
+        `application/vnd.apache.arrow.stream`). A CSV, NDJSON or Arrow answer longer than 1 MB
+        streams (`X-Streamed: true`): its cost and truncation come at its end, not in headers.
         Headers say what it cost (`X-Cost-Estimate`, `X-Cost-Actual`, units of 1 MB scanned), whether
         it was cut (`X-Truncated`) or groups dropped (`X-Suppressed-Groups`), which data it reflects
         (`X-Snapshot`, `X-Snapshot-As-Of`, `X-Data-Date`), notes such as relations published as merged
         cells (`X-Notes`), and its `X-Audit-Id`. Refused before running when the estimate passes the
         per-query cap or the budget left; a failed or stopped query is free."""
-        result = gateway.query(_key(authorization), body.sql)
-        if result.outcome != "ok":
+        accept = request.headers.get("accept", "")
+        fmt = (body.format or "").lower() or ("arrow" if ARROW_MEDIA in accept else "csv" if "text/csv" in accept else "ndjson" if NDJSON_MEDIA in accept else "json")
+        if fmt not in ENCODERS:  # JSON: one object whose head holds the cost, so the answer is whole (at most max_result_bytes)
+            result = gateway.query(_key(authorization), body.sql)
+            if result.outcome != "ok":
+                return _error(result)
+            return StreamingResponse(_json_rows(result.table, _meta(result)), media_type="application/json", headers=_headers(result))
+        result = gateway.stream(_key(authorization), body.sql)
+        if result.outcome != "ok" or result.stream is None:
             return _error(result)
-        fmt = (body.format or "").lower() or ("arrow" if ARROW_MEDIA in request.headers.get("accept", "") else "csv" if "text/csv" in request.headers.get("accept", "") else "json")
-        meta = _meta(result)
-        headers = {
-            "X-Audit-Id": result.audit_id, "X-Cost-Estimate": f"{result.estimate:.6f}", "X-Cost-Actual": f"{result.actual:.6f}",
-            "X-Truncated": str(result.truncated).lower(), "X-Suppressed-Groups": str(result.suppressed_groups),
-            "X-Snapshot": result.snapshot or "", "X-Snapshot-As-Of": result.as_of or "", "X-Data-Date": result.data_date or "",
-            "X-Notes": header_value(result.notes),
-        }
-        table: pa.Table = result.table
-        if fmt == "arrow":
-            return StreamingResponse(_arrow_rows(table), media_type=ARROW_MEDIA, headers=headers)
-        if fmt == "csv":
-            return StreamingResponse(_csv_rows(table), media_type="text/csv", headers=headers)
-        return StreamingResponse(_json_rows(table, meta), media_type="application/json", headers=headers)
+        try:
+            held = prefetch(result.stream)
+            encoder = ENCODERS[fmt](result.stream.schema, _dumps)
+        except BaseException:
+            result.stream.close()
+            raise
+        return StreamedAnswer(result, encoder, held, _headers(result))
 
     @app.post("/v1/estimate", summary="Estimate a query's cost (dry run)", dependencies=[Security(BEARER)], responses=error_responses(QUERY_ERRORS))
     def estimate(body: QueryBody, authorization: str | None = AUTHORIZATION):

@@ -198,13 +198,28 @@ def test_a_huge_cheap_answer_is_cut_at_the_byte_cap_over_http_and_memory_stays_b
             before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             r = httpx.post(f"{srv.url}/v1/query", json={"sql": sql, "format": "arrow"}, headers={"Authorization": f"Bearer {ana}"}, timeout=120)
             grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-        assert r.status_code == 200 and r.headers["X-Truncated"] == "true"
+        assert r.status_code == 200 and r.headers["X-Streamed"] == "true"  # cut after the headers went out: its end says so
         import io
+        import json
 
         import pyarrow as pa
 
-        got = pa.ipc.open_stream(io.BytesIO(r.content)).read_all()
+        reader = pa.ipc.open_stream(io.BytesIO(r.content))
+        batches, end = [], None
+        while True:
+            try:
+                batch, meta = reader.read_next_batch_with_custom_metadata()
+            except StopIteration:
+                break
+            if meta is not None and b"civicflow" in meta:
+                end = json.loads(meta[b"civicflow"])
+            else:
+                batches.append(batch)
+        got = pa.Table.from_batches(batches, schema=reader.schema)
         assert 0 < got.nbytes <= 20_000_000 and len(got) < 400000
+        assert end["truncated"] and end["ended"] == "max_result_bytes" and end["rows"] == len(got)
+        audited = state.con.execute("SELECT outcome, rule, result_rows, actual, estimate FROM audit WHERE audit_id = ?", [r.headers["X-Audit-Id"]]).fetchone()
+        assert audited[:3] == ("ok", "max_result_bytes", len(got)) and audited[3] == audited[4] == end["actual"]
         import duckdb
 
         whole = duckdb.sql(sql).to_arrow_table().nbytes  # the answer built whole, as the gateway did before

@@ -30,6 +30,12 @@ class PgServer:
         except (asyncio.CancelledError, asyncio.IncompleteReadError, ConnectionError, ProtocolError, UnicodeDecodeError, ValueError, IndexError):
             pass  # the client went away, spoke nonsense, or the server stops: drop the connection
         finally:
+            try:  # a stream still open ends here: settled, audited, its slot freed
+                await session.end()
+            except asyncio.CancelledError:  # the server stops: end it on this thread
+                session.close_answers()
+            except Exception:
+                pass
             if session.probe is not None:
                 session.probe.close()
             writer.close()

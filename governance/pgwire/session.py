@@ -8,6 +8,8 @@ relations only, with external access off: it has no data to leak."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -19,12 +21,13 @@ from governance.catalog import Manifest
 from governance.gateway import Gateway, Result
 from governance.keys import KeyHash, scram_login
 from governance.pgwire import codec, compat
+from governance.pgwire.answer import BATCH_ROWS, Answer, Portal, Prepared, encoded
 from governance.pgwire.answer_status import answer_status
 from governance.pgwire.auth import MECHANISM, ScramExchange
 from governance.pgwire.params import parameter_types
-from governance.pgwire.types import TEXT, BadParameter, bind, literal, oid_of, placeholder_count, wire_array
+from governance.pgwire.types import TEXT, BadParameter, bind, literal, oid_of, placeholder_count
+from governance.stream import BYTES_CAP, ROWS_CAP, TIMEOUT
 
-BATCH_ROWS = 1000  # DataRows per write; the socket is drained between batches
 SERVER_PARAMS = {
     "server_version": "16.0", "server_encoding": "UTF8", "client_encoding": "UTF8", "DateStyle": "ISO, MDY",
     "TimeZone": "UTC", "integer_datetimes": "on", "standard_conforming_strings": "on", "IntervalStyle": "postgres",
@@ -67,33 +70,6 @@ _TAGS = {"SET": "SET", "RESET": "RESET", "BEGIN": "BEGIN", "START": "BEGIN", "CO
 
 
 @dataclass
-class Prepared:
-    sql: str
-    param_oids: list[int]
-
-
-@dataclass
-class Portal:
-    sql: str
-    result_formats: list[int] = field(default_factory=list)  # as Bind sent them: none, one for all, or one per column
-    answer: "Answer | None" = None  # run at Describe (the columns must be known), sent at Execute
-
-    def formats(self, n: int) -> list[int]:
-        """0 (text) or 1 (binary) for each of n result columns."""
-        f = self.result_formats
-        return [0] * n if not f else [f[0]] * n if len(f) == 1 else (f + [0] * n)[:n]
-
-
-@dataclass
-class Answer:
-    """What one statement returned: a table (columns + rows), a tag only, or an error message."""
-
-    tag: str
-    table: pa.Table | None = None
-    error: bytes | None = None
-
-
-@dataclass
 class Stats:
     rows: int = 0
     batches: int = 0
@@ -114,6 +90,13 @@ class Session:
     probe: duckdb.DuckDBPyConnection | None = None
     granted: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # what the probe holds
     stats: Stats = field(default_factory=Stats)
+    # The session's blocking work (the gateway, DuckDB reads, encoding) on one thread of its own:
+    # a stream's batches are allocated and freed on one thread, so one allocator arena serves it.
+    _worker: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgwire-session"))
+
+    async def _blocking(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._worker, functools.partial(fn, *args))
 
     # ------------------------------------------------------------------ startup and login
     async def start(self) -> bool:
@@ -137,7 +120,7 @@ class Session:
         await self.writer.drain()
 
     async def _login(self) -> bool:
-        found = await asyncio.to_thread(scram_login, self.gateway.state, self.user)
+        found = await self._blocking(scram_login, self.gateway.state, self.user)
         exchange = ScramExchange(found)
         self.writer.write(codec.auth_sasl([MECHANISM]))
         await self.writer.drain()
@@ -180,6 +163,8 @@ class Session:
                 return
             if kind == b"S":
                 skip_to_sync = False
+                if not self.in_txn:  # a Sync outside a transaction ends its portals, as in Postgres
+                    await self._blocking(self.close_answers)
                 await self._send(codec.ready_for_query(b"T" if self.in_txn else b"I"))
                 continue
             if kind == b"H":
@@ -200,7 +185,9 @@ class Session:
                 skip_to_sync = not await self._execute(buf)
             elif kind == b"C":
                 what, name = buf.bytes_(1), buf.cstr()
-                (self.statements if what == b"S" else self.portals).pop(name, None)
+                closed = (self.statements if what == b"S" else self.portals).pop(name, None)
+                if isinstance(closed, Portal) and closed.answer is not None:
+                    await self._blocking(closed.answer.close)
                 self.writer.write(codec.CLOSE_COMPLETE)
             else:
                 await self._send(codec.error_response("08P01", f"message type {kind!r} is not supported"))
@@ -218,13 +205,20 @@ class Session:
             return
         for statement in statements:
             answer = await self._answer(statement)
-            if answer.error is not None:
-                self.writer.write(answer.error)
-                break
-            if answer.table is not None:
-                self.writer.write(_row_description(answer.table.schema))
-                await self._rows(answer.table)
-            self.writer.write(codec.command_complete(answer.tag))
+            try:
+                if answer.error is not None:
+                    self.writer.write(answer.error)
+                    break
+                if answer.schema is not None:
+                    self.writer.write(_row_description(answer.schema))
+                    await self._rows(answer)
+                    if answer.error is not None:  # the stream failed once rows had gone out
+                        self.writer.write(answer.error)
+                        break
+                self.writer.write(codec.command_complete(answer.tag))
+            finally:
+                if answer.stream is not None and answer.stream.end is None:  # the client went away mid-stream
+                    await self._blocking(answer.close)
         await self._send(codec.ready_for_query(b"T" if self.in_txn else b"I"))
 
     async def _answer(self, sql: str) -> Answer:
@@ -251,12 +245,24 @@ class Session:
             value = VERSION if "version" in fixed.group(1).lower() else "marts"
             return Answer("SELECT 1", pa.table({fixed.group(1).split(".")[-1].rstrip("()"): [value]}))
         if _PROBE.search(sql):
-            return await asyncio.to_thread(self._probe, sql)
-        result = await asyncio.to_thread(self.gateway.query, self.key, sql)
-        if result.outcome != "ok":
+            return await self._blocking(self._probe, sql)
+        answer = await self._blocking(self._query, sql)
+        if answer.result is not None:
+            self.writer.write(answer_status(answer.result, self.settings))  # which data it reflects, and its notes
+        return answer
+
+    def _query(self, sql: str) -> Answer:
+        """The gateway's answer, its first rows already read: a small result ends (and is settled
+        and audited) here, in the same worker thread."""
+        result = self.gateway.stream(self.key, sql)
+        if result.outcome != "ok" or result.stream is None:
             return Answer("", error=refusal(result))
-        self.writer.write(answer_status(result, self.settings))  # which data it reflects, and its notes
-        return Answer(f"SELECT {len(result.table)}", result.table)
+        answer = Answer("SELECT", stream=result.stream, result=result)
+        rows = 0
+        while rows < BATCH_ROWS and (batch := result.stream.next_batch()) is not None:
+            answer.pending.append(batch)
+            rows += batch.num_rows
+        return answer
 
     def _set(self, sql: str) -> None:
         m = re.match(r"^\s*SET\s+(?:SESSION\s+|LOCAL\s+)?([\w.]+)\s*(?:=|TO)\s*(.+?)\s*;?\s*$", sql, re.I | re.S)
@@ -296,19 +302,69 @@ class Session:
     def _oid_of_type(self, duckdb_type: str) -> int:
         return oid_of(self._probe_con().execute(f"SELECT CAST(NULL AS {duckdb_type}) AS v").fetch_arrow_table().schema[0].type)[0]
 
-    async def _rows(self, table: pa.Table, formats: list[int] | None = None) -> None:
-        """DataRows a batch at a time: only one batch of encoded rows exists at once. `formats`:
-        per column 0 text or 1 binary (asyncpg asks for binary)."""
-        formats = formats or [0] * table.num_columns
-        for batch in table.to_batches(max_chunksize=BATCH_ROWS):
-            wire = [wire_array(c, f == 1) for c, f in zip(batch.columns, formats, strict=True)]
-            if wire:
-                self.writer.write(codec.data_rows([w[0] for w in wire], [w[1] for w in wire]))
-            else:  # a SELECT with no columns still sends its rows
-                self.writer.write(codec.data_row([]) * batch.num_rows)
-            await self.writer.drain()
-            self.stats.rows += batch.num_rows
+    async def _rows(self, answer: Answer, formats: list[int] | None = None, max_rows: int = 0) -> bool:
+        """DataRows a batch at a time, each encoded on a worker thread as it is read and written
+        before the next is read: only one batch exists at once. `formats`: per column 0 text or
+        1 binary (asyncpg asks for binary). `max_rows` > 0 (an Execute's row limit) sends at most
+        that many; returns False when rows are left for the next Execute. The tag, a notice for
+        a cut answer and an error for a failed stream are set on `answer` when it ends."""
+        schema = answer.schema
+        formats = formats or [0] * len(schema)
+        left = max_rows
+        while True:
+            chunk = await self._blocking(encoded, answer, formats, left)
+            if chunk is None:
+                break
+            data, n = chunk
+            self.writer.write(data)
+            await self._drain(answer)
+            answer.sent += n
+            self.stats.rows += n
             self.stats.batches += 1
+            if max_rows:
+                left -= n
+                if left <= 0:
+                    more = await self._blocking(answer.next_batch)  # the portal is suspended only if rows are left
+                    if more is not None:
+                        answer.pending.insert(0, more)
+                        return False
+                    break
+        self._ended(answer)
+        return True
+
+    async def _drain(self, answer: Answer) -> None:
+        """A client that stops reading holds its team's slot at most until the team's timeout."""
+        if answer.stream is None:
+            await self.writer.drain()
+            return
+        try:
+            await asyncio.wait_for(self.writer.drain(), timeout=max(0.05, answer.stream.seconds_left()))
+        except TimeoutError:
+            await self._blocking(answer.stream.close, TIMEOUT)
+            raise ConnectionError("the client stopped reading past its team's timeout") from None
+
+    def _ended(self, answer: Answer) -> None:
+        answer.tag = f"SELECT {answer.sent}" if answer.tag == "SELECT" else answer.tag
+        end = answer.stream.end if answer.stream is not None else None
+        if end is None:
+            return
+        if answer.result is not None and answer.result.outcome != "ok":  # failed once rows had gone out, or its audit failed
+            answer.error = refusal(answer.result)
+        elif end.reason in (BYTES_CAP, ROWS_CAP):
+            what = "max_result_bytes" if end.reason == BYTES_CAP else "max_result_rows"
+            self.writer.write(codec.notice(f"the result was cut at your team's {what} after {end.rows} rows (audit {answer.result.audit_id})"))
+
+    def close_answers(self) -> None:
+        """Portals end (at a Sync outside a transaction): streams still open end here, settled and audited."""
+        for portal in self.portals.values():
+            if portal.answer is not None:
+                portal.answer.close()
+        self.portals.clear()
+
+    async def end(self) -> None:
+        """The connection is over."""
+        await self._blocking(self.close_answers)
+        self._worker.shutdown(wait=False)
 
     # ------------------------------------------------------------------ extended query
     async def _parse(self, buf: codec.Buffer) -> bool:
@@ -342,6 +398,9 @@ class Session:
         except (BadParameter, UnicodeDecodeError) as e:
             await self._send(codec.error_response("22023", str(e)))
             return False
+        old = self.portals.pop(portal, None)
+        if old is not None and old.answer is not None:
+            await self._blocking(old.answer.close)
         self.portals[portal] = Portal(sql, result_formats)
         self.writer.write(codec.BIND_COMPLETE)
         return True
@@ -353,7 +412,7 @@ class Session:
             if prepared is None:
                 await self._send(codec.error_response("26000", f'prepared statement "{name}" does not exist'))
                 return False
-            schema = await asyncio.to_thread(self._shape, prepared)
+            schema = await self._blocking(self._shape, prepared)
             out = codec.parameter_description([o or TEXT for o in prepared.param_oids])
             self.writer.write(out + (_row_description(schema) if schema is not None and len(schema) else codec.NO_DATA))
             return True
@@ -361,26 +420,36 @@ class Session:
         if portal is None:
             await self._send(codec.error_response("34000", f'portal "{name}" does not exist'))
             return False
-        portal.answer = await self._answer(portal.sql)  # billed once: Execute sends this answer
+        if portal.answer is None:
+            portal.answer = await self._answer(portal.sql)  # billed once: Execute sends this answer
         if portal.answer.error is not None:
             await self._send(portal.answer.error)
             return False
-        table = portal.answer.table
-        self.writer.write(_row_description(table.schema, portal.formats(table.num_columns)) if table is not None else codec.NO_DATA)
+        schema = portal.answer.schema
+        self.writer.write(_row_description(schema, portal.formats(len(schema))) if schema is not None else codec.NO_DATA)
         return True
 
     async def _execute(self, buf: codec.Buffer) -> bool:
         name = buf.cstr()
+        max_rows = buf.int32()  # 0: all; else the portal is suspended after that many (JDBC's fetch size)
         portal = self.portals.get(name)
         if portal is None:
             await self._send(codec.error_response("34000", f'portal "{name}" does not exist'))
             return False
-        answer, portal.answer = portal.answer or await self._answer(portal.sql), None
+        answer = portal.answer = portal.answer or await self._answer(portal.sql)
         if answer.error is not None:
+            portal.answer = None
             await self._send(answer.error)
             return False
-        if answer.table is not None:
-            await self._rows(answer.table, portal.formats(answer.table.num_columns))
+        if answer.schema is not None:
+            if not await self._rows(answer, portal.formats(len(answer.schema)), max(0, max_rows)):
+                self.writer.write(codec.PORTAL_SUSPENDED)
+                return True
+            if answer.error is not None:
+                portal.answer = None
+                await self._send(answer.error)
+                return False
+        portal.answer = None
         self.writer.write(codec.command_complete(answer.tag) if portal.sql.strip() else codec.EMPTY_QUERY)
         return True
 

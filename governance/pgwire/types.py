@@ -161,19 +161,16 @@ _PG_EPOCH_DAYS = 10957  # 2000-01-01 as days since 1970-01-01
 _PG_EPOCH_US = _PG_EPOCH_DAYS * 86_400_000_000
 
 
-def _fixed(col: pa.Array, numpy_type: str, to: pa.DataType | None = None) -> list[bytes | None]:
-    """Big-endian fixed-width values, sliced from one buffer."""
+def _fixed(col: pa.Array, numpy_type: str, to: pa.DataType | None = None) -> pa.Array:
+    """Big-endian fixed-width values: one numpy byte swap, viewed as an Arrow binary array
+    (NULLs stay NULL)."""
     import numpy as np
 
     values = (pc.cast(col, to) if to is not None else col).fill_null(0).to_numpy(zero_copy_only=False)
     raw = np.ascontiguousarray(values).astype(numpy_type).tobytes()
     width = np.dtype(numpy_type).itemsize
-    out: list[bytes | None] = [raw[i:i + width] for i in range(0, len(raw), width)]
-    if col.null_count:
-        for i, null in enumerate(col.is_null().to_pylist()):
-            if null:
-                out[i] = None
-    return out
+    mask = pa.py_buffer(np.packbits(~col.is_null().to_numpy(zero_copy_only=False), bitorder="little").tobytes()) if col.null_count else None
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(col), [mask, pa.py_buffer(raw)], null_count=col.null_count).cast(pa.binary())
 
 
 def _numeric(value: Decimal) -> bytes:
@@ -203,7 +200,7 @@ def _numeric(value: Decimal) -> bytes:
     return struct.pack(f"!hhhh{len(groups)}h", len(groups), weight, 0x4000 if sign else 0, dscale, *groups)
 
 
-def binary_column(col: pa.Array) -> list[bytes | None]:
+def binary_column(col: pa.Array) -> pa.Array | list[bytes | None]:
     """One column of a batch in Postgres binary format (NULL as None)."""
     t = col.type
     oid, _ = oid_of(t)
@@ -250,5 +247,7 @@ def wire_array(col: pa.Array, binary: bool) -> tuple[pa.Array, "object"]:
     elif not binary and (pa.types.is_integer(t) or pa.types.is_decimal(t) or pa.types.is_date(t) or (pa.types.is_timestamp(t) and not t.tz)):
         out = pc.cast(col, pa.string())
     else:
-        out = pa.array(binary_column(col) if binary else text_column(col), pa.binary())
-    return pc.fill_null(out.cast(pa.binary()), b""), nulls
+        values = binary_column(col) if binary else text_column(col)
+        out = values if isinstance(values, pa.Array) else pa.array(values, pa.binary())
+    out = out.view(pa.binary()) if pa.types.is_string(out.type) else out.cast(pa.binary())  # the same bytes: no copy
+    return (pc.fill_null(out, b"") if out.null_count else out), nulls
