@@ -180,3 +180,15 @@ def _fixed_width(raw: bytes, width: int, n: int):
     import pyarrow as pa
 
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(raw)]).cast(pa.binary())
+
+
+def read_bind(buf: Buffer) -> tuple[str, str, list[int], list[bytes | None], list[int]]:
+    """A Bind message: portal, statement, parameter format codes, values (None for NULL) and
+    the result format codes."""
+    portal, name = buf.cstr(), buf.cstr()
+    formats = [buf.int16() for _ in range(buf.int16())]
+    values: list[bytes | None] = []
+    for _ in range(buf.int16()):
+        n = buf.int32()
+        values.append(None if n < 0 else buf.bytes_(n))
+    return portal, name, formats, values, [buf.int16() for _ in range(buf.int16())]

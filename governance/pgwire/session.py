@@ -17,56 +17,29 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 
-from governance.catalog import Manifest
-from governance.gateway import Gateway, Result
+from governance.gateway import Gateway
 from governance.keys import KeyHash, scram_login
 from governance.pgwire import codec, compat
 from governance.pgwire.answer import BATCH_ROWS, Answer, Portal, Prepared, encoded
 from governance.pgwire.answer_status import answer_status
 from governance.pgwire.auth import MECHANISM, ScramExchange
 from governance.pgwire.params import parameter_types
+from governance.pgwire.refusals import refusal
+from governance.pgwire.statements import (
+    COMMAND_TAGS,
+    FIXED_RE,
+    PROBE_RE,
+    SERVER_PARAMS,
+    SESSION_RE,
+    SHOW_EXTRA,
+    SHOW_RE,
+    VERSION,
+    probe_connection,
+    row_description,
+    split_statements,
+)
 from governance.pgwire.types import TEXT, BadParameter, bind, literal, oid_of, placeholder_count
 from governance.stream import BYTES_CAP, ROWS_CAP, TIMEOUT
-
-SERVER_PARAMS = {
-    "server_version": "16.0", "server_encoding": "UTF8", "client_encoding": "UTF8", "DateStyle": "ISO, MDY",
-    "TimeZone": "UTC", "integer_datetimes": "on", "standard_conforming_strings": "on", "IntervalStyle": "postgres",
-    "application_name": "", "is_superuser": "off", "default_transaction_read_only": "on", "in_hot_standby": "off",
-}
-SERVER_VERSION_NUM = "160000"
-SHOW_EXTRA = {"transaction_isolation": "read committed", "transaction isolation level": "read committed",
-              "search_path": "marts", "max_identifier_length": "63", "lc_collate": "C", "server_version_num": SERVER_VERSION_NUM}
-
-POLICY_RULES = {"external_access", "operator_not_allowed", "table_function_not_allowed", "table_not_allowed", "identity_column",
-                "quasi_aggregate_required", "quasi_value_aggregate", "unknown_team"}
-
-
-def sqlstate(result: Result) -> str:
-    rule = result.rule or ""
-    if rule in POLICY_RULES:
-        return "42501"
-    if rule in ("per_query_cap", "daily_budget", "monthly_budget"):
-        return "53400"
-    if rule == "plan_failed":  # governance.hints says what was unknown, from the grant
-        message = result.message or ""
-        return "42P01" if message.startswith("unknown table") or "CatalogException" in message else "42803" if message.startswith("a selected column") else "42703"
-    return {"concurrency": "53300", "timeout": "57014", "single_select": "0A000", "query_failed": "22000",
-            "unauthenticated": "28000", "revoked_key": "28000", "no_snapshot": "57P03"}.get(rule, "XX000")
-
-
-def refusal(result: Result) -> bytes:
-    return codec.error_response(sqlstate(result), f"{result.message} (rule {result.rule}, audit {result.audit_id})")
-
-
-_SESSION = re.compile(r"^\s*(SET|RESET|BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK\s+TO|ROLLBACK|ABORT|DISCARD|DEALLOCATE|CLOSE|LISTEN|UNLISTEN|SAVEPOINT|RELEASE)\b", re.I)
-_SHOW = re.compile(r"^\s*SHOW\s+(.+?)\s*;?\s*$", re.I | re.S)
-_PROBE = re.compile(r"\b(pg_catalog|information_schema|pg_[a-z_]+|version\s*\(|current_schema|current_database|current_user|session_user|txid_current"
-                    r"|current_setting|quote_ident|has_[a-z_]+_privilege)\b", re.I)
-_FIXED = re.compile(r"^\s*SELECT\s+((?:pg_catalog\.)?(?:version|current_schema)\s*\(\s*\))\s*;?\s*$", re.I)
-VERSION = "PostgreSQL 16.0 (civicflow governed gateway on DuckDB)"
-_TAGS = {"SET": "SET", "RESET": "RESET", "BEGIN": "BEGIN", "START": "BEGIN", "COMMIT": "COMMIT", "END": "COMMIT", "ROLLBACK": "ROLLBACK",
-         "ABORT": "ROLLBACK", "DISCARD": "DISCARD ALL", "DEALLOCATE": "DEALLOCATE", "CLOSE": "CLOSE CURSOR", "LISTEN": "LISTEN", "UNLISTEN": "UNLISTEN",
-         "SAVEPOINT": "SAVEPOINT", "RELEASE": "RELEASE"}
 
 
 @dataclass
@@ -199,7 +172,7 @@ class Session:
 
     # ------------------------------------------------------------------ simple query
     async def _simple(self, sql: str) -> None:
-        statements = [s for s in _split(sql)]
+        statements = [s for s in split_statements(sql)]
         if not statements:
             await self._send(codec.EMPTY_QUERY + codec.ready_for_query(b"T" if self.in_txn else b"I"))
             return
@@ -210,7 +183,7 @@ class Session:
                     self.writer.write(answer.error)
                     break
                 if answer.schema is not None:
-                    self.writer.write(_row_description(answer.schema))
+                    self.writer.write(row_description(answer.schema))
                     await self._rows(answer)
                     if answer.error is not None:  # the stream failed once rows had gone out
                         self.writer.write(answer.error)
@@ -223,7 +196,7 @@ class Session:
 
     async def _answer(self, sql: str) -> Answer:
         """Session statements here; catalog probes on the probe connection; all else the gateway."""
-        m = _SESSION.match(sql)
+        m = SESSION_RE.match(sql)
         if m:
             word = m.group(1).split()[0].upper()
             if m.group(1).upper().startswith("ROLLBACK") and len(m.group(1).split()) > 1:
@@ -234,17 +207,17 @@ class Session:
                 self.in_txn = False
             elif word == "SET":
                 self._set(sql)
-            return Answer(_TAGS[word])
-        m = _SHOW.match(sql)
+            return Answer(COMMAND_TAGS[word])
+        m = SHOW_RE.match(sql)
         if m:
             name = m.group(1).strip().strip('"')
             lower = {k.lower(): v for k, v in {**SERVER_PARAMS, **SHOW_EXTRA, **self.settings}.items()}
             return Answer("SHOW", pa.table({name.split()[0]: [lower.get(name.lower(), "")]}))
-        fixed = _FIXED.match(sql)
+        fixed = FIXED_RE.match(sql)
         if fixed:
             value = VERSION if "version" in fixed.group(1).lower() else "marts"
             return Answer("SELECT 1", pa.table({fixed.group(1).split(".")[-1].rstrip("()"): [value]}))
-        if _PROBE.search(sql):
+        if PROBE_RE.search(sql):
             return await self._blocking(self._probe, sql)
         answer = await self._blocking(self._query, sql)
         if answer.result is not None:
@@ -272,7 +245,7 @@ class Session:
     def _probe_con(self) -> duckdb.DuckDBPyConnection:
         if self.probe is None:
             self.granted = self.gateway.granted_columns(self.key)
-            self.probe = _probe_connection(self.granted, self.gateway.manifest)
+            self.probe = probe_connection(self.granted, self.gateway.manifest)
         return self.probe
 
     def _probe(self, sql: str) -> Answer:
@@ -377,17 +350,11 @@ class Session:
         return True
 
     async def _bind(self, buf: codec.Buffer) -> bool:
-        portal, name = buf.cstr(), buf.cstr()
+        portal, name, formats, values, result_formats = codec.read_bind(buf)
         prepared = self.statements.get(name)
         if prepared is None:
             await self._send(codec.error_response("26000", f'prepared statement "{name}" does not exist'))
             return False
-        formats = [buf.int16() for _ in range(buf.int16())]
-        values: list[bytes | None] = []
-        for _ in range(buf.int16()):
-            n = buf.int32()
-            values.append(None if n < 0 else buf.bytes_(n))
-        result_formats = [buf.int16() for _ in range(buf.int16())]
         if any(f not in (0, 1) for f in result_formats):
             await self._send(codec.error_response("08P01", "result format codes are 0 (text) or 1 (binary)"))
             return False
@@ -414,7 +381,7 @@ class Session:
                 return False
             schema = await self._blocking(self._shape, prepared)
             out = codec.parameter_description([o or TEXT for o in prepared.param_oids])
-            self.writer.write(out + (_row_description(schema) if schema is not None and len(schema) else codec.NO_DATA))
+            self.writer.write(out + (row_description(schema) if schema is not None and len(schema) else codec.NO_DATA))
             return True
         portal = self.portals.get(name)
         if portal is None:
@@ -426,7 +393,7 @@ class Session:
             await self._send(portal.answer.error)
             return False
         schema = portal.answer.schema
-        self.writer.write(_row_description(schema, portal.formats(len(schema))) if schema is not None else codec.NO_DATA)
+        self.writer.write(row_description(schema, portal.formats(len(schema))) if schema is not None else codec.NO_DATA)
         return True
 
     async def _execute(self, buf: codec.Buffer) -> bool:
@@ -452,39 +419,3 @@ class Session:
         portal.answer = None
         self.writer.write(codec.command_complete(answer.tag) if portal.sql.strip() else codec.EMPTY_QUERY)
         return True
-
-
-def _row_description(schema: pa.Schema, formats: list[int] | None = None) -> bytes:
-    return codec.row_description([(f.name, *oid_of(f.type)) for f in schema], formats or ())
-
-
-_SPLIT = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|;", re.S)
-
-
-def _split(sql: str) -> list[str]:
-    """Statements of a simple query, split on semicolons outside strings and comments."""
-    out, start = [], 0
-    for m in _SPLIT.finditer(sql):
-        if m.group(0) == ";":
-            out.append(sql[start:m.start()])
-            start = m.end()
-    out.append(sql[start:])
-    return [s.strip() for s in out if s.strip()]
-
-
-def _probe_connection(granted: dict[str, list[tuple[str, str]]], manifest: Manifest | None = None) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(":memory:")
-    con.execute(f"ATTACH ':memory:' AS {compat.DATABASE}")  # current_database() says civicflow
-    con.execute(f"USE {compat.DATABASE}")
-    for rel, cols in granted.items():
-        schema, name = rel.split(".", 1)
-        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        body = ", ".join(f'"{c.replace(chr(34), "")}" {t}' for c, t in cols)
-        con.execute(f'CREATE TABLE "{schema}"."{name}" ({body})')
-    compat.prepare(con, granted, manifest)
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
-    return con
-
-
-
