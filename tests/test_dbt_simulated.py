@@ -188,3 +188,25 @@ def test_dagster_dbt_runs_write_under_the_home_and_are_capped(tmp_path):
     # Nothing new in the repository: no per-run folder under target/, no log written.
     assert set(snapshot(repo_target)) <= set(before_target)
     assert snapshot(repo_logs) == before_logs
+
+
+def stock_against_truth(base: Path) -> dict[str, float]:
+    """The mart's estimated closing stock against the simulator's true stock: WAPE (sum of
+    absolute errors over the true units) per hub × category × day and per hub × day, and
+    the mean stock_utilisation_ratio of the mart and of the truth."""
+    truth = pl.read_parquet(base / "truth" / "hub_daily_stock.parquet")
+    mart = pl.DataFrame(
+        query(base / "warehouse.duckdb",
+              "select hub_id, category, activity_date, closing_stock_units, stock_utilisation_ratio "
+              "from marts.hub_utilisation_daily"),
+        schema=["hub_id", "category", "date", "est", "ratio"], orient="row",
+    )
+    j = truth.join(mart, on=["hub_id", "category", "date"], how="inner")
+    hub = j.group_by("hub_id", "date").agg(pl.col("closing_units").sum(), pl.col("est").sum())
+    return {
+        "rows": j.height,
+        "wape_cell": float((j["est"] - j["closing_units"]).abs().sum() / j["closing_units"].sum()),
+        "wape_hub": float((hub["est"] - hub["closing_units"]).abs().sum() / hub["closing_units"].sum()),
+        "ratio_mart": float(j["ratio"].mean()),
+        "ratio_truth": float((j["closing_units"] / j["capacity_units"]).mean()),
+    }
