@@ -129,7 +129,8 @@ def stock_ledger(city: City, spec: SizeSpec, seed: int, start: date, days: int,
         led["deposits"][i], led["pickups"][i] = dep, pick
         led["shortage"][i] = pick - served
         led["closing"][i] = cohorts.sum(axis=2)
-    return StockLedger(capacity=city.capacity.astype(np.int64), **led)
+    # int32 halves what the worker processes are sent; a day's units fit easily
+    return StockLedger(capacity=city.capacity.astype(np.int64), **{k: v.astype(np.int32) for k, v in led.items()})
 
 
 def occupancy_values(stock: DayStock, hub: np.ndarray, secs: np.ndarray, level_open: np.ndarray,
