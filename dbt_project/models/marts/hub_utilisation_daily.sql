@@ -57,7 +57,8 @@ night as (
     select hub_id,
            case when event_local_hour >= {{ var('locker_close_hour') }} then event_date
                 else cast(event_date - interval 1 day as date) end as activity_date,
-           avg(value) as night_occupancy_ratio,
+           -- summed as whole 1/10,000ths: exact, so the mean does not depend on the rows' order
+           sum(cast(round(value * 10000) as bigint)) / count(*) / 10000.0 as night_occupancy_ratio,
            count(*) as night_occupancy_readings
     from {{ ref('int_telemetry_located') }}
     where reading_kind = 'occupancy' and not is_unknown_device
