@@ -1,4 +1,6 @@
-"""Device telemetry of one day: locker moves, doors, occupancy, heartbeats, battery, temperature.
+"""Device telemetry of one day: locker moves (deposits, pickups, the morning sweep's
+returns), doors, occupancy (read from the true stock, stock.py), heartbeats, battery,
+temperature.
 
 Returns one frame with the contract's columns (already formatted) plus private columns
 (prefixed `_`) the delivery and ground-truth steps use: true time, device index, file index.
