@@ -57,8 +57,7 @@ night as (
     select hub_id,
            case when event_local_hour >= {{ var('locker_close_hour') }} then event_date
                 else cast(event_date - interval 1 day as date) end as activity_date,
-           -- summed as whole 1/10,000ths: exact, so the mean does not depend on the rows' order
-           sum(cast(round(value * 10000) as bigint)) / count(*) / 10000.0 as night_occupancy_ratio,
+           {{ exact_mean('value') }} as night_occupancy_ratio,
            count(*) as night_occupancy_readings
     from {{ ref('int_telemetry_located') }}
     where reading_kind = 'occupancy' and not is_unknown_device
@@ -106,7 +105,7 @@ balanced as (
 
 occupancy as (
     select hub_id, event_date as activity_date,
-           avg(value) as avg_occupancy_ratio, max(value) as max_occupancy_ratio, count(*) as occupancy_readings
+           {{ exact_mean('value') }} as avg_occupancy_ratio, max(value) as max_occupancy_ratio, count(*) as occupancy_readings
     from {{ ref('int_telemetry_located') }}
     where reading_kind = 'occupancy' and not is_unknown_device
     group by all
