@@ -145,7 +145,8 @@ def occupancy_values(stock: DayStock, hub: np.ndarray, secs: np.ndarray, level_o
         np.maximum(level_open, 0),
     )
     ratio = units / np.maximum(stock.space[hub], 1) + rng.normal(0, OCCUPANCY_NOISE, hub.size)
-    return np.clip(np.round(ratio / OCCUPANCY_STEP) * OCCUPANCY_STEP, 0, 1).round(2)
+    # + 0.0: a reading rounded up from below 0 is -0.0, which a file would spell "-0.0"
+    return np.clip(np.round(ratio / OCCUPANCY_STEP) * OCCUPANCY_STEP, 0, 1).round(2) + 0.0
 
 
 def level_during_day(after_sweep: np.ndarray, hub: np.ndarray, t: np.ndarray, moves_hub: np.ndarray,
