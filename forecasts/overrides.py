@@ -4,7 +4,9 @@ changed quantities and a reason; the plan becomes the dispatched plan, `approved
 A night's plan is stored `proposed` (`forecasts.plan_status`). `apply` takes an override
 file, and either refuses it whole — every bad row named with its file, line and field: an
 unknown hub, category or window, units that are negative, not whole or over the hub's
-space, a stale plan date (not tonight's plan), a change without a reason — or, in one
+space (a row over its category's space, a hub × category × day over it summed across
+delivery windows, a hub × day over the hub's total space when it has one), a stale plan
+date (not tonight's plan), a change without a reason — or, in one
 transaction: records each change (who, what, before → after, why, the file and its line,
 the file's SHA-256) in `forecasts.plan_overrides`, writes `forecasts.dispatched_plan` (the
 plan with the changes) and marks the plan `approved`. Nothing is half-applied. The same
@@ -28,6 +30,8 @@ import duckdb
 import polars as pl
 
 from forecasts.places import HEADERS
+from forecasts.planner import TOTAL_CATEGORY
+from warehouse.tables import table_exists
 
 PROPOSED, APPROVED = "proposed", "approved"
 KEYS = {"plan_date": HEADERS["plan_date"][0], "hub_id": HEADERS["hub_id"][0], "category": HEADERS["category"][0],
@@ -138,9 +142,11 @@ def _int(v: object) -> int | None:
     return int(f) if f.is_integer() else None
 
 
-def validate(path: Path, rows: list[tuple[str, dict[str, object]]], plan: pl.DataFrame) -> list[dict]:
+def validate(path: Path, rows: list[tuple[str, dict[str, object]]], plan: pl.DataFrame,
+             total_capacity: dict[str, int] | None = None) -> list[dict]:
     """The changes the file asks for (rows whose units differ from the plan), or
-    OverridesRefused naming every bad row. `plan`: the night's plan (one as_of)."""
+    OverridesRefused naming every bad row. `plan`: the night's plan (one as_of);
+    `total_capacity`: hub → its total space across categories, for the hubs that have one."""
     name = Path(path).name
     index = {(r["plan_date"], r["hub_id"], r["category"], r["window"]): r for r in plan.iter_rows(named=True)}
     hubs = set(plan["hub_id"].to_list())
@@ -191,9 +197,54 @@ def validate(path: Path, rows: list[tuple[str, dict[str, object]]], plan: pl.Dat
         changes.append({"plan_date": day, "hub_id": hub, "category": cat, "window": win,
                         "units_before": int(planned["units"]), "units_after": units, "reason": reason,
                         "source_line": where})
+    problems += _over_day_space(name, plan, changes, total_capacity or {})
     if problems:
         raise OverridesRefused(Path(path), problems)
     return changes
+
+
+def _over_day_space(name: str, plan: pl.DataFrame, changes: list[dict], total_capacity: dict[str, int]) -> list[str]:
+    """The changed rows that push a day over its space once the changes are in: a hub ×
+    category summed across its delivery windows over the category's space, or a hub's day
+    summed across categories over the hub's total space. Each raising row at such a
+    day is named (a row that lowers units cannot be the cause)."""
+    if not changes:
+        return []
+    keys = ["plan_date", "hub_id", "category", "window"]
+    ch = pl.DataFrame(changes).select(*keys, "units_after", "source_line")
+    after = (plan.join(ch, on=keys, how="left")
+             .with_columns(pl.coalesce("units_after", "units").alias("after")))
+    by_cat = (after.group_by("plan_date", "hub_id", "category")
+              .agg(pl.col("after").sum().alias("total"), pl.col("capacity_units").first().alias("cap"))
+              .filter(pl.col("cap").is_not_null() & (pl.col("total") > pl.col("cap"))))
+    by_hub = (after.group_by("plan_date", "hub_id").agg(pl.col("after").sum().alias("total"))
+              .with_columns(pl.col("hub_id").replace_strict(total_capacity, default=None, return_dtype=pl.Int64).alias("cap"))
+              .filter(pl.col("cap").is_not_null() & (pl.col("total") > pl.col("cap"))))
+    raised = [c for c in changes if c["units_after"] > c["units_before"]]
+    problems = []
+    for r in by_cat.iter_rows(named=True):
+        for c in raised:
+            if (c["plan_date"], c["hub_id"], c["category"]) == (r["plan_date"], r["hub_id"], r["category"]):
+                problems.append(f"{name} {c['source_line']}: {KEYS['units']}: {r['hub_id']} {r['category']} on "
+                                f"{r['plan_date']} would stage {r['total']} across its windows, over the hub's "
+                                f"space for {r['category']} ({r['cap']})")
+    for r in by_hub.iter_rows(named=True):
+        for c in raised:
+            if (c["plan_date"], c["hub_id"]) == (r["plan_date"], r["hub_id"]):
+                problems.append(f"{name} {c['source_line']}: {KEYS['units']}: {r['hub_id']} on {r['plan_date']} would "
+                                f"stage {r['total']} across all categories, over the hub's total space ({r['cap']})")
+    return problems
+
+
+def total_capacity(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """hub → its total space across categories (a `marts.hub_capacity` row whose category
+    is NULL or '*'), for the hubs that have one."""
+    if not table_exists(con, "marts", "hub_capacity"):
+        return {}
+    rows = con.execute("""select hub_id, min(capacity_units) from marts.hub_capacity
+                          where (category is null or category = ?) and capacity_units is not null
+                          group by hub_id""", [TOTAL_CATEGORY]).fetchall()
+    return {h: int(c) for h, c in rows}
 
 
 def apply(con: duckdb.DuckDBPyConnection, path: Path, changed_by: str, as_of: date | None = None,
@@ -216,7 +267,7 @@ def apply(con: duckdb.DuckDBPyConnection, path: Path, changed_by: str, as_of: da
     plan = con.execute("""select plan_date, hub_id, neighbourhood_id, category, "window", units, capacity_units,
                                  under_cost, over_cost
                           from forecasts.staging_plan where as_of = ? order by all""", [as_of]).pl()
-    changes = validate(path, read_rows(path), plan)
+    changes = validate(path, read_rows(path), plan, total_capacity(con))
     now = now or datetime.now().replace(microsecond=0)
     ch = pl.DataFrame(changes, schema={"plan_date": pl.Date, "hub_id": pl.String, "category": pl.String,
                                        "window": pl.String, "units_before": pl.Int64, "units_after": pl.Int64,

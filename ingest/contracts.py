@@ -31,8 +31,10 @@ READING_KINDS: dict[str, tuple[str, float, float]] = {
     "heartbeat": ("none", 0, 0),
     "battery": ("percent", 0, 100),
     "temperature": ("celsius", -40, 70),
+    "locker_return": ("item", 1, 50),  # uncollected items taken out of the locker by the morning sweep
 }
 DEMAND_KINDS = ("locker_deposit", "locker_pickup")
+STOCK_KINDS = (*DEMAND_KINDS, "locker_return")  # the readings that move a locker's stock
 # The plausible window of an event's timestamps: not before the city's services started, not
 # more than a day ahead of the clock of the run loading it (a device clock set to 9999 or
 # 1969 is quarantined, not loaded to blow up the daily marts).
@@ -157,7 +159,7 @@ TELEMETRY = Contract(
         Field(
             "category",
             "str",
-            "Item category, required for locker_deposit and locker_pickup, empty otherwise.",
+            "Item category, required for locker_deposit, locker_pickup and locker_return, empty otherwise.",
             required=False,
         ),
         Field("value", "float", "Reading value (numValue); range depends on kind.", unit="see kind"),
@@ -172,7 +174,7 @@ TELEMETRY = Contract(
     fresh_within_days=EVENT_FRESH_WITHIN_DAYS,
     filename_glob="*.jsonl",
     reading_kinds=READING_KINDS,
-    category_required_for=DEMAND_KINDS,
+    category_required_for=STOCK_KINDS,
     # received_at is the gateway's trusted clock (always within seconds of the event); a
     # device clock further than this from it is skewed: flag the row, use received_at.
     extra={"skew_threshold_s": 300},

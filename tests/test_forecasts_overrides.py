@@ -87,6 +87,41 @@ def test_a_bad_file_is_refused_whole_with_row_and_reason(home, tmp_path):
     assert con.execute("select count(*) from forecasts.dispatched_plan").fetchone() == (0,)
 
 
+def test_a_hub_day_over_the_hubs_total_space_is_refused(home, tmp_path):
+    """A hub with a total space across categories (a `hub_capacity` row whose category is
+    '*'): raising one category so the day no longer fits is refused with the row, though
+    the row fits its own category; moving units between categories within it is applied."""
+    root, sent = home
+    con = _db(root)
+    day = con.execute("""select category, units, capacity_units from forecasts.staging_plan
+                         where as_of = ? and plan_date = ? and hub_id = 'H2' order by category""",
+                      [AS_OF, AS_OF + timedelta(days=1)]).fetchall()
+    planned = {c: u for c, u, _ in day}
+    total = sum(planned.values())
+    con.execute("insert into marts.hub_capacity values ('H2', 'N2', '*', ?)", [total])
+    con.close()
+    assert planned["parcels"] + 2 <= dict((c, cap) for c, _, cap in day)["parcels"]  # fits parcels' own space
+    over = _edit(sent, tmp_path / "over.csv", {(D1, "H2", "parcels"): (str(planned["parcels"] + 2), "fair")})
+    out = CliRunner().invoke(app, ["plan", "apply-overrides", str(over), "--home", str(root), "--by", "ana"])
+    assert out.exit_code == 1, out.output
+    text = " ".join(out.output.split())
+    assert "over.csv line 5:" in text and "nothing applied" in text
+    assert f"would stage {total + 2} across all categories, over the hub's total space ({total})" in text
+    con = _db(root)
+    assert con.execute("select status from forecasts.plan_status where as_of = ?", [AS_OF]).fetchone() == ("proposed",)
+    assert con.execute("select count(*) from forecasts.plan_overrides").fetchone() == (0,)
+    assert con.execute("select count(*) from forecasts.dispatched_plan").fetchone() == (0,)
+    con.close()
+    swap = _edit(sent, tmp_path / "swap.csv", {(D1, "H2", "parcels"): (str(planned["parcels"] + 1), "fair"),
+                                               (D1, "H2", "meds"): (str(planned["meds"] - 1), "clinic shut")})
+    out = CliRunner().invoke(app, ["plan", "apply-overrides", str(swap), "--home", str(root), "--by", "ana"])
+    assert out.exit_code == 0, out.output
+    con = _db(root)
+    assert con.execute("""select sum(units) from forecasts.dispatched_plan
+                          where as_of = ? and plan_date = ? and hub_id = 'H2'""",
+                       [AS_OF, AS_OF + timedelta(days=1)]).fetchone() == (total,)
+
+
 def test_overrides_are_audited_dispatched_and_approved(home, tmp_path):
     root, sent = home
     good = _edit(sent, tmp_path / "ok.csv", {(D1, "H1a", "parcels"): ("25", "street market on Saturday"),
@@ -183,3 +218,22 @@ def test_a_missing_file_is_one_line(home, tmp_path):
     root, _ = home
     out = CliRunner().invoke(app, ["plan", "apply-overrides", str(tmp_path / "nope.csv"), "--home", str(root)])
     assert out.exit_code == 1 and "nope.csv" in out.output and len(out.output.strip().splitlines()) == 1
+
+
+def test_a_category_over_its_space_across_windows_is_refused():
+    """Each window's row fits the category's space, their day's sum does not."""
+    from forecasts.overrides import KEYS, OverridesRefused, validate
+
+    day = AS_OF + timedelta(days=1)
+    plan = pl.DataFrame({"plan_date": [day, day], "hub_id": ["H2", "H2"], "category": ["meds", "meds"],
+                         "window": ["06-12", "12-18"], "units": [4, 4], "capacity_units": [10, 10]})
+
+    def row(win, units):
+        return {KEYS["plan_date"]: str(day), KEYS["hub_id"]: "H2", KEYS["category"]: "meds", KEYS["window"]: win,
+                KEYS["units"]: str(units), "reason": "clinic"}
+
+    with pytest.raises(OverridesRefused) as err:
+        validate("w.csv", [("line 2", row("06-12", 7)), ("line 3", row("12-18", 4))], plan)
+    assert err.value.problems == ["w.csv line 2: units to stage (units): H2 meds on "
+                                  f"{day} would stage 11 across its windows, over the hub's space for meds (10)"]
+    assert len(validate("w.csv", [("line 2", row("06-12", 6)), ("line 3", row("12-18", 4))], plan)) == 1

@@ -23,12 +23,12 @@ from ingest.contracts import (
     CITY_TZ,
     CLEARING,
     CONTRACTS,
-    DEMAND_KINDS,
     ENTITLEMENTS,
     EVENT_CONTRACTS,
     PASS_SCANS,
     READING_KINDS,
     REFERENCE_CONTRACTS,
+    STOCK_KINDS,
     TELEMETRY,
     TRANSACTIONS,
     Contract,
@@ -141,7 +141,7 @@ def _check_row(contract: Contract, row: dict, refs: dict[str, list[dict]]) -> st
         if row["unit"] != unit or not lo <= float(row["value"]) <= hi:
             return "unit or value does not match kind"
         cats = {r["category"] for r in refs["categories"]}
-        if (row["kind"] in DEMAND_KINDS) != (row["category"] is not None) or (row["category"] and row["category"] not in cats):
+        if (row["kind"] in STOCK_KINDS) != (row["category"] is not None) or (row["category"] and row["category"] not in cats):
             return "category"
         if row["hub_id"] not in {r["hub_id"] for r in refs["hubs"]}:
             return "unknown hub"
@@ -525,3 +525,34 @@ def test_data_contracts_doc_is_generated_from_the_contracts():
             assert f"| `{f.name}` |" in text
     for k in FAULT_KINDS:
         assert f"| `{k}` |" in text
+
+
+def test_true_stock_balances_and_is_what_the_lockers_report(sim, truth):
+    """The true stock: every day's units balance (what the sweep returns waited its hold,
+    never more than was there), and the occupancy the lockers report while closed is the
+    hub's closing stock over its space, within the sensor's noise."""
+    from ingest.simulator.stock import HOLD_DAYS, OCCUPANCY_NOISE, SWEEP_HOUR
+
+    st = truth["hub_daily_stock"].sort("hub_id", "category", "date")
+    assert st.height == 6 * 4 * DAYS
+    bal = st.filter(pl.col("closing_units") != pl.col("opening_units") - pl.col("returned_units") + pl.col("deposit_units")
+                    - pl.col("pickup_units") + pl.col("shortage_units"))
+    assert bal.height == 0, bal
+    assert (st["returned_units"] <= st["opening_units"]).all() and st["returned_units"].sum() > 0
+    # nothing is returned before it has waited HOLD_DAYS: the first days return nothing
+    assert st.filter(pl.col("date") < START + timedelta(days=HOLD_DAYS))["returned_units"].sum() == 0
+    prev = st.with_columns(pl.col("closing_units").shift(1).over("hub_id", "category").fill_null(0).alias("prev"))
+    assert (prev["opening_units"] == prev["prev"]).all()
+    out, _, _ = sim
+    occ = []
+    for path in _event_files(out, TELEMETRY):
+        for _, _, row in _rows(TELEMETRY, path):
+            if row is not None and row["kind"] == "occupancy":
+                local = datetime.fromisoformat(row["device_time"]).replace(tzinfo=None)
+                if 0 < local.hour < SWEEP_HOUR:  # after midnight, before the sweep: yesterday's closing
+                    occ.append({"hub_id": row["hub_id"], "date": local.date() - timedelta(days=1), "value": row["value"]})
+    occ = pl.DataFrame(occ).group_by("hub_id", "date").agg(pl.col("value").mean())
+    hub = st.group_by("hub_id", "date").agg((pl.col("closing_units").sum() / pl.col("capacity_units").sum()).alias("true"))
+    j = occ.join(hub, on=["hub_id", "date"])
+    assert j.height > 10
+    assert (j["value"] - j["true"]).abs().mean() < 2 * OCCUPANCY_NOISE

@@ -26,6 +26,7 @@ DEPOSIT_HOURS = np.array([2.0, 2.5, 2.2, 1.8, 1.5, 1.2, 1.0, 0.8, 0.5, 0.3, 0.2,
 EVENT_SCALE = 15_000  # attendees that add one × the category's event sensitivity
 NEIGHBOUR_SPILL = 0.35
 NOISE_SHAPE = 5.0
+DEPOSIT_EXCESS = 1.05  # deposits per expected pickup
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,12 @@ def _times(rng: np.random.Generator, d: date, profile: np.ndarray, k: int) -> np
     return local_seconds_to_epoch(d, secs)
 
 
-def _draw(rng: np.random.Generator, d: date, lam: np.ndarray, basket: np.ndarray, profile: np.ndarray) -> LockerMoves:
-    counts = rng.poisson(lam * rng.gamma(NOISE_SHAPE, 1.0 / NOISE_SHAPE, lam.shape)).reshape(-1)
+def _draw(rng: np.random.Generator, d: date, lam: np.ndarray, basket: np.ndarray, profile: np.ndarray,
+          noise: np.ndarray | None = None) -> LockerMoves:
+    """`noise`: the day's demand shock per hub × category (drawn here when not given)."""
+    if noise is None:
+        noise = rng.gamma(NOISE_SHAPE, 1.0 / NOISE_SHAPE, lam.shape)
+    counts = rng.poisson(lam * noise).reshape(-1)
     idx = np.repeat(np.arange(counts.size), counts)
     h, c = np.divmod(idx, lam.shape[1])
     k = idx.size
@@ -84,10 +89,13 @@ def _draw(rng: np.random.Generator, d: date, lam: np.ndarray, basket: np.ndarray
 def locker_moves(
     city: City, spec: SizeSpec, d: date, day_index: int, evs: list[Event], rng: np.random.Generator
 ) -> tuple[LockerMoves, LockerMoves]:
-    """(pickups, deposits) of one day. Couriers deposit in the morning what they expect."""
+    """(pickups, deposits) of one day. Couriers deposit in the morning the parcels of the
+    day's customers (the same demand shock as the pickups) and a few more (DEPOSIT_EXCESS):
+    parcels whose customers come late or never, which the lockers send back (stock.py)."""
     lam = expected_pickups(city, spec, d, day_index, evs)
-    pickups = _draw(rng, d, lam, city.cat_basket, PICKUP_HOURS)
-    deposits = _draw(rng, d, lam * 1.05, city.cat_basket * 1.2, DEPOSIT_HOURS)
+    noise = rng.gamma(NOISE_SHAPE, 1.0 / NOISE_SHAPE, lam.shape)
+    pickups = _draw(rng, d, lam, city.cat_basket, PICKUP_HOURS, noise)
+    deposits = _draw(rng, d, lam * DEPOSIT_EXCESS, city.cat_basket, DEPOSIT_HOURS, noise)
     return pickups, deposits
 
 

@@ -24,8 +24,10 @@ from ingest.contracts import (
     landing_dir_for,
 )
 
+from .demand import CLOSE_HOUR, OPEN_HOUR
 from .faults import DEFAULT_FAULT_RATES, FAULT_KINDS, FAULT_UNITS
 from .sizes import SIZES
+from .stock import HOLD_DAYS, OCCUPANCY_NOISE, SWEEP_HOUR
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "data-contracts.md"
 
@@ -211,7 +213,7 @@ def render_contracts_markdown() -> str:
                 "| kind | unit | min | max | category |",
                 "|---|---|---|---|---|",
                 *[
-                    f"| `{k}` | `{u}` | {lo:g} | {hi:g} | {'required' if k.startswith('locker_') else 'empty'} |"
+                    f"| `{k}` | `{u}` | {lo:g} | {hi:g} | {'required' if k in TELEMETRY.category_required_for else 'empty'} |"
                     for k, (u, lo, hi) in READING_KINDS.items()
                 ],
                 "",
@@ -251,7 +253,16 @@ def render_contracts_markdown() -> str:
         "`event_totals` and `event_counts` (valid distinct events per contract, and per generated day),",
         "`daily_demand` (units and pickups per local date × neighbourhood × category, zeros included;",
         "`units_incl_pending` adds readings whose late file is due after the last day), `hub_daily_demand`,",
-        "`faults`, and `state.json` for `--append`.",
+        "`hub_daily_stock` (the lockers' true stock per local date × hub × category: opening, returned,",
+        "deposited, picked up, shortage and closing units, and the capacity), `faults`, and `state.json`",
+        "for `--append`.",
+        "",
+        "Stock: a hub's lockers hold what couriers deposit until its customer collects it; the morning",
+        f"sweep ({SWEEP_HOUR:02d}:00–{OPEN_HOUR:02d}:00 local) takes out, as one `locker_return` reading per",
+        f"unit, what has waited {HOLD_DAYS} days; pickups beyond the stock are served from the depot. Each",
+        "`occupancy` reading is the hub's stock across categories over its total space (its categories'",
+        f"capacity summed), as a locker senses it (±{OCCUPANCY_NOISE:g}, whole percent); from closing",
+        f"({CLOSE_HOUR:02d}:00) to the sweep nothing moves, so a night's readings give the day's closing stock.",
         "",
     ]
     return "\n".join(out)

@@ -8,6 +8,10 @@ Written as Parquet outside the landing zone (devices never drop it):
   and pickups of valid, distinct `locker_pickup` readings delivered so far, and the units
   including readings still in transit (late files due after the last day);
 - `hub_daily_demand.parquet` the same per hub;
+- `hub_daily_stock.parquet` the true stock per local date × hub × category (the lockers'
+  physical state, whatever reached the landing zone): opening units, units returned by the
+  morning sweep (uncollected after `stock.HOLD_DAYS` days), deposited, picked up (of which
+  served from the depot: shortage) and closing units, and the category's capacity;
 - `faults.parquet`         every injected fault: kind, contract, file, line, key, rows, detail;
 - `state.json`             the run's parameters and last day, for `--append`.
 
@@ -165,8 +169,10 @@ def write_truth(
     days: list[DayTruth],
     keep_before: date | None,
     state: dict,
+    stock: pl.DataFrame,
 ) -> dict[str, Path]:
-    """Write (or, on append, merge) the truth tables; `keep_before`: first recomputed day."""
+    """Write (or, on append, merge) the truth tables; `keep_before`: first recomputed day.
+    `stock`: the true stock of every day from `start` (rebuilt whole on append)."""
     truth_dir.mkdir(parents=True, exist_ok=True)
     paths = {k: truth_dir / f"{k}.parquet" for k in ("event_counts", "daily_demand", "hub_daily_demand", "faults")}
     raw_path = truth_dir / "_demand_by_hub_index.parquet"
@@ -218,6 +224,8 @@ def write_truth(
     nbh_out.write_parquet(paths["daily_demand"])
     paths["event_totals"] = truth_dir / "event_totals.parquet"
     totals.sort("contract").write_parquet(paths["event_totals"])
+    paths["hub_daily_stock"] = truth_dir / "hub_daily_stock.parquet"
+    stock.sort("date", "hub_id", "category").write_parquet(paths["hub_daily_stock"])
     state_path = truth_dir / STATE_FILE
     state_path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
     paths["state"] = state_path

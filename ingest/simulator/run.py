@@ -30,6 +30,7 @@ from .ground_truth import STATE_VERSION, DayTruth, day_truth, read_state, write_
 from .passes import Passes, issue_passes, onboarding_frame, scans_day
 from .settlement import clearing_day, transactions_day
 from .sizes import SIZES, SizeSpec
+from .stock import StockLedger, stock_ledger
 from .telemetry import SEQ_PER_DAY, telemetry_day
 from .writers import header_lines, render, write, write_reference
 
@@ -101,6 +102,7 @@ class _Context:
     passes: Passes
     eligible: np.ndarray
     out: Path
+    stock: StockLedger
 
     def txns(self, i: int, cache: dict[int, pl.DataFrame]) -> pl.DataFrame | None:
         if i < 0:
@@ -120,7 +122,9 @@ class _Context:
         n_lockers = len(city.locker_ids)
         pickups, deposits = locker_moves(city, spec, d, i, evs, rng_for(seed, i, "demand"))
         skew = skew_for_day(seed, rates, i, n_lockers, n_lockers + len(city.gateway_ids))
-        tele, pk_locker = telemetry_day(city, spec, d, i, pickups, deposits, skew, rng_for(seed, i, "telemetry"))
+        tele, pk_locker = telemetry_day(
+            city, spec, d, i, pickups, deposits, skew, rng_for(seed, i, "telemetry"), self.stock.day(i)
+        )
         files = event_deliveries(
             TELEMETRY, tele,
             [f"telemetry_{d:%Y-%m-%d}_gw{k + 1:02d}" for k in range(spec.telemetry_files_per_day)],
@@ -254,8 +258,11 @@ def simulate(
     eligible = np.cumsum([b.pass_id.len() for b in batches])  # eligible[i] = issued before day i
     passes = Passes.concat(batches)
 
+    # the true stock carries from day to day: built in order, from the first day of the city
+    stock = stock_ledger(city, spec, seed, start, (last - start).days + 1, evs_on)
+
     out.mkdir(parents=True, exist_ok=True)
-    ctx = _Context(city, spec, seed, start, first, last, rates, evs_on, passes, eligible, out)
+    ctx = _Context(city, spec, seed, start, first, last, rates, evs_on, passes, eligible, out, stock)
     gen_days = [gen_first + timedelta(days=k) for k in range((last - gen_first).days + 1)]
     if workers is None:
         # worker processes pay ~2 s to start: only worth it for big runs
@@ -322,7 +329,8 @@ def simulate(
         "version": STATE_VERSION, "size": size, "seed": seed, "start": start.isoformat(),
         "last_day": last.isoformat(), "fault_rates": rates, "landing": str(out),
     }
-    paths = write_truth(truth_dir, city, start, last, truths, gen_first if append else None, state)
+    paths = write_truth(truth_dir, city, start, last, truths, gen_first if append else None, state,
+                        stock.frame(city, start))
     return SimulationSummary(
         out=out, truth_dir=truth_dir, size=size, seed=seed, first_day=first, last_day=last,
         files_written=files_written, bytes_written=bytes_written, rows=rows_written, faults=fault_counts,

@@ -1,4 +1,6 @@
-"""Device telemetry of one day: locker moves, doors, occupancy, heartbeats, battery, temperature.
+"""Device telemetry of one day: locker moves (deposits, pickups, the morning sweep's
+returns), doors, occupancy (read from the true stock, stock.py), heartbeats, battery,
+temperature.
 
 Returns one frame with the contract's columns (already formatted) plus private columns
 (prefixed `_`) the delivery and ground-truth steps use: true time, device index, file index.
@@ -15,12 +17,13 @@ import polars as pl
 from ingest.contracts import READING_KINDS
 
 from .city import City
-from .clock import day_bounds, fmt_local, fmt_utc
+from .clock import day_bounds, fmt_local, fmt_utc, local_seconds_to_epoch
 from .demand import LockerMoves
 from .sizes import SizeSpec
+from .stock import SWEEP_HOUR, DayStock, level_during_day, occupancy_values
 
 KINDS = tuple(READING_KINDS)
-K_DEPOSIT, K_PICKUP, K_DOOR, K_OCC, K_HEART, K_BATT, K_TEMP = range(7)
+K_DEPOSIT, K_PICKUP, K_DOOR, K_OCC, K_HEART, K_BATT, K_TEMP, K_RETURN = range(8)
 SEQ_PER_DAY = 1_000_000  # seq = day_index * SEQ_PER_DAY + reading number of the device that day
 TELEMETRY_COLUMNS = ("device_id", "hub_id", "seq", "device_time", "received_at", "kind", "category", "value", "unit")
 
@@ -34,8 +37,10 @@ def telemetry_day(
     deposits: LockerMoves,
     skew: np.ndarray,
     rng: np.random.Generator,
+    stock: DayStock,
 ) -> tuple[pl.DataFrame, np.ndarray]:
-    """(frame, locker index of every pickup). `skew`: device clock offset (s) per telemetry device."""
+    """(frame, locker index of every pickup). `skew`: device clock offset (s) per telemetry
+    device; `stock`: the day's true stock (the sweep's returns, what occupancy reports)."""
     lph = spec.lockers_per_hub
     n_hubs = len(city.hub_ids)
     n_lockers = n_hubs * lph
@@ -44,8 +49,12 @@ def telemetry_day(
 
     pk_dev = pickups.hub * lph + rng.integers(0, lph, pickups.hub.size)
     dp_dev = deposits.hub * lph + rng.integers(0, lph, deposits.hub.size)
-    moves_dev = np.concatenate([pk_dev, dp_dev])
-    moves_t = np.concatenate([pickups.t, deposits.t])
+    # the morning sweep: one locker_return reading (1 unit) per unit that waited too long
+    rt_hub, rt_cat = np.divmod(np.repeat(np.arange(stock.returns.size), stock.returns.reshape(-1)), stock.returns.shape[1])
+    rt_dev = rt_hub * lph + rng.integers(0, lph, rt_hub.size)
+    rt_t = local_seconds_to_epoch(d, SWEEP_HOUR * 3600 + rng.integers(0, 3600, rt_hub.size))
+    moves_dev = np.concatenate([pk_dev, dp_dev, rt_dev])
+    moves_t = np.concatenate([pickups.t, deposits.t, rt_t])
     n_moves = moves_t.size
 
     lockers = np.arange(n_lockers)
@@ -63,26 +72,31 @@ def telemetry_day(
     tmp_dev = np.repeat(lockers, spec.temperature_per_day)
     tmp_t = ds + rng.integers(0, span, tmp_dev.size)
 
-    hours = (occ_t - ds) / 3600.0
-    occ_v = np.round(np.clip(0.35 + 0.25 * np.sin(2 * np.pi * (hours - 8) / 24) + rng.normal(0, 0.08, occ_dev.size), 0, 1), 3)
+    occ_hub = occ_dev // lph
+    level = level_during_day(
+        stock.opening - stock.returns.sum(axis=1), occ_hub, occ_t,
+        np.concatenate([deposits.hub, pickups.hub]), np.concatenate([deposits.t, pickups.t]),
+        np.concatenate([deposits.units, -pickups.units]),
+    )
+    occ_v = occupancy_values(stock, occ_hub, occ_t - ds, level, rng)
     bat_v = np.round(np.clip(rng.normal(85, 8, bat_dev.size), 5, 100))
     season = -6.0 * np.cos(2 * np.pi * (d.timetuple().tm_yday - 15) / 365.25)
     tmp_v = np.round(10 + season + 5 * np.sin(2 * np.pi * ((tmp_t - ds) / 3600.0 - 9) / 24) + rng.normal(0, 1.5, tmp_dev.size), 1)
 
-    dev = np.concatenate([pk_dev, dp_dev, moves_dev, moves_dev, occ_dev, hb_dev, bat_dev, tmp_dev])
+    dev = np.concatenate([pk_dev, dp_dev, rt_dev, moves_dev, moves_dev, occ_dev, hb_dev, bat_dev, tmp_dev])
     t = np.concatenate([
-        pickups.t, deposits.t,
+        pickups.t, deposits.t, rt_t,
         moves_t - rng.integers(2, 11, n_moves), moves_t + rng.integers(5, 41, n_moves),
         occ_t, hb_t, bat_t, tmp_t,
     ])
     kind = np.concatenate([
-        np.full(pickups.t.size, K_PICKUP), np.full(deposits.t.size, K_DEPOSIT),
+        np.full(pickups.t.size, K_PICKUP), np.full(deposits.t.size, K_DEPOSIT), np.full(rt_t.size, K_RETURN),
         np.full(2 * n_moves, K_DOOR), np.full(occ_t.size, K_OCC), np.full(hb_t.size, K_HEART),
         np.full(bat_t.size, K_BATT), np.full(tmp_t.size, K_TEMP),
     ]).astype(np.int8)
-    cat = np.concatenate([pickups.cat, deposits.cat, np.full(dev.size - n_moves, -1)])
+    cat = np.concatenate([pickups.cat, deposits.cat, rt_cat, np.full(dev.size - n_moves, -1)])
     value = np.concatenate([
-        pickups.units, deposits.units, np.ones(n_moves), np.zeros(n_moves), occ_v,
+        pickups.units, deposits.units, np.ones(rt_t.size), np.ones(n_moves), np.zeros(n_moves), occ_v,
         np.zeros(hb_t.size), bat_v, tmp_v,
     ]).astype(np.float64)
 
