@@ -4,6 +4,7 @@ local receiver of apprise's json:// POSTs; and a real failing run whose hook ale
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -119,7 +120,10 @@ def test_each_condition_alerts_once_with_its_text_and_command(city, tmp_path):
     assert "Source telemetry has no file for 2026-01-29, due by 06:00 (Europe/Amsterdam)" in one("telemetry has delivered no file")
     assert one("telemetry has delivered no file").endswith("Look further: civicflow status")
     rejects = one("telemetry rejects well above its norm")
-    assert f"Source telemetry, delivery day {LAST}:" in rejects and "118 of 237 rows quarantined (49.8%, its 28-day norm 0.0%)" in rejects and "3 files refused" in rejects
+    # about half the day's rows were made bad above; the exact counts are the simulator's
+    quarantined = re.search(r"(\d+) of (\d+) rows quarantined \((\d+\.\d)%, its 28-day norm 0\.0%\)", rejects)
+    assert f"Source telemetry, delivery day {LAST}:" in rejects and quarantined and "3 files refused" in rejects, rejects
+    assert 40 <= float(quarantined.group(3)) <= 60 and abs(int(quarantined.group(1)) - int(quarantined.group(2)) * float(quarantined.group(3)) / 100) <= 1
     assert rejects.endswith("Look further: civicflow ingest quarantine --contract telemetry")
     assert f"Source pass_scans, {LAST}:" in one("pass_scans volume fell") and "Wednesdays" in one("pass_scans volume fell")
     demand = one("neighbourhood_demand_daily volume rose")
