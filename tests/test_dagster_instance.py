@@ -91,12 +91,50 @@ def test_processes_opening_a_fresh_home_at_once_leave_one_alembic_head(tmp_path)
                 assert con.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 1, db
 
 
+@pytest.mark.slow
+def test_processes_opening_a_fresh_postgres_instance_at_once_all_succeed(tmp_path, pg_database, monkeypatch):
+    """The same race on PostgreSQL: with Dagster's plain PostgreSQL storage, a daemon and a
+    `dagster job launch` opening a fresh database together failed with `type "instigators"
+    already exists` (the daemon died, tests/test_dagster_deployment.py at load average 4; on an
+    idle machine four processes did not hit it). The storage initialises under an advisory
+    lock: four processes at once all open it, and one set of tables is there."""
+    import multiprocessing
+
+    import psycopg2
+
+    monkeypatch.setenv(PG_URL_ENV, pg_database.replace("postgresql://", "postgresql+psycopg2://", 1))
+    home = prepare_home(Home(tmp_path / "home"), os.environ[PG_URL_ENV])
+    ctx = multiprocessing.get_context("fork")
+    barrier, errors = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_open_at_once, args=(str(home.dagster), barrier, errors)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert not found, found
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    con = psycopg2.connect(pg_database)
+    try:
+        with con.cursor() as cur:
+            cur.execute("SELECT count(*) FROM alembic_version")
+            assert cur.fetchone()[0] == 1
+            cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('runs', 'event_logs', 'instigators')")
+            assert cur.fetchone()[0] == 3
+    finally:
+        con.close()
+
+
 def test_postgres_by_configuration_keeps_everything_else_of_dagster_yaml(home_dir):
     home = Home(home_dir)
     written = instance_yaml(home, "postgresql+psycopg2://u:s3cret@127.0.0.1:5432/d")
     assert "s3cret" not in written  # the URL is read from the environment when the instance loads
     config, sqlite = yaml.safe_load(written), yaml.safe_load(instance_yaml(home, None))
-    assert config["storage"] == {"postgres": {"postgres_url": {"env": PG_URL_ENV}}}
+    assert config["storage"] == {
+        "custom": {"module": "pipelines.pg_instance_storage", "class": "SerialInitPostgresStorage", "config": {"postgres_url": {"env": PG_URL_ENV}}}
+    }
     assert {k: v for k, v in config.items() if k != "storage"} == {k: v for k, v in sqlite.items() if k != "storage"}
     assert config["concurrency"]["pools"]["default_limit"] == 1
 
