@@ -92,6 +92,20 @@ def test_a_scan_result_mix_turned_to_rejections_fails_its_share(warehouse):
     assert "(share_result_accepted): 1 of 1 days unexpected" in _failed(_check(warehouse, PASS_SCANS))
 
 
+def test_a_day_too_small_to_judge_is_not_judged_by_its_shares(warehouse):
+    """A day of a dozen scans, all event passes (a small city's event day): no share is judged,
+    while the same mix on the full day fails."""
+    from ingest.partition_profile import DAILY_STATS_MIN_ROWS
+
+    warehouse.execute("UPDATE raw.pass_scans SET pass_type = 'event' WHERE event_date = ?", [LAST])
+    assert "(share_pass_type_transit): 1 of 1 days unexpected" in _failed(_check(warehouse, PASS_SCANS))
+    warehouse.execute(
+        "DELETE FROM raw.pass_scans WHERE event_date = ? AND scan_id NOT IN "
+        "(SELECT scan_id FROM raw.pass_scans WHERE event_date = ? ORDER BY scan_id LIMIT ?)", [LAST, LAST, DAILY_STATS_MIN_ROWS - 8])
+    result = _check(warehouse, PASS_SCANS)
+    assert "share_" not in (result.description or "")
+
+
 def test_a_source_whose_latest_events_are_days_old_fails_freshness(warehouse):
     """A run five days after the source's last events; a late file alone, a day after, is on time."""
     old = LAST - timedelta(days=10)
