@@ -197,7 +197,10 @@ def test_a_million_rows_stream_over_http_with_flat_server_memory(servers: Server
     small, large = read(200_000), read(1_000_000)
     csv_bytes = sum(len(str(i)) * 2 + 8 for i in range(1_000_000))  # i,"row-i"\n
     print(f"server RSS grew {small / 1e6:.1f} MB for 200k rows, {large / 1e6:.1f} MB for 1M rows ({csv_bytes / 1e6:.0f} MB of CSV)")
-    assert large < csv_bytes / 4
+    # Built whole, the answer would hold the 1M-row Arrow table and its CSV (over 2 × the CSV's
+    # bytes); streamed, growth is allocator noise (1–7 MB seen, the most with the whole suite's
+    # earlier tests in this process).
+    assert large < csv_bytes / 2
     assert large < 2 * small + csv_bytes / 10  # five times the rows, not five times the memory
     audits = servers.sql("SELECT result_rows, outcome, rule FROM audit WHERE key_name = 'cleared-key' AND sql LIKE 'SELECT i,%' ORDER BY seq", [])
     assert audits == [(1_000_000, "ok", None), (200_000, "ok", None), (1_000_000, "ok", None)]
