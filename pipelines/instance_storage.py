@@ -64,21 +64,23 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines: dict[str, sa.engine.Engine] = {}
         self._open: dict[str, sa.engine.Connection] = {}
         self._tables: set[str] = set()
+        self._engines_lock = threading.Lock()  # the engines dict only; never held around other locks
         super().__init__(base_dir, inst_data=inst_data)
         self._db_lock = threading.RLock()  # a batch holds both files' connections at once
 
     def _engine(self, shard: str) -> sa.engine.Engine:
-        engine = self._engines.pop(shard, None)
-        if engine is None:
-            # A pooled connection stays open between events: closing the last connection to a
-            # WAL file checkpoints it (and waits for the disk), on every event with NullPool.
-            engine = sa.create_engine(self.conn_string_for_shard(shard), poolclass=sa.pool.QueuePool, pool_size=1,
-                                      connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False})
-            sa.event.listen(engine, "connect", _synchronous_normal)
-        self._engines[shard] = engine  # the most recent last
-        while len(self._engines) > OPEN_FILES:  # the webserver reads runs by the thousand
-            self._engines.pop(next(iter(self._engines))).dispose()
-        return engine
+        with self._engines_lock:
+            engine = self._engines.pop(shard, None)
+            if engine is None:
+                # A pooled connection stays open between events: closing the last connection to a
+                # WAL file checkpoints it (and waits for the disk), on every event with NullPool.
+                engine = sa.create_engine(self.conn_string_for_shard(shard), poolclass=sa.pool.QueuePool, pool_size=1,
+                                          connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False})
+                sa.event.listen(engine, "connect", _synchronous_normal)
+            self._engines[shard] = engine  # the most recent last
+            while len(self._engines) > OPEN_FILES:  # the webserver reads runs by the thousand
+                self._engines.pop(next(iter(self._engines))).dispose()
+            return engine
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[sa.engine.Connection]:
@@ -106,7 +108,7 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         return table_name in self._tables
 
     def _close_engines(self) -> None:
-        with self._db_lock:
+        with self._db_lock, self._engines_lock:
             for engine in self._engines.values():
                 engine.dispose()
             self._engines.clear()
