@@ -60,6 +60,23 @@ def _open_at_once(dagster_home: str, barrier, errors) -> None:
         errors.put(f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
+def _assert_four_processes_open_it_at_once(home: Home) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    barrier, errors = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_open_at_once, args=(str(home.dagster), barrier, errors)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert not found, found
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+
+
 @pytest.mark.slow
 def test_processes_opening_a_fresh_home_at_once_leave_one_alembic_head(tmp_path):
     """The race behind "Version table 'alembic_version' has more than one head present": with
@@ -67,23 +84,11 @@ def test_processes_opening_a_fresh_home_at_once_leave_one_alembic_head(tmp_path)
     alembic rows in runs.db or schedules.db in 3 of 8 tries (and failed with "table ... already
     exists" 13 times). The home's storage initialises under a lock: every process succeeds and
     every file has one head."""
-    import multiprocessing
     import sqlite3
 
-    ctx = multiprocessing.get_context("fork")
     for attempt in range(3):
         home = prepare_home(Home(tmp_path / f"home{attempt}"))
-        barrier, errors = ctx.Barrier(4), ctx.Queue()
-        procs = [ctx.Process(target=_open_at_once, args=(str(home.dagster), barrier, errors)) for _ in range(4)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(timeout=300)
-        found = []
-        while not errors.empty():
-            found.append(errors.get())
-        assert not found, found
-        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+        _assert_four_processes_open_it_at_once(home)
         dbs = sorted(home.dagster_storage.rglob("*.db"))
         assert {db.name for db in dbs} >= {"runs.db", "schedules.db", "index.db"}
         for db in dbs:
@@ -98,24 +103,12 @@ def test_processes_opening_a_fresh_postgres_instance_at_once_all_succeed(tmp_pat
     already exists` (the daemon died, tests/test_dagster_deployment.py at load average 4; on an
     idle machine four processes did not hit it). The storage initialises under an advisory
     lock: four processes at once all open it, and one set of tables is there."""
-    import multiprocessing
 
     import psycopg2
 
     monkeypatch.setenv(PG_URL_ENV, pg_database.replace("postgresql://", "postgresql+psycopg2://", 1))
     home = prepare_home(Home(tmp_path / "home"), os.environ[PG_URL_ENV])
-    ctx = multiprocessing.get_context("fork")
-    barrier, errors = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_open_at_once, args=(str(home.dagster), barrier, errors)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    found = []
-    while not errors.empty():
-        found.append(errors.get())
-    assert not found, found
-    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    _assert_four_processes_open_it_at_once(home)
     con = psycopg2.connect(pg_database)
     try:
         with con.cursor() as cur:
