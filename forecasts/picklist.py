@@ -12,8 +12,11 @@ hub's space for the category and the space left after staging, and a box to tick
 
 from __future__ import annotations
 
+import contextlib
 import html
+import os
 import re
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -110,15 +113,24 @@ def print_pdf(chromium: str, source: Path, target: Path, day: object = "2000-01-
     """Print `source` to `target` with headless Chromium, offline (no network, no profile
     left behind), its dates set to `day` so the same page gives the same bytes. Raises
     RuntimeError with Chromium's last words when no PDF comes out."""
-    with tempfile.TemporaryDirectory(prefix="civicflow-chromium-") as profile:
+    # Chromium's helper processes outlive the browser by a moment and still write into the
+    # profile: they are stopped with their group, and a straggler's file does not fail the print.
+    with tempfile.TemporaryDirectory(prefix="civicflow-chromium-", ignore_cleanup_errors=True) as profile:
         tmp = target.with_name(f".{target.name}.tmp")
         cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                f"--user-data-dir={profile}", "--no-pdf-header-footer", f"--print-to-pdf={tmp}",
                source.resolve().as_uri()]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
-            raise RuntimeError(f"{chromium} printed no PDF of {source}: {done.stderr.strip()[-300:]}")
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            _, stderr = proc.communicate(timeout=120)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
+            raise RuntimeError(f"{chromium} printed no PDF of {source}: {(stderr or '').strip()[-300:]}")
         tmp.write_bytes(fixed_dates(tmp.read_bytes(), day))
         tmp.replace(target)
     return target

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -37,12 +39,15 @@ def open_page(url: str, width: int = 1280, height: int = 2000, pdf: bool = False
 
     exe = chromium()
     assert exe, "chromium not installed"
-    with tempfile.TemporaryDirectory(prefix="cf-chromium-") as profile:
+    # Chromium's helper processes (zygote, renderer, crashpad) outlive the browser by a moment
+    # and still write into the profile, so the whole process group is stopped before the
+    # profile is removed, and a straggler's file cannot fail the test.
+    with tempfile.TemporaryDirectory(prefix="cf-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--remote-debugging-port=0",
              f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             port_file = Path(profile) / "DevToolsActivePort"
             for _ in range(600):
@@ -92,8 +97,23 @@ def open_page(url: str, width: int = 1280, height: int = 2000, pdf: bool = False
                 printed = base64.b64decode(call("Page.printToPDF", printBackground=False)["data"]) if pdf else b""
                 return Page(dom=dom, requests=requests, screenshot=shot, pdf=printed)
         finally:
-            proc.terminate()
+            _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
             try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
