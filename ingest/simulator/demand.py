@@ -140,3 +140,57 @@ def daily_demand(size: str, days: int, start: date, seed: int = 7):
     }, schema={"event_id": pl.String, "name": pl.String, "kind": pl.String, "venue_neighbourhood_id": pl.String,
                "start_date": pl.Date, "end_date": pl.Date, "expected_attendance": pl.Int64})
     return demand, events
+
+
+@dataclass(frozen=True)
+class TrueDemand:
+    """What `daily_demand` draws from, per neighbourhood × category × day (days in order):
+    the expected units and, by Monte Carlo, quantiles of the units' distribution — the best
+    any forecaster could say (the forecast benchmark's `oracle`)."""
+    dates: list[date]
+    neighbourhood_ids: list[str]
+    categories: list[str]
+    mean: np.ndarray        # [day, neighbourhood, category]
+    quantiles: np.ndarray   # [day, neighbourhood, category, level]
+    levels: tuple[float, ...]
+
+
+def true_daily_demand(size: str, days: int, start: date, seed: int = 7,
+                      levels: tuple[float, ...] = (0.1, 0.5, 0.8, 0.9, 0.95), draws: int = 4000,
+                      draw_seed: int = 11, neighbourhoods: list[str] | None = None,
+                      last_days: int | None = None) -> TrueDemand:
+    """The distribution `daily_demand(size, days, start, seed)` samples each day: per hub ×
+    category, N ~ Poisson(λ·G) pickups with G ~ Gamma(NOISE_SHAPE, 1/NOISE_SHAPE), each of
+    1 + Poisson(basket − 1) units, summed over the neighbourhood's hubs. Mean: Σ λ · basket
+    (E[G] = 1). Quantiles from `draws` samples of that sum (units = N + Poisson((basket−1)·N);
+    the 50-unit cap on one pickup is left out: at these baskets it is never reached).
+    The sampling is the cost: `neighbourhoods` and `last_days` limit it to what is scored
+    (quantiles elsewhere are NaN; the mean is always complete)."""
+    from .city import build_city
+    from .events import calendar, events_by_day
+    from .sizes import SIZES
+
+    spec = SIZES[size]
+    city = build_city(spec, seed)
+    evs_on = events_by_day(calendar(city, spec, seed, start, start + timedelta(days=days - 1)))
+    n_nbh, n_cat = len(city.nbh_ids), len(city.cat_ids)
+    dates = [start + timedelta(days=i) for i in range(days)]
+    lam = np.stack([expected_pickups(city, spec, d, i, evs_on.get(d, [])) for i, d in enumerate(dates)])
+    extra = np.maximum(city.cat_basket - 1.0, 0.0)
+    mean = np.zeros((days, n_nbh, n_cat))
+    np.add.at(mean, (slice(None), city.hub_nbh), lam * city.cat_basket[None, None, :])
+    rng = np.random.default_rng(draw_seed)
+    q = np.full((days, n_nbh, n_cat, len(levels)), np.nan)
+    first = days - min(last_days or days, days)
+    wanted = set(neighbourhoods) if neighbourhoods is not None else None
+    for nb in range(n_nbh):
+        if wanted is not None and str(city.nbh_ids[nb]) not in wanted:
+            continue
+        lam_nb = lam[first:, city.hub_nbh == nb, :]                # [day, hubs of nb, category]
+        total = np.zeros((draws, days - first, n_cat))
+        for j in range(lam_nb.shape[1]):
+            g = rng.gamma(NOISE_SHAPE, 1.0 / NOISE_SHAPE, total.shape)
+            n = rng.poisson(lam_nb[None, :, j, :] * g)
+            total += n + rng.poisson(n * extra[None, None, :])
+        q[first:, nb] = np.moveaxis(np.quantile(total, levels, axis=0), 0, -1)
+    return TrueDemand(dates, [str(x) for x in city.nbh_ids], [str(x) for x in city.cat_ids], mean, q, tuple(levels))
