@@ -23,9 +23,10 @@ measured miscalibration. Points of one origin are correlated (one level error mo
 whole week), so the true SE is somewhat larger; this is why the real series, one series
 each, are scored on `--real-origins` origins rather than the simulated cities' few.
 
-`oracle` (simulated cities only): the true expected demand as the point forecast and the
-true distribution's quantiles (ingest.simulator.demand.true_daily_demand) — the lower
-bound of what any forecaster can score on that data. When its MASE is not 10 % below the
+`oracle` (simulated cities only): the true distribution's median as the point forecast
+and its quantiles (ingest.simulator.demand.true_daily_demand) — the lower bound of what
+any forecaster can score on that data (the median, not the mean, minimises the absolute
+error MASE is made of; `oracle_mean` forecasts the true mean with the same quantiles). When its MASE is not 10 % below the
 best baseline's, the issue's "10 % below the best baseline" target is impossible there.
 
 Data sets:
@@ -59,7 +60,10 @@ from forecasts.quantiles import LEVEL_COLUMNS, LEVELS
 
 BASELINES = (intermittent.SEASONAL_NAIVE, intermittent.SES, intermittent.AUTO_ETS, intermittent.AUTO_ARIMA, PROPHET)
 METHODS = (CIVICFLOW, *BASELINES, ENSEMBLE)
+# the true median is the point forecast no forecaster can beat on absolute error (MASE);
+# the true mean (what the demand model says to expect) is shown beside it
 ORACLE = "oracle"
+ORACLE_MEAN = "oracle_mean"
 SIM_START = date(2025, 1, 1)
 SIM_DAYS = 365
 SIM_SEED = 7
@@ -88,8 +92,9 @@ def sim_city(size: str, n_series: int, days: int = SIM_DAYS, seed: int = SIM_SEE
 
 
 def oracle_points(size: str, points: pl.DataFrame, days: int = SIM_DAYS, seed: int = SIM_SEED) -> pl.DataFrame:
-    """The scored points of one method, re-forecast by the oracle: the true mean and the
-    true quantiles of each (series, day), from the simulator that drew the actuals."""
+    """The scored points of one method, re-forecast by the oracles (ORACLE, ORACLE_MEAN): the
+    true median or mean and the true quantiles of each (series, day), from the simulator
+    that drew the actuals."""
     from ingest.simulator.demand import true_daily_demand
 
     pts = points.filter(pl.col("method") == points["method"].min())
@@ -104,11 +109,10 @@ def oracle_points(size: str, points: pl.DataFrame, days: int = SIM_DAYS, seed: i
            for sid, d in zip(pts["series_id"].to_list(), pts["ds"].to_list())]
     i, j, k = (np.array(a) for a in zip(*idx))
     q = truth.quantiles[i, j, k]
-    return pts.with_columns(
-        pl.lit(ORACLE).alias("method"), pl.lit(ORACLE).alias("used_method"),
-        pl.Series("point", truth.mean[i, j, k]),
-        *[pl.Series(c, q[:, n]) for n, c in enumerate(LEVEL_COLUMNS)],
-    )
+    quantiles = [pl.Series(c, q[:, n]) for n, c in enumerate(LEVEL_COLUMNS)]
+    return pl.concat([pts.with_columns(pl.lit(name).alias("method"), pl.lit(name).alias("used_method"),
+                                       pl.Series("point", point), *quantiles)
+                      for name, point in ((ORACLE, q[:, LEVELS.index(0.5)]), (ORACLE_MEAN, truth.mean[i, j, k]))])
 
 
 def with_standard_errors(overall: pl.DataFrame) -> pl.DataFrame:

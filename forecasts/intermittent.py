@@ -19,6 +19,7 @@ ZERO = "zero"
 SES = "ses"
 AUTO_ETS = "auto_ets"
 AUTO_ARIMA = "auto_arima"
+ETS = "ets"
 # the automatic models are fitted on the last AUTO_WINDOW_SEASONS seasons only: their model
 # search grows with the history (AutoARIMA ~3 s, AutoETS ~2 s on 400 daily points here,
 # ~0.2 s for AutoETS on 112) while a recent window is what they extrapolate from anyway
@@ -100,6 +101,16 @@ def auto_ets(y: np.ndarray, h: int, season: int = 7) -> tuple[np.ndarray, np.nda
     return _auto(AutoETS(season_length=season), y, h, season, AUTO_ETS)
 
 
+def ets(y: np.ndarray, h: int, season: int = 7) -> tuple[np.ndarray, np.ndarray, str]:
+    """ETS with additive season and no trend, its error type chosen by AICc (statsforecast
+    AutoETS(model="ZNA")): the form AutoETS settles on for most daily demand series, at
+    ~5 ms a fit instead of AutoETS's ~130 ms search over 30 forms (measured here on 112
+    points) — an ensemble member the nightly run can afford."""
+    from statsforecast.models import AutoETS
+
+    return _auto(AutoETS(season_length=season, model="ZNA"), y, h, season, ETS)
+
+
 def auto_arima(y: np.ndarray, h: int, season: int = 7) -> tuple[np.ndarray, np.ndarray, str]:
     """AutoARIMA (statsforecast, stepwise with the approximation) — a benchmark method."""
     from statsforecast.models import AutoARIMA
@@ -113,3 +124,4 @@ def warm_up() -> None:
     y = np.array([0.0, 2.0, 0.0, 0.0, 1.0, 0.0, 3.0, 0.0, 0.0, 1.0, 0.0, 2.0, 0.0, 1.0])
     croston(y, 2)
     ses(y, 2)
+    ets(np.tile(y + 1.0, 2), 2)  # the nightly blend's member (needs 2 seasons + 2 points)

@@ -29,17 +29,17 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from forecasts.chunks import THREAD_VARS, chunk_size_for, chunked, run_chunk
-from forecasts.intermittent import CROSTON, SES
-from forecasts.model import SeriesForecast, SeriesTask, primary_method
+from forecasts.intermittent import AUTO_ARIMA, AUTO_ETS, CROSTON, ETS, SES
+from forecasts.model import BLEND, ENSEMBLE, SeriesForecast, SeriesTask, primary_method
 
-STATSFORECAST_METHODS = (CROSTON, SES)
+STATSFORECAST_METHODS = (CROSTON, SES, ETS, AUTO_ETS, AUTO_ARIMA, ENSEMBLE, BLEND)
 log = logging.getLogger(__name__)
 
 
 # Imported once in the fork server, inherited by every worker it forks: importing
 # statsforecast costs 6–10 s per process here (it pulls scipy, statsmodels and dask), which
 # would otherwise be paid again at every worker recycle — but only when some task needs it
-# (Croston, the SES baseline). Prophet itself (3 s) is not needed: Prophet fits run its Stan
+# (the nightly blend's ETS, Croston, the baselines). Prophet itself (3 s) is not needed: Prophet fits run its Stan
 # model directly (prophet_direct.py); the rare fallback through the Prophet object imports it.
 _PRELOAD = ["forecasts.chunks"]  # and through it forecasts.model
 _PRELOAD_STATSFORECAST = ["forecasts.statsforecast_preload"]
@@ -69,7 +69,7 @@ def _init_worker(tmp_root: str) -> None:
 
 
 def needs_statsforecast(tasks: Sequence[SeriesTask]) -> bool:
-    return any((t.method or primary_method(t.kind)) in STATSFORECAST_METHODS for t in tasks)
+    return any((t.method or primary_method(t.kind, t.freq)) in STATSFORECAST_METHODS for t in tasks)
 
 
 def work_while_pool_starts(chunks: list[list[SeriesTask]], futures: list[Future]) -> dict[int, list[SeriesForecast]]:

@@ -1,4 +1,4 @@
-"""The fork server's preload for nights with Croston or SES series (pool.py names it).
+"""The fork server's preload for nights with statsforecast series (the blend's ETS, Croston, SES; pool.py names it).
 
 The one module of forecasts/ that works when imported, because that is its job: a fork
 server can only be told which modules to import before it forks the workers
