@@ -1,5 +1,8 @@
 """Series per second for fit + predict: civicflow's pool vs a plain sequential loop of
-default Prophet fits on the same series, in the same run (ratios, not absolute targets).
+default Prophet fits on the same series, in the same run (ratios, not absolute targets);
+and the nightly model (model.BLEND: Prophet, ETS and seasonal naive) against the model it
+replaced (Prophet alone) on the same warm pool, interleaved in the same rounds — what the
+better forecast costs.
 
     .venv/bin/python bench/bench_forecasts.py [--series 40] [--days 730] [--horizon 7] [--workers 2]
 
@@ -44,14 +47,15 @@ def make_series(n_series: int, n_days: int, seed: int = 1):
     return out
 
 
-def tasks_for(series, horizon: int):
+def tasks_for(series, horizon: int, method: str | None = None):
+    """The nightly tasks of the series (`method`: force one, as the old nightly model)."""
     from forecasts.model import SeriesTask
     from forecasts.series import SMOOTH
 
     tasks = []
     for i, (ds, y, events) in enumerate(series):
         fut = np.arange(ds[-1] + 1, ds[-1] + 1 + horizon)
-        tasks.append(SeriesTask(f"s{i:03d}", ds, y, fut, kind=SMOOTH, events=events))
+        tasks.append(SeriesTask(f"s{i:03d}", ds, y, fut, kind=SMOOTH, events=events, method=method))
     return tasks
 
 
@@ -87,11 +91,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5,
                     help="interleaved rounds; the median of each is compared (the machine may be shared)")
     a = ap.parse_args()
-    from forecasts.model import forecast_series
+    from forecasts.model import PROPHET, forecast_series
     from forecasts.pool import run_tasks
 
     series = make_series(a.series, a.days)
     tasks = tasks_for(series, a.horizon)
+    old_tasks = tasks_for(series, a.horizon, PROPHET)  # the nightly model before the blend
     load0 = os.getloadavg()[0]
     before = set(temp_files())
 
@@ -99,23 +104,30 @@ def main() -> None:
     res = run_tasks(tasks, workers=a.workers)
     cold = time.perf_counter() - t
     methods = sorted({r.method for r in res})
-    warm_rates, loop_rates, one_rates = [], [], []
+    warm_rates, old_rates, loop_rates, one_rates = [], [], [], []
     for _ in range(a.repeats):
         t = time.perf_counter()
         run_tasks(tasks, workers=a.workers)
         warm_rates.append(a.series / (time.perf_counter() - t))
+        t = time.perf_counter()
+        run_tasks(old_tasks, workers=a.workers)
+        old_rates.append(a.series / (time.perf_counter() - t))
         loop_rates.append(a.loop_series / plain_loop(series[: a.loop_series], a.horizon))
         t = time.perf_counter()
         for task in tasks:
             forecast_series(task)
         one_rates.append(a.series / (time.perf_counter() - t))
-    warm_rate, loop_rate, one_rate = (float(np.median(r)) for r in (warm_rates, loop_rates, one_rates))
+    warm_rate, old_rate, loop_rate, one_rate = (float(np.median(r))
+                                                for r in (warm_rates, old_rates, loop_rates, one_rates))
     cold_rate = a.series / cold
     left = sorted(set(temp_files()) - before)
     rounds = lambda rs: ", ".join(f"{r:.2f}" for r in rs)  # noqa: E731
     print(f"history {a.days} days, horizon {a.horizon}, workers {a.workers}, methods {methods}, repeats {a.repeats}")
     print(f"civicflow pool (cold, incl. worker start): {a.series} series in {cold:6.2f} s = {cold_rate:6.2f} series/s")
     print(f"civicflow pool (warm, median):             {a.series} series, {warm_rate:6.2f} series/s  (rounds: {rounds(warm_rates)})")
+    print(f"old nightly model, Prophet alone (median): {a.series} series, {old_rate:6.2f} series/s  (rounds: {rounds(old_rates)})")
+    print(f"ratio blend/Prophet alone on the warm pool: {warm_rate / old_rate:5.2f}x "
+          f"(per round: {rounds([w / o for w, o in zip(warm_rates, old_rates)])})")
     print(f"civicflow one process, no pool (median):   {a.series} series, {one_rate:6.2f} series/s  (rounds: {rounds(one_rates)})")
     print(f"plain loop, default Prophet (median):      {a.loop_series} series, {loop_rate:6.2f} series/s  (rounds: {rounds(loop_rates)})")
     print(f"ratio pool/loop: cold {cold_rate / loop_rate:5.2f}x, warm {warm_rate / loop_rate:5.2f}x "

@@ -9,12 +9,13 @@ randomised PIT (`pit_p10`…: meaningful on counts with many zeros, quantiles.ra
 the 10–90 % interval, and MAE / MASE on event days separately — events are where a
 forecaster earns its keep and where averages hide failures.
 
-Methods: `civicflow` (what the nightly run would use for the series: Prophet, Croston or a
-fallback, with calibrated quantiles), `seasonal_naive` and `ses` baselines.
+Methods: `civicflow` (what the nightly run would use for the series: the blend of Prophet,
+ETS and seasonal naive for daily series, Prophet for hourly ones, or a fallback, with
+calibrated quantiles), `seasonal_naive` and `ses` baselines.
 
-Calibration (calibration.py) is cross-fitted in time: one extra, earliest origin is run;
-the quantiles of origin o are calibrated with the out-of-sample errors of origins < o only,
-and origin 0 is not scored — coverage is measured the way the nightly run lives it (a
+Calibration (calibration.py) is cross-fitted in time: `calibration_origins` extra, earliest
+origins are run (one by default); the quantiles of origin o are calibrated with the
+out-of-sample errors of origins < o only, and the extra origins are not scored — coverage is measured the way the nightly run lives it (a
 table learned on the past, applied to new days). The table learned from every origin is
 returned (`summary.calibration`) for the nightly run.
 """
@@ -50,7 +51,12 @@ class BacktestConfig:
     freq: str = "D"
     methods: tuple[str, ...] = METHODS
     min_train: int | None = None     # default: 4 seasons
-    calibrate: bool = True           # cross-fitted calibration; adds one burn-in origin
+    calibrate: bool = True           # cross-fitted calibration; adds `calibration_origins` burn-in origins
+    # origins before the scored ones that only teach the calibration: one when there are
+    # many series (one origin of a city holds hundreds of errors); a single series needs
+    # ceil(calibration.MIN_POINTS / horizon) of them, or its first scored origins keep
+    # their in-sample (too narrow) quantiles — which no night of a city does
+    calibration_origins: int = 1
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ def make_backtest_tasks(
     season = season_length(cfg.freq)
     min_train = cfg.min_train or 4 * season
     out = []
-    n_cuts = cfg.n_origins + (1 if cfg.calibrate else 0)  # the first origin only teaches the calibration
+    n_cuts = cfg.n_origins + (cfg.calibration_origins if cfg.calibrate else 0)  # the first ones only teach the calibration
     for sid in sorted(series):
         ds, y = series[sid]
         att = (attendance or {}).get(sid)
@@ -235,7 +241,7 @@ def run_backtest(
     if cfg.calibrate and raw.height:
         cal = calibration.learn(raw)
         # score only origins that had an earlier one to learn from (the nightly situation)
-        points = calibration.cross_fit(raw).filter(pl.col("origin") > 0)
+        points = calibration.cross_fit(raw).filter(pl.col("origin") >= cfg.calibration_origins)
     per, overall = score(points) if points.height else (pl.DataFrame(), pl.DataFrame())
     by_kind = score_by_kind(points) if points.height else pl.DataFrame()
     n_orig = int(points["origin"].n_unique()) if points.height else 0

@@ -14,7 +14,7 @@ from support.forecast_city import AS_OF, build_city, smooth_series
 
 from forecasts import intermittent
 from forecasts.backtest import CIVICFLOW, BacktestConfig, backtest_file, origins, run_backtest
-from forecasts.model import PROPHET, SeriesTask
+from forecasts.model import BLEND, PROPHET, SeriesTask
 from forecasts.planner import CAP_HUB, CAP_TOTAL, critical_ratio, newsvendor_units, plan_staging, split_units
 from forecasts.pool import run_tasks, tmp_dirs_left
 from forecasts.quantiles import LEVEL_COLUMNS, LEVELS, enforce_monotone, interpolate_quantile, make_quantiles
@@ -153,8 +153,8 @@ def test_every_series_gets_a_forecast_with_method_recorded():
     ]
     res = {r.series_id: r for r in run_tasks(tasks, workers=1)}
     assert set(res) == {t.series_id for t in tasks}
-    assert res["smooth"].method == PROPHET
-    assert res["sporadic"].method == intermittent.CROSTON
+    assert res["smooth"].method == BLEND
+    assert res["sporadic"].method == BLEND
     assert res["short"].method == intermittent.MEAN
     assert res["zeros"].method == intermittent.ZERO
     assert res["broken"].method == intermittent.SEASONAL_NAIVE and "prophet" in res["broken"].fallback_reason
@@ -180,7 +180,7 @@ def test_prophet_with_events_beats_seasonal_naive():
     assert o[CIVICFLOW]["mase"] < o[intermittent.SEASONAL_NAIVE]["mase"]
     assert o[CIVICFLOW]["mase_event"] < o[intermittent.SEASONAL_NAIVE]["mase_event"]
     assert o[CIVICFLOW]["n_event"] > 0
-    assert set(bt.points["used_method"]) >= {PROPHET}
+    assert set(bt.points["used_method"]) >= {BLEND}
 
 
 def test_origins():
@@ -264,7 +264,7 @@ def test_run_nightly_forecast_writes_tables_and_identical_files(tmp_path):
     s1 = run_nightly_forecast(con, None, 7, exports, workers=2)
     assert s1.as_of == AS_OF and s1.first_plan_date == AS_OF + timedelta(days=1)
     assert s1.series_count == 6
-    assert s1.series_by_method[PROPHET] == 3
+    assert s1.series_by_method[BLEND] == 4  # the smooth series and the intermittent one with demand
     assert s1.series_by_kind == {INTERMITTENT: 2, SMOOTH: 3, TOO_SHORT: 1}
     assert s1.plan_path == exports / "2024-07-01" / "staging_plan.csv" and s1.plan_path.exists()
     assert s1.parquet_path.exists()
@@ -374,6 +374,30 @@ def test_coverage_within_5_points_on_two_year_series():
         assert abs(civ[f"cov_{c}"] - q) <= 0.05, (c, civ[f"cov_{c}"])
     assert civ["mase_vs_naive"] < 1.0 and civ["n"] == 20 * 4 * 7
     assert bt.n_origins == 4 and bt.calibration  # the burn-in origin is not scored
+
+
+@pytest.mark.slow  # ~100 real blend fits (Prophet + ETS + seasonal naive)
+def test_calibrated_quantiles_cover_after_a_level_shift():
+    """Demand that jumps by 60 % 100 days before the last day: the in-sample spread of each
+    series mixes both regimes (its window is a year), yet the nightly model's cross-fitted
+    calibrated quantiles cover within 5 points of nominal at every level (randomised PIT;
+    16 series × 4 origins × 7 days = 448 points, binomial SE ≤ 2.4 points). A jump inside
+    the backtest's own weeks is not covered (docs/operations-forecasts.md: the model lags
+    it and the table learned on the weeks before over-corrects)."""
+    rng = np.random.default_rng(11)
+    n, shift_at = 300, 200
+    ds = _days(n)
+    t = np.arange(n)
+    series = {}
+    for i in range(16):
+        level = rng.uniform(15, 40) * np.where(t >= shift_at, 1.6, 1.0)
+        mu = level * (1 + 0.3 * np.sin(2 * np.pi * t / 7 + i))
+        series[f"s{i:02d}"] = (ds, rng.poisson(mu).astype(float))
+    bt = run_backtest(series, {}, BacktestConfig(horizon=7, n_origins=4, methods=(CIVICFLOW,)), workers=2)
+    civ = bt.overall.row(0, named=True)
+    assert civ["n"] == 16 * 4 * 7 and set(bt.points["used_method"]) == {BLEND}
+    for q, c in zip(LEVELS, LEVEL_COLUMNS):
+        assert abs(civ[f"pit_{c}"] - q) <= 0.05, (c, civ[f"pit_{c}"])
 
 
 def _add_hourly_mart(con) -> None:
