@@ -52,7 +52,7 @@ def test_nightly_forecast_on_dask_equals_the_local_pool(tmp_path: Path, cluster)
         con.close()
     assert local.engine == "local pool (2 workers)"
     assert remote.engine == f"dask {cluster.scheduler_address}" and remote.engine.startswith("dask tcp://127.0.0.1:")
-    assert remote.series_by_method == local.series_by_method and len(remote.series_by_method) >= 3  # prophet, croston, …
+    assert remote.series_by_method == local.series_by_method and len(remote.series_by_method) >= 3  # blend, zero, mean …
     assert fc_remote.equals(fc_local) and fc_local.height == 6 * 7  # every value, bit for bit
     assert plan_remote.equals(plan_local) and plan_local.height > 0
     assert _files(tmp_path / "dask") == _files(tmp_path / "local")  # csv, parquet, xlsx, html

@@ -82,4 +82,4 @@ print(json.dumps({"method": r.method, "reason": r.fallback_reason, "left": sorte
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got == {"method": "prophet", "reason": None, "left": [], "prophet": False, "cmdstanpy": False}
+    assert got == {"method": "blend", "reason": None, "left": [], "prophet": False, "cmdstanpy": False}
