@@ -114,7 +114,7 @@ def main() -> None:
     singles = [c for c in SINGLES if c in df.columns]
     best = df.select(pl.min_horizontal(singles)).to_series()
     cols = [c for c in df.columns if c != "dataset"]
-    print(f"MASE per data set ({a.kind or 'all series'}); last row: worst excess over the data set's best single method")
+    print(f"MASE per data set ({a.kind or 'all series'}); last column: worst excess over the data set's best single method")
     width = max(len(c) for c in cols)
     print(f"{'candidate':<{width}}  " + "  ".join(f"{d:>10}" for d in df["dataset"]) + "  worst vs best single")
     for c in cols:

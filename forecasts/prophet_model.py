@@ -1,4 +1,4 @@
-"""Prophet for smooth series: events as holidays, attendance as a regressor, seasonality
+"""Prophet (alone on hourly series, the anchor of the nightly blend on daily ones): events as holidays, attendance as a regressor, seasonality
 only when the history can identify it, non-negative output.
 
 Kept fast on purpose (DESIGN.md traps): `uncertainty_samples=0` — the intervals come from
