@@ -6,10 +6,11 @@ origins, on simulated cities and on real public series that ship inside a PyPI p
         [--points DIR]
 
 Methods (forecasts.backtest, one code path with the nightly run): `civicflow` (what the
-nightly run fits: Prophet with events and attendance for smooth series, Croston for
-intermittent ones, calibrated quantiles), `seasonal_naive`, `ses`, `auto_ets`,
-`auto_arima` (statsforecast), `prophet` (Prophet with the same events on every series) and
-`ensemble` (the point median of Prophet, AutoETS and seasonal naive) — a candidate.
+nightly run fits: the blend of Prophet with events and attendance, ETS and seasonal naive on
+daily series, Prophet alone on hourly ones, calibrated quantiles), `seasonal_naive`, `ses`,
+`auto_ets`, `auto_arima` (statsforecast), `prophet` (Prophet with the same events on every
+series), and, with `--methods`, `ensemble` (the point median of Prophet, ETS and seasonal
+naive) and `ets` (the blend's ETS member).
 Every method's quantiles get the same cross-fitted calibration, so the comparison is of
 models, not of interval recipes.
 
@@ -53,8 +54,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from forecasts import calibration, intermittent
-from forecasts.backtest import CIVICFLOW, BacktestConfig, format_table, run_backtest, score
+from forecasts import intermittent
+from forecasts.backtest import CIVICFLOW, BacktestConfig, burn_in_origins, format_table, run_backtest, score
 from forecasts.model import ENSEMBLE, PROPHET
 from forecasts.quantiles import LEVEL_COLUMNS, LEVELS
 
@@ -242,11 +243,8 @@ def main() -> None:
         series, events, attendance = load()
         t = time.perf_counter()
         n_origins = a.origins if name in SIM_SIZES else a.real_origins
-        # one series: enough burn-in origins that the first scored one is calibrated (a
-        # city's warehouse backtest has hundreds of series per origin: one is enough there)
-        burn_in = 1 if len(series) * horizon >= calibration.MIN_POINTS else -(-calibration.MIN_POINTS // horizon)
-        bt = run_backtest(series, events, BacktestConfig(horizon=horizon, n_origins=n_origins, freq=freq,
-                                                         methods=methods, calibration_origins=burn_in),
+        bt = run_backtest(series, events, BacktestConfig(horizon=horizon, n_origins=n_origins, freq=freq, methods=methods,
+                                                         calibration_origins=burn_in_origins(len(series), horizon)),
                           workers=a.workers, attendance=attendance or None)
         secs = time.perf_counter() - t
         overall = bt.overall

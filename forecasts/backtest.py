@@ -54,8 +54,8 @@ class BacktestConfig:
     calibrate: bool = True           # cross-fitted calibration; adds `calibration_origins` burn-in origins
     # origins before the scored ones that only teach the calibration: one when there are
     # many series (one origin of a city holds hundreds of errors); a single series needs
-    # ceil(calibration.MIN_POINTS / horizon) of them, or its first scored origins keep
-    # their in-sample (too narrow) quantiles — which no night of a city does
+    # more (`burn_in_origins`), or its first scored origins keep their in-sample (too
+    # narrow) quantiles — which no night of a city does
     calibration_origins: int = 1
 
 
@@ -71,6 +71,14 @@ class BacktestSummary:
     seconds: float = 0.0
     calibration: Calibration = field(default_factory=Calibration)  # learned from every origin
     by_kind: pl.DataFrame = field(default_factory=pl.DataFrame)    # overall per method × series class
+
+
+def burn_in_origins(n_series: int, horizon: int) -> int:
+    """Calibration burn-in origins for `n_series` series: enough that the first scored origin
+    is calibrated with at least calibration.MIN_POINTS errors (one for a city's hundreds of
+    series; ⌈40 / horizon⌉ for a single series)."""
+    per_origin = max(n_series * horizon, 1)
+    return max(1, -(-calibration.MIN_POINTS // per_origin))
 
 
 def origins(n: int, horizon: int, n_origins: int, step: int | None = None, min_train: int = 28) -> list[int]:
@@ -368,7 +376,8 @@ def backtest_file(
     freq = "H" if freq.upper().startswith("H") else "D"
     series = read_series_file(Path(series_csv), freq, gaps)
     events = read_events_file(Path(events_csv) if events_csv else None, sorted(series))
-    summary = run_backtest(series, events, BacktestConfig(horizon=horizon, n_origins=n_origins, freq=freq),
+    summary = run_backtest(series, events, BacktestConfig(horizon=horizon, n_origins=n_origins, freq=freq,
+                                                          calibration_origins=burn_in_origins(len(series), horizon)),
                            workers=workers, config=config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

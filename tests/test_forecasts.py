@@ -435,7 +435,7 @@ def test_warehouse_backtest_calibrates_the_nightly_run_and_reports(tmp_path):
     s = run_nightly_forecast(con, None, 2, exports, workers=2)
     assert s.calibration_source == f"table as of {AS_OF}"
     fc = con.execute("select calibration, kind from forecasts.demand_forecast").pl()
-    assert fc.filter(pl.col("kind") == SMOOTH)["calibration"].str.starts_with("prophet/smooth").all()
+    assert fc.filter(pl.col("kind") == SMOOTH)["calibration"].str.starts_with(f"{BLEND}/smooth").all()
     plan = con.execute("select * from forecasts.staging_plan").pl()
     assert set(plan.filter(pl.col("neighbourhood_id") == "N1")["window"]) == {"night", "morning", "afternoon", "evening"}
     # series with under MIN_UNITS units in the profile (all-zero meds, a 10-day series) keep one "day" row
