@@ -9,8 +9,8 @@ Methods (forecasts.backtest, one code path with the nightly run): `civicflow` (w
 nightly run fits: the blend of Prophet with events and attendance, ETS and seasonal naive on
 daily series, Prophet alone on hourly ones, calibrated quantiles), `seasonal_naive`, `ses`,
 `auto_ets`, `auto_arima` (statsforecast), `prophet` (Prophet with the same events on every
-series), and, with `--methods`, `ensemble` (the point median of Prophet, ETS and seasonal
-naive) and `ets` (the blend's ETS member).
+series), `ensemble` (the point median of Prophet, ETS and seasonal naive) and, when
+`--methods` names it, `ets` (the blend's ETS member).
 Every method's quantiles get the same cross-fitted calibration, so the comparison is of
 models, not of interval recipes.
 
