@@ -556,3 +556,23 @@ def test_true_stock_balances_and_is_what_the_lockers_report(sim, truth):
     j = occ.join(hub, on=["hub_id", "date"])
     assert j.height > 10
     assert (j["value"] - j["true"]).abs().mean() < 2 * OCCUPANCY_NOISE
+
+
+def test_true_daily_demand_is_the_distribution_daily_demand_draws_from():
+    """The forecast benchmark's oracle: the realised units of `daily_demand` average to the
+    true mean, and their randomised PIT under the true quantiles is uniform at p50 and p90
+    (16 series × 120 days = 1,920 points, binomial SE ≤ 1.1 points)."""
+    import numpy as np
+
+    from forecasts.quantiles import randomised_pit
+    from ingest.simulator.demand import daily_demand, true_daily_demand
+
+    start, days, last = date(2025, 1, 1), 365, 120
+    truth = true_daily_demand("tiny", days, start, last_days=last)
+    demand, _ = daily_demand("tiny", days, start)
+    units = demand["units"].to_numpy().reshape(truth.mean.shape)
+    assert abs(units.mean() / truth.mean.mean() - 1) < 0.02
+    assert np.isnan(truth.quantiles[: days - last]).all() and np.isfinite(truth.quantiles[days - last:]).all()
+    pit = randomised_pit(units[-last:].reshape(-1), truth.quantiles[-last:].reshape(-1, len(truth.levels)))
+    for q in (0.5, 0.9):
+        assert abs(np.mean(pit <= q) - q) < 0.03, (q, np.mean(pit <= q))
