@@ -51,9 +51,9 @@ def safe_name(hub_id: str) -> str:
 
 def _page(hub: pl.DataFrame, plan_date: object) -> str:
     r0 = hub.row(0, named=True)
-    where = f"{r0['neighbourhood_name']}"
+    where = " · ".join(x for x in (r0.get("hub_address"), r0["neighbourhood_name"]) if x)
     if r0.get("lat") is not None and r0.get("lon") is not None:
-        where += f" · {r0['lat']:.4f}, {r0['lon']:.4f} (neighbourhood centroid)"
+        where += f" · {r0['lat']:.5f}, {r0['lon']:.5f}"
     body = []
     for win in hub["window"].unique(maintain_order=True).to_list():
         w = hub.filter(pl.col("window") == win)
