@@ -161,7 +161,7 @@ def _map(first_day: pl.DataFrame, places: pl.DataFrame | None, changes: pl.DataF
             else "coloured by capacity pressure (the fullest category's units to stage against its space)")
     return (f'<h2 id="map">Where: hubs over the neighbourhoods</h2><p class="note">Grey discs: neighbourhood '
             f"centroids (marts.dim_neighbourhoods); circles: their hubs where they stand (marts.dim_hubs), area by units "
-            f"to stage, {what}. "
+            f"to stage (smaller where hubs stand close), {what}. "
             "Drawn from the coordinates; no map tiles.</p>" + city_map(nbs, hubs.to_dicts(), by_change))
 
 

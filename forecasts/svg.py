@@ -148,6 +148,10 @@ def city_map(neighbourhoods: list[dict], hubs: list[dict], by_change: bool) -> s
                                    14.0 if len(unplaced) == 1 else max(math.pi * off / len(unplaced) - 1, 3.0))
             else:
                 at[h["hub_id"]] = (*proj(h["lat"], h["lon"]), 12.0)
+    # hubs that stand close share the room between them: a circle never hides its neighbour
+    for hub_id, (x, y, room) in list(at.items()):
+        near = min([math.hypot(x - ox, y - oy) for k, (ox, oy, _) in at.items() if k != hub_id] + [2 * room])
+        at[hub_id] = (x, y, max(min(room, near / 2 - 0.5), 3.0))
     for n in sorted(located, key=lambda n: n["neighbourhood_id"]):
         x, y = pos[n["neighbourhood_id"]]
         # the disc covers the neighbourhood's hubs

@@ -44,8 +44,8 @@ CITY_LAT, CITY_LON = 52.37, 4.90
 _STREETS = ("Kerkstraat", "Stationsweg", "Marktplein", "Havenkade", "Molenweg", "Schoolstraat", "Dorpsstraat",
             "Parklaan", "Lindenlaan", "Brugstraat", "Nieuwstraat", "Julianalaan", "Sluisweg", "Beukenlaan",
             "Raadhuisplein", "Veerstraat")
-# A hub stands within about 400 m of its neighbourhood's centroid (neighbourhoods are ~1.3 km apart).
-HUB_SPREAD_LAT, HUB_SPREAD_LON = 0.0035, 0.0055
+# A hub stands within about 500 m of its neighbourhood's centroid (neighbourhoods are ~1.3 km apart).
+HUB_SPREAD_LAT, HUB_SPREAD_LON = 0.0045, 0.007
 
 
 @dataclass(frozen=True)
