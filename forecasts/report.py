@@ -42,7 +42,7 @@ nav.index a{margin-right:12px} .hubs{display:grid;grid-template-columns:repeat(a
 .up{color:#1e7b34} .down{color:#c92a2a}
 @media print{body{margin:0;max-width:none;font-size:11px} nav.index{display:none} th{position:static}
  h2{break-after:avoid} svg,tr,.card{break-inside:avoid} .hubs{display:block} a{color:inherit;text-decoration:none}}
-td.t,th.t{text-align:left} tr.capped td{background:#fff4e5}
+td.t,th.t{text-align:left} td.t{white-space:nowrap} tr.capped td{background:#fff4e5}
 .note{color:#52606d;font-size:13px;max-width:900px}
 .good{color:#1e7b34;font-weight:600} .warn{color:#b44d12;font-weight:600}
 """
@@ -201,7 +201,7 @@ def _how_it_went(outcome: pl.DataFrame | None, scorecard: pl.DataFrame | None, p
         staged, dem = int(o["staged"].sum()), float(o["demand"].sum())
         short, back, cost = float(o["units_short"].sum()), float(o["hauled_back"].sum()), float(o["cost"].sum())
         served = dem - short
-        out.append(f'<p id="outcome-summary">Staged {staged:,} units for {dem:,.0f} picked up: {short:,.0f} short '
+        out.append(f'<p id="outcome-summary">The model\'s plan staged {staged:,} units for {dem:,.0f} picked up: {short:,.0f} short '
                    f"(sent from the depot), {back:,.0f} hauled back, {100 * served / dem if dem else 100:.1f} % "
                    f"of demand served from the hubs, cost {cost:,.2f} EUR.</p>")
         # the model and operations' overrides are scored apart: what the model proposed and what was sent
@@ -236,7 +236,7 @@ def _how_it_went(outcome: pl.DataFrame | None, scorecard: pl.DataFrame | None, p
     def pct(v):
         return "–" if v is None else f"{100 * v:.0f} %"
 
-    out.append(f'<p id="scorecard-summary">Over the {last["days_scored"]} days scored, the plans cost '
+    out.append(f'<p id="scorecard-summary">Over the {last["days_scored"]} days scored, the model\'s plans cost '
                f'{last["rolling_civicflow"]:,.0f} EUR in units short and hauled back; staging yesterday\'s demand would '
                f'have cost {last["rolling_yesterday"]:,.0f} EUR ({pct(last["rolling_saving_vs_yesterday"])} saved) and '
                f'staging nothing {last["rolling_reactive"]:,.0f} EUR ({pct(last["rolling_saving_vs_reactive"])} saved). '

@@ -130,10 +130,10 @@ def test_report_from_the_warehouse_names_places_and_links_the_pick_lists(city_re
     sc = pl.read_csv(path.parent / "scorecard_28_days.csv")
     assert sc.height == 3 and "28-day saving vs yesterday's demand (%)" in sc.columns
     last = sc.sort("day").row(-1, named=True)
-    assert f"the plans cost {last['28-day cost of the plans (EUR)']:,.0f} EUR" in text
+    assert f"the model's plans cost {last['28-day cost of the plans (EUR)']:,.0f} EUR" in text
     assert f"staging nothing {last['28-day cost staging nothing (EUR)']:,.0f} EUR" in text
     went = pl.read_csv(path.parent / "how_it_went.csv")
-    assert f"Staged {went['units staged (units)'].sum():,} units for {went['units picked up (units)'].sum():,.0f} picked up" in text
+    assert f"The model's plan staged {went['units staged (units)'].sum():,} units for {went['units picked up (units)'].sum():,.0f} picked up" in text
     changes = pl.read_csv(path.parent / "plan_changes.csv")
     assert set(changes["hub name"]) <= {"North A", "North B", "Centre", "South"} and "main reason" in changes.columns
     from openpyxl import load_workbook
