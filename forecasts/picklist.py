@@ -5,9 +5,10 @@ printed page (print CSS: A4, no screen chrome, a page break between hubs). With 
 Chromium (`ForecastConfig.chromium`), `pick_lists.pdf` is printed from `all.html` offline:
 one page per hub, its document dates set to the plan date (the same plan, the same bytes).
 
-Each page: the hub's name, neighbourhood and location, then per delivery window (in time
-order) and category the units to stage, the median and 90 % demand (the hub's share), the
-hub's space for the category and the space left after staging, and a box to tick.
+Each page: the hub's name, address, neighbourhood and coordinates, the day (with its
+weekday), then per delivery window (in time order) and category with something to stage:
+the units to stage, the median and 90 % demand (the hub's share), the hub's space for the
+category and the space left after staging, and a box to tick.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 import signal
 import subprocess
 import tempfile
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -27,7 +29,8 @@ from forecasts.places import with_places
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;color:#1f2933;margin:24px;max-width:800px}
-h1{font-size:22px;margin:0 0 2px} .sub{color:#52606d;margin:0 0 10px;font-size:13px}
+h1{font-size:22px;margin:0 0 2px} .sub{color:#52606d;margin:0 0 4px;font-size:13px}
+.day{font-size:16px;font-weight:600;margin:0 0 10px} .none{color:#52606d;font-weight:400}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border:1px solid #cbd2d9;padding:4px 8px;text-align:right} th{background:#f5f7fa}
 td.t,th.t{text-align:left} tr.win td{background:#eef2f6;font-weight:600;text-align:left}
@@ -51,14 +54,17 @@ def safe_name(hub_id: str) -> str:
 
 def _page(hub: pl.DataFrame, plan_date: object) -> str:
     r0 = hub.row(0, named=True)
-    where = f"{r0['neighbourhood_name']}"
+    where = " · ".join(x for x in (r0.get("hub_address"), r0["neighbourhood_name"]) if x)
     if r0.get("lat") is not None and r0.get("lon") is not None:
-        where += f" · {r0['lat']:.4f}, {r0['lon']:.4f} (neighbourhood centroid)"
+        where += f" · {r0['lat']:.5f}, {r0['lon']:.5f}"
     body = []
     for win in hub["window"].unique(maintain_order=True).to_list():
         w = hub.filter(pl.col("window") == win)
-        body.append(f'<tr class="win"><td colspan="7">{_e(win)} {_e(w["window_hours"][0])}</td></tr>')
-        for r in w.iter_rows(named=True):
+        # a row with nothing to stage is left out: the page lists what to put in the lockers
+        todo = w.filter(pl.col("units") > 0)
+        empty = "" if todo.height else ' <span class="none">· nothing to stage</span>'
+        body.append(f'<tr class="win"><td colspan="7">{_e(win)} {_e(w["window_hours"][0])}{empty}</td></tr>')
+        for r in todo.iter_rows(named=True):
             cap = r.get("capacity_units")
             left = None if cap is None else int(cap) - int(r["units"])
             flag = ' <span class="warn">capped</span>' if r.get("cap_reason") else ""
@@ -71,13 +77,21 @@ def _page(hub: pl.DataFrame, plan_date: object) -> str:
                 f'<td colspan="5"></td></tr>')
     return (f'<section class="page" id="hub-{_e(safe_name(r0["hub_id"]))}">'
             f"<h1>Pick list · {_e(r0['hub_name'])}</h1>"
-            f'<p class="sub">hub {_e(r0["hub_id"])} · {_e(where)} · for {_e(plan_date)}</p>'
+            f'<p class="sub">hub {_e(r0["hub_id"])} · {_e(where)}</p>'
+            f'<p class="day">for {_e(_day(plan_date))}</p>'
             '<table><thead><tr><th class="t">category</th><th>units to stage</th><th>median demand</th>'
             '<th>90 % demand</th><th>space (units)</th><th>space left</th><th>done</th></tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>"
             '<p class="note">Units to stage: what to have in the lockers at the start of the window. 90 % demand: '
-            "on 9 days in 10 demand stays under it. Space left: the category's locker space after staging.</p>"
+            "on 9 days in 10 demand stays under it. Space left: the category's locker space after staging. "
+            "A category with nothing to stage in a window is not listed.</p>"
             "</section>")
+
+
+def _day(plan_date: object) -> str:
+    """`Friday 1 May 2026` for a date (the day a crew stages for, read at a glance)."""
+    d = plan_date if isinstance(plan_date, date) else date.fromisoformat(str(plan_date))
+    return f"{d:%A} {d.day} {d:%B %Y}"
 
 
 def _doc(title: str, pages: list[str], back: str) -> str:

@@ -1,9 +1,9 @@
 """Names and places for the plan operations reads: hub and neighbourhood names and where the
 hub is, joined onto the plan rows, key columns first, headers that carry their units.
 
-The warehouse keeps no street address or coordinates per hub (raw `hubs` has id,
-neighbourhood and name); the location given is the hub's neighbourhood centroid from
-`marts.dim_neighbourhoods`, and the header says so.
+Where the hub is comes from `marts.dim_hubs` (its street address, latitude and longitude,
+from the hubs reference file); the neighbourhood's centroid (`marts.dim_neighbourhoods`)
+rides along for the map's neighbourhood discs only.
 
 The warehouse table `forecasts.staging_plan` keeps its machine names; only the files for
 people (CSV, workbook, report) use the headers below.
@@ -20,9 +20,12 @@ WINDOW_ORDER: dict[str, int] = {n: i for i, n in enumerate([*(w[0] for w in WIND
 WINDOW_HOURS: dict[str, str] = {n: f"{lo:02d}:00–{hi:02d}:00" for n, lo, hi in WINDOWS} | {DAY: "00:00–24:00"}
 
 PLACE_SCHEMA: dict[str, pl.DataType] = {
-    "hub_id": pl.String, "hub_name": pl.String, "neighbourhood_id": pl.String,
-    "neighbourhood_name": pl.String, "lat": pl.Float64, "lon": pl.Float64,
+    "hub_id": pl.String, "hub_name": pl.String, "hub_address": pl.String, "lat": pl.Float64, "lon": pl.Float64,
+    "neighbourhood_id": pl.String, "neighbourhood_name": pl.String,
+    "neighbourhood_lat": pl.Float64, "neighbourhood_lon": pl.Float64,
 }
+# the map's, not a plan row's: with_places leaves them out
+CENTROID = ("neighbourhood_lat", "neighbourhood_lon")
 
 # plan column → (header for people, kind); kind drives the workbook's number format
 HEADERS: dict[str, tuple[str, str]] = {
@@ -49,29 +52,32 @@ HEADERS: dict[str, tuple[str, str]] = {
     "over_cost": ("cost per unit hauled back (EUR)", "eur"),
     "intervals": ("interval source", "text"),
     "neighbourhood_id": ("neighbourhood id", "text"),
-    "lat": ("hub latitude (neighbourhood centroid, °)", "coord"),
-    "lon": ("hub longitude (neighbourhood centroid, °)", "coord"),
+    "hub_address": ("hub address", "text"),
+    "lat": ("hub latitude (°)", "coord"),
+    "lon": ("hub longitude (°)", "coord"),
 }
 KEY_ORDER = ("plan_date", "hub_id", "category", "window")
 
 
 def read_places(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """hub_id, hub_name, neighbourhood_id, neighbourhood_name, lat, lon. A warehouse without
-    `dim_neighbourhoods` (or its coordinates) still gets hub names; the rest stay empty."""
+    """One row per hub (PLACE_SCHEMA). A warehouse without `dim_neighbourhoods`, or made
+    before hubs had an address and coordinates, still gets what it has; the rest is NULL."""
     cols = {(t, c) for t, c in con.execute(
         "select table_name, column_name from information_schema.columns where table_schema = 'marts' "
         "and table_name in ('dim_hubs', 'dim_neighbourhoods')").fetchall()}
     if ("dim_hubs", "hub_id") not in cols:
         return pl.DataFrame(schema=PLACE_SCHEMA)
-    hub_name = "h.name" if ("dim_hubs", "name") in cols else "h.hub_id"
-    if {("dim_neighbourhoods", c) for c in ("neighbourhood_id", "name", "lat", "lon")} <= cols:
-        sql = f"""select h.hub_id, {hub_name} hub_name, h.neighbourhood_id, n.name neighbourhood_name,
-                         n.lat::DOUBLE lat, n.lon::DOUBLE lon
-                  from marts.dim_hubs h left join marts.dim_neighbourhoods n using (neighbourhood_id) order by 1"""
-    else:
-        sql = f"""select hub_id, {hub_name} hub_name, neighbourhood_id, neighbourhood_id neighbourhood_name,
-                         NULL::DOUBLE lat, NULL::DOUBLE lon from marts.dim_hubs h order by 1"""
-    return pl.DataFrame(con.execute(sql).pl(), schema=PLACE_SCHEMA)
+
+    def hub(c: str, typ: str, default: str | None = None) -> str:
+        return f"h.{c}" if ("dim_hubs", c) in cols else (default or f"NULL::{typ}")
+
+    with_nb = {("dim_neighbourhoods", c) for c in ("neighbourhood_id", "name", "lat", "lon")} <= cols
+    nb = "n.name, n.lat::DOUBLE, n.lon::DOUBLE" if with_nb else "h.neighbourhood_id, NULL::DOUBLE, NULL::DOUBLE"
+    join = "left join marts.dim_neighbourhoods n using (neighbourhood_id)" if with_nb else ""
+    sql = f"""select h.hub_id, {hub("name", "VARCHAR", "h.hub_id")}, {hub("address", "VARCHAR")},
+                     {hub("lat", "DOUBLE")}::DOUBLE, {hub("lon", "DOUBLE")}::DOUBLE, h.neighbourhood_id, {nb}
+              from marts.dim_hubs h {join} order by 1"""
+    return pl.DataFrame(con.execute(sql).fetchall(), schema=PLACE_SCHEMA, orient="row")
 
 
 def with_places(plan: pl.DataFrame, places: pl.DataFrame | None) -> pl.DataFrame:
@@ -79,9 +85,10 @@ def with_places(plan: pl.DataFrame, places: pl.DataFrame | None) -> pl.DataFrame
     and delivery window in time order (night before morning), key columns first."""
     if places is None or places.is_empty():
         places = plan.select("hub_id", "neighbourhood_id").unique().with_columns(
-            pl.col("hub_id").alias("hub_name"), pl.col("neighbourhood_id").alias("neighbourhood_name"),
-            pl.lit(None, pl.Float64).alias("lat"), pl.lit(None, pl.Float64).alias("lon"))
-    out = plan.join(places.drop("neighbourhood_id"), on="hub_id", how="left").with_columns(
+            pl.col("hub_id").alias("hub_name"), pl.lit(None, pl.String).alias("hub_address"),
+            pl.lit(None, pl.Float64).alias("lat"), pl.lit(None, pl.Float64).alias("lon"),
+            pl.col("neighbourhood_id").alias("neighbourhood_name"))
+    out = plan.join(places.drop("neighbourhood_id", *CENTROID, strict=False), on="hub_id", how="left").with_columns(
         pl.col("hub_name").fill_null(pl.col("hub_id")),
         pl.col("neighbourhood_name").fill_null(pl.col("neighbourhood_id")))
     if "window" not in out.columns:

@@ -42,7 +42,7 @@ nav.index a{margin-right:12px} .hubs{display:grid;grid-template-columns:repeat(a
 .up{color:#1e7b34} .down{color:#c92a2a}
 @media print{body{margin:0;max-width:none;font-size:11px} nav.index{display:none} th{position:static}
  h2{break-after:avoid} svg,tr,.card{break-inside:avoid} .hubs{display:block} a{color:inherit;text-decoration:none}}
-td.t,th.t{text-align:left} tr.capped td{background:#fff4e5}
+td.t,th.t{text-align:left} td.t{white-space:nowrap} tr.capped td{background:#fff4e5}
 .note{color:#52606d;font-size:13px;max-width:900px}
 .good{color:#1e7b34;font-weight:600} .warn{color:#b44d12;font-weight:600}
 """
@@ -84,13 +84,15 @@ def _signed(v: object) -> str:
 
 
 def _names(df: pl.DataFrame, places: pl.DataFrame | None) -> pl.DataFrame:
-    """`df` (with hub_id) with hub_name and neighbourhood_name, falling back to the ids."""
+    """`df` (with hub_id) with hub_name, hub_address, lat, lon (the hub's) and
+    neighbourhood_name, the names falling back to the ids."""
     if df.is_empty() or "hub_name" in df.columns:
         return df
+    cols = {"hub_name": pl.String, "hub_address": pl.String, "lat": pl.Float64, "lon": pl.Float64,
+            "neighbourhood_name": pl.String}
     if places is not None and not places.is_empty():
-        df = df.join(places.select("hub_id", "hub_name", "neighbourhood_name"), on="hub_id", how="left")
-    else:
-        df = df.with_columns(pl.lit(None, pl.String).alias("hub_name"), pl.lit(None, pl.String).alias("neighbourhood_name"))
+        df = df.join(places.select("hub_id", *(c for c in cols if c in places.columns)), on="hub_id", how="left")
+    df = df.with_columns(pl.lit(None, t).alias(c) for c, t in cols.items() if c not in df.columns)
     nb = pl.col("neighbourhood_id") if "neighbourhood_id" in df.columns else pl.col("hub_id")
     return df.with_columns(pl.col("hub_name").fill_null(pl.col("hub_id")), pl.col("neighbourhood_name").fill_null(nb))
 
@@ -119,15 +121,16 @@ def _overview(plan: pl.DataFrame, first_day: pl.DataFrame, value: pl.DataFrame, 
 
 def _glance(first_day: pl.DataFrame, changes: pl.DataFrame | None, plan_date: date) -> str:
     cats = sorted(first_day["category"].unique().to_list())
-    glance = (first_day.group_by("hub_id", "hub_name", "neighbourhood_name", "category").agg(pl.col("units").sum())
-              .pivot(on="category", index=["hub_id", "hub_name", "neighbourhood_name"], values="units")
+    glance = (first_day.group_by("hub_id", "hub_name", "hub_address", "neighbourhood_name", "category")
+              .agg(pl.col("units").sum())
+              .pivot(on="category", index=["hub_id", "hub_name", "hub_address", "neighbourhood_name"], values="units")
               .sort("hub_name", "hub_id"))
     for c in cats:
         if c not in glance.columns:
             glance = glance.with_columns(pl.lit(0).alias(c))
     glance = glance.with_columns(pl.sum_horizontal(*[pl.col(c).fill_null(0) for c in cats]).alias("_total"))
-    cols = [("hub_name", "hub", -1), ("neighbourhood_name", "neighbourhood", -1), *[(c, c, 0) for c in cats],
-            ("_total", "total", 0)]
+    cols = [("hub_name", "hub", -1), ("hub_address", "address", -1), ("neighbourhood_name", "neighbourhood", -1),
+            *[(c, c, 0) for c in cats], ("_total", "total", 0)]
     if changes is not None and not changes.is_empty():
         ch = changes.group_by("hub_id").agg(pl.col("change").sum().alias("_change"))
         glance = glance.join(ch, on="hub_id", how="left")
@@ -144,9 +147,10 @@ def _map(first_day: pl.DataFrame, places: pl.DataFrame | None, changes: pl.DataF
 
     if places is None or places.is_empty() or first_day.is_empty():
         return '<p class="note">No hub places in the warehouse: no map.</p>'
-    nbs = (places.select("neighbourhood_id", pl.col("neighbourhood_name").alias("name"), "lat", "lon")
+    nbs = (places.select("neighbourhood_id", pl.col("neighbourhood_name").alias("name"),
+                         pl.col("neighbourhood_lat").alias("lat"), pl.col("neighbourhood_lon").alias("lon"))
            .unique().sort("neighbourhood_id").to_dicts())
-    hubs = (first_day.group_by("hub_id", "hub_name", "neighbourhood_id")
+    hubs = (first_day.group_by("hub_id", "hub_name", "neighbourhood_id", "lat", "lon")
             .agg(pl.col("units").sum(), pl.col("capacity_units").sum().alias("cap"),
                  (pl.col("units") / pl.col("capacity_units")).max().alias("pressure"))
             .sort("hub_id"))
@@ -156,7 +160,8 @@ def _map(first_day: pl.DataFrame, places: pl.DataFrame | None, changes: pl.DataF
     what = ("coloured by the change against last night's plan" if by_change
             else "coloured by capacity pressure (the fullest category's units to stage against its space)")
     return (f'<h2 id="map">Where: hubs over the neighbourhoods</h2><p class="note">Grey discs: neighbourhood '
-            f"centroids (marts.dim_neighbourhoods); circles: their hubs, area by units to stage, {what}. "
+            f"centroids (marts.dim_neighbourhoods); circles: their hubs where they stand (marts.dim_hubs), area by units "
+            f"to stage (smaller where hubs stand close), {what}. "
             "Drawn from the coordinates; no map tiles.</p>" + city_map(nbs, hubs.to_dicts(), by_change))
 
 
@@ -196,9 +201,24 @@ def _how_it_went(outcome: pl.DataFrame | None, scorecard: pl.DataFrame | None, p
         staged, dem = int(o["staged"].sum()), float(o["demand"].sum())
         short, back, cost = float(o["units_short"].sum()), float(o["hauled_back"].sum()), float(o["cost"].sum())
         served = dem - short
-        out.append(f'<p id="outcome-summary">Staged {staged:,} units for {dem:,.0f} picked up: {short:,.0f} short '
+        out.append(f'<p id="outcome-summary">The model\'s plan staged {staged:,} units for {dem:,.0f} picked up: {short:,.0f} short '
                    f"(sent from the depot), {back:,.0f} hauled back, {100 * served / dem if dem else 100:.1f} % "
                    f"of demand served from the hubs, cost {cost:,.2f} EUR.</p>")
+        # the model and operations' overrides are scored apart: what the model proposed and what was sent
+        moved = o.filter(pl.col("dispatched") != pl.col("staged"))
+        sent_cost = float(o["cost_dispatched"].sum())
+        if moved.height:
+            out.append(f'<p id="outcome-overrides">Operations changed {moved.height} hub × category before dispatch: '
+                       f'{int(o["dispatched"].sum()):,} units were sent. Scored apart, the model\'s plan cost '
+                       f"{cost:,.2f} EUR and the dispatched plan {sent_cost:,.2f} EUR: the overrides "
+                       f"{'saved' if sent_cost < cost else 'cost'} {abs(cost - sent_cost):,.2f} EUR.</p>")
+            out.append(_table(moved.sort("hub_name", "category"),
+                              [("hub_name", "hub", -1), ("category", "category", -1), ("staged", "model", 0),
+                               ("dispatched", "dispatched", 0), ("demand", "picked up", 0),
+                               ("cost", "model's cost (EUR)", 2), ("cost_dispatched", "dispatched cost (EUR)", 2)],
+                              table_id="overrides-table"))
+        else:
+            out.append('<p id="outcome-overrides" class="note">No override: the plan dispatched was the model\'s.</p>')
         worst = o.filter((pl.col("units_short") > 0) | (pl.col("hauled_back") > 0)).sort(
             "cost", "hub_name", "category", descending=[True, False, False]).head(15)
         if worst.height:
@@ -216,13 +236,15 @@ def _how_it_went(outcome: pl.DataFrame | None, scorecard: pl.DataFrame | None, p
     def pct(v):
         return "–" if v is None else f"{100 * v:.0f} %"
 
-    out.append(f'<p id="scorecard-summary">Over the {last["days_scored"]} days scored, the plans cost '
+    out.append(f'<p id="scorecard-summary">Over the {last["days_scored"]} days scored, the model\'s plans cost '
                f'{last["rolling_civicflow"]:,.0f} EUR in units short and hauled back; staging yesterday\'s demand would '
                f'have cost {last["rolling_yesterday"]:,.0f} EUR ({pct(last["rolling_saving_vs_yesterday"])} saved) and '
-               f'staging nothing {last["rolling_reactive"]:,.0f} EUR ({pct(last["rolling_saving_vs_reactive"])} saved).</p>')
+               f'staging nothing {last["rolling_reactive"]:,.0f} EUR ({pct(last["rolling_saving_vs_reactive"])} saved). '
+               f'The plans as dispatched, after operations\' overrides, cost {last["rolling_dispatched"]:,.0f} EUR.</p>')
     sc = scorecard.sort("day", descending=True).with_columns(
         (pl.col("rolling_saving_vs_yesterday") * 100).alias("sy"), (pl.col("rolling_saving_vs_reactive") * 100).alias("sr"))
-    out.append(_table(sc, [("day", "day", -1), ("demand", "picked up", 0), ("cost_civicflow", "plan (EUR)", 0),
+    out.append(_table(sc, [("day", "day", -1), ("demand", "picked up", 0), ("cost_civicflow", "model's plan (EUR)", 0),
+                           ("cost_dispatched", "dispatched (EUR)", 0),
                            ("cost_yesterday", "yesterday's demand (EUR)", 0), ("cost_reactive", "reactive (EUR)", 0),
                            ("sy", "28-day saving vs yesterday (%)", 1), ("sr", "vs reactive (%)", 1)],
                       table_id="scorecard-table"))
@@ -240,11 +262,12 @@ def _hub_charts(plan: pl.DataFrame, history: pl.DataFrame, as_of: date, plan_dat
     hist_start = as_of - timedelta(days=HISTORY_DAYS - 1)
     plan_days = sorted(plan["plan_date"].unique().to_list())
     days = [hist_start + timedelta(days=k) for k in range(HISTORY_DAYS)] + plan_days
-    daily = (plan.group_by("plan_date", "hub_id", "hub_name", "neighbourhood_id", "category")
+    daily = (plan.group_by("plan_date", "hub_id", "hub_name", "hub_address", "neighbourhood_id", "category")
              .agg(pl.col("units").sum(), pl.col("hub_share").first(), pl.col("p10").sum(),
                   pl.col("forecast_p50").sum(), pl.col("p90").sum()))
     hist = history.filter(pl.col("ds") >= hist_start)
-    for (hub_id, name), d in sorted(daily.group_by("hub_id", "hub_name"), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (hub_id, name, address), d in sorted(daily.group_by("hub_id", "hub_name", "hub_address"),
+                                             key=lambda kv: (kv[0][1], kv[0][0])):
         nb = d["neighbourhood_id"][0]
         rows = []
         for cat in sorted(d["category"].unique().to_list()):
@@ -254,7 +277,7 @@ def _hub_charts(plan: pl.DataFrame, history: pl.DataFrame, as_of: date, plan_dat
             rows.append({"category": cat, "history": {r["ds"]: round(r["y"] * share, 2) for r in h.iter_rows(named=True)},
                          "plan": {r["plan_date"]: (int(r["units"]), r["p10"], r["forecast_p50"], r["p90"])
                                   for r in c.iter_rows(named=True)}})
-        title = f"{name} ({hub_id})" if name != hub_id else hub_id
+        title = (f"{name} ({hub_id})" if name != hub_id else hub_id) + (f" · {address}" if address else "")
         out.append(hub_chart(hub_id, title, rows, days, plan_date))
     out.append("</div>")
     return "".join(out)

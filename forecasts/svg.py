@@ -102,20 +102,22 @@ def _ring(n: int) -> float:
 
 
 def city_map(neighbourhoods: list[dict], hubs: list[dict], by_change: bool) -> str:
-    """Neighbourhoods (grey discs at their centroids, named) and their hubs (circles around
-    the centroid, area ∝ units to stage), coloured by the change against last night's plan
-    (`by_change`) or else by capacity pressure (units / capacity). `neighbourhoods`:
-    {neighbourhood_id, name, lat, lon}; `hubs`: {hub_id, hub_name, neighbourhood_id, units,
-    change, pressure}. An equirectangular projection (x scaled by cos(latitude)): exact
-    enough for a city."""
+    """Neighbourhoods (grey discs at their centroids, named) and their hubs (circles where
+    each hub stands, area ∝ units to stage), coloured by the change against last night's
+    plan (`by_change`) or else by capacity pressure (units / capacity). `neighbourhoods`:
+    {neighbourhood_id, name, lat, lon}; `hubs`: {hub_id, hub_name, neighbourhood_id, lat,
+    lon, units, change, pressure}; a hub without coordinates sits on a ring around its
+    neighbourhood's centroid. An equirectangular projection (x scaled by cos(latitude)):
+    exact enough for a city."""
     width, height, pad = 720, 460, 50
     located = [n for n in neighbourhoods if n.get("lat") is not None and n.get("lon") is not None]
     if not located:
         return '<p class="note">No coordinates in marts.dim_neighbourhoods: no map.</p>'
+    points = located + [h for h in hubs if h.get("lat") is not None and h.get("lon") is not None]
     lat0 = sum(n["lat"] for n in located) / len(located)
     kx = math.cos(math.radians(lat0))
-    xs = [n["lon"] * kx for n in located]
-    ys = [n["lat"] for n in located]
+    xs = [n["lon"] * kx for n in points]
+    ys = [n["lat"] for n in points]
     span = max(max(xs) - min(xs), max(ys) - min(ys), 1e-6)
     s = min((width - 2 * pad) / span, (height - 2 * pad) / span)
     cx0 = (width - s * (max(xs) - min(xs))) / 2
@@ -132,31 +134,46 @@ def city_map(neighbourhoods: list[dict], hubs: list[dict], by_change: bool) -> s
     for h in sorted(hubs, key=lambda h: h["hub_id"]):
         by_nb.setdefault(h["neighbourhood_id"], []).append(h)
     pos = {n["neighbourhood_id"]: proj(n["lat"], n["lon"]) for n in located}
-    for n in sorted(located, key=lambda n: n["neighbourhood_id"]):
-        x, y = pos[n["neighbourhood_id"]]
-        ring = _ring(len(by_nb.get(n["neighbourhood_id"], [])))
-        # the name goes below the disc, or above it when another neighbourhood sits just below
-        crowded = any(0 < oy - y < 90 and abs(ox - x) < 60 for k, (ox, oy) in pos.items() if k != n["neighbourhood_id"])
-        ty = y - ring - 20 if crowded else y + ring + 27
-        out.append(f'<circle cx="{_n(x)}" cy="{_n(y)}" r="{_n(ring + 14)}" fill="{LIGHT}" opacity="0.7"/>'
-                   f'<text x="{_n(x)}" y="{_n(ty)}" font-size="11" fill="#52606d" text-anchor="middle">'
-                   f'{_e(n["name"])}</text>')
+    at: dict[str, tuple[float, float, float]] = {}  # hub → x, y, the room its circle may take
     for nb, group in by_nb.items():
         if nb not in pos:
             continue
         x0, y0 = pos[nb]
+        unplaced = [h for h in group if h.get("lat") is None or h.get("lon") is None]
         for k, h in enumerate(group):
-            a = 2 * math.pi * k / len(group)
-            off = _ring(len(group))
-            x, y = x0 + off * math.cos(a), y0 + off * math.sin(a)
-            room = 14.0 if len(group) == 1 else max(math.pi * off / len(group) - 1, 3.0)  # neighbours never overlap
-            r = 2 + (room - 2) * math.sqrt(max(h["units"], 0) / umax)
-            colour = _colour_change(h.get("change")) if by_change else _colour_pressure(h.get("pressure"))
-            what = (f"change {h['change']:+d}" if h.get("change") is not None else "no plan last night") if by_change \
-                else (f"{100 * h['pressure']:.0f} % of capacity" if h.get("pressure") is not None else "no capacity")
-            out.append(f'<circle class="hub" data-hub="{_e(h["hub_id"])}" data-units="{h["units"]}" cx="{_n(x)}" '
-                       f'cy="{_n(y)}" r="{_n(r)}" fill="{colour}" fill-opacity="0.8" stroke="#fff">'
-                       f'<title>{_e(h["hub_name"])}: {h["units"]:,} units, {_e(what)}</title></circle>')
+            if h in unplaced:
+                off = _ring(len(unplaced))
+                a = 2 * math.pi * unplaced.index(h) / len(unplaced)
+                at[h["hub_id"]] = (x0 + off * math.cos(a), y0 + off * math.sin(a),
+                                   14.0 if len(unplaced) == 1 else max(math.pi * off / len(unplaced) - 1, 3.0))
+            else:
+                at[h["hub_id"]] = (*proj(h["lat"], h["lon"]), 12.0)
+    # hubs that stand close share the room between them: a circle never hides its neighbour
+    for hub_id, (x, y, room) in list(at.items()):
+        near = min([math.hypot(x - ox, y - oy) for k, (ox, oy, _) in at.items() if k != hub_id] + [2 * room])
+        at[hub_id] = (x, y, max(min(room, near / 2 - 0.5), 3.0))
+    for n in sorted(located, key=lambda n: n["neighbourhood_id"]):
+        x, y = pos[n["neighbourhood_id"]]
+        # the disc covers the neighbourhood's hubs
+        reach = max([math.hypot(at[h["hub_id"]][0] - x, at[h["hub_id"]][1] - y) + at[h["hub_id"]][2]
+                     for h in by_nb.get(n["neighbourhood_id"], []) if h["hub_id"] in at] + [14.0])
+        # the name goes below the disc, or above it when another neighbourhood sits just below
+        crowded = any(0 < oy - y < 90 and abs(ox - x) < 60 for k, (ox, oy) in pos.items() if k != n["neighbourhood_id"])
+        ty = y - reach - 6 if crowded else y + reach + 13
+        out.append(f'<circle cx="{_n(x)}" cy="{_n(y)}" r="{_n(reach)}" fill="{LIGHT}" opacity="0.7"/>'
+                   f'<text x="{_n(x)}" y="{_n(ty)}" font-size="11" fill="#52606d" text-anchor="middle">'
+                   f'{_e(n["name"])}</text>')
+    for h in sorted(hubs, key=lambda h: h["hub_id"]):
+        if h["hub_id"] not in at:
+            continue
+        x, y, room = at[h["hub_id"]]
+        r = 2 + (room - 2) * math.sqrt(max(h["units"], 0) / umax)
+        colour = _colour_change(h.get("change")) if by_change else _colour_pressure(h.get("pressure"))
+        what = (f"change {h['change']:+d}" if h.get("change") is not None else "no plan last night") if by_change \
+            else (f"{100 * h['pressure']:.0f} % of capacity" if h.get("pressure") is not None else "no capacity")
+        out.append(f'<circle class="hub" data-hub="{_e(h["hub_id"])}" data-units="{h["units"]}" cx="{_n(x)}" '
+                   f'cy="{_n(y)}" r="{_n(r)}" fill="{colour}" fill-opacity="0.8" stroke="#fff">'
+                   f'<title>{_e(h["hub_name"])}: {h["units"]:,} units, {_e(what)}</title></circle>')
     legend = ([(GREEN, "more than last night"), (RED, "fewer"), (GREY, "same / no plan last night")] if by_change
               else [(BLUE, "under 80 % of capacity"), (ORANGE, "80–99 %"), (RED, "full (capped)")])
     x = 10

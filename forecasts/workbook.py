@@ -23,7 +23,7 @@ from forecasts.places import for_people, kinds
 
 FORMATS: dict[str, str] = {
     "date": "yyyy-mm-dd", "int": "#,##0", "float": "#,##0.0", "pct": "0.0%",
-    "eur": '#,##0.00 "EUR"', "coord": "0.0000", "text": "@",
+    "eur": '#,##0.00 "EUR"', "coord": "0.00000", "text": "@",
     "count": "0",  # a count that is not additive (days scored): formatted, never totalled
 }
 SUMMED = ("int",)  # the totals row sums unit counts; shares, costs per unit and dates are not additive

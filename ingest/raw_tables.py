@@ -60,9 +60,19 @@ def table_columns(contract: Contract) -> list[tuple[str, str]]:
 def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create `raw` and every table a contract needs; idempotent."""
     con.execute("CREATE SCHEMA IF NOT EXISTS raw")
-    for contract in EVENT_CONTRACTS + REFERENCE_CONTRACTS:
+    contracts = EVENT_CONTRACTS + REFERENCE_CONTRACTS
+    for contract in contracts:
         cols = ", ".join(f"{name} {sql}" for name, sql in table_columns(contract))
         con.execute(f"CREATE TABLE IF NOT EXISTS {contract.table} ({cols})")
+    # A field added to a contract (hubs got their address and coordinates) reaches a
+    # warehouse made before it; its old rows read NULL there until the next snapshot.
+    # (The columns are read off the table the name resolves to, as the inserts resolve it,
+    # whichever catalog holds it: the file or DuckLake.)
+    for contract in contracts:
+        have = {d[0] for d in con.execute(f"SELECT * FROM {contract.table} LIMIT 0").description}
+        for name, sql in table_columns(contract):
+            if name not in have:
+                con.execute(f"ALTER TABLE {contract.table} ADD COLUMN {name} {sql}")
     con.execute(BATCH_HEADERS_DDL)
     create_manifest(con)
     con.execute(QUARANTINE_DDL)

@@ -24,9 +24,10 @@ NEIGHBOURHOODS = [
     ("N2", "Noord", 8000, 52.39, 4.92),
     ("N3", "Zuid", 5000, 52.34, 4.87),  # no hub: not in the demand grid
 ]
-HUBS = [("H1", "N1", "Centrum Dam"), ("H2", "N1", "Centrum Oost"), ("H3", "N2", "Noord Plein")]
+HUBS = [("H1", "N1", "Centrum Dam", "Damstraat 4", 52.3712, 4.8921), ("H2", "N1", "Centrum Oost", "Oostplein 12", 52.3689, 4.8950),
+        ("H3", "N2", "Noord Plein", "Noordplein 1", 52.3915, 4.9188)]
 CATEGORIES = [("groceries", "Groceries", 4.0, 1.0), ("parcels", "Parcels", 6.0, 0.5), ("pharmacy", "Pharmacy", 9.0, 2.0)]
-HUB_CAPACITY = [(h, c, cap) for h, _, _ in HUBS for c, cap in (("groceries", 40), ("parcels", 30), ("pharmacy", 10))]
+HUB_CAPACITY = [(h, c, cap) for h, *_ in HUBS for c, cap in (("groceries", 40), ("parcels", 30), ("pharmacy", 10))]
 DEVICES = [
     ("L1", "locker", "H1", "H1", "N1"),
     ("L2", "locker", "H2", "H2", "N1"),

@@ -41,7 +41,9 @@ def test_places_come_from_the_marts(tmp_path):
     _, places = _plan_and_places(tmp_path)
     north = places.filter(pl.col("hub_id") == "H1a").row(0, named=True)
     assert north["hub_name"] == "North A" and north["neighbourhood_name"] == "Northfield"
-    assert (north["lat"], north["lon"]) == (51.51, -0.12)
+    # the hub's own site, not its neighbourhood's centroid (51.51, -0.12)
+    assert (north["hub_address"], north["lat"], north["lon"]) == ("Mill Lane 3", 51.512, -0.121)
+    assert (north["neighbourhood_lat"], north["neighbourhood_lon"]) == (51.51, -0.12)
 
 
 def test_csv_has_names_key_columns_first_and_windows_in_time_order(tmp_path):
@@ -50,7 +52,9 @@ def test_csv_has_names_key_columns_first_and_windows_in_time_order(tmp_path):
     csv = pl.read_csv(paths["csv"], try_parse_dates=True)
     assert csv.columns[:6] == ["plan date", "hub", "hub name", "neighbourhood", "category", "delivery window"]
     assert "units to stage (units)" in csv.columns and "cost per unit short (EUR)" in csv.columns
-    assert "hub latitude (neighbourhood centroid, °)" in csv.columns
+    h1b = csv.filter(pl.col("hub") == "H1b").row(0, named=True)
+    assert (h1b["hub address"], h1b["hub latitude (°)"], h1b["hub longitude (°)"]) == ("Church Street 40", 51.508, -0.118)
+    assert "neighbourhood_lat" not in csv.columns
     assert csv.height == plan.height
     h1a = csv.filter((pl.col("hub") == "H1a") & (pl.col("plan date") == DAYS[0]))
     assert h1a["delivery window"].to_list() == TIME_ORDER  # not alphabetical (afternoon first)
@@ -76,6 +80,9 @@ def test_workbook_is_typed_formatted_filtered_frozen_and_totalled(tmp_path):
     assert isinstance(ws.cell(2, col["units to stage (units)"]).value, int)
     assert ws.cell(2, col["service level staged for (%)"]).number_format == "0.0%"
     assert ws.cell(2, col["cost per unit short (EUR)"]).number_format.endswith('"EUR"')
+    assert ws.cell(2, col["hub address"]).value in {"Mill Lane 3", "Church Street 40"}
+    assert ws.cell(2, col["hub latitude (°)"]).value in {51.512, 51.508}
+    assert ws.cell(2, col["hub latitude (°)"]).number_format == "0.00000"
     n = plan.filter(pl.col("neighbourhood_id") == "N1").height
     assert ws.max_row == 1 + n + 1  # header, rows, totals
     assert ws.auto_filter.ref == f"A1:{ws.cell(1, len(header)).column_letter}{n + 1}"

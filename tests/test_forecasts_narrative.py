@@ -46,7 +46,8 @@ def test_report_calls_out_every_event_with_attendance_and_lift():
                            "expected_attendance": [29500, 1000]})
     places = pl.DataFrame({"hub_id": ["HUB-A", "HUB-B", "HUB-C"], "hub_name": ["Harbour", "Bridge", "Clinic"],
                            "neighbourhood_id": ["N1", "N1", "N2"], "neighbourhood_name": ["Northfield"] * 2 + ["Old Town"],
-                           "lat": [1.0] * 3, "lon": [2.0] * 3})
+                           "hub_address": ["Quay 1", "Bridge Road 2", "Hill 3"], "lat": [1.0, 1.001, 1.1],
+                           "lon": [2.0] * 3, "neighbourhood_lat": [1.0] * 2 + [1.1], "neighbourhood_lon": [2.0] * 3})
     html = render(plan, fc, hist, metrics, value, AS_OF, DAYS[0], "test", events=events, places=places)
     table = html.split('id="events-table"', 1)[1].split("</table>", 1)[0]
     assert "Cup Final" in table and "29,500" in table and "Far away" not in table

@@ -184,6 +184,18 @@ def test_next_morning_scores_the_model_and_the_overrides_apart(home, tmp_path):
     o = outcome(con, AS_OF).filter(pl.col("hub_id") == "H1a").row(0, named=True)
     assert o["dispatched"] == 30 and o["staged"] < 30
     assert o["cost_dispatched"] == 0 and o["cost"] == pytest.approx(3.0 * (30 - o["staged"]))
+    # the report's "how it went" shows the two apart: the one changed row, the model's cost and the dispatched one
+    from forecasts.run import report_from_warehouse
+
+    whole = outcome(con, AS_OF)
+    text = report_from_warehouse(con, tmp_path / "exports").read_text()
+    model_cost, sent_cost = float(whole["cost"].sum()), float(whole["cost_dispatched"].sum())
+    assert sent_cost < model_cost
+    assert (f"Operations changed 1 hub × category before dispatch: {int(whole['dispatched'].sum()):,} units were sent. "
+            f"Scored apart, the model's plan cost {model_cost:,.2f} EUR and the dispatched plan {sent_cost:,.2f} EUR: "
+            f"the overrides saved {model_cost - sent_cost:,.2f} EUR.") in text
+    moved = text.split('id="overrides-table"', 1)[1].split("</table>", 1)[0]
+    assert "North A" in moved and f">{o['staged']}<" in moved and ">30<" in moved and "North B" not in moved
 
 
 def test_the_overrides_folder_job_applies_or_refuses_and_moves_the_file(home, tmp_path):

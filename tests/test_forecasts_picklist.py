@@ -41,16 +41,28 @@ def test_one_page_per_hub_with_units_demand_and_space_left(plan_and_places):
     pages = pick_lists(plan, places, DAY)
     assert sorted(pages) == ["H1a.html", "H1b.html", "H2.html", "all.html"]
     h1a = pages["H1a.html"]
-    assert "Pick list · North A" in h1a and "Northfield" in h1a and "51.5100" in h1a and "@page" in h1a
+    assert "Pick list · North A" in h1a and "Northfield" in h1a and "Mill Lane 3" in h1a and "51.51200, -0.12100" in h1a and "@page" in h1a
     assert [w for w in WINDOWS if f"<td colspan=\"7\">{w} " in h1a] == WINDOWS
     assert h1a.index(">night ") < h1a.index(">morning ") < h1a.index(">afternoon ") < h1a.index(">evening ")
+    assert "for Monday 1 July 2024" in h1a
     day = plan.filter((pl.col("hub_id") == "H1a") & (pl.col("plan_date") == DAY))
     units = [int(u) for u in re.findall(r'class="units">([\d,]+)<', h1a)]
     assert units == day["units"].to_list()  # the first day only, windows in time order
     left = [int(x) for x in re.findall(r'class="left">(-?\d+)<', h1a)]
     assert left == [40 - u for u in day["units"].to_list()]  # H1a has 40 units of parcel space
+    assert "nothing to stage</span>" not in h1a
     assert int(re.search(r'class="total">([\d,]+)<', h1a).group(1)) == day["units"].sum()
     assert pages["all.html"].count('class="page"') == 3 and pages == pick_lists(plan, places, DAY)  # deterministic
+
+
+def test_a_row_with_nothing_to_stage_is_left_out(plan_and_places):
+    plan, places = plan_and_places
+    night = (pl.col("hub_id") == "H1a") & (pl.col("window") == "night") & (pl.col("plan_date") == DAY)
+    h1a = pick_lists(plan.with_columns(pl.when(night).then(0).otherwise(pl.col("units")).alias("units")),
+                     places, DAY)["H1a.html"]
+    assert '<td colspan="7">night 00:00–06:00 <span class="none">· nothing to stage</span></td>' in h1a
+    rest = plan.filter(~night & (pl.col("hub_id") == "H1a") & (pl.col("plan_date") == DAY))["units"].to_list()
+    assert [int(u) for u in re.findall(r'class="units">([\d,]+)<', h1a)] == rest
 
 
 @pytest.mark.slow

@@ -214,3 +214,23 @@ def test_ingest_config_is_read_from_the_mapping_it_is_given():
     assert ingest_config_from_env({BATCH_BYTES_ENV: " ", FAULT_ENV: ""}) == IngestConfig()
     got = ingest_config_from_env({BATCH_BYTES_ENV: "1024", CHUNK_BYTES_ENV: "4096", PARSE_WORKERS_ENV: "3", FAULT_ENV: "in_batch:/tmp/m"})
     assert got == IngestConfig(batch_bytes=1024, chunk_bytes=4096, parse_workers=3, fault="in_batch:/tmp/m")
+
+
+def test_a_warehouse_made_before_hubs_had_sites_takes_the_new_hubs_file(tmp_path):
+    """raw.hubs of an older warehouse (id, neighbourhood, name) grows the contract's new
+    columns; the next hubs snapshot loads whole, with its address and coordinates."""
+    import duckdb
+    from support.landing_files import put
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("create schema raw")
+    con.execute("create table raw.hubs (hub_id VARCHAR, neighbourhood_id VARCHAR, name VARCHAR, "
+                "_file_sha256 VARCHAR, _loaded_at TIMESTAMP)")
+    con.execute("insert into raw.hubs values ('H1', 'N1', 'Hub one', 'old', '2026-01-01 00:00:00')")
+    landing = tmp_path / "landing"
+    put(landing, "reference/hubs/hubs.csv",
+        b"hub_id,neighbourhood_id,name,address,lat,lon\nH1,N1,Hub one,Kerkstraat 1,52.371,4.902\n")
+    load_landing(con, landing)
+    rows = con.execute("select address, lat, lon from raw.hubs order by _loaded_at").fetchall()
+    assert rows[-1] == ("Kerkstraat 1", 52.371, 4.902)
+    con.close()

@@ -397,7 +397,7 @@ def _city_reference(landing: Path) -> None:
     from support.landing_files import DEVICES_CSV, put
 
     put(landing, "reference/devices/devices.csv", DEVICES_CSV.encode())
-    put(landing, "reference/hubs/hubs.csv", b"hub_id,neighbourhood_id,name\nH1,N1,Hub one\n")
+    put(landing, "reference/hubs/hubs.csv", b"hub_id,neighbourhood_id,name,address,lat,lon\nH1,N1,Hub one,Kerkstraat 1,52.37,4.9\n")
     put(landing, "reference/categories/categories.csv", b"category,name,under_cost,over_cost\ngrocery,Grocery,6.5,2.8\nparcels,Parcels,4.0,1.2\n")
 
 

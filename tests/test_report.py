@@ -112,6 +112,12 @@ def test_report_from_the_warehouse_names_places_and_links_the_pick_lists(city_re
         assert f'href="#{section}"' in text and f'id="{section}"' in text, section
     assert text.index('id="overview"') < text.index('id="hubs"') < text.index('id="plan"')  # overview first
     assert "North A" in text and "Northfield" in text
+    # where each hub stands: its address in the glance table and its chart's title, its own point on the map
+    glance = {r[0]: r[1] for r in _cells(text, "glance-table")}
+    assert glance == {"North A": "Mill Lane 3", "North B": "Church Street 40", "Centre": "Market Square 1"}
+    assert "North A (H1a) · Mill Lane 3" in text
+    spots = re.findall(r'class="hub" data-hub="[^"]+" data-units="\d+" cx="([\d.]+)" cy="([\d.]+)"', text)
+    assert len(set(spots)) == len(spots) == plan["hub_id"].n_unique()  # H1a and H1b apart, not on one centroid
     # no section shows a bare id where a name exists: hub cells are names, the id sits in its own last column
     for table in ("glance-table", "plan-table", "changes-table"):
         for row in _cells(text, table):
@@ -124,10 +130,10 @@ def test_report_from_the_warehouse_names_places_and_links_the_pick_lists(city_re
     sc = pl.read_csv(path.parent / "scorecard_28_days.csv")
     assert sc.height == 3 and "28-day saving vs yesterday's demand (%)" in sc.columns
     last = sc.sort("day").row(-1, named=True)
-    assert f"the plans cost {last['28-day cost of the plans (EUR)']:,.0f} EUR" in text
+    assert f"the model's plans cost {last['28-day cost of the plans (EUR)']:,.0f} EUR" in text
     assert f"staging nothing {last['28-day cost staging nothing (EUR)']:,.0f} EUR" in text
     went = pl.read_csv(path.parent / "how_it_went.csv")
-    assert f"Staged {went['units staged (units)'].sum():,} units for {went['units picked up (units)'].sum():,.0f} picked up" in text
+    assert f"The model's plan staged {went['units staged (units)'].sum():,} units for {went['units picked up (units)'].sum():,.0f} picked up" in text
     changes = pl.read_csv(path.parent / "plan_changes.csv")
     assert set(changes["hub name"]) <= {"North A", "North B", "Centre", "South"} and "main reason" in changes.columns
     from openpyxl import load_workbook
@@ -211,8 +217,11 @@ def test_report_of_a_small_city_sized_plan_stays_under_1_5_mb():
     places = pl.DataFrame({"hub_id": hubs["hub_id"], "hub_name": [f"Hub {i}" for i in range(30)],
                            "neighbourhood_id": hubs["neighbourhood_id"],
                            "neighbourhood_name": [f"Quarter {n}" for n in hubs["neighbourhood_id"]],
-                           "lat": [52.0 + int(n[1:]) * 0.01 for n in hubs["neighbourhood_id"]],
-                           "lon": [4.0 + int(n[1:]) % 4 * 0.02 for n in hubs["neighbourhood_id"]]})
+                           "hub_address": [f"Kerkstraat {i + 1}" for i in range(30)],
+                           "lat": [52.0 + int(n[1:]) * 0.01 + i * 1e-4 for i, n in enumerate(hubs["neighbourhood_id"])],
+                           "lon": [4.0 + int(n[1:]) % 4 * 0.02 for n in hubs["neighbourhood_id"]],
+                           "neighbourhood_lat": [52.0 + int(n[1:]) * 0.01 for n in hubs["neighbourhood_id"]],
+                           "neighbourhood_lon": [4.0 + int(n[1:]) % 4 * 0.02 for n in hubs["neighbourhood_id"]]})
     *_, metrics, value = _inputs()
     text = render(plan, fc.with_columns(pl.lit("calibrated").alias("calibration")), hist, metrics, value, AS_OF, days[0],
                   places=places, pick_lists="pick_lists")

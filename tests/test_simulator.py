@@ -301,6 +301,25 @@ def test_reference_rows_satisfy_their_contracts(refs):
     assert {r["kind"] for r in refs["events"]} <= {"festival", "sports", "concert", "market"}
 
 
+def test_each_hub_has_its_own_site_near_its_neighbourhood(refs):
+    """A hub's address and coordinates are its own: not its neighbourhood's centroid, two
+    hubs never on one spot, each within the stated spread of its centroid; the same city
+    (size, seed) gives the same sites."""
+    from ingest.simulator.city import HUB_SPREAD_LAT, HUB_SPREAD_LON, build_city, reference_frames
+    from ingest.simulator.sizes import SIZES
+
+    nb = {r["neighbourhood_id"]: (float(r["lat"]), float(r["lon"])) for r in refs["neighbourhoods"]}
+    sites = [(float(r["lat"]), float(r["lon"])) for r in refs["hubs"]]
+    assert len(set(sites)) == len(sites) and not set(sites) & set(nb.values())
+    for r in refs["hubs"]:
+        lat, lon = nb[r["neighbourhood_id"]]
+        assert abs(float(r["lat"]) - lat) <= HUB_SPREAD_LAT + 1e-9 and abs(float(r["lon"]) - lon) <= HUB_SPREAD_LON + 1e-9
+        assert re.fullmatch(r"[A-Z][a-z]+ \d{1,3}", r["address"]), r["address"]
+    again = reference_frames(build_city(SIZES["tiny"], 7), SIZES["tiny"].lockers_per_hub)["hubs"]
+    assert again.select("address", "lat", "lon").rows() == [(r["address"], float(r["lat"]), float(r["lon"]))
+                                                          for r in refs["hubs"]]
+
+
 @pytest.mark.parametrize("contract", EVENT_CONTRACTS, ids=lambda c: c.name)
 def test_rows_meant_valid_pass_and_rows_meant_bad_fail(sim, truth, refs, contract):
     out, _, _ = sim

@@ -6,11 +6,7 @@
 -- (warn_hub_flows_disagree_with_occupancy compares the flows alone with the count).
 select hub_id, avg(abs(ratio - night_occupancy_ratio)) as mean_gap
 from (
-    select hub_id, activity_date, sum(closing_stock_units) / max(hub_space_units) as ratio,
-           max(night_occupancy_ratio) as night_occupancy_ratio
-    from {{ ref('hub_utilisation_daily') }}
-    where night_occupancy_ratio is not null and hub_space_units > 0
-    group by hub_id, activity_date
+    {{ hub_nights('closing_stock_units') }}
 ) as nights
 group by hub_id
 having avg(abs(ratio - night_occupancy_ratio)) > 0.05

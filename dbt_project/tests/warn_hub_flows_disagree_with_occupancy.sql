@@ -3,14 +3,9 @@
 -- count at night: per hub, a mean gap over 0.05 of its space means readings go missing (a
 -- lost file, returns not reported) or a sensor is off. The stock estimate is reset to the
 -- count anyway (stock_adjustment_units); warn so the data team looks.
-select hub_id, avg(abs(flows_ratio - night_occupancy_ratio)) as mean_gap, count(*) as nights
+select hub_id, avg(abs(ratio - night_occupancy_ratio)) as mean_gap, count(*) as nights
 from (
-    select hub_id, activity_date,
-           sum(closing_stock_units - stock_adjustment_units) / max(hub_space_units) as flows_ratio,
-           max(night_occupancy_ratio) as night_occupancy_ratio
-    from {{ ref('hub_utilisation_daily') }}
-    where night_occupancy_ratio is not null and hub_space_units > 0
-    group by hub_id, activity_date
+    {{ hub_nights('closing_stock_units - stock_adjustment_units') }}
 ) as nights
 group by hub_id
-having avg(abs(flows_ratio - night_occupancy_ratio)) > 0.05
+having avg(abs(ratio - night_occupancy_ratio)) > 0.05

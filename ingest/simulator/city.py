@@ -41,6 +41,11 @@ _SUFFIX = ("dam", "wijk", "veld", "haven", "markt", "poort", "kade", "hof", "dor
            "meer", "berg", "dijk", "laan", "park", "waard", "zand", "bos")
 
 CITY_LAT, CITY_LON = 52.37, 4.90
+_STREETS = ("Kerkstraat", "Stationsweg", "Marktplein", "Havenkade", "Molenweg", "Schoolstraat", "Dorpsstraat",
+            "Parklaan", "Lindenlaan", "Brugstraat", "Nieuwstraat", "Julianalaan", "Sluisweg", "Beukenlaan",
+            "Raadhuisplein", "Veerstraat")
+# A hub stands within about 500 m of its neighbourhood's centroid (neighbourhoods are ~1.3 km apart).
+HUB_SPREAD_LAT, HUB_SPREAD_LON = 0.0045, 0.007
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,9 @@ class City:
     hub_ids: np.ndarray
     hub_nbh: np.ndarray
     hub_weight: np.ndarray
+    hub_lat: np.ndarray  # the hub's own location, near its neighbourhood's centroid
+    hub_lon: np.ndarray
+    hub_address: list[str]  # street and number
     capacity: np.ndarray  # [hub, category] units
     # categories
     cat_ids: list[str]
@@ -101,6 +109,19 @@ def _names(n: int) -> list[str]:
     return out
 
 
+def _hub_sites(seed: int, size: str, nbh_lat: np.ndarray, nbh_lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Each hub's latitude, longitude and street address, near its neighbourhood's centroid.
+    Drawn from a stream of their own, so the rest of the city (and every figure measured on
+    it) stays what it was before hubs had sites."""
+    rng = rng_for(seed, -1, f"hub-sites:{size}")
+    h = len(nbh_lat)
+    lat = np.round(nbh_lat + np.clip(rng.normal(0, HUB_SPREAD_LAT / 2, h), -HUB_SPREAD_LAT, HUB_SPREAD_LAT), 5)
+    lon = np.round(nbh_lon + np.clip(rng.normal(0, HUB_SPREAD_LON / 2, h), -HUB_SPREAD_LON, HUB_SPREAD_LON), 5)
+    streets = rng.integers(0, len(_STREETS), h)
+    numbers = rng.integers(1, 200, h)
+    return lat, lon, [f"{_STREETS[s]} {n}" for s, n in zip(streets, numbers)]
+
+
 def build_city(spec: SizeSpec, seed: int) -> City:
     rng = rng_for(seed, -1, f"city:{spec.name}")
     n = spec.neighbourhoods
@@ -127,6 +148,7 @@ def build_city(spec: SizeSpec, seed: int) -> City:
     h = len(hub_nbh)
     hub_ids = np.array([f"H{i + 1:04d}" for i in range(h)])
     hub_weight = rng.lognormal(0.0, 0.25, h)
+    hub_lat, hub_lon, hub_address = _hub_sites(seed, spec.name, lat[hub_nbh], lon[hub_nbh])
     cat_base = np.array([x[2] for x in cats])
     # Capacity: comfortably above a normal day, below an event day for sensitive categories.
     mean_day = cat_base[None, :] * spec.pickup_scale * hub_weight[:, None] * affinity[hub_nbh] * (
@@ -150,6 +172,7 @@ def build_city(spec: SizeSpec, seed: int) -> City:
         nbh_ids=nbh_ids, nbh_names=_names(n), population=population, lat=lat, lon=lon, growth=growth,
         neighbours=neighbours, affinity=affinity,
         hub_ids=hub_ids, hub_nbh=hub_nbh, hub_weight=hub_weight, capacity=capacity,
+        hub_lat=hub_lat, hub_lon=hub_lon, hub_address=hub_address,
         cat_ids=[x[0] for x in cats], cat_names=[x[1] for x in cats], cat_base=cat_base,
         cat_basket=np.array([x[3] for x in cats]),
         cat_weekly=np.stack([WEEKLY_PROFILES[x[4]] for x in cats]),
@@ -178,6 +201,9 @@ def reference_frames(city: City, lockers_per_hub: int) -> dict[str, pl.DataFrame
             "hub_id": city.hub_ids,
             "neighbourhood_id": city.nbh_ids[city.hub_nbh],
             "name": [f"{city.nbh_names[city.hub_nbh[i]]} hub {i + 1}" for i in range(h)],
+            "address": city.hub_address,
+            "lat": city.hub_lat,
+            "lon": city.hub_lon,
         }
     )
     cap = pl.DataFrame(

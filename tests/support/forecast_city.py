@@ -70,8 +70,9 @@ def build_city(db_path: Path, n_days: int = 150, seed: int = 7) -> duckdb.DuckDB
         start_date::TIMESTAMP start_ts, (end_date + 1)::TIMESTAMP end_ts, start_date::DATE start_date,
         end_date::DATE end_date, expected_attendance::BIGINT expected_attendance from _events""")
     con.execute("""create table marts.dim_hubs as select * from (values
-        ('H1a','N1','North A'), ('H1b','N1','North B'), ('H2','N2','Centre'), ('H3','N3','South'))
-        t(hub_id, neighbourhood_id, name)""")
+        ('H1a','N1','North A','Mill Lane 3',51.512,-0.121), ('H1b','N1','North B','Church Street 40',51.508,-0.118),
+        ('H2','N2','Centre','Market Square 1',51.501,-0.102), ('H3','N3','South','Riverside 17',51.489,-0.111))
+        t(hub_id, neighbourhood_id, name, address, lat, lon)""")
     con.execute("""create table marts.dim_neighbourhoods as select * from (values
         ('N1','Northfield',5000,51.51,-0.12), ('N2','Old Town',4000,51.50,-0.10), ('N3','Southbank',3000,51.49,-0.11))
         t(neighbourhood_id, name, population, lat, lon)""")
