@@ -7,6 +7,10 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
 
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
@@ -147,39 +151,111 @@ EMPTY_QUERY = message(b"I")
 PORTAL_SUSPENDED = message(b"s")
 
 
-def data_rows(columns: Sequence, nulls: Sequence) -> bytes:
-    """Many DataRows at once: `columns` are Arrow binary/string arrays of the values' wire bytes
-    (nulls filled with empty values), `nulls` a boolean numpy mask per column. Each row's header
-    and each value's length prefix are built as fixed-width Arrow arrays with numpy, then Arrow
-    joins them element-wise; the joined array's data buffer is the rows back to back. The same
-    bytes as `b"".join(data_row(r) for r in rows)`, without a Python loop per value and with no
-    temporary bigger than the batch's own bytes."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
+@dataclass
+class WireColumn:
+    """One result column of a batch as DataRow fields: where the NULLs are, and each value's
+    wire bytes, either variable-width (an Arrow binary or string array; a NULL's value empty)
+    or fixed-width (one numpy element per row, already in network byte order)."""
 
-    n = len(columns[0]) if columns else 0
+    nulls: np.ndarray  # bool per row
+    values: pa.Array | None = None
+    fixed: np.ndarray | None = None
+
+
+WORD = 8  # bytes a variable-width value is copied by
+
+
+def data_rows(columns: Sequence[WireColumn]) -> bytes:
+    """Many DataRows at once, the same bytes as `b"".join(data_row(r) for r in rows)` without a
+    Python loop per row or value. Every field's length and every row's size come from the
+    columns' offsets; their cumulative sum places each row in one preallocated buffer; then
+    each column is written for all rows at once by numpy fancy assignment through unaligned
+    views of that buffer: a fixed-width value or length prefix as one element, a variable-width
+    value as 8-byte words gathered from the Arrow data buffer. A word may run up to 8 bytes
+    past its value's end; the passes go in field order and the rows' headers (11 bytes: type,
+    length, column count, first prefix) are written last, so every stray byte is overwritten
+    by the field it belongs to."""
+    if not columns:
+        raise ValueError("data_rows needs at least one column (a row of none is data_row([]))")
+    n = len(columns[0].nulls)
     if n == 0:
         return b""
-    row_length = np.full(n, 4 + 2 + 4 * len(columns), dtype=np.int64)  # the length counts itself and the column count
-    parts = []
-    for col, null in zip(columns, nulls, strict=True):
-        col = col if col.type == pa.binary() else col.cast(pa.binary())
-        length = pc.binary_length(col).to_numpy(zero_copy_only=False)
-        row_length += length
-        prefix = np.where(null, -1, length) if null.any() else length
-        parts += [_fixed_width(prefix.astype(">i4").tobytes(), 4, n), col]
-    head = np.empty(n, dtype=np.dtype([("kind", "u1"), ("length", ">i4"), ("columns", ">i2")]))
-    head["kind"], head["length"], head["columns"] = ord("D"), row_length, len(columns)
-    joined = pc.binary_join_element_wise(_fixed_width(head.tobytes(), 7, n), *parts, b"")
-    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)[joined.offset:joined.offset + n + 1]
-    return joined.buffers()[2][int(offsets[0]):int(offsets[-1])].to_pybytes()
+    lengths = [_lengths(c) for c in columns]
+    size = np.full(n, 1 + 4 + 2 + 4 * len(columns), dtype=np.int64)  # type byte, length, column count, prefixes
+    for length in lengths:
+        size += length
+    ends = np.cumsum(size)
+    starts = ends - size
+    total = int(ends[-1])
+    out = np.empty(total + WORD, dtype=np.uint8)  # a word written at the last value may run past the end
+    pos = starts + 11
+    for j, (col, length) in enumerate(zip(columns, lengths, strict=True)):
+        if j:
+            _window(out, "V4")[pos] = _prefix(col, length).view("V4")
+            pos += 4
+        if col.fixed is not None:
+            width = col.fixed.dtype.itemsize
+            values = col.fixed.view(f"V{width}")
+            if col.nulls.any():
+                keep = ~col.nulls
+                _window(out, f"V{width}")[pos[keep]] = values[keep]
+            else:
+                _window(out, f"V{width}")[pos] = values
+        else:
+            _copy_values(out, pos, col.values, length)
+        pos += length
+    head = np.empty(n, dtype=np.dtype([("kind", "u1"), ("length", ">i4"), ("columns", ">i2"), ("first", ">i4")]))
+    head["kind"], head["length"], head["columns"] = ord("D"), size - 1, len(columns)
+    head["first"] = _prefix(columns[0], lengths[0])
+    _window(out, "V11")[starts] = head.view("V11")
+    return out[:total].tobytes()
 
 
-def _fixed_width(raw: bytes, width: int, n: int):
-    import pyarrow as pa
+def _lengths(col: WireColumn) -> np.ndarray:
+    """Bytes each value takes on the wire (0 for a NULL)."""
+    if col.fixed is not None:
+        return np.where(col.nulls, 0, col.fixed.dtype.itemsize).astype(np.int64)
+    return np.diff(_offsets(col.values)).astype(np.int64)
 
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(raw)]).cast(pa.binary())
+
+def _prefix(col: WireColumn, length: np.ndarray) -> np.ndarray:
+    """Each field's int32 length prefix, -1 for NULL, big-endian."""
+    return np.where(col.nulls, -1, length).astype(">i4")
+
+
+def _offsets(values: pa.Array) -> np.ndarray:
+    if values.type not in (pa.binary(), pa.string()):
+        raise TypeError(f"data_rows takes binary or string values, not {values.type}")
+    return np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1, offset=values.offset * 4)
+
+
+def _window(buf: np.ndarray, dtype: str) -> np.ndarray:
+    """`buf` seen as overlapping elements of `dtype`, one starting at every byte: element k is
+    buf[k:k + itemsize]. Writing it at an index writes those bytes, unaligned."""
+    width = np.dtype(dtype).itemsize
+    return np.ndarray(shape=(len(buf) - width + 1,), dtype=dtype, buffer=buf, strides=(1,))
+
+
+LONG_VALUE = 64  # past this many bytes a column's values are copied byte by byte, not by words
+
+
+def _copy_values(out: np.ndarray, pos: np.ndarray, values: pa.Array, length: np.ndarray) -> None:
+    offsets = _offsets(values)
+    first, last = int(offsets[0]), int(offsets[-1])
+    data = np.empty(last - first + WORD, dtype=np.uint8)  # room for the last value's whole word
+    if last > first:
+        data[:last - first] = np.frombuffer(values.buffers()[2], dtype=np.uint8, count=last - first, offset=first)
+    source = offsets[:-1] - first
+    longest = int(length.max())
+    if longest > LONG_VALUE:  # one index per byte: exact writes, and no pass per word of a long value
+        target = np.repeat(pos - source, length) + np.arange(last - first)
+        out[target] = data[:last - first]
+        return
+    words, out_words = _window(data, "V8"), _window(out, "V8")
+    out_words[pos] = words[source]
+    for k in range(WORD, longest, WORD):
+        more = length > k
+        out_words[pos[more] + k] = words[source[more] + k]
 
 
 def read_bind(buf: Buffer) -> tuple[str, str, list[int], list[bytes | None], list[int]]:

@@ -9,8 +9,11 @@ import struct
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from governance.pgwire.codec import WireColumn
 
 BOOL, BYTEA, INT8, INT2, INT4, TEXT, JSON, FLOAT4, FLOAT8, UNKNOWN = 16, 17, 20, 21, 23, 25, 114, 700, 701, 705
 VARCHAR, DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL, NUMERIC, UUID = 1043, 1082, 1083, 1114, 1184, 1186, 1700, 2950
@@ -161,18 +164,6 @@ _PG_EPOCH_DAYS = 10957  # 2000-01-01 as days since 1970-01-01
 _PG_EPOCH_US = _PG_EPOCH_DAYS * 86_400_000_000
 
 
-def _fixed(col: pa.Array, numpy_type: str, to: pa.DataType | None = None) -> pa.Array:
-    """Big-endian fixed-width values: one numpy byte swap, viewed as an Arrow binary array
-    (NULLs stay NULL)."""
-    import numpy as np
-
-    values = (pc.cast(col, to) if to is not None else col).fill_null(0).to_numpy(zero_copy_only=False)
-    raw = np.ascontiguousarray(values).astype(numpy_type).tobytes()
-    width = np.dtype(numpy_type).itemsize
-    mask = pa.py_buffer(np.packbits(~col.is_null().to_numpy(zero_copy_only=False), bitorder="little").tobytes()) if col.null_count else None
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(col), [mask, pa.py_buffer(raw)], null_count=col.null_count).cast(pa.binary())
-
-
 def _numeric(value: Decimal) -> bytes:
     """Postgres NUMERIC binary: ndigits, weight, sign, dscale, then base-10000 digits."""
     if value.is_nan():
@@ -200,23 +191,35 @@ def _numeric(value: Decimal) -> bytes:
     return struct.pack(f"!hhhh{len(groups)}h", len(groups), weight, 0x4000 if sign else 0, dscale, *groups)
 
 
-def binary_column(col: pa.Array) -> pa.Array | list[bytes | None]:
-    """One column of a batch in Postgres binary format (NULL as None)."""
+_FIXED = {INT2: ">i2", INT4: ">i4", INT8: ">i8", FLOAT4: ">f4", FLOAT8: ">f8"}
+
+
+def _binary_fixed(col: pa.Array) -> np.ndarray | None:
+    """The column's binary values as big-endian numpy elements (NULLs as zeros, masked by the
+    caller), or None for a type whose binary values vary in width."""
     t = col.type
     oid, _ = oid_of(t)
     if oid == BOOL:
-        return [None if v is None else (b"\x01" if v else b"\x00") for v in col.to_pylist()]
-    if oid in (INT2, INT4, INT8, FLOAT4, FLOAT8):
-        if oid == INT8 and pa.types.is_unsigned_integer(t):  # UBIGINT: above int64 it cannot go out as int8
-            return [None if v is None else struct.pack("!q", v) for v in col.to_pylist()]
-        return _fixed(col, {INT2: ">i2", INT4: ">i4", INT8: ">i8", FLOAT4: ">f4", FLOAT8: ">f8"}[oid])
+        return col.fill_null(False).to_numpy(zero_copy_only=False).astype("u1")
+    if oid in _FIXED:
+        values = col.fill_null(0).to_numpy(zero_copy_only=False)
+        if pa.types.is_uint64(t) and len(values) and values.max() > np.iinfo(np.int64).max:
+            raise BadParameter("a UBIGINT value above 9223372036854775807 cannot be sent as int8 in binary; ask for text")
+        return values.astype(_FIXED[oid])
     if oid == DATE:
-        return _fixed(pc.subtract(pc.cast(col, pa.int32()), _PG_EPOCH_DAYS), ">i4")
+        days = pc.cast(pc.cast(col, pa.date32()), pa.int32()).fill_null(0).to_numpy(zero_copy_only=False)
+        return (days - _PG_EPOCH_DAYS).astype(">i4")
     if oid in (TIMESTAMP, TIMESTAMPTZ):
-        us = pc.cast(pc.cast(col, pa.timestamp("us", t.tz)), pa.int64())
-        return _fixed(pc.subtract(us, _PG_EPOCH_US), ">i8")
+        us = pc.cast(pc.cast(col, pa.timestamp("us", t.tz)), pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+        return (us - _PG_EPOCH_US).astype(">i8")
     if oid == TIME:
-        return _fixed(pc.cast(pc.cast(col, pa.time64("us")), pa.int64()), ">i8")
+        return pc.cast(pc.cast(col, pa.time64("us")), pa.int64()).fill_null(0).to_numpy(zero_copy_only=False).astype(">i8")
+    return None
+
+
+def binary_column(col: pa.Array) -> list[bytes | None]:
+    """A variable-width column of a batch in Postgres binary format (NULL as None)."""
+    oid, _ = oid_of(col.type)
     if oid == NUMERIC:
         return [None if v is None else _numeric(v) for v in col.to_pylist()]
     if oid == INTERVAL:
@@ -234,20 +237,27 @@ def binary_column(col: pa.Array) -> pa.Array | list[bytes | None]:
     return text_column(col)  # text, varchar, json: the binary format is the text
 
 
-def wire_array(col: pa.Array, binary: bool) -> tuple[pa.Array, "object"]:
-    """(values as an Arrow binary array with nulls emptied, numpy null mask) of one column in
-    text or binary format, for codec.data_rows. Plain integers, decimals, dates, timestamps
-    without a zone and strings are cast by Arrow in one call; other types go value by value."""
-    import numpy as np
+def _cast_by_arrow(t: pa.DataType) -> bool:
+    """Types whose Postgres text is Arrow's own cast to string: one vectorised call."""
+    return pa.types.is_integer(t) or pa.types.is_decimal(t) or pa.types.is_date(t) or (pa.types.is_timestamp(t) and not t.tz)
 
+
+def wire_column(col: pa.Array, binary: bool) -> WireColumn:
+    """One column of a batch in text or binary format, for codec.data_rows. Fixed-width binary
+    values, booleans, integers, decimals, dates, timestamps without a zone and strings are
+    converted for the whole column at once; other types value by value."""
     nulls = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else np.zeros(len(col), dtype=bool)
     t = col.type
+    if binary and (fixed := _binary_fixed(col)) is not None:
+        return WireColumn(nulls, fixed=fixed)
     if not binary and (pa.types.is_string(t) or pa.types.is_large_string(t)):
         out = col
-    elif not binary and (pa.types.is_integer(t) or pa.types.is_decimal(t) or pa.types.is_date(t) or (pa.types.is_timestamp(t) and not t.tz)):
+    elif not binary and pa.types.is_boolean(t):
+        out = pc.if_else(col, "t", "f")
+    elif not binary and _cast_by_arrow(t):
         out = pc.cast(col, pa.string())
     else:
         values = binary_column(col) if binary else text_column(col)
-        out = values if isinstance(values, pa.Array) else pa.array(values, pa.binary())
+        out = pa.array(values, pa.binary())
     out = out.view(pa.binary()) if pa.types.is_string(out.type) else out.cast(pa.binary())  # the same bytes: no copy
-    return (pc.fill_null(out, b"") if out.null_count else out), nulls
+    return WireColumn(nulls, values=pc.fill_null(out, b"") if out.null_count else out)
