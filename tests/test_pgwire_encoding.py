@@ -116,7 +116,8 @@ def test_text_forms(batch):
     assert flags.values.to_pylist()[1:3] == [b"f", b"t"]
     assert wire["day"].values.to_pylist()[0] == b"1999-12-25"
     assert wire["big"].nulls.tolist() == [True, False, False, False]
-    assert wire["big"].values.to_pylist()[1] == b"-990992800746"
+    big = [None, b"-990992800746", b"-981985601492", b"-972978402238"]
+    assert codec.data_rows([wire["big"]]) == b"".join(codec.data_row([v]) for v in big)
     txt = wire["txt"]
     assert txt.nulls.tolist() == [False, False, True, False]
     assert codec.data_rows([txt]) == (  # the protocol's bytes, written out
@@ -151,7 +152,7 @@ def test_single_fixed_column_with_nulls_and_no_rows():
 def test_unsigned_bigint_above_int8_is_refused_in_binary_not_wrapped():
     with pytest.raises(ValueError, match="cannot be sent as int8"):
         wire_column(pa.array([2**63], pa.uint64()), binary=True)
-    assert wire_column(pa.array([2**63], pa.uint64()), binary=False).values.to_pylist() == [b"9223372036854775808"]
+    assert codec.data_rows([wire_column(pa.array([2**63], pa.uint64()), binary=False)]) == codec.data_row([b"9223372036854775808"])
 
 
 def test_dates_and_times_bounds():
@@ -159,3 +160,15 @@ def test_dates_and_times_bounds():
     clock = pa.array([time(0, 0), time(23, 59, 59, 999999)], pa.time64("us"))
     assert codec.data_rows([wire_column(days, binary=True)]) == one_row_at_a_time(pa.record_batch([days], ["d"]), binary_values)
     assert codec.data_rows([wire_column(clock, binary=True)]) == one_row_at_a_time(pa.record_batch([clock], ["t"]), binary_values)
+
+
+@pytest.mark.parametrize("arrow_type", [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64()])
+def test_integers_in_text_at_their_bounds(arrow_type):
+    """numpy's decimal text is Arrow's (and Postgres'), across every digit count and sign."""
+    info = np.iinfo(arrow_type.to_pandas_dtype())
+    values = sorted({int(info.min), int(info.max), 0, 1, -1, *(s * (10 ** k + d) for k in range(20) for d in (-1, 0) for s in (1, -1))})
+    values = [v for v in values if info.min <= v <= info.max]
+    col = pa.array(values + [None], arrow_type)
+    expected = [None if v is None else str(v).encode() for v in col.to_pylist()]
+    assert text_column(col) == expected
+    assert codec.data_rows([wire_column(col, binary=False)]) == b"".join(codec.data_row([v]) for v in expected)

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from governance.pgwire.codec import WireColumn
+from governance.pgwire.codec import WireColumn, window
 
 BOOL, BYTEA, INT8, INT2, INT4, TEXT, JSON, FLOAT4, FLOAT8, UNKNOWN = 16, 17, 20, 21, 23, 25, 114, 700, 701, 705
 VARCHAR, DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL, NUMERIC, UUID = 1043, 1082, 1083, 1114, 1184, 1186, 1700, 2950
@@ -239,7 +239,50 @@ def binary_column(col: pa.Array) -> list[bytes | None]:
 
 def _cast_by_arrow(t: pa.DataType) -> bool:
     """Types whose Postgres text is Arrow's own cast to string: one vectorised call."""
-    return pa.types.is_integer(t) or pa.types.is_decimal(t) or pa.types.is_date(t) or (pa.types.is_timestamp(t) and not t.tz)
+    return pa.types.is_decimal(t) or pa.types.is_date(t) or (pa.types.is_timestamp(t) and not t.tz)
+
+
+# the two digits of 0..99 as they lie in memory, first digit first (numpy is little-endian here)
+_PAIRS = np.array([(48 + r // 10) | (48 + r % 10) << 8 for r in range(100)], dtype="<u2")
+
+
+def _integer_words(col: pa.Array, nulls: np.ndarray) -> WireColumn:
+    """Integers in decimal text, formatted by numpy for the whole column: the digits go right
+    to left, two at a time, into a row of 8-byte words, right-aligned; a minus sign before
+    them; then each row is shifted left by its own number of unused bytes. Faster than Arrow's
+    cast to string, and no string array to copy from again."""
+    values = col.fill_null(0).to_numpy(zero_copy_only=False)
+    if values.dtype.kind == "i":
+        values = values.astype(np.int64)
+        negative = values < 0
+        magnitude = values.view(np.uint64).copy()
+        np.negative(magnitude, out=magnitude, where=negative)  # two's complement: |INT64_MIN| fits a uint64
+    else:
+        negative, magnitude = np.zeros(len(values), dtype=bool), values.astype(np.uint64)
+    digits_max = len(str(int(magnitude.max())))
+    digits = np.ones(len(values), dtype=np.int64)
+    for k in range(1, digits_max):
+        digits += magnitude >= np.uint64(10 ** k)
+    length = digits + negative
+    words = -(-(digits_max + 1) // 8)
+    width = 8 * words
+    right = np.empty((len(values), width), dtype=np.uint8)
+    pairs, rest = right.view("<u2"), magnitude
+    for k in range(-(-digits_max // 2)):
+        higher = rest // np.uint64(100)  # a division by a constant is fast in numpy; its remainder is not
+        pairs[:, width // 2 - 1 - k] = _PAIRS[rest - higher * np.uint64(100)]
+        rest = higher
+    if negative.any():
+        rows = np.flatnonzero(negative)
+        right[rows, width - length[rows]] = ord("-")
+    unused = width - length  # bytes before each row's text
+    if words == 1:  # a shift moves each row's text to the start of its word
+        left = (right.view("<u8")[:, 0] >> (unused.astype(np.uint64) * np.uint64(8)))[:, None]
+    else:
+        flat = np.concatenate([right.ravel(), np.zeros(width, dtype=np.uint8)])  # the last row's words read past it
+        start = np.arange(len(values)) * width + unused
+        left = np.stack([window(flat, "<u8")[start + 8 * j] for j in range(words)], axis=1)
+    return WireColumn(nulls, words=left, lengths=np.where(nulls, 0, length))
 
 
 def wire_column(col: pa.Array, binary: bool) -> WireColumn:
@@ -254,6 +297,8 @@ def wire_column(col: pa.Array, binary: bool) -> WireColumn:
         out = col
     elif not binary and pa.types.is_boolean(t):
         out = pc.if_else(col, "t", "f")
+    elif not binary and pa.types.is_integer(t):
+        return _integer_words(col, nulls)
     elif not binary and _cast_by_arrow(t):
         out = pc.cast(col, pa.string())
     else:
