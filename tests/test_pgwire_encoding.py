@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from governance.pgwire import codec
-from governance.pgwire.answer import _data_rows
+from governance.pgwire.answer import batch_data_rows
 from governance.pgwire.types import (BOOL, DATE, FLOAT4, FLOAT8, INT2, INT4, INT8, TIME, TIMESTAMP, TIMESTAMPTZ,
                                      binary_column, oid_of, text_column, wire_column)
 
@@ -90,11 +90,11 @@ def binary_values(col: pa.Array) -> list[bytes | None]:
 
 
 def test_every_mapped_type_in_text_is_the_one_row_encoding(batch):
-    assert _data_rows(batch, [0] * batch.num_columns) == one_row_at_a_time(batch, text_column)
+    assert batch_data_rows(batch, [0] * batch.num_columns) == one_row_at_a_time(batch, text_column)
 
 
 def test_every_mapped_type_in_binary_is_the_one_row_encoding(batch):
-    assert _data_rows(batch, [1] * batch.num_columns) == one_row_at_a_time(batch, binary_values)
+    assert batch_data_rows(batch, [1] * batch.num_columns) == one_row_at_a_time(batch, binary_values)
 
 
 def test_mixed_formats_and_a_sliced_batch(batch):
@@ -104,7 +104,7 @@ def test_mixed_formats_and_a_sliced_batch(batch):
 
     columns = [binary_values(c) if f else text_column(c) for c, f in zip(part.columns, formats)]
     expected = b"".join(codec.data_row([c[i] for c in columns]) for i in range(part.num_rows))
-    assert _data_rows(part, formats) == expected
+    assert batch_data_rows(part, formats) == expected
 
 
 def test_text_forms(batch):
