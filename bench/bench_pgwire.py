@@ -10,8 +10,9 @@ load (the machine is shared):
   (httpx, JSON) and over the Postgres endpoint (psycopg, simple query), and the latency each
   adds to bare. Target: the Postgres endpoint adds no more than HTTP does + 2 ms (median).
 - a 1M-row result (two BIGINT columns): rows/s of a bare DuckDB fetch into Arrow, over the
-  Postgres endpoint as the endpoint delivers it (a wire reader that only counts bytes up to
-  ReadyForQuery: what the server streams, not what a client library parses), as psycopg
+  Postgres endpoint as the endpoint delivers it (a wire reader in another process, as a client
+  is, that only counts bytes up to ReadyForQuery: what the server streams, not what a client
+  library parses), as psycopg
   (text rows into Python tuples) and asyncpg (binary rows into Records) read it, and over HTTP
   (Arrow stream). Target: the Postgres endpoint reaches at least half the bare rate. psycopg
   and asyncpg build a Python object per value, so they are bound by the client's own parsing
@@ -29,6 +30,7 @@ import os
 import shutil
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -125,6 +127,31 @@ def wire_read(pgc: psycopg.Connection, sql: str) -> int:
         os.set_blocking(fd, False)
 
 
+def wire_reader(port: int) -> None:
+    """The reader process (`--wire-reader PORT`, the key in BENCH_KEY): a client is never inside
+    the server's process, and one that is would take the server's GIL. Reads the large result
+    for every line on stdin and answers with the bytes it read."""
+    pgc = psycopg.connect(host="127.0.0.1", port=port, user="bench-key", password=os.environ["BENCH_KEY"], dbname="civicflow", autocommit=True)
+    for _ in sys.stdin:
+        print(wire_read(pgc, LARGE), flush=True)
+    pgc.close()
+
+
+class WireReader:
+    def __init__(self, port: int, key: str):
+        self.proc = subprocess.Popen([sys.executable, __file__, "--wire-reader", str(port)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env={**os.environ, "BENCH_KEY": key})
+
+    def read(self) -> int:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
 def timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -141,7 +168,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=30, help="runs of the small query per path")
     parser.add_argument("--large-repeat", type=int, default=3, help="runs of the 1M-row result per path")
+    parser.add_argument("--wire-reader", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.wire_reader:
+        wire_reader(args.wire_reader)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         published, manifest, rules_dir = build(Path(tmp))
         state = GovernanceState(Path(tmp) / "governance.duckdb")
@@ -155,6 +186,7 @@ def main() -> None:
         pgc = psycopg.connect(host="127.0.0.1", port=pg.port, user="bench-key", password=key, dbname="civicflow", autocommit=True)
         loop = asyncio.new_event_loop()
         apg = loop.run_until_complete(asyncpg_connect(pg.port, key))
+        reader = WireReader(pg.port, key)
         try:
             paths = {
                 "bare": lambda sql: bare.execute(sql).to_arrow_table(),
@@ -174,7 +206,7 @@ def main() -> None:
             print(f"  added over bare: HTTP +{added_http:.2f} ms, Postgres +{added_pg:.2f} ms")
             print(f"  Postgres added − HTTP added = {added_pg - added_http:+.2f} ms (target ≤ +2 ms): {'MET' if added_pg <= added_http + 2 else 'NOT MET'}")
 
-            large_paths = {**paths, "wire": lambda sql: wire_read(pgc, sql), "asyncpg": lambda sql: loop.run_until_complete(apg.fetch(sql)),
+            large_paths = {**paths, "wire": lambda sql: reader.read(), "asyncpg": lambda sql: loop.run_until_complete(apg.fetch(sql)),
                            # where the endpoint's time goes: DuckDB read in the endpoint's batches, then those encoded
                            "batches": lambda sql: list(bare.execute(sql).to_arrow_reader(BATCH_ROWS)),
                            "text": lambda sql: [batch_data_rows(b, [0, 0]) for b in batches],
@@ -201,6 +233,7 @@ def main() -> None:
                   f"psycopg / bare = {rate['pgwire'] / rate['bare']:.3f}, asyncpg / bare = {rate['asyncpg'] / rate['bare']:.3f}, "
                   f"HTTP Arrow / bare = {rate['http'] / rate['bare']:.3f}")
         finally:
+            reader.stop()
             loop.run_until_complete(apg.close())
             loop.close()
             pgc.close()
