@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import struct
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 
 import duckdb
 import numpy as np
@@ -16,8 +16,22 @@ import pytest
 
 from governance.pgwire import codec
 from governance.pgwire.answer import batch_data_rows
-from governance.pgwire.types import (BOOL, DATE, FLOAT4, FLOAT8, INT2, INT4, INT8, TIME, TIMESTAMP, TIMESTAMPTZ,
-                                     binary_column, oid_of, text_column, wire_column)
+from governance.pgwire.types import (
+    BOOL,
+    DATE,
+    FLOAT4,
+    FLOAT8,
+    INT2,
+    INT4,
+    INT8,
+    TIME,
+    TIMESTAMP,
+    TIMESTAMPTZ,
+    binary_column,
+    oid_of,
+    text_column,
+    wire_column,
+)
 
 # every type the endpoint maps, each column with NULLs among its values
 ALL_TYPES = """
@@ -75,7 +89,7 @@ def binary_value(v, oid: int) -> bytes:
         return struct.pack("!i", (v - PG_EPOCH.date()).days)
     if oid == TIME:
         return struct.pack("!q", ((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000 + v.microsecond)
-    epoch = PG_EPOCH.replace(tzinfo=timezone.utc) if v.tzinfo else PG_EPOCH
+    epoch = PG_EPOCH.replace(tzinfo=UTC) if v.tzinfo else PG_EPOCH
     delta = v - epoch
     return struct.pack("!q", (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
 
@@ -146,6 +160,7 @@ def test_single_fixed_column_with_nulls_and_no_rows():
     expected = b"".join(codec.data_row([None if v is None else struct.pack("!q", v)]) for v in col.to_pylist())
     assert codec.data_rows([wire_column(col, binary=True)]) == expected
     assert codec.data_rows([wire_column(pa.array([], pa.int64()), binary=True)]) == b""
+    assert codec.data_rows([wire_column(pa.array([], pa.int64()), binary=False), wire_column(pa.array([], pa.string()), binary=False)]) == b""
     assert codec.data_rows([codec.WireColumn(np.zeros(0, dtype=bool), values=pa.array([], pa.binary()))]) == b""
 
 

@@ -252,6 +252,8 @@ def _integer_words(col: pa.Array, nulls: np.ndarray) -> WireColumn:
     them; then each row is shifted left by its own number of unused bytes. Faster than Arrow's
     cast to string, and no string array to copy from again."""
     values = col.fill_null(0).to_numpy(zero_copy_only=False)
+    if not len(values):
+        return WireColumn(nulls, words=np.zeros((0, 1), dtype=np.uint64), lengths=np.zeros(0, dtype=np.int64))
     if values.dtype.kind == "i":
         values = values.astype(np.int64)
         negative = values < 0
