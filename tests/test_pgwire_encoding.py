@@ -187,3 +187,40 @@ def test_integers_in_text_at_their_bounds(arrow_type):
     expected = [None if v is None else str(v).encode() for v in col.to_pylist()]
     assert text_column(col) == expected
     assert codec.data_rows([wire_column(col, binary=False)]) == b"".join(codec.data_row([v]) for v in expected)
+
+
+# what PostgreSQL 16 printed for these (SELECT v::float8::text / v::float4::text), kept as fixtures
+PG_FLOAT8 = dict(zip(
+    ["1.0", "0.1", "1e15", "1e14", "1e16", "1e-5", "1e-4", "123.456", "1e300", "-0.0", "NaN", "Infinity", "-Infinity", "5e-324",
+     "1.2345678901234567e20", "2.5e-7", "100", "1234567", "123456789012345", "1234567890123456", "0.00012345", "1.5e-5",
+     "1.7976931348623157e308", "-1.5e+100"],
+    "1 0.1 1e+15 100000000000000 1e+16 1e-05 0.0001 123.456 1e+300 -0 NaN Infinity -Infinity 5e-324 1.2345678901234567e+20 "
+    "2.5e-07 100 1234567 123456789012345 1.234567890123456e+15 0.00012345 1.5e-05 1.7976931348623157e+308 -1.5e+100".split()))
+PG_FLOAT4 = dict(zip(
+    ["1e5", "1e6", "123456", "1234567", "12345678", "1e14", "1e-4", "1e-5", "0.85714287", "-0", "3.4028235e38", "1.4e-45", "100",
+     "1.5e7", "1.0", "0.1", "1e15", "123.456"],
+    "100000 1e+06 123456 1.234567e+06 1.2345678e+07 1e+14 0.0001 1e-05 0.85714287 -0 3.4028235e+38 1e-45 100 1.5e+07 1 0.1 1e+15 "
+    "123.456".split()))
+
+
+@pytest.mark.parametrize("arrow_type, printed", [(pa.float64(), PG_FLOAT8), (pa.float32(), PG_FLOAT4)])
+def test_floats_in_text_are_postgres_own(arrow_type, printed):
+    """PostgreSQL's float8out/float4out: shortest digits, positional for exponents in [-4, 15)
+    ([-4, 6) for float4), else d.ddde±XX; the column at once and value by value alike."""
+    col = pa.array([float(v) for v in printed] + [None], pa.float64()).cast(arrow_type)
+    expected = [v.encode() for v in printed.values()] + [None]
+    assert text_column(col) == expected
+    assert codec.data_rows([wire_column(col, binary=False)]) == b"".join(codec.data_row([v]) for v in expected)
+
+
+def test_floats_of_every_magnitude_and_bit_pattern_in_text():
+    """Random doubles from 1e-30 to 1e30, random bit patterns (subnormals, NaNs, infinities) and
+    2-decimal amounts, as double and as float4: the column at once equals value by value."""
+    rng = np.random.default_rng(16)
+    values = np.concatenate([rng.standard_normal(3000) * 10.0 ** rng.integers(-30, 30, 3000),
+                             np.frombuffer(rng.bytes(8 * 3000), dtype=np.float64),
+                             np.round(rng.random(2000) * 1000, 2), 10.0 ** np.arange(-12, 20), -(10.0 ** np.arange(-12, 20))])
+    for arrow_type in (pa.float64(), pa.float32()):
+        col = pa.array(list(values) + [None], pa.float64()).cast(arrow_type, safe=False)
+        expected = text_column(col)
+        assert codec.data_rows([wire_column(col, binary=False)]) == b"".join(codec.data_row([v]) for v in expected)

@@ -66,19 +66,35 @@ def text_column(col: pa.Array) -> list[bytes | None]:
     if pa.types.is_timestamp(t) and t.tz:
         return [None if v is None else v.isoformat(sep=" ").encode() for v in col.to_pylist()]
     if pa.types.is_floating(t):
-        return [None if v is None else _float(v).encode() for v in col.to_pylist()]
+        single = pa.types.is_float16(t) or pa.types.is_float32(t)
+        return [None if v is None else _float(v, single).encode() for v in col.to_pylist()]
     if pa.types.is_duration(t) or pa.types.is_interval(t):
         return [None if v is None else str(v).encode() for v in col.to_pylist()]
     as_text = pc.cast(col, pa.string())  # ints, decimals, dates, times, timestamps: Arrow's ISO text
     return [None if v is None else v.encode() for v in as_text.to_pylist()]
 
 
-def _float(v: float) -> str:
+def _float(v: float, single: bool = False) -> str:
+    """PostgreSQL's text of a float8 (or float4 if `single`): the shortest digits that read back
+    as the same value, laid out as PostgreSQL's float8out/float4out do (positional while the
+    decimal exponent is in [-4, 15), or [-4, 6) for float4; else d.ddde±XX)."""
     if v != v:
         return "NaN"
     if v in (float("inf"), float("-inf")):
         return "Infinity" if v > 0 else "-Infinity"
-    return repr(v)
+    shortest = np.format_float_scientific(np.float32(v) if single else np.float64(v), unique=True, trim="-")
+    mantissa, exponent = shortest.split("e")
+    sign, digits = ("-", mantissa[1:]) if mantissa.startswith("-") else ("", mantissa)
+    digits = digits.replace(".", "").rstrip("0") or "0"
+    e = int(exponent)
+    if digits == "0":
+        return sign + "0"
+    if -4 <= e < (6 if single else 15):
+        if e < 0:
+            return sign + "0." + "0" * (-e - 1) + digits
+        whole, frac = (digits + "0" * e)[:e + 1], digits[e + 1:]
+        return sign + whole + ("." + frac if frac else "")
+    return sign + digits[0] + ("." + digits[1:] if len(digits) > 1 else "") + ("e-" if e < 0 else "e+") + f"{abs(e):02d}"
 
 
 class BadParameter(ValueError):
@@ -287,6 +303,29 @@ def _integer_words(col: pa.Array, nulls: np.ndarray) -> WireColumn:
     return WireColumn(nulls, words=left, lengths=np.where(nulls, 0, length))
 
 
+def _float_text(col: pa.Array) -> pa.Array:
+    """Floats in PostgreSQL's text (the layout `_float` documents) for the whole column. Arrow's
+    cast to string writes each value's shortest digits, the same digits PostgreSQL writes, and
+    lays them out as PostgreSQL does for every value PostgreSQL writes positionally between 1e-4
+    and 1e15 (1e6 for float4) and every one it writes with a two-digit or longer exponent. The
+    others (Arrow's `0.00001`, `1e+14`, `2.5e-7`; NaN and infinities) are written value by
+    value; a thin band at each edge goes that way too, so rounding there cannot misplace one."""
+    single = pa.types.is_float16(col.type) or pa.types.is_float32(col.type)
+    col = pc.cast(col, pa.float32() if single else pa.float64())
+    text = pc.cast(col, pa.string())
+    size = np.abs(col.fill_null(0).to_numpy(zero_copy_only=False)).astype(np.float64)
+    exponent = pc.match_substring(text, "e").fill_null(False).to_numpy(zero_copy_only=False)
+    high, margin = (1e6 if single else 1e15), 1 + 1e-6
+    kept = np.where(exponent, (size >= high * margin) & ((size >= 1e10 * margin) | ~np.isfinite(size)) | (size < 1e-9 / margin),
+                    (size == 0) | ((size >= 1e-4 * margin) & (size < high / margin)))
+    kept &= np.isfinite(size)
+    redo = ~kept & ~col.is_null().to_numpy(zero_copy_only=False)
+    if not redo.any():
+        return text
+    again = [_float(v, single) for v in pc.filter(col, pa.array(redo)).to_pylist()]
+    return pc.replace_with_mask(text, pa.array(redo), pa.array(again, pa.string()))
+
+
 def wire_column(col: pa.Array, binary: bool) -> WireColumn:
     """One column of a batch in text or binary format, for codec.data_rows. Fixed-width binary
     values, booleans, integers, decimals, dates, timestamps without a zone and strings are
@@ -301,6 +340,8 @@ def wire_column(col: pa.Array, binary: bool) -> WireColumn:
         out = pc.if_else(col, "t", "f")
     elif not binary and pa.types.is_integer(t):
         return _integer_words(col, nulls)
+    elif not binary and pa.types.is_floating(t):
+        out = _float_text(col)
     elif not binary and _cast_by_arrow(t):
         out = pc.cast(col, pa.string())
     else:
