@@ -224,3 +224,24 @@ def test_floats_of_every_magnitude_and_bit_pattern_in_text():
         col = pa.array(list(values) + [None], pa.float64()).cast(arrow_type, safe=False)
         expected = text_column(col)
         assert codec.data_rows([wire_column(col, binary=False)]) == b"".join(codec.data_row([v]) for v in expected)
+
+
+def test_timestamps_and_times_in_text_are_postgres_own():
+    """As PostgreSQL 16 printed them (TimeZone UTC, and Asia/Kolkata for a zone of its own):
+    no trailing zeros in the fraction, none at all when whole, the zone as +00 or +05:30."""
+    plain = pa.array([datetime(2024, 1, 2, 3, 4, 5, 500000), datetime(2024, 1, 2, 3, 4, 5), datetime(2024, 1, 2, 3, 4, 5, 1),
+                      datetime(1969, 12, 31, 23, 59, 59, 120000), datetime(2024, 2, 29, 0, 0, 0, 123456), None], pa.timestamp("us"))
+    utc = pa.array([datetime(2024, 1, 2, 3, 4, 5, 500000, tzinfo=UTC), datetime(2024, 7, 2, 1, 4, tzinfo=UTC)],
+                   pa.timestamp("us", "Etc/UTC"))
+    kolkata = pa.array([datetime(2024, 1, 2, 3, 4, 5, 250000, tzinfo=UTC)], pa.timestamp("us", "UTC")).cast(pa.timestamp("us", "Asia/Kolkata"))
+    clock = pa.array([time(3, 4, 5, 500000), time(0, 0), time(23, 59, 59, 999999)], pa.time64("us"))
+    printed = [
+        (plain, [b"2024-01-02 03:04:05.5", b"2024-01-02 03:04:05", b"2024-01-02 03:04:05.000001", b"1969-12-31 23:59:59.12",
+                 b"2024-02-29 00:00:00.123456", None]),
+        (utc, [b"2024-01-02 03:04:05.5+00", b"2024-07-02 01:04:00+00"]),
+        (kolkata, [b"2024-01-02 08:34:05.25+05:30"]),
+        (clock, [b"03:04:05.5", b"00:00:00", b"23:59:59.999999"]),
+    ]
+    for col, expected in printed:
+        assert text_column(col) == expected
+        assert codec.data_rows([wire_column(col, binary=False)]) == b"".join(codec.data_row([v]) for v in expected)

@@ -237,7 +237,7 @@ def _write_field(out: np.ndarray, pos: np.ndarray, col: WireColumn, length: np.n
     if col.fixed is not None:
         first, more = col.fixed.view(f"V{col.fixed.dtype.itemsize}"), None
     else:
-        words = col.words if col.words is not None else _words(col.values, int(length.max()))
+        words = col.words if col.words is not None else words_of(col.values, int(length.max()))
         first, more = words[:, 0].view("V8"), words
     if with_prefix:
         field = np.empty(len(first), dtype=[("prefix", ">i4"), ("value", first.dtype)])
@@ -259,7 +259,7 @@ def _write_field(out: np.ndarray, pos: np.ndarray, col: WireColumn, length: np.n
             view[pos[longer] + 4 + k * WORD] = more[longer, k].view("V8")
 
 
-def _words(values: pa.Array, longest: int) -> np.ndarray:
+def words_of(values: pa.Array, longest: int) -> np.ndarray:
     """Each value's bytes from the start of a row of 8-byte words, gathered from the Arrow
     data buffer through an overlapping view (what follows a value in its last word is the next
     value's bytes, never sent)."""

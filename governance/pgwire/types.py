@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import re
 import struct
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from governance.pgwire.codec import WireColumn, window
+from governance.pgwire.codec import WireColumn, window, words_of
 
 BOOL, BYTEA, INT8, INT2, INT4, TEXT, JSON, FLOAT4, FLOAT8, UNKNOWN = 16, 17, 20, 21, 23, 25, 114, 700, 701, 705
 VARCHAR, DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL, NUMERIC, UUID = 1043, 1082, 1083, 1114, 1184, 1186, 1700, 2950
@@ -63,8 +63,8 @@ def text_column(col: pa.Array) -> list[bytes | None]:
         return [None if v is None else json.dumps(v, default=_json_default).encode() for v in col.to_pylist()]
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return [None if v is None else b"\\x" + v.hex().encode() for v in col.to_pylist()]
-    if pa.types.is_timestamp(t) and t.tz:
-        return [None if v is None else v.isoformat(sep=" ").encode() for v in col.to_pylist()]
+    if pa.types.is_timestamp(t) or pa.types.is_time(t):
+        return [None if v is None else _clock(v).encode() for v in col.to_pylist()]
     if pa.types.is_floating(t):
         single = pa.types.is_float16(t) or pa.types.is_float32(t)
         return [None if v is None else _float(v, single).encode() for v in col.to_pylist()]
@@ -72,6 +72,19 @@ def text_column(col: pa.Array) -> list[bytes | None]:
         return [None if v is None else str(v).encode() for v in col.to_pylist()]
     as_text = pc.cast(col, pa.string())  # ints, decimals, dates, times, timestamps: Arrow's ISO text
     return [None if v is None else v.encode() for v in as_text.to_pylist()]
+
+
+def _clock(v: datetime | time) -> str:
+    """PostgreSQL's text of a timestamp, timestamptz or time: ISO with a space, the fraction
+    without its trailing zeros (none when whole), a zone as +HH or +HH:MM."""
+    text = v.replace(tzinfo=None).isoformat(sep=" ") if isinstance(v, datetime) else v.isoformat()
+    text = text.rstrip("0") if v.microsecond else text  # isoformat writes no fraction when whole, else six digits
+    offset = v.utcoffset() if isinstance(v, datetime) else None
+    if offset is None:
+        return text
+    minutes = int(offset.total_seconds()) // 60
+    sign, minutes = ("-", -minutes) if minutes < 0 else ("+", minutes)
+    return text + sign + f"{minutes // 60:02d}" + (f":{minutes % 60:02d}" if minutes % 60 else "")
 
 
 def _float(v: float, single: bool = False) -> str:
@@ -255,7 +268,7 @@ def binary_column(col: pa.Array) -> list[bytes | None]:
 
 def _cast_by_arrow(t: pa.DataType) -> bool:
     """Types whose Postgres text is Arrow's own cast to string: one vectorised call."""
-    return pa.types.is_decimal(t) or pa.types.is_date(t) or (pa.types.is_timestamp(t) and not t.tz)
+    return pa.types.is_decimal(t) or pa.types.is_date(t)
 
 
 # the two digits of 0..99 as they lie in memory, first digit first (numpy is little-endian here)
@@ -326,14 +339,47 @@ def _float_text(col: pa.Array) -> pa.Array:
     return pc.replace_with_mask(text, pa.array(redo), pa.array(again, pa.string()))
 
 
+_UTC = ("UTC", "Etc/UTC", "+00:00", "Z")
+
+
+def _clock_words(col: pa.Array, nulls: np.ndarray) -> WireColumn | None:
+    """Timestamps (without a zone, or in UTC) and times of microseconds in PostgreSQL's text for
+    the whole column: Arrow's cast writes six fraction digits; each row's length drops the
+    fraction's trailing zeros, counted from the microseconds (the dot too when whole), and a
+    UTC timestamp gets "+00" after it. None for other units and zones (value by value)."""
+    t = col.type
+    zoned = pa.types.is_timestamp(t) and t.tz is not None
+    if t.unit != "us" or (zoned and t.tz not in _UTC):
+        return None
+    wall = col.cast(pa.timestamp("us")) if zoned else col  # UTC: the instant is the wall time
+    text = pc.cast(wall, pa.string())
+    n = len(text)
+    if not n:
+        return WireColumn(nulls, words=np.zeros((0, 1), dtype=np.uint64), lengths=np.zeros(0, dtype=np.int64))
+    size = np.diff(np.frombuffer(text.buffers()[1], dtype=np.int32, count=n + 1, offset=text.offset * 4)).astype(np.int64)
+    fraction = pc.cast(wall.fill_null(0), pa.int64()).to_numpy(zero_copy_only=False) % 1_000_000
+    zeros = sum((fraction % 10 ** k == 0).astype(np.int64) for k in range(1, 7))
+    length = size - np.where(fraction == 0, 7, zeros)
+    words = words_of(text, int(size.max()) + (3 if zoned else 0))
+    if zoned:
+        raw = words.view(np.uint8).reshape(n, -1)
+        rows = np.arange(n)
+        for i, byte in enumerate(b"+00"):
+            raw[rows, length + i] = byte
+        length = length + 3
+    return WireColumn(nulls, words=words, lengths=np.where(nulls, 0, length))
+
+
 def wire_column(col: pa.Array, binary: bool) -> WireColumn:
     """One column of a batch in text or binary format, for codec.data_rows. Fixed-width binary
-    values, booleans, integers, decimals, dates, timestamps without a zone and strings are
-    converted for the whole column at once; other types value by value."""
+    values, booleans, integers, floats, decimals, dates, timestamps (without a zone or in UTC),
+    times and strings are converted for the whole column at once; other types value by value."""
     nulls = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else np.zeros(len(col), dtype=bool)
     t = col.type
     if binary and (fixed := _binary_fixed(col)) is not None:
         return WireColumn(nulls, fixed=fixed)
+    if not binary and (pa.types.is_timestamp(t) or pa.types.is_time(t)) and (clock := _clock_words(col, nulls)) is not None:
+        return clock
     if not binary and (pa.types.is_string(t) or pa.types.is_large_string(t)):
         out = col
     elif not binary and pa.types.is_boolean(t):
