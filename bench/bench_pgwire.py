@@ -17,6 +17,11 @@ load (the machine is shared):
   (Arrow stream). Target: the Postgres endpoint reaches at least half the bare rate. psycopg
   and asyncpg build a Python object per value, so they are bound by the client's own parsing
   (printed for reference, with their client-side rate to compare).
+- where the endpoint's time goes, in the same run: DuckDB read in the endpoint's batches, those
+  batches encoded as DataRows (text and binary), and a query's fixed governance cost; and the
+  ratio the endpoint could reach at most were encoding and the socket free.
+- the batch encoder against the one-row encoder (codec.data_row per row, each value by itself)
+  on text, float, date and timestamp columns, in CPU time.
 
     .venv/bin/python bench/bench_pgwire.py [--repeat 30]
 """
