@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from governance.pgwire import codec
-from governance.pgwire.types import wire_array
+from governance.pgwire.types import wire_column
 from governance.result import Result
 from governance.stream import ResultStream
 
@@ -84,13 +84,13 @@ def encoded(answer: Answer, formats: list[int], limit: int) -> tuple[bytes, int]
         if limit and rows + batch.num_rows > limit:
             answer.pending.insert(0, batch.slice(limit - rows))
             batch = batch.slice(0, limit - rows)
-        parts.append(_data_rows(batch, formats))
+        parts.append(batch_data_rows(batch, formats))
         size, rows = size + len(parts[-1]), rows + batch.num_rows
     return (b"".join(parts), rows) if parts else None
 
 
-def _data_rows(batch: pa.RecordBatch, formats: list[int]) -> bytes:
-    wire = [wire_array(c, f == 1) for c, f in zip(batch.columns, formats, strict=True)]
-    if not wire:  # a SELECT with no columns still sends its rows
+def batch_data_rows(batch: pa.RecordBatch, formats: list[int]) -> bytes:
+    """A record batch's rows as DataRow messages; `formats`: per column 0 text or 1 binary."""
+    if not batch.num_columns:  # a SELECT with no columns still sends its rows
         return codec.data_row([]) * batch.num_rows
-    return codec.data_rows([w[0] for w in wire], [w[1] for w in wire])
+    return codec.data_rows([wire_column(c, f == 1) for c, f in zip(batch.columns, formats, strict=True)])

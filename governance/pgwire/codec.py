@@ -7,6 +7,10 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
 
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
@@ -147,39 +151,134 @@ EMPTY_QUERY = message(b"I")
 PORTAL_SUSPENDED = message(b"s")
 
 
-def data_rows(columns: Sequence, nulls: Sequence) -> bytes:
-    """Many DataRows at once: `columns` are Arrow binary/string arrays of the values' wire bytes
-    (nulls filled with empty values), `nulls` a boolean numpy mask per column. Each row's header
-    and each value's length prefix are built as fixed-width Arrow arrays with numpy, then Arrow
-    joins them element-wise; the joined array's data buffer is the rows back to back. The same
-    bytes as `b"".join(data_row(r) for r in rows)`, without a Python loop per value and with no
-    temporary bigger than the batch's own bytes."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
+@dataclass
+class WireColumn:
+    """One result column of a batch as DataRow fields: where the NULLs are, and each value's
+    wire bytes in one of three forms (a NULL's value is empty in each):
 
-    n = len(columns[0]) if columns else 0
+    - fixed: one numpy element per row, already in network byte order (binary numbers, dates);
+    - words: text formatted by numpy, `lengths` bytes per row at the start of a row of 8-byte
+      words (shape rows × words; what follows a value in its words is never sent);
+    - values: an Arrow binary or string array (what Arrow casts, strings, JSON, …)."""
+
+    nulls: np.ndarray  # bool per row
+    fixed: np.ndarray | None = None
+    words: np.ndarray | None = None
+    lengths: np.ndarray | None = None
+    values: pa.Array | None = None
+
+
+WORD = 8  # bytes a variable-width value is copied by
+LONG_VALUE = 64  # past this many bytes a column's values are copied byte by byte, not by words
+
+
+def data_rows(columns: Sequence[WireColumn]) -> bytes:
+    """Many DataRows at once, the same bytes as `b"".join(data_row(r) for r in rows)` without a
+    Python loop per row or value. Every field's length and every row's size are numpy arrays;
+    their cumulative sum places each row in one preallocated buffer; then each column is
+    written for all rows at once by numpy fancy assignment through unaligned views of that
+    buffer: its length prefix with its fixed-width value or first 8-byte word as one element,
+    then any further words. A word may run up to 8 bytes past its value's end; the passes go in
+    field order and the rows' headers (11 bytes: type, length, column count, first prefix) are
+    written last, so every stray byte is overwritten by the field it belongs to."""
+    if not columns:
+        raise ValueError("data_rows needs at least one column (a row of none is data_row([]))")
+    n = len(columns[0].nulls)
     if n == 0:
         return b""
-    row_length = np.full(n, 4 + 2 + 4 * len(columns), dtype=np.int64)  # the length counts itself and the column count
-    parts = []
-    for col, null in zip(columns, nulls, strict=True):
-        col = col if col.type == pa.binary() else col.cast(pa.binary())
-        length = pc.binary_length(col).to_numpy(zero_copy_only=False)
-        row_length += length
-        prefix = np.where(null, -1, length) if null.any() else length
-        parts += [_fixed_width(prefix.astype(">i4").tobytes(), 4, n), col]
-    head = np.empty(n, dtype=np.dtype([("kind", "u1"), ("length", ">i4"), ("columns", ">i2")]))
-    head["kind"], head["length"], head["columns"] = ord("D"), row_length, len(columns)
-    joined = pc.binary_join_element_wise(_fixed_width(head.tobytes(), 7, n), *parts, b"")
-    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)[joined.offset:joined.offset + n + 1]
-    return joined.buffers()[2][int(offsets[0]):int(offsets[-1])].to_pybytes()
+    lengths = [_lengths(c) for c in columns]
+    size = np.full(n, 1 + 4 + 2 + 4 * len(columns), dtype=np.int64)  # type byte, length, column count, prefixes
+    for length in lengths:
+        size += length
+    ends = np.cumsum(size)
+    starts = ends - size
+    total = int(ends[-1])
+    out = np.empty(total + WORD, dtype=np.uint8)  # a word written at the last value may run past the end
+    pos = starts + 7  # where each row's first length prefix goes
+    for j, (col, length) in enumerate(zip(columns, lengths, strict=True)):
+        _write_field(out, pos, col, length, with_prefix=j > 0)  # the first prefix goes with the header
+        pos += 4 + length
+    head = np.empty(n, dtype=np.dtype([("kind", "u1"), ("length", ">i4"), ("columns", ">i2"), ("first", ">i4")]))
+    head["kind"], head["length"], head["columns"] = ord("D"), size - 1, len(columns)
+    head["first"] = np.where(columns[0].nulls, -1, lengths[0])
+    window(out, "V11")[starts] = head.view("V11")
+    return out[:total].tobytes()
 
 
-def _fixed_width(raw: bytes, width: int, n: int):
-    import pyarrow as pa
+def _lengths(col: WireColumn) -> np.ndarray:
+    """Bytes each value takes on the wire (0 for a NULL)."""
+    if col.fixed is not None:
+        return np.where(col.nulls, 0, col.fixed.dtype.itemsize)
+    if col.words is not None:
+        return col.lengths.astype(np.int64)
+    return np.diff(_offsets(col.values)).astype(np.int64)
 
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(raw)]).cast(pa.binary())
+
+def _offsets(values: pa.Array) -> np.ndarray:
+    if values.type not in (pa.binary(), pa.string()):
+        raise TypeError(f"data_rows takes binary or string values, not {values.type}")
+    return np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1, offset=values.offset * 4)
+
+
+def window(buf: np.ndarray, dtype: str) -> np.ndarray:
+    """`buf` seen as overlapping elements of `dtype`, one starting at every byte: element k is
+    buf[k:k + itemsize]. Writing it at an index writes those bytes, unaligned."""
+    width = np.dtype(dtype).itemsize
+    return np.ndarray(shape=(len(buf) - width + 1,), dtype=dtype, buffer=buf, strides=(1,))
+
+
+def _write_field(out: np.ndarray, pos: np.ndarray, col: WireColumn, length: np.ndarray, with_prefix: bool) -> None:
+    """One column's field in every row: `pos` is where its length prefix goes."""
+    if col.values is not None and int(length.max()) > LONG_VALUE:
+        if with_prefix:
+            window(out, ">i4")[pos] = np.where(col.nulls, -1, length)
+        _copy_bytes(out, pos + 4, col.values, length)
+        return
+    if col.fixed is not None:
+        first, more = col.fixed.view(f"V{col.fixed.dtype.itemsize}"), None
+    else:
+        words = col.words if col.words is not None else words_of(col.values, int(length.max()))
+        first, more = words[:, 0].view("V8"), words
+    if with_prefix:
+        field = np.empty(len(first), dtype=[("prefix", ">i4"), ("value", first.dtype)])
+        field["prefix"], field["value"] = np.where(col.nulls, -1, length), first
+        first, at = field.view(f"V{field.dtype.itemsize}"), pos
+    else:
+        at = pos + 4
+    if col.fixed is not None and col.nulls.any():  # a NULL's field is its prefix alone
+        keep = ~col.nulls
+        window(out, first.dtype.str)[at[keep]] = first[keep]
+        if with_prefix:
+            window(out, ">i4")[pos[col.nulls]] = -1
+    else:
+        window(out, first.dtype.str)[at] = first
+    if more is not None:
+        view = window(out, "V8")
+        for k in range(1, more.shape[1]):
+            longer = length > k * WORD
+            view[pos[longer] + 4 + k * WORD] = more[longer, k].view("V8")
+
+
+def words_of(values: pa.Array, longest: int) -> np.ndarray:
+    """Each value's bytes from the start of a row of 8-byte words, gathered from the Arrow
+    data buffer through an overlapping view (what follows a value in its last word is the next
+    value's bytes, never sent)."""
+    offsets = _offsets(values)
+    first, last = int(offsets[0]), int(offsets[-1])
+    data = np.empty(last - first + longest + WORD, dtype=np.uint8)  # room for the last value's whole words
+    if last > first:
+        data[:last - first] = np.frombuffer(values.buffers()[2], dtype=np.uint8, count=last - first, offset=first)
+    source = offsets[:-1] - first
+    view = window(data, "<u8")
+    return np.stack([view[source + k * WORD] for k in range(max(1, -(-longest // WORD)))], axis=1)
+
+
+def _copy_bytes(out: np.ndarray, at: np.ndarray, values: pa.Array, length: np.ndarray) -> None:
+    """Long values: one index per byte (exact writes, and no pass per word of a long value)."""
+    offsets = _offsets(values)
+    first, last = int(offsets[0]), int(offsets[-1])
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8, count=last - first, offset=first)
+    out[np.repeat(at - (offsets[:-1] - first), length) + np.arange(last - first)] = data
 
 
 def read_bind(buf: Buffer) -> tuple[str, str, list[int], list[bytes | None], list[int]]:
