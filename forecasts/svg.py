@@ -140,7 +140,7 @@ def city_map(neighbourhoods: list[dict], hubs: list[dict], by_change: bool) -> s
             continue
         x0, y0 = pos[nb]
         unplaced = [h for h in group if h.get("lat") is None or h.get("lon") is None]
-        for k, h in enumerate(group):
+        for h in group:
             if h in unplaced:
                 off = _ring(len(unplaced))
                 a = 2 * math.pi * unplaced.index(h) / len(unplaced)

@@ -27,24 +27,22 @@ from governance.keys import authenticate
 from governance.plan import parse_plan
 from governance.policy import (
     GROUP_SIZE_COLUMN,
-    Permissions,
     Refusal,
     add_group_size,
     check_functions,
     check_plan,
     check_statement,
-    permissions_for,
 )
-from governance.publication import TeamPublication, read_team_publication
 from governance.result import STATUS, Result  # noqa: F401 (callers import them from here)
 from governance.rules import TeamRules
 from governance.sandbox import QueryTimeout, Sandbox, SandboxLimits
 from governance.settle import StreamEnding
 from governance.state import GovernanceState
 from governance.stream import ResultStream, Suppression
+from governance.team_files import TeamFiles
 from governance.watchdog import WATCHDOG
 from warehouse.catalog_url import CatalogUrl
-from warehouse.snapshots import current_snapshot, published_at, snapshot_of_team_file, team_snapshot
+from warehouse.snapshots import published_at, snapshot_of_team_file
 
 USAGE_NOTE = "GET /v1/usage"
 CATALOG_NOTE = "GET /v1/catalog"
@@ -82,58 +80,14 @@ class Gateway:
         self.state, self.rules, self.published_dir, self.limits = state, rules, Path(published_dir), limits
         self.credentials = tuple(credentials)  # a lake reader's catalog logins (WarehouseSettings.reader_credentials)
         self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
-        self._sandboxes: dict[Path, Sandbox] = {}
-        self._published: dict[Path, TeamPublication] = {}  # team file -> what it holds (its <team>.json)
-        self._perms: dict[tuple[Path, str], Permissions] = {}
-        self._lock = threading.Lock()
+        self.files = TeamFiles(self.published_dir, limits, self.credentials, {t: r.concurrency for t, r in rules.items()})
         # One thread per connection a team may hold: a request never waits for a worker.
         self._workers = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, sum(r.concurrency for r in rules.values())), thread_name_prefix="gateway-query")
         ledger.release_stale(state)
 
-    # -- snapshot switching: resolve CURRENT per request; old files close when their last query ends.
-    # A team's SQL runs only on the file published for it (governance.publication): it holds
-    # nothing the team may not see, so no SQL shape can reach more.
-    def _acquire_sandbox(self, team: str) -> Sandbox | None:
-        current = current_snapshot(self.published_dir)
-        path = team_snapshot(current, team) if current is not None else None
-        if path is None or not path.exists():
-            return None
-        with self._lock:
-            sb = self._sandboxes.get(path)
-            if sb is None:
-                sb = Sandbox(path, self.limits, self.credentials, {t: r.concurrency for t, r in self.rules.items()})
-                self._published[path] = read_team_publication(path)
-                for old_path, old in list(self._sandboxes.items()):
-                    if old_path.parent == path.parent:
-                        continue  # another team's file of the same snapshot
-                    old.retired = True
-                    if old._users == 0:
-                        old.close()
-                    del self._sandboxes[old_path]
-                    self._published.pop(old_path, None)
-                self._sandboxes[path] = sb
-            sb.acquire()
-        return sb
-
-    def _release_sandbox(self, sb: Sandbox) -> None:
-        with self._lock:
-            if sb.release():
-                sb.close()
-
-    def _permissions(self, sb: Sandbox, rules: TeamRules, cur: duckdb.DuckDBPyConnection) -> Permissions:
-        key = (sb.snapshot, rules.team)
-        perms = self._perms.get(key)
-        if perms is None:
-            perms = permissions_for(rules, sb.catalog, self._published[sb.snapshot].manifest, cur)
-            self._perms[key] = perms
-        return perms
-
     def close(self) -> None:
         self._workers.shutdown(wait=False, cancel_futures=True)
-        with self._lock:
-            for sb in self._sandboxes.values():
-                sb.close()
-            self._sandboxes.clear()
+        self.files.close()
 
     # -- the request
     def query(self, key: str | None, sql: str, dry_run: bool = False) -> Result:
@@ -187,14 +141,14 @@ class Gateway:
         left out unless it is cleared: what catalog probes (pg_catalog, information_schema) see."""
         info = authenticate(self.state, key)
         rules = self.rules.get(info.team) if info is not None and info.revoked_at is None else None
-        sb = self._acquire_sandbox(rules.team) if rules is not None else None
+        sb = self.files.acquire(rules.team) if rules is not None else None
         if sb is None:
             return {}
         try:
             with sb.connection() as cur:
                 return self._granted(rules, cur, sb)
         finally:
-            self._release_sandbox(sb)
+            self.files.release(sb)
 
     def _granted(self, rules: TeamRules, cur: duckdb.DuckDBPyConnection, sb: Sandbox) -> dict[str, list[tuple[str, str]]]:
         rows = cur.execute(
@@ -204,7 +158,7 @@ class Gateway:
         for rel, col, typ in rows:
             if not rules.allows_relation(rel):
                 continue
-            if self._published[sb.snapshot].manifest.privacy.get(rel, {}).get(col, "identity") == "identity" and not rules.identity_clearance:
+            if self.files.publication(sb).manifest.privacy.get(rel, {}).get(col, "identity") == "identity" and not rules.identity_clearance:
                 continue
             out.setdefault(rel, []).append((col, typ))
         return out
@@ -219,19 +173,19 @@ class Gateway:
             found = self._authenticate(key, entry, result, t0, note=CATALOG_NOTE)
             if isinstance(found, Result):
                 return found
-            sb = self._acquire_sandbox(found.team)
+            sb = self.files.acquire(found.team)
             if sb is None:
                 return self._finish(entry, result, t0, rule="no_snapshot", message=f"no warehouse snapshot is published for team {found.team} yet", note=CATALOG_NOTE)
             try:
                 snapshot = snapshot_of_team_file(sb.snapshot)
                 entry.snapshot = result.snapshot = snapshot.name
-                result.as_of, result.data_date = published_at(snapshot), self._published[sb.snapshot].data_date
+                result.as_of, result.data_date = published_at(snapshot), self.files.publication(sb).data_date
                 with sb.connection() as cur:
                     # The team file's privacy classes (what it holds), dbt's descriptions.
-                    described = dataclasses.replace(self.manifest, privacy=self._published[sb.snapshot].manifest.privacy)
+                    described = dataclasses.replace(self.manifest, privacy=self.files.publication(sb).manifest.privacy)
                     result.catalog = describe_grant(self._granted(found, cur, sb), sb.catalog, described)
             finally:
-                self._release_sandbox(sb)
+                self.files.release(sb)
             entry.outcome = result.outcome = "catalog"
             return self._finish(entry, result, t0, message=f"{len(result.catalog)} relations granted to team {found.team}", note=CATALOG_NOTE)
         except Exception as e:
@@ -266,15 +220,15 @@ class Gateway:
         rules = self._authenticate(key, entry, result, t0)
         if isinstance(rules, Result):
             return rules
-        sb = self._acquire_sandbox(rules.team)
+        sb = self.files.acquire(rules.team)
         if sb is None:
             return self._finish(entry, result, t0, rule="no_snapshot", message=f"no warehouse snapshot is published for team {rules.team} yet")
         snapshot = snapshot_of_team_file(sb.snapshot)
         entry.snapshot = result.snapshot = snapshot.name
-        result.as_of, result.data_date = published_at(snapshot), self._published[sb.snapshot].data_date
+        result.as_of, result.data_date = published_at(snapshot), self.files.publication(sb).data_date
         cur = sb.take(rules.team)
         if cur is None:
-            self._release_sandbox(sb)
+            self.files.release(sb)
             return self._finish(entry, result, t0, rule="concurrency",
                                 message=f"team {rules.team} already has {rules.concurrency} requests planning or running (its limit); retry when one ends")
         ticket = _Ticket()
@@ -292,7 +246,7 @@ class Gateway:
             if released.acquire(blocking=False):
                 WATCHDOG.disarm(token[0])
                 sb.give(rules.team, cur)
-                self._release_sandbox(sb)
+                self.files.release(sb)
 
         def work() -> Result | None:
             token[0] = WATCHDOG.arm(rules.timeout_seconds, stop)
@@ -334,7 +288,7 @@ class Gateway:
                 t = time.perf_counter()
                 statement = check_statement(cur, sql)
                 check_functions(cur, statement)
-                perms = self._permissions(sb, rules, cur)
+                perms = self.files.permissions(sb, rules, cur)
                 columns_of = lambda tb: set(sb.catalog.relations[tb].columns) if tb in sb.catalog.relations else set()  # noqa: E731
                 wrapped = _limit(statement, rules.max_result_rows)
                 plan = parse_plan(_explain(sb, cur, wrapped), columns_of, sb.catalog.relations.keys())
@@ -351,7 +305,7 @@ class Gateway:
                     decision = check_plan(plan, rules, perms)
                 entry.tables, entry.columns = decision.tables, decision.columns
                 result.tables, result.columns = decision.tables, decision.columns
-                result.notes = cell_notes(decision.tables, self._published[sb.snapshot], rules)
+                result.notes = cell_notes(decision.tables, self.files.publication(sb), rules)
                 # A table function whose arguments are computed by a subquery has no row count
                 # in the plan: it may cost up to the team's per-query cap, and is reserved so.
                 estimate = rules.per_query_cap if plan.unbounded_functions else to_units(estimate_bytes(plan, sb.catalog))
@@ -369,7 +323,7 @@ class Gateway:
                 timings["reserve"] = (time.perf_counter() - t) * 1000
             except Refusal as r:
                 if r.rule == "plan_failed":  # say why: what is not published to the team, or the closest granted names
-                    why = self._published[sb.snapshot].why_not(sql, rules)
+                    why = self.files.publication(sb).why_not(sql, rules)
                     if why is not None:
                         r = why
                     elif isinstance(r.__context__, duckdb.Error):
