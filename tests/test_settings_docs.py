@@ -90,3 +90,25 @@ def test_every_command_has_help_whose_summary_is_one_sentence():
         summary = (cmd.help or "").strip().split("\n\n")[0]
         assert summary, f"{path} has no help"
         assert "\n" not in summary, f"{path}: {summary!r}"
+
+
+def test_no_command_list_cuts_a_summary():
+    """What `--help` of each group prints, piped: every summary whole, none ended with "..."."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    def groups(cmd, args: list[str]):
+        if hasattr(cmd, "commands"):  # a group (typer's own click: not click.Group)
+            yield args, cmd
+            for name, sub in cmd.commands.items():
+                yield from groups(sub, [*args, name])
+
+    for args, group in groups(typer.main.get_command(app), []):
+        out = CliRunner().invoke(app, [*args, "--help"]).output
+        listed = out.split("Commands:", 1)[1].splitlines()[1:]
+        for name, sub in group.commands.items():
+            (line,) = [ln for ln in listed if ln.strip().startswith(name + " ")]
+            summary = (sub.help or "").strip().split("\n\n")[0]
+            assert line.strip()[len(name):].strip() == summary, f"civicflow {' '.join(args)} --help cuts {name}: {line.strip()!r}"

@@ -363,9 +363,10 @@ def register(app: typer.Typer) -> None:
 
     @gov_app.command("verify-audit")
     def verify_audit(home: HomeOpt = None) -> None:
-        """Check the keyed audit chain against its anchors, the ledger and the keys; exit 1 if anything was changed, removed or inserted.
+        """Check the keyed audit chain against its anchors, the ledger and the keys.
 
-        Anchors: audit.anchor in the home and the heads the daily usage exports recorded.
+        Exit status 1 if anything was changed, removed or inserted. Anchors: audit.anchor in
+        the home and the heads the daily usage exports recorded.
         """
         h = _home(home)
         heads = sorted(str(p) for p in (h.exports / "usage").glob("usage-*.audit-head.json"))

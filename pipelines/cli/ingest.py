@@ -60,7 +60,10 @@ def register(app: typer.Typer) -> None:
         as_of: Annotated[str | None, typer.Option("--as-of", help="Judge freshness against this day (YYYY-MM-DD) instead of today.")] = None,
         home: HomeOpt = None,
     ) -> None:
-        """Build Great Expectations Data Docs (self-contained HTML, nothing fetched) for the raw tables and print the index.html path."""
+        """Validate the raw tables and write Great Expectations Data Docs that open offline.
+
+        Self-contained HTML under <home>/gx/data_docs/ (nothing fetched, no script); prints the
+        index.html path."""
         from datetime import date, datetime, time
 
         from ingest.data_docs import build_data_docs
