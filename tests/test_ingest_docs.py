@@ -174,18 +174,17 @@ def test_quarantine_lists_the_newest_file_first_and_its_lines_in_order(home_dir)
     assert "unparseable JSON" in lines[0] and "unknown device" in lines[1], result.output  # file order within a file
 
 
-PASS_SCANS_HEADER = "scan_id,pass_id,pass_type,location_id,device_id,scanned_at,result,reason,entitlements\n"
-
-
 def test_quarantine_lists_the_newest_day_first_across_contracts(home_dir):
     """The loader handles source after source: a later day of pass scans handled before an
     earlier day of telemetry still comes first, and a late telemetry day after it."""
+    from support.landing_files import SCAN_HEADER
+
     landing = home_dir / "landing"
     (landing / "reference" / "devices").mkdir(parents=True)
     (landing / "reference" / "devices" / "devices.csv").write_text(DEVICES_CSV + "V1,validator,,ST1,N1\n")
     scans = [f"S{i:03d},P{i},transit,ST1,V1,2026-01-07T08:{i % 60:02d}:00+01:00,accepted,,residency" for i in range(40)]
     (landing / "pass_scans" / "2026-01-07").mkdir(parents=True)
-    (landing / "pass_scans" / "2026-01-07" / "scans.csv").write_text(PASS_SCANS_HEADER + "\n".join([*scans, "S999,P9,transit"]) + "\n")
+    (landing / "pass_scans" / "2026-01-07" / "scans.csv").write_text(SCAN_HEADER + "\n" + "\n".join([*scans, "S999,P9,transit"]) + "\n")
     con = duckdb.connect(str(home_dir / "warehouse.duckdb"))
     load_landing(con, landing)  # the pass scans of 01-07 first …
     for day, seq in (("2026-01-05", 1), ("2026-01-06", 100)):  # … then telemetry of two earlier days
