@@ -112,3 +112,17 @@ def test_no_command_list_cuts_a_summary():
             (line,) = [ln for ln in listed if ln.strip().startswith(name + " ")]
             summary = (sub.help or "").strip().split("\n\n")[0]
             assert line.strip()[len(name):].strip() == summary, f"civicflow {' '.join(args)} --help cuts {name}: {line.strip()!r}"
+
+
+def test_a_message_piped_stays_on_one_line(tmp_path):
+    """Piped (not a terminal), a line longer than 80 columns is printed whole: a path or a
+    command to run, folded over two lines, cannot be pasted back."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    home = tmp_path / ("a-home-with-a-long-name-" * 3)
+    out = CliRunner().invoke(app, ["ingest", "quarantine", "--home", str(home)], env={"COLUMNS": "80"})
+    assert out.exit_code == 1, out.output
+    (line,) = out.output.strip().splitlines()
+    assert line.startswith("nothing to read: no published snapshot in ") and line.endswith(f"no warehouse at {home.resolve() / 'warehouse.duckdb'}"), line

@@ -11,14 +11,13 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipelines.cli.options import HomeOpt, print_table, settings_for
+from pipelines.cli.options import HomeOpt, cli_console, print_table, settings_for
 
-console = Console()
-err_console = Console(stderr=True)
+console = cli_console()
+err_console = cli_console(stderr=True)
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "failure": "red"}
 
 

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from pipelines.cli.options import HomeOpt, print_table, settings_for
+from pipelines.cli.options import HomeOpt, cli_console, print_table, settings_for
 from pipelines.home import DBT_PROJECT_DIR, RULES_DIR
 
-console = Console()
+console = cli_console()
 MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 
 RulesOpt = Annotated[Path, typer.Option("--rules", help="Folder of team rule files.")]

@@ -12,11 +12,10 @@ from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipelines.cli.options import HomeOpt, print_table, settings_for
+from pipelines.cli.options import HomeOpt, cli_console, print_table, settings_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
 
     from pipelines.settings import Settings
 
-console = Console()
+console = cli_console()
 
 
 @contextmanager

@@ -9,20 +9,19 @@ from datetime import date
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from pipelines.cli.alerts import check_after_run
-from pipelines.cli.options import HomeOpt, print_table, settings_for
+from pipelines.cli.options import HomeOpt, cli_console, print_table, settings_for
 
 if TYPE_CHECKING:
     from pipelines.home import Home
     from pipelines.nightly import RunReport
     from pipelines.settings import Settings
 
-console = Console()
+console = cli_console()
 STAGES = "ingest → dbt build → forecast → plan → publish"
 
 
@@ -94,7 +93,7 @@ def _run_with_progress(
     from pipelines.run_lock import RunInProgress
 
     # Bound to the terminal now: the run redirects stdout to its log file while it runs.
-    out = Console(file=sys.stdout)
+    out = cli_console(file=sys.stdout)
     with out.status(f"Nightly job through Dagster ({STAGES}): starting…") as status:
         def on_step(step: str, event: str, seconds: float | None) -> None:
             if event == "start":

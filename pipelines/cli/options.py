@@ -33,6 +33,17 @@ def settings_for(home: Path | None) -> Settings:
         raise typer.BadParameter(str(exc)) from None
 
 
+def cli_console(**kwargs) -> Console:
+    """A command's console: on a terminal, text wraps at its width; piped or redirected, a line
+    stays whole (rich would fold it at 80 columns, and a path or a command to run, split over two
+    lines, cannot be pasted back)."""
+    from rich.console import Console
+
+    console = Console(**kwargs)
+    console.soft_wrap = not console.is_terminal
+    return console
+
+
 def print_table(console: Console, table: Table) -> None:
     """A table at its full width when the output is not a terminal (a pipe, a file): rich would
     otherwise fit it into 80 columns and fold or cut every cell. On a terminal, its width."""
