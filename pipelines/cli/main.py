@@ -88,29 +88,33 @@ def _days_option(day: str | None, first: str | None, last: str | None) -> tuple[
 def _run_with_progress(
     settings: Settings, days: tuple[date, date] | None = None, horizon: int = 1, log_level: str = "WARNING", rebuild: bool = False,
 ) -> RunReport:
-    """Run a night, showing the step Dagster is on and how long each finished one took."""
-    from pipelines.nightly import NoDeliveries, OutsidePartitions, run_nightly
+    """Run a night, showing the step Dagster is on and how long each finished one took. Days
+    outside the partitions are refused first, in one line, before Dagster is imported."""
+    from pipelines.delivery_days import NoDeliveries, OutsidePartitions, days_to_run
     from pipelines.run_lock import RunInProgress
 
-    # Bound to the terminal now: the run redirects stdout to its log file while it runs.
-    out = cli_console(file=sys.stdout)
-    with out.status(f"Nightly job through Dagster ({STAGES}): starting…") as status:
-        def on_step(step: str, event: str, seconds: float | None) -> None:
-            if event == "start":
-                status.update(f"Nightly job through Dagster: [bold]{escape(step)}[/bold]…")
-            else:
-                out.print(f"  {'✓' if event == 'success' else '✗'} {escape(step)}" + (f" ({seconds:.1f} s)" if seconds is not None else ""))
+    try:
+        days_to_run(settings.home, settings.schedule.start_date, days)  # checked again under the run lock
+        from pipelines.nightly import run_nightly
 
-        try:
+        # Bound to the terminal now: the run redirects stdout to its log file while it runs.
+        out = cli_console(file=sys.stdout)
+        with out.status(f"Nightly job through Dagster ({STAGES}): starting…") as status:
+            def on_step(step: str, event: str, seconds: float | None) -> None:
+                if event == "start":
+                    status.update(f"Nightly job through Dagster: [bold]{escape(step)}[/bold]…")
+                else:
+                    out.print(f"  {'✓' if event == 'success' else '✗'} {escape(step)}" + (f" ({seconds:.1f} s)" if seconds is not None else ""))
+
             return run_nightly(settings, days=days, horizon_days=horizon, log_level=log_level, on_step=on_step, rebuild=rebuild)
-        except NoDeliveries as exc:
-            raise typer.BadParameter(str(exc)) from None
-        except OutsidePartitions as exc:
-            print(exc, flush=True)  # one plain line, before anything ran
-            raise typer.Exit(2) from None
-        except RunInProgress as exc:
-            print(exc, flush=True)  # one plain line: no markup, no wrapping
-            raise typer.Exit(3) from None
+    except NoDeliveries as exc:
+        raise typer.BadParameter(str(exc)) from None
+    except OutsidePartitions as exc:
+        print(exc, flush=True)  # one plain line, before anything ran
+        raise typer.Exit(2) from None
+    except RunInProgress as exc:
+        print(exc, flush=True)  # one plain line: no markup, no wrapping
+        raise typer.Exit(3) from None
 
 
 def register(app: typer.Typer) -> None:
