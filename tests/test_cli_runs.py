@@ -64,4 +64,4 @@ def test_logs_of_an_unknown_run_is_one_line_and_exit_2(failed_run):
     for wrong in ("ffffffff", "x'; DROP TABLE runs; --"):
         result = _cli("logs", wrong, "--home", str(home))
         assert result.exit_code == 2, result.output
-        assert "no run" in result.output and "civicflow runs" in result.output
+        assert result.output.splitlines() == [f"no run {wrong!r} on this home (civicflow runs lists them)"], result.output

@@ -179,6 +179,7 @@ def register(app: typer.Typer) -> None:
         console.rule("2/2 nightly job (Dagster)")
         report = _run_with_progress(settings)
         print_report(report, settings.home)
+        check_after_run(settings)
         console.print(f"Demo finished in {time.perf_counter() - t0:.1f} s (home: {escape(str(settings.home.root))})")
         if not report.success:
             raise typer.Exit(1)
@@ -262,8 +263,9 @@ def register(app: typer.Typer) -> None:
 
         settings = settings_for(home)
         matches = recent_runs(settings, limit=2, run_id_prefix=run_id)
-        if len(matches) != 1:
-            raise typer.BadParameter(f"no run {run_id!r} on this home (civicflow runs lists them)" if not matches else f"{run_id!r} names more than one run: give more of its id")
+        if len(matches) != 1:  # one plain line, exit status 2
+            print(f"no run {run_id!r} on this home (civicflow runs lists them)" if not matches else f"{run_id!r} names more than one run: give more of its id")
+            raise typer.Exit(2)
         run = matches[0]
         print(f"run {run['run_id']} · {run['job']} · {run['status']} · partitions {run['partitions']}")
         with open_instance(settings) as instance:
