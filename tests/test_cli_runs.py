@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 import pytest
 from typer.testing import CliRunner
@@ -54,6 +56,12 @@ def test_logs_shows_the_failed_step_and_its_error(failed_run):
     failure = [ln for ln in out.splitlines() if "STEP_FAILURE" in ln]
     assert failure and "ingest_telemetry" in failure[0], out
     assert "telemetry" in out[out.index("STEP_FAILURE"):]  # the error itself follows
+    # One line per asset and partition, and Dagster's bookkeeping, only with --all; the step's line counts them.
+    assert "ASSET_MATERIALIZATION_PLANNED" not in out and "STEP_OUTPUT" not in out
+    (reference,) = [ln for ln in out.splitlines() if "ingest_reference" in ln and "STEP_SUCCESS" in ln]
+    assert re.search(r"Finished execution of step \"ingest_reference\" in [\d.]+s\. \d+ asset partition\(s\) materialized \(--all lists them\)\.$", reference), reference
+    every = _cli("logs", report.run_id[:8], "--all", "--home", str(home)).output
+    assert "ASSET_MATERIALIZATION_PLANNED" in every and sum(" ingest_reference " in ln and " ASSET_MATERIALIZATION " in ln for ln in every.splitlines()) == int(re.search(r"(\d+) asset partition", reference).group(1))
     only_errors = _cli("logs", report.run_id, "--errors", "--home", str(home))
     assert only_errors.exit_code == 0 and "STEP_FAILURE" in only_errors.output
     assert "STEP_START" not in only_errors.output

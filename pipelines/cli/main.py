@@ -28,6 +28,14 @@ STAGES = "ingest → dbt build → forecast → plan → publish"
 LAYERS = ("staging", "intermediate", "marts", "forecasts")  # the order a night builds them
 
 
+# Events `civicflow logs` leaves out unless --all: one per asset and partition, or Dagster's own
+# bookkeeping (planned materializations, outputs of type Nothing, hooks that did not fire).
+LOG_BOOKKEEPING = frozenset({
+    "ASSET_MATERIALIZATION", "ASSET_MATERIALIZATION_PLANNED", "ASSET_CHECK_EVALUATION_PLANNED", "STEP_OUTPUT", "HOOK_SKIPPED",
+    "LOGS_CAPTURED", "RESOURCE_INIT_STARTED", "RESOURCE_INIT_SUCCESS",
+})
+
+
 def print_report(report: RunReport, home: Home) -> None:
     for line in report.recovered:  # what a crashed run left behind, freed before this one
         console.print(Text(line, style="yellow"))
@@ -252,10 +260,15 @@ def register(app: typer.Typer) -> None:
     def logs(
         run_id: Annotated[str, typer.Argument(help="A run id, or its first characters as `civicflow runs` shows them.")],
         errors: Annotated[bool, typer.Option("--errors", help="Only warnings, errors and failed steps.")] = False,
+        every: Annotated[bool, typer.Option("--all", help="Every event, each asset partition's materialization and Dagster's bookkeeping included.")] = False,
         home: HomeOpt = None,
     ) -> None:
-        """The event log of one run: each step's start, end, checks, messages and errors."""
+        """The event log of one run: each step's start, end, checks, messages and errors.
+
+        A step's materializations (one per asset and partition: thousands for a ranged run) are
+        counted on the line that ends the step; --all lists them, and Dagster's bookkeeping."""
         import logging
+        from collections import Counter
         from datetime import UTC, datetime
 
         from pipelines.nightly import open_instance
@@ -270,14 +283,20 @@ def register(app: typer.Typer) -> None:
         print(f"run {run['run_id']} · {run['job']} · {run['status']} · partitions {run['partitions']}")
         with open_instance(settings) as instance:
             entries = instance.all_logs(run["run_id"])
+        materialized: Counter[str] = Counter()
         for e in entries:
             event = e.dagster_event
             kind = event.event_type_value if event else "LOG"
             failed = kind in ("STEP_FAILURE", "RUN_FAILURE") or (kind == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed)
             if errors and e.level < logging.WARNING and not failed:
                 continue
+            if not every and kind in LOG_BOOKKEEPING:
+                materialized[e.step_key or "-"] += kind == "ASSET_MATERIALIZATION"
+                continue
             when = datetime.fromtimestamp(e.timestamp, UTC)
             text = e.user_message or (event.message if event else "") or ""
+            if kind in ("STEP_SUCCESS", "STEP_FAILURE") and materialized[e.step_key]:
+                text += f" {materialized[e.step_key]:,} asset partition(s) materialized (--all lists them)."
             print(f"{when:%H:%M:%S} {logging.getLevelName(e.level):7} {e.step_key or '-':28} {kind:24} {text}".rstrip())
             error = getattr(event.event_specific_data, "error", None) if event else None
             if error is not None:
