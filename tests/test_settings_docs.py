@@ -126,3 +126,21 @@ def test_a_message_piped_stays_on_one_line(tmp_path):
     assert out.exit_code == 1, out.output
     (line,) = out.output.strip().splitlines()
     assert line.startswith("nothing to read: no published snapshot in ") and line.endswith(f"no warehouse at {home.resolve() / 'warehouse.duckdb'}"), line
+
+
+@pytest.mark.parametrize(
+    "args,line",
+    [
+        (["run", "--date", "2026-13-01"], "--date '2026-13-01' is not a date YYYY-MM-DD (month must be in 1..12)"),
+        (["run", "--from", "2026-01-05"], "--from and --to go together"),
+        (["run", "--from", "2026-01-05", "--to", "2026-01-01"], "--to 2026-01-01 is before --from 2026-01-05"),
+        (["alerts", "check", "--now", "soon"], "--now 'soon' is not an ISO date-time (e.g. 2026-02-06T07:00)"),
+    ],
+)
+def test_a_mistyped_option_is_one_line_and_exit_2(tmp_path, args, line):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    out = CliRunner().invoke(app, [*args, "--home", str(tmp_path)])
+    assert out.exit_code == 2 and out.output.splitlines() == [line], out.output

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pipelines.cli.options import HomeOpt, cli_console, print_table, settings_for
+from pipelines.cli.options import HomeOpt, cli_console, print_table, refuse, settings_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
         try:
             now = datetime.combine(date.fromisoformat(as_of), time(23, 59)) if as_of else None
         except ValueError:
-            raise typer.BadParameter(f"--as-of {as_of!r} is not a date (YYYY-MM-DD)") from None
+            refuse(f"--as-of {as_of!r} is not a date (YYYY-MM-DD)")
         settings = settings_for(home)
         with readable_warehouse(settings) as (name, con), console.status(f"Validating the raw tables of {escape(name)} and building Data Docs…"):
             docs = build_data_docs(con, settings.home.root / "gx", days=days, now=now, source=name)

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipelines.cli.alerts import check_after_run
-from pipelines.cli.options import HomeOpt, cli_console, print_table, settings_for
+from pipelines.cli.options import HomeOpt, cli_console, print_table, refuse, settings_for
 
 if TYPE_CHECKING:
     from pipelines.home import Home
@@ -75,21 +75,25 @@ def _print_simulation(summary) -> None:
     console.print(summary.as_table() if hasattr(summary, "as_table") else summary)
 
 
-def _days_option(day: str | None, first: str | None, last: str | None) -> tuple[date, date] | None:
+def _day(option: str, value: str) -> date:
     try:
-        if day:
-            if first or last:
-                raise typer.BadParameter("use --date or --from/--to, not both")
-            return date.fromisoformat(day), date.fromisoformat(day)
-        if first or last:
-            if not (first and last):
-                raise typer.BadParameter("--from and --to go together")
-            a, b = date.fromisoformat(first), date.fromisoformat(last)
-            if b < a:
-                raise typer.BadParameter(f"--to {b} is before --from {a}")
-            return a, b
+        return date.fromisoformat(value)
     except ValueError as exc:
-        raise typer.BadParameter(f"dates are YYYY-MM-DD: {exc}") from None
+        refuse(f"{option} {value!r} is not a date YYYY-MM-DD ({exc})")
+
+
+def _days_option(day: str | None, first: str | None, last: str | None) -> tuple[date, date] | None:
+    if day:
+        if first or last:
+            refuse("use --date or --from/--to, not both")
+        return _day("--date", day), _day("--date", day)
+    if first or last:
+        if not (first and last):
+            refuse("--from and --to go together")
+        a, b = _day("--from", first), _day("--to", last)
+        if b < a:
+            refuse(f"--to {b} is before --from {a}")
+        return a, b
     return None
 
 
@@ -116,7 +120,7 @@ def _run_with_progress(
 
             return run_nightly(settings, days=days, horizon_days=horizon, log_level=log_level, on_step=on_step, rebuild=rebuild)
     except NoDeliveries as exc:
-        raise typer.BadParameter(str(exc)) from None
+        refuse(str(exc))
     except OutsidePartitions as exc:
         print(exc, flush=True)  # one plain line, before anything ran
         raise typer.Exit(2) from None

@@ -7,7 +7,7 @@ down. Only typer is imported here, so `civicflow --help` starts at once.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -23,6 +23,13 @@ HomeOpt = Annotated[
 ]
 
 
+def refuse(message: str) -> NoReturn:
+    """A user's mistake (a malformed date, options that do not go together): one plain line and
+    exit status 2 — not click's usage block around it, never a traceback."""
+    print(message, flush=True)
+    raise typer.Exit(2)
+
+
 def settings_for(home: Path | None) -> Settings:
     """The settings a command works with: --home over $CIVICFLOW_HOME over ./.civicflow."""
     from pipelines.settings import Settings
@@ -30,7 +37,7 @@ def settings_for(home: Path | None) -> Settings:
     try:
         return Settings.from_env(home=home)
     except ValueError as exc:  # a malformed variable (a date, a catalog URL): the user's to fix
-        raise typer.BadParameter(str(exc)) from None
+        refuse(str(exc))
 
 
 def cli_console(**kwargs) -> Console:
