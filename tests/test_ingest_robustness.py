@@ -150,7 +150,7 @@ def test_the_home_lock_is_released_when_its_holder_dies(tmp_path: Path):
 HOSTILE = ["readings [/] .jsonl", "a\\", "[bold]x[/bold]", "\\[/]", "[red]"]
 
 
-def test_printed_names_and_reasons_are_never_read_as_markup(tmp_path: Path):
+def test_printed_names_and_reasons_are_never_read_as_markup(tmp_path: Path, monkeypatch):
     """A run report and `status` with file names and reasons full of markup print them as they are."""
     import io
 
@@ -168,7 +168,7 @@ def test_printed_names_and_reasons_are_never_read_as_markup(tmp_path: Path):
                  "files_redelivered": 0, "files_refused": len(HOSTILE), "refusals": refusals}],
     )
     out = io.StringIO()
-    cli_main.console = Console(file=out, width=400, color_system=None)
+    monkeypatch.setattr(cli_main, "console", Console(file=out, width=400, color_system=None))  # for this test only: later CLI tests print to theirs
     cli_main.print_report(report, settings.home)
     printed = out.getvalue()
     for line in refusals.splitlines() + [report.failure, f"Run log (dbt output): {HOSTILE[1]}", HOSTILE[2]]:
