@@ -96,9 +96,12 @@ def build_data_docs(
 
 def quarantine_rows(con: duckdb.DuckDBPyConnection, contract: str | None = None, limit: int = 50) -> list[dict]:
     """The latest quarantined rows (file, line, field, reason, raw text), newest file first and
-    each file's lines in order. "Newest" is the order the loader handled the files (the
-    manifest's strictly increasing `started_at`), not `quarantined_at`: a rebuild replays every
-    file in one run, so all its rows share one `quarantined_at`."""
+    each file's lines in order, whatever the contract. "Newest" is the file's delivery day (its
+    landing folder `<source>/<day>/`; a reference file's: the day it was handled), then the order
+    the loader handled the files (the manifest's strictly increasing `started_at`) — not
+    `quarantined_at`: a rebuild replays every file in one run, so all its rows share one
+    `quarantined_at`, and it loads source after source, so handling order alone would list every
+    telemetry file before the pass scans of a later day."""
     if contract is not None and contract not in CONTRACTS:
         raise ValueError(f"unknown contract {contract!r}; one of {', '.join(CONTRACTS)}")
     if not table_exists(con, "raw", "_quarantine"):
@@ -109,7 +112,8 @@ def quarantine_rows(con: duckdb.DuckDBPyConnection, contract: str | None = None,
            LEFT JOIN (SELECT file_sha256, max(started_at) AS handled_at FROM raw._load_manifest
                       WHERE status = 'loaded' GROUP BY file_sha256) m USING (file_sha256)
            WHERE ? IS NULL OR q.contract = ?
-           ORDER BY coalesce(m.handled_at, q.quarantined_at) DESC, q.file_path DESC, q.line LIMIT ?""",
+           ORDER BY coalesce(try_cast(split_part(q.file_path, '/', 2) AS DATE), CAST(coalesce(m.handled_at, q.quarantined_at) AS DATE)) DESC,
+                    coalesce(m.handled_at, q.quarantined_at) DESC, q.file_path DESC, q.line LIMIT ?""",
         [contract, contract, limit],
     )
     cols = [d[0] for d in cur.description]

@@ -44,7 +44,8 @@ def _gx():
 
 
 # Keyword arguments of an expectation that say where it looks, not what it expects.
-_NOT_EXPECTED = {"column", "column_list", "batch_id", "result_format", "mostly", "catch_exceptions", "meta"}
+_NOT_EXPECTED = {"column", "column_list", "batch_id", "result_format", "mostly", "catch_exceptions", "meta", "row_condition",
+                 "condition_parser"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,14 @@ def suite_for(contract: Contract, now: datetime | None = None) -> "gx.Expectatio
             suite.add_expectation(gx.expectations.ExpectColumnValuesToBeInSet(column=f.name, value_set=list(f.allowed)))
         if f.min is not None or f.max is not None:
             suite.add_expectation(gx.expectations.ExpectColumnValuesToBeBetween(column=f.name, min_value=f.min, max_value=f.max))
+    # A reading's value range and unit depend on its kind (a battery in percent 0–100, a
+    # temperature in °C −40–70): one expectation each, on the rows of that kind.
+    from great_expectations.expectations.row_conditions import Column
+
+    for kind, (unit, low, high) in (contract.reading_kinds or {}).items():
+        where = Column("kind") == kind
+        suite.add_expectation(gx.expectations.ExpectColumnValuesToBeBetween(column="value", min_value=low, max_value=high, row_condition=where))
+        suite.add_expectation(gx.expectations.ExpectColumnValuesToBeInSet(column="unit", value_set=[unit], row_condition=where))
     if len(contract.natural_key) == 1:
         suite.add_expectation(gx.expectations.ExpectColumnValuesToBeUnique(column=contract.natural_key[0]))
     else:
@@ -118,6 +127,16 @@ def expected_text(kwargs: dict) -> str:
     return ", ".join(f"{k} {shown_value(v)}" for k, v in kwargs.items() if k not in _NOT_EXPECTED and v is not None)
 
 
+def _where(condition) -> str:
+    """` where kind = battery` for an expectation on some rows only (GX keeps the condition as a dict)."""
+    if not condition:
+        return ""
+    if isinstance(condition, dict) and {"column", "operator", "parameter"} <= set(condition):
+        op = "=" if condition["operator"] == "==" else condition["operator"]
+        return f" where {condition['column']['name']} {op} {shown_value(condition['parameter'])}"
+    return f" where {condition}"
+
+
 def run_suite(frame: "pd.DataFrame", build: "Callable[[], gx.ExpectationSuite]", unit: str = "rows") -> list[ExpectationOutcome]:
     """Validate one pandas frame against the suite `build` makes (in an ephemeral context, which
     GX wants before a suite exists); one outcome per expectation."""
@@ -134,7 +153,7 @@ def run_suite(frame: "pd.DataFrame", build: "Callable[[], gx.ExpectationSuite]",
     for r in result.results:
         cfg = r.expectation_config
         kwargs = cfg.kwargs
-        column = kwargs.get("column") or ",".join(kwargs.get("column_list", []))
+        column = (kwargs.get("column") or ",".join(kwargs.get("column_list", []))) + _where(kwargs.get("row_condition"))
         stats = r.result or {}
         aggregate = "observed_value" in stats
         sample = stats.get("partial_unexpected_list") or []

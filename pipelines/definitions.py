@@ -30,12 +30,12 @@ def build_definitions(settings: Settings, last_day: date | None = None) -> dg.De
     """Everything of one home; the partitions end at `last_day` (default: the last delivered day)."""
     from pipelines.dbt_assets import build_dbt_assets, dbt_project
     from pipelines.dbt_resource import DbtCli
+    from pipelines.delivery_days import landing_days
     from pipelines.forecast_assets import build_calibration_asset, build_calibration_job, build_calibration_schedule, build_forecast_asset
     from pipelines.freshness import with_freshness
     from pipelines.governance_assets import build_usage_asset
     from pipelines.home import prepare_home
     from pipelines.ingest_assets import build_ingest_assets
-    from pipelines.nightly import landing_days
     from pipelines.notify import assets_by_op, build_alert_sensors, build_alerts_job, build_failure_hook
     from pipelines.overrides_assets import build_overrides_job, build_overrides_sensor
     from pipelines.partitions import daily_partitions

@@ -227,7 +227,11 @@ def build_forecast_asset(exports_dir: Path, partitions_def: dg.PartitionsDefinit
                 raise dg.Failure(f"staging plan refused by its checks ({', '.join(failed)}): not stored, not exported",
                                  metadata={c.name: dg.MetadataValue.text(c.description) for c in checks if not c.passed}) from None
             chart = forecast_chart_md(con, as_of)
-            context.log.info(f"forecast summary: {summary}")
+            by_method = ", ".join(f"{m} {n}" for m, n in sorted(summary.series_by_method.items()))
+            context.log.info(  # one line a reader of `civicflow logs` can take in (the dataclass's repr was not)
+                f"forecast as of {summary.as_of}: {summary.series_count} series ({by_method}), {summary.fallbacks} fallback(s), "
+                f"intervals {summary.intervals}; plan for {summary.first_plan_date}: {summary.plan_rows} rows in {summary.plan_path}; "
+                f"{summary.engine}, {summary.timings.get('total_s', 0):.1f} s")
             methods = getattr(summary, "series_by_method", {}) or {}
             results = forecast_results(summary, as_of, chart, methods)
             if whole:

@@ -11,6 +11,7 @@ from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
+from pipelines.delivery_days import days_to_run
 from pipelines.home import Home, prepare_home
 from pipelines.instance_storage import EVENT_BATCHING
 from pipelines.run_lock import home_run_lock
@@ -20,10 +21,6 @@ from pipelines.stale_runs import clean_partial_copies, clean_spill, free_dead_ru
 from pipelines.unchanged import REBUILD_TAG
 from warehouse.backends import backend_for
 from warehouse.tables import table_exists
-
-
-class NoDeliveries(ValueError):
-    """The landing zone holds no delivered file to run on."""
 
 
 @dataclass
@@ -41,29 +38,6 @@ class RunReport:
     log_path: str = ""
     recovered: list[str] = field(default_factory=list)  # one line per slot freed / copy cleaned before the run
     unchanged_since: dict[str, str] = field(default_factory=dict)  # "marts" / "forecasts" → the run whose result stands
-
-
-class OutsidePartitions(ValueError):
-    """A requested day is not a partition: before the start date or after the last delivered day."""
-
-
-def landing_days(home: Home, first_day: date | None = None) -> tuple[date, date] | None:
-    """First and last delivery day of the files in the landing zone (the default range of
-    `run`, and the end of the partitions): valid date folders of known sources only, from
-    `first_day` (the partitions' start) to tomorrow; what else lies there is misplaced."""
-    from ingest.landing import DayWindow, scan
-
-    days = scan(home.landing, DayWindow.ending_tomorrow(first_day)).days()
-    return (days[0], days[-1]) if days else None
-
-
-def check_days(days: tuple[date, date], start: date, delivered: tuple[date, date] | None) -> None:
-    """Refuse, in one line, a range that is not all partitions (before anything runs)."""
-    last = delivered[1] if delivered else None
-    span = f"partitions run from {start} (CIVICFLOW_START_DATE) to " + (f"{last}, the last delivered day" if last else f"{start} (nothing delivered yet)")
-    for day in days:
-        if day < start or day > (last or start):
-            raise OutsidePartitions(f"{day} is not a partition: {span}")
 
 
 def partition_tags(first: date, last: date) -> dict[str, str]:
@@ -155,11 +129,7 @@ def _run_locked(
     import dagster as dg
 
     home = settings.home
-    delivered = landing_days(home, settings.schedule.start_date)
-    if days is None and delivered is None:
-        raise NoDeliveries(f"no delivered files in {home.landing}: run `civicflow simulate` or deliver files first")
-    days = days or delivered
-    check_days(days, settings.schedule.start_date, delivered)
+    days, delivered = days_to_run(home, settings.schedule.start_date, days)
     started = datetime.now(UTC).replace(tzinfo=None)
     t0 = time.perf_counter()
     run_config = {

@@ -22,7 +22,7 @@ single_run = dg.BackfillPolicy.single_run()
 def daily_partitions(start: date, last: date | None = None) -> dg.DailyPartitionsDefinition:
     """The delivery days from `start` (settings.schedule.start_date) to `last`, city-local.
 
-    The definitions pass the last delivered day (`pipelines.nightly.landing_days`), so the UI
+    The definitions pass the last delivered day (`pipelines.delivery_days.landing_days`), so the UI
     shows the days that exist, not every day up to the clock; the daemon reloads its code
     location every minute, so a new day's files make it a partition (the webserver: Reload).
     `last=None` runs to the clock."""

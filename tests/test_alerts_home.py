@@ -1,6 +1,7 @@
 """Alerts on a real small home: a tiny city run through the real nightly Dagster job, its
 published snapshot altered the way each fault would alter it, checked by the real CLI into a
-local receiver of apprise's json:// POSTs; and a real failing run whose hook alerts once."""
+local receiver of apprise's json:// POSTs; a real failing run whose hook alerts once; and a real
+run whose blocking check fails."""
 
 from __future__ import annotations
 
@@ -179,3 +180,32 @@ def test_a_failed_run_alerts_once_from_the_hook_and_not_again_from_the_check(tmp
     (payload,) = webhook.received
     assert payload["event"] == "civicflow.run_failed" and payload["step"] == "ingest_telemetry" and payload["run_id"] == report.run_id
     assert "already sent" in out and f"civicflow logs {report.run_id[:8]}" in out
+
+
+def test_a_failed_blocking_check_of_a_real_run_alerts_once_with_the_run_to_look_at(tmp_path):
+    """A real nightly run whose last day's transactions are valid row by row but all at the
+    contract's maximum: the raw/transactions suite fails and blocks; `civicflow alerts check`
+    sends the failed check (with the run to read) to the local receiver, once."""
+    import polars as pl
+    from support.landing_files import jsonl, put
+
+    settings = Settings.from_env(home=tmp_path / "home")
+    simulate(settings.home.landing, size="tiny", days=3, seed=3)
+    devices = pl.concat([pl.read_csv(p) for p in (settings.home.landing / "reference" / "devices").glob("*.csv")])
+    terminal = devices.filter(pl.col("device_type") == "payment_terminal")["device_id"][0]
+    day = "2026-01-04"
+    put(settings.home.landing, f"transactions/{day}/transactions_{day}.jsonl", jsonl([
+        {"txn_id": f"TX-MAX-{i:03d}", "device_id": terminal, "pass_id": "P1", "amount_cents": 100_000, "currency": "EUR",
+         "txn_time": f"{day}T{8 + i // 60:02d}:{i % 60:02d}:00+01:00"} for i in range(30)]))
+    with Receiver() as receiver:
+        (settings.home.root / "alerts.toml").write_text(f'[notify]\nurls = ["{receiver.apprise_url}"]\n')
+        report = run_nightly(settings)
+        assert not report.success
+        first = _check(settings.home.root)
+        again = _check(settings.home.root)
+    checks = [m for m in receiver.received if m["title"] == "civicflow: blocking check great_expectations failed on raw/transactions"]
+    assert len(checks) == 1, [m["title"] for m in receiver.received]
+    message = checks[0]["message"]
+    assert f"expect_column_values_to_be_between(mean_amount_cents): 1 of 4 days unexpected ({day}: 100,000)" in message, message  # the run covered 4 days
+    assert message.endswith(f"Look further: civicflow logs {report.run_id[:8]}") and checks[0]["type"] == "failure"
+    assert "sent" in first and "0 sent" in again and "already sent" in again

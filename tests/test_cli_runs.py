@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 import pytest
 from typer.testing import CliRunner
@@ -38,7 +40,9 @@ def test_runs_lists_the_run_with_status_duration_and_partitions_on_one_line(fail
     home, report = failed_run
     result = _cli("runs", "--home", str(home))
     assert result.exit_code == 0, result.output
-    (line,) = [ln for ln in result.output.splitlines() if report.run_id[:8] in ln]  # piped: one row, one line
+    lines = [ln for ln in result.output.splitlines() if report.run_id[:8] in ln]  # piped: one row, one line
+    assert len(lines) == 1, result.output
+    (line,) = lines
     assert "nightly" in line and "FAILURE" in line
     assert "2026-01-01..2026-01-03" in line
     assert " s " in line or line.rstrip().endswith(" s")  # a duration
@@ -54,6 +58,12 @@ def test_logs_shows_the_failed_step_and_its_error(failed_run):
     failure = [ln for ln in out.splitlines() if "STEP_FAILURE" in ln]
     assert failure and "ingest_telemetry" in failure[0], out
     assert "telemetry" in out[out.index("STEP_FAILURE"):]  # the error itself follows
+    # One line per asset and partition, and Dagster's bookkeeping, only with --all; the step's line counts them.
+    assert "ASSET_MATERIALIZATION_PLANNED" not in out and "STEP_OUTPUT" not in out
+    (reference,) = [ln for ln in out.splitlines() if "ingest_reference" in ln and "STEP_SUCCESS" in ln]
+    assert re.search(r"Finished execution of step \"ingest_reference\" in [\d.]+m?s\. \d+ asset partition\(s\) materialized \(--all lists them\)\.$", reference), reference
+    every = _cli("logs", report.run_id[:8], "--all", "--home", str(home)).output
+    assert "ASSET_MATERIALIZATION_PLANNED" in every and sum(" ingest_reference " in ln and " ASSET_MATERIALIZATION " in ln for ln in every.splitlines()) == int(re.search(r"(\d+) asset partition", reference).group(1))
     only_errors = _cli("logs", report.run_id, "--errors", "--home", str(home))
     assert only_errors.exit_code == 0 and "STEP_FAILURE" in only_errors.output
     assert "STEP_START" not in only_errors.output
@@ -64,4 +74,4 @@ def test_logs_of_an_unknown_run_is_one_line_and_exit_2(failed_run):
     for wrong in ("ffffffff", "x'; DROP TABLE runs; --"):
         result = _cli("logs", wrong, "--home", str(home))
         assert result.exit_code == 2, result.output
-        assert "no run" in result.output and "civicflow runs" in result.output
+        assert result.output.splitlines() == [f"no run {wrong!r} on this home (civicflow runs lists them)"], result.output

@@ -242,3 +242,76 @@ def test_the_code_location_with_only_dagster_home_set_works_on_that_home(tmp_pat
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert not (elsewhere / ".civicflow").exists()  # the definitions prepared no other home
+
+
+# The environment docs/operations.md gives the Dagster services so their own log lines carry no
+# colour codes: Dagster's default formatter colours them whether or not the output is a terminal.
+PLAIN_SERVICE_LOGS = {"DAGSTER_CLI_API_GRPC_LOG_FORMAT": "json"}  # the code servers they start
+
+
+def _graphql(port: int, query: str) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        body = json.load(answer)
+    assert "errors" not in body, body
+    return body["data"]
+
+
+@pytest.mark.slow
+def test_the_webserver_with_only_dagster_home_shows_the_delivered_days_and_the_forecast_checks(tmp_path):
+    """`dagster-webserver -m pipelines.definitions --log-format json` as a service runs it, with
+    DAGSTER_HOME and no civicflow variable: the UI's partitions end at the last delivered day
+    (not at the clock), the forecast and the plan show their blocking checks, and its log has
+    no colour code."""
+    import signal
+    import time
+    import urllib.request
+
+    from support.governance_env import free_port
+
+    from ingest.simulator import simulate
+    from pipelines.forecast_assets import FORECAST_CHECKS, PLAN_CHECKS
+
+    home = prepare_home(Home(tmp_path / "home"))
+    simulate(home.landing, size="tiny", days=5, seed=3)  # delivery days 2026-01-01 … 2026-01-05
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIVICFLOW_")} | {"DAGSTER_HOME": str(home.dagster)} | PLAIN_SERVICE_LOGS
+    port = free_port()
+    log = tmp_path / "webserver.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).with_name("dagster-webserver")), "-m", "pipelines.definitions", "-h", "127.0.0.1", "-p", str(port),
+             "--log-format", "json"],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for _ in range(600):  # until it answers (it loads the code location first), or it died
+            assert server.poll() is None, log.read_text()[-3000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5)
+                break
+            except OSError:
+                time.sleep(0.5)
+        data = _graphql(port, """{
+          raw: assetNodeOrError(assetKey: {path: ["raw", "telemetry"]}) { ... on AssetNode { partitionKeys } }
+          forecast: assetNodeOrError(assetKey: {path: ["forecasts", "demand_forecast"]}) {
+            ... on AssetNode { partitionKeys assetChecksOrError { ... on AssetChecks { checks { name blocking description } } } } }
+          plan: assetNodeOrError(assetKey: {path: ["forecasts", "staging_plan"]}) {
+            ... on AssetNode { assetChecksOrError { ... on AssetChecks { checks { name blocking description } } } } }
+        }""")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+    days = [f"2026-01-0{d}" for d in range(1, 6)]
+    assert data["raw"]["partitionKeys"] == days and data["forecast"]["partitionKeys"] == days
+    for asset, expected in (("forecast", FORECAST_CHECKS), ("plan", PLAN_CHECKS)):
+        checks = data[asset]["assetChecksOrError"]["checks"]
+        assert {c["name"]: c["description"] for c in checks} == expected and all(c["blocking"] for c in checks), checks
+    text = log.read_text()
+    assert "Serving dagster-webserver" in text and "dagster.code_server" in text, text[-3000:]
+    assert "\x1b[" not in text, text[-3000:]
+    assert not (tmp_path / ".civicflow").exists()

@@ -131,6 +131,31 @@ def test_failing_gx_check_says_which_expectation_failed_on_how_many_rows(tmp_pat
     assert result.metadata["rows_checked"].value == 11
 
 
+def test_a_reading_outside_its_kinds_range_or_unit_fails_the_row_suite(tmp_path):
+    """Rows that reached raw.telemetry past the loader (a loader bug, a hand-made fix): a battery
+    at 250 percent and a temperature in percent fail the kind's own range and unit; the other
+    readings, of the same kinds, pass."""
+    from pipelines.ingest_assets import gx_check
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    ensure_raw_schema(con)
+    cols = ", ".join(n for n, _ in __import__("ingest.raw_tables", fromlist=["table_columns"]).table_columns(TELEMETRY))
+    row = "('D1', 'H1', {seq}, TIMESTAMP '2026-01-05 07:00:00', TIMESTAMP '2026-01-05 07:00:02', '{kind}', NULL, {value}, '{unit}', -2, false, TIMESTAMP '2026-01-05 07:00:00', DATE '2026-01-05', {seq}, 'sha', now()::TIMESTAMP)"
+    values = [row.format(seq=i, kind="battery", value=80, unit="percent") for i in range(1, 5)]
+    values += [row.format(seq=i, kind="temperature", value=21.5, unit="celsius") for i in range(5, 8)]
+    values.append(row.format(seq=8, kind="battery", value=250, unit="percent"))
+    values.append(row.format(seq=9, kind="temperature", value=40, unit="percent"))
+    con.execute(f"INSERT INTO raw.telemetry ({cols}) VALUES {', '.join(values)}")
+    result = gx_check(con, TELEMETRY, ["2026-01-05"])
+    con.close()
+    assert result.passed is False
+    text = result.description
+    assert "expect_column_values_to_be_between(value where kind = battery): 1 of 5 rows unexpected" in text, text
+    assert "expect_column_values_to_be_in_set(unit where kind = temperature): 1 of 4 rows unexpected" in text, text
+    assert "kind = temperature): " not in text.replace("(unit where kind = temperature): ", ""), text  # 40 °C is in range
+    assert "where kind = door" not in text, text  # no door reading that day: nothing to fail
+
+
 def test_gx_check_validates_many_dates_in_bounded_frames_and_adds_up(tmp_path, monkeypatch):
     """A full rebuild validates a year of rows: in frames of at most GX_ROWS_PER_FRAME rows
     (whole dates), whose counts add up to what one frame would have said."""
@@ -172,3 +197,28 @@ def test_quarantine_lists_the_newest_file_first_and_its_lines_in_order(home_dir)
     lines = [ln for ln in result.output.splitlines() if "t-2026-01-0" in ln]
     assert [("01-06" in ln) for ln in lines] == [True, True, False, False], result.output
     assert "unparseable JSON" in lines[0] and "unknown device" in lines[1], result.output  # file order within a file
+
+
+def test_quarantine_lists_the_newest_day_first_across_contracts(home_dir):
+    """The loader handles source after source: a later day of pass scans handled before an
+    earlier day of telemetry still comes first, and a late telemetry day after it."""
+    from support.landing_files import SCAN_HEADER
+
+    landing = home_dir / "landing"
+    (landing / "reference" / "devices").mkdir(parents=True)
+    (landing / "reference" / "devices" / "devices.csv").write_text(DEVICES_CSV + "V1,validator,,ST1,N1\n")
+    scans = [f"S{i:03d},P{i},transit,ST1,V1,2026-01-07T08:{i % 60:02d}:00+01:00,accepted,,residency" for i in range(40)]
+    (landing / "pass_scans" / "2026-01-07").mkdir(parents=True)
+    (landing / "pass_scans" / "2026-01-07" / "scans.csv").write_text(SCAN_HEADER + "\n" + "\n".join([*scans, "S999,P9,transit"]) + "\n")
+    con = duckdb.connect(str(home_dir / "warehouse.duckdb"))
+    load_landing(con, landing)  # the pass scans of 01-07 first …
+    for day, seq in (("2026-01-05", 1), ("2026-01-06", 100)):  # … then telemetry of two earlier days
+        rows = [json.dumps(reading(seq + i)) for i in range(40)] + ["{broken"]
+        (landing / "telemetry" / day).mkdir(parents=True)
+        (landing / "telemetry" / day / f"t-{day}.jsonl").write_text("\n".join(rows) + "\n")
+    load_landing(con, landing)
+    con.close()
+    result = CliRunner().invoke(_app(), ["ingest", "quarantine", "--home", str(home_dir)], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    files = [f for ln in result.output.splitlines() for f in ("scans.csv", "t-2026-01-06", "t-2026-01-05") if f in ln]
+    assert files == ["scans.csv", "t-2026-01-06", "t-2026-01-05"], result.output

@@ -150,7 +150,7 @@ def test_the_home_lock_is_released_when_its_holder_dies(tmp_path: Path):
 HOSTILE = ["readings [/] .jsonl", "a\\", "[bold]x[/bold]", "\\[/]", "[red]"]
 
 
-def test_printed_names_and_reasons_are_never_read_as_markup(tmp_path: Path):
+def test_printed_names_and_reasons_are_never_read_as_markup(tmp_path: Path, monkeypatch):
     """A run report and `status` with file names and reasons full of markup print them as they are."""
     import io
 
@@ -168,7 +168,7 @@ def test_printed_names_and_reasons_are_never_read_as_markup(tmp_path: Path):
                  "files_redelivered": 0, "files_refused": len(HOSTILE), "refusals": refusals}],
     )
     out = io.StringIO()
-    cli_main.console = Console(file=out, width=400, color_system=None)
+    monkeypatch.setattr(cli_main, "console", Console(file=out, width=400, color_system=None))  # for this test only: later CLI tests print to theirs
     cli_main.print_report(report, settings.home)
     printed = out.getvalue()
     for line in refusals.splitlines() + [report.failure, f"Run log (dbt output): {HOSTILE[1]}", HOSTILE[2]]:
@@ -272,7 +272,7 @@ def test_a_file_gone_or_unreadable_when_read_is_refused_and_the_others_of_its_ba
 
 def test_run_range_comes_from_known_sources_and_a_day_outside_the_partitions_is_refused_in_one_line(tmp_path: Path):
     """A real `civicflow run --date` before the partitions, and after the last delivered day."""
-    from pipelines.nightly import landing_days
+    from pipelines.delivery_days import landing_days
 
     home = tmp_path / "home"
     simulate(home / "landing", size="tiny", days=2, seed=SEED)
@@ -290,6 +290,11 @@ def test_run_range_comes_from_known_sources_and_a_day_outside_the_partitions_is_
             f"{day} is not a partition: partitions run from 2026-01-01 (CIVICFLOW_START_DATE) to 2026-01-02, the last delivered day"
         ]
     assert not (home / "warehouse.duckdb").exists()  # nothing ran
+    # Refused before Dagster is even imported: -X importtime lists every module the command loaded.
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipelines.cli", "run", "--date", "2025-06-01"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert out.returncode == 2 and "pipelines" in imported and "dagster" not in imported and "dbt" not in imported, sorted(imported)
 
 
 # --------------------------------------------------------------------------- 2. a file still being written

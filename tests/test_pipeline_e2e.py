@@ -13,7 +13,8 @@ import pytest
 
 from governance.publication import data_date_of
 from ingest.simulator import simulate
-from pipelines.nightly import landing_days, open_instance, rebuild_warehouse, run_nightly
+from pipelines.delivery_days import landing_days
+from pipelines.nightly import open_instance, rebuild_warehouse, run_nightly
 from pipelines.settings import Settings
 from warehouse.snapshots import current_snapshot
 

@@ -90,3 +90,57 @@ def test_every_command_has_help_whose_summary_is_one_sentence():
         summary = (cmd.help or "").strip().split("\n\n")[0]
         assert summary, f"{path} has no help"
         assert "\n" not in summary, f"{path}: {summary!r}"
+
+
+def test_no_command_list_cuts_a_summary():
+    """What `--help` of each group prints, piped: every summary whole, none ended with "..."."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    def groups(cmd, args: list[str]):
+        if hasattr(cmd, "commands"):  # a group (typer's own click: not click.Group)
+            yield args, cmd
+            for name, sub in cmd.commands.items():
+                yield from groups(sub, [*args, name])
+
+    for args, group in groups(typer.main.get_command(app), []):
+        out = CliRunner().invoke(app, [*args, "--help"]).output
+        listed = out.split("Commands:", 1)[1].splitlines()[1:]
+        for name, sub in group.commands.items():
+            (line,) = [ln for ln in listed if ln.strip().startswith(name + " ")]
+            summary = (sub.help or "").strip().split("\n\n")[0]
+            assert line.strip()[len(name):].strip() == summary, f"civicflow {' '.join(args)} --help cuts {name}: {line.strip()!r}"
+
+
+def test_a_message_piped_stays_on_one_line(tmp_path):
+    """Piped (not a terminal), a line longer than 80 columns is printed whole: a path or a
+    command to run, folded over two lines, cannot be pasted back."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    home = tmp_path / ("a-home-with-a-long-name-" * 3)
+    out = CliRunner().invoke(app, ["ingest", "quarantine", "--home", str(home)], env={"COLUMNS": "80"})
+    assert out.exit_code == 1, out.output
+    (line,) = out.output.strip().splitlines()
+    assert line.startswith("nothing to read: no published snapshot in ") and line.endswith(f"no warehouse at {home.resolve() / 'warehouse.duckdb'}"), line
+
+
+@pytest.mark.parametrize(
+    "args,line",
+    [
+        (["run", "--date", "2026-13-01"], "--date '2026-13-01' is not a date YYYY-MM-DD (month must be in 1..12)"),
+        (["run", "--from", "2026-01-05"], "--from and --to go together"),
+        (["run", "--from", "2026-01-05", "--to", "2026-01-01"], "--to 2026-01-01 is before --from 2026-01-05"),
+        (["alerts", "check", "--now", "soon"], "--now 'soon' is not an ISO date-time (e.g. 2026-02-06T07:00)"),
+    ],
+)
+def test_a_mistyped_option_is_one_line_and_exit_2(tmp_path, args, line):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    out = CliRunner().invoke(app, [*args, "--home", str(tmp_path)])
+    assert out.exit_code == 2 and out.output.splitlines() == [line], out.output

@@ -11,14 +11,13 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipelines.cli.options import HomeOpt, print_table, settings_for
+from pipelines.cli.options import HomeOpt, cli_console, print_table, refuse, settings_for
 
-console = Console()
-err_console = Console(stderr=True)
+console = cli_console()
+err_console = cli_console(stderr=True)
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "failure": "red"}
 
 
@@ -37,7 +36,7 @@ def _as_of(value: str | None) -> datetime | None:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise typer.BadParameter(f"--now {value!r} is not an ISO date-time (e.g. 2026-02-06T07:00)") from None
+        refuse(f"--now {value!r} is not an ISO date-time (e.g. 2026-02-06T07:00)")
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 
 

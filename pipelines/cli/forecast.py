@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.cli.options import HomeOpt, print_table, settings_for
+from pipelines.cli.options import HomeOpt, print_table, refuse, settings_for
 
 # the metrics table needs ~110 columns; narrower (a pipe, CI logs: 80) would truncate every number
 console = Console(width=max(shutil.get_terminal_size((130, 24)).columns, 130))
@@ -67,9 +67,9 @@ def backtest(
     from forecasts.backtest import backtest_file
 
     if freq.upper() not in ("D", "H"):
-        raise typer.BadParameter("--freq must be D or H")
+        refuse("--freq must be D or H")
     if gaps not in ("missing", "zero"):
-        raise typer.BadParameter("--gaps must be missing or zero")
+        refuse("--gaps must be missing or zero")
     engine = settings_for(None).forecast
     try:
         s = backtest_file(series, events, horizon, freq, out, n_origins=origins, workers=workers, config=engine,

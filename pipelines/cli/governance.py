@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from pipelines.cli.options import HomeOpt, print_table, settings_for
+from pipelines.cli.options import HomeOpt, cli_console, print_table, settings_for
 from pipelines.home import DBT_PROJECT_DIR, RULES_DIR
 
-console = Console()
+console = cli_console()
 MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 
 RulesOpt = Annotated[Path, typer.Option("--rules", help="Folder of team rule files.")]
@@ -363,9 +362,10 @@ def register(app: typer.Typer) -> None:
 
     @gov_app.command("verify-audit")
     def verify_audit(home: HomeOpt = None) -> None:
-        """Check the keyed audit chain against its anchors, the ledger and the keys; exit 1 if anything was changed, removed or inserted.
+        """Check the keyed audit chain against its anchors, the ledger and the keys.
 
-        Anchors: audit.anchor in the home and the heads the daily usage exports recorded.
+        Exit status 1 if anything was changed, removed or inserted. Anchors: audit.anchor in
+        the home and the heads the daily usage exports recorded.
         """
         h = _home(home)
         heads = sorted(str(p) for p in (h.exports / "usage").glob("usage-*.audit-head.json"))

@@ -12,11 +12,10 @@ from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipelines.cli.options import HomeOpt, print_table, settings_for
+from pipelines.cli.options import HomeOpt, cli_console, print_table, refuse, settings_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
 
     from pipelines.settings import Settings
 
-console = Console()
+console = cli_console()
 
 
 @contextmanager
@@ -60,7 +59,10 @@ def register(app: typer.Typer) -> None:
         as_of: Annotated[str | None, typer.Option("--as-of", help="Judge freshness against this day (YYYY-MM-DD) instead of today.")] = None,
         home: HomeOpt = None,
     ) -> None:
-        """Build Great Expectations Data Docs (self-contained HTML, nothing fetched) for the raw tables and print the index.html path."""
+        """Validate the raw tables and write Great Expectations Data Docs that open offline.
+
+        Self-contained HTML under <home>/gx/data_docs/ (nothing fetched, no script); prints the
+        index.html path."""
         from datetime import date, datetime, time
 
         from ingest.data_docs import build_data_docs
@@ -68,7 +70,7 @@ def register(app: typer.Typer) -> None:
         try:
             now = datetime.combine(date.fromisoformat(as_of), time(23, 59)) if as_of else None
         except ValueError:
-            raise typer.BadParameter(f"--as-of {as_of!r} is not a date (YYYY-MM-DD)") from None
+            refuse(f"--as-of {as_of!r} is not a date (YYYY-MM-DD)")
         settings = settings_for(home)
         with readable_warehouse(settings) as (name, con), console.status(f"Validating the raw tables of {escape(name)} and building Data Docs…"):
             docs = build_data_docs(con, settings.home.root / "gx", days=days, now=now, source=name)

@@ -9,24 +9,31 @@ from datetime import date
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from pipelines.cli.alerts import check_after_run
-from pipelines.cli.options import HomeOpt, print_table, settings_for
+from pipelines.cli.options import HomeOpt, cli_console, print_table, refuse, settings_for
 
 if TYPE_CHECKING:
     from pipelines.home import Home
     from pipelines.nightly import RunReport
     from pipelines.settings import Settings
 
-console = Console()
+console = cli_console()
 STAGES = "ingest → dbt build → forecast → plan → publish"
 
 
 LAYERS = ("staging", "intermediate", "marts", "forecasts")  # the order a night builds them
+
+
+# Events `civicflow logs` leaves out unless --all: one per asset and partition, or Dagster's own
+# bookkeeping (planned materializations, outputs of type Nothing, hooks that did not fire).
+LOG_BOOKKEEPING = frozenset({
+    "ASSET_MATERIALIZATION", "ASSET_MATERIALIZATION_PLANNED", "ASSET_CHECK_EVALUATION_PLANNED", "STEP_OUTPUT", "HOOK_SKIPPED",
+    "LOGS_CAPTURED", "RESOURCE_INIT_STARTED", "RESOURCE_INIT_SUCCESS",
+})
 
 
 def print_report(report: RunReport, home: Home) -> None:
@@ -68,50 +75,58 @@ def _print_simulation(summary) -> None:
     console.print(summary.as_table() if hasattr(summary, "as_table") else summary)
 
 
-def _days_option(day: str | None, first: str | None, last: str | None) -> tuple[date, date] | None:
+def _day(option: str, value: str) -> date:
     try:
-        if day:
-            if first or last:
-                raise typer.BadParameter("use --date or --from/--to, not both")
-            return date.fromisoformat(day), date.fromisoformat(day)
-        if first or last:
-            if not (first and last):
-                raise typer.BadParameter("--from and --to go together")
-            a, b = date.fromisoformat(first), date.fromisoformat(last)
-            if b < a:
-                raise typer.BadParameter(f"--to {b} is before --from {a}")
-            return a, b
+        return date.fromisoformat(value)
     except ValueError as exc:
-        raise typer.BadParameter(f"dates are YYYY-MM-DD: {exc}") from None
+        refuse(f"{option} {value!r} is not a date YYYY-MM-DD ({exc})")
+
+
+def _days_option(day: str | None, first: str | None, last: str | None) -> tuple[date, date] | None:
+    if day:
+        if first or last:
+            refuse("use --date or --from/--to, not both")
+        return _day("--date", day), _day("--date", day)
+    if first or last:
+        if not (first and last):
+            refuse("--from and --to go together")
+        a, b = _day("--from", first), _day("--to", last)
+        if b < a:
+            refuse(f"--to {b} is before --from {a}")
+        return a, b
     return None
 
 
 def _run_with_progress(
     settings: Settings, days: tuple[date, date] | None = None, horizon: int = 1, log_level: str = "WARNING", rebuild: bool = False,
 ) -> RunReport:
-    """Run a night, showing the step Dagster is on and how long each finished one took."""
-    from pipelines.nightly import NoDeliveries, OutsidePartitions, run_nightly
+    """Run a night, showing the step Dagster is on and how long each finished one took. Days
+    outside the partitions are refused first, in one line, before Dagster is imported."""
+    from pipelines.delivery_days import NoDeliveries, OutsidePartitions, days_to_run
     from pipelines.run_lock import RunInProgress
 
-    # Bound to the terminal now: the run redirects stdout to its log file while it runs.
-    out = Console(file=sys.stdout)
-    with out.status(f"Nightly job through Dagster ({STAGES}): starting…") as status:
-        def on_step(step: str, event: str, seconds: float | None) -> None:
-            if event == "start":
-                status.update(f"Nightly job through Dagster: [bold]{escape(step)}[/bold]…")
-            else:
-                out.print(f"  {'✓' if event == 'success' else '✗'} {escape(step)}" + (f" ({seconds:.1f} s)" if seconds is not None else ""))
+    try:
+        days_to_run(settings.home, settings.schedule.start_date, days)  # checked again under the run lock
+        from pipelines.nightly import run_nightly
 
-        try:
+        # Bound to the terminal now: the run redirects stdout to its log file while it runs.
+        out = cli_console(file=sys.stdout)
+        with out.status(f"Nightly job through Dagster ({STAGES}): starting…") as status:
+            def on_step(step: str, event: str, seconds: float | None) -> None:
+                if event == "start":
+                    status.update(f"Nightly job through Dagster: [bold]{escape(step)}[/bold]…")
+                else:
+                    out.print(f"  {'✓' if event == 'success' else '✗'} {escape(step)}" + (f" ({seconds:.1f} s)" if seconds is not None else ""))
+
             return run_nightly(settings, days=days, horizon_days=horizon, log_level=log_level, on_step=on_step, rebuild=rebuild)
-        except NoDeliveries as exc:
-            raise typer.BadParameter(str(exc)) from None
-        except OutsidePartitions as exc:
-            print(exc, flush=True)  # one plain line, before anything ran
-            raise typer.Exit(2) from None
-        except RunInProgress as exc:
-            print(exc, flush=True)  # one plain line: no markup, no wrapping
-            raise typer.Exit(3) from None
+    except NoDeliveries as exc:
+        refuse(str(exc))
+    except OutsidePartitions as exc:
+        print(exc, flush=True)  # one plain line, before anything ran
+        raise typer.Exit(2) from None
+    except RunInProgress as exc:
+        print(exc, flush=True)  # one plain line: no markup, no wrapping
+        raise typer.Exit(3) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -176,6 +191,7 @@ def register(app: typer.Typer) -> None:
         console.rule("2/2 nightly job (Dagster)")
         report = _run_with_progress(settings)
         print_report(report, settings.home)
+        check_after_run(settings)
         console.print(f"Demo finished in {time.perf_counter() - t0:.1f} s (home: {escape(str(settings.home.root))})")
         if not report.success:
             raise typer.Exit(1)
@@ -248,10 +264,15 @@ def register(app: typer.Typer) -> None:
     def logs(
         run_id: Annotated[str, typer.Argument(help="A run id, or its first characters as `civicflow runs` shows them.")],
         errors: Annotated[bool, typer.Option("--errors", help="Only warnings, errors and failed steps.")] = False,
+        every: Annotated[bool, typer.Option("--all", help="Every event, each asset partition's materialization and Dagster's bookkeeping included.")] = False,
         home: HomeOpt = None,
     ) -> None:
-        """The event log of one run: each step's start, end, checks, messages and errors."""
+        """The event log of one run: each step's start, end, checks, messages and errors.
+
+        A step's materializations (one per asset and partition: thousands for a ranged run) are
+        counted on the line that ends the step; --all lists them, and Dagster's bookkeeping."""
         import logging
+        from collections import Counter
         from datetime import UTC, datetime
 
         from pipelines.nightly import open_instance
@@ -259,20 +280,27 @@ def register(app: typer.Typer) -> None:
 
         settings = settings_for(home)
         matches = recent_runs(settings, limit=2, run_id_prefix=run_id)
-        if len(matches) != 1:
-            raise typer.BadParameter(f"no run {run_id!r} on this home (civicflow runs lists them)" if not matches else f"{run_id!r} names more than one run: give more of its id")
+        if len(matches) != 1:  # one plain line, exit status 2
+            print(f"no run {run_id!r} on this home (civicflow runs lists them)" if not matches else f"{run_id!r} names more than one run: give more of its id")
+            raise typer.Exit(2)
         run = matches[0]
         print(f"run {run['run_id']} · {run['job']} · {run['status']} · partitions {run['partitions']}")
         with open_instance(settings) as instance:
             entries = instance.all_logs(run["run_id"])
+        materialized: Counter[str] = Counter()
         for e in entries:
             event = e.dagster_event
             kind = event.event_type_value if event else "LOG"
             failed = kind in ("STEP_FAILURE", "RUN_FAILURE") or (kind == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed)
             if errors and e.level < logging.WARNING and not failed:
                 continue
+            if not every and kind in LOG_BOOKKEEPING:
+                materialized[e.step_key or "-"] += kind == "ASSET_MATERIALIZATION"
+                continue
             when = datetime.fromtimestamp(e.timestamp, UTC)
             text = e.user_message or (event.message if event else "") or ""
+            if kind in ("STEP_SUCCESS", "STEP_FAILURE") and materialized[e.step_key]:
+                text += f" {materialized[e.step_key]:,} asset partition(s) materialized (--all lists them)."
             print(f"{when:%H:%M:%S} {logging.getLevelName(e.level):7} {e.step_key or '-':28} {kind:24} {text}".rstrip())
             error = getattr(event.event_specific_data, "error", None) if event else None
             if error is not None:

@@ -7,7 +7,7 @@ down. Only typer is imported here, so `civicflow --help` starts at once.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -23,6 +23,13 @@ HomeOpt = Annotated[
 ]
 
 
+def refuse(message: str) -> NoReturn:
+    """A user's mistake (a malformed date, options that do not go together): one plain line and
+    exit status 2 — not click's usage block around it, never a traceback."""
+    print(message, flush=True)
+    raise typer.Exit(2)
+
+
 def settings_for(home: Path | None) -> Settings:
     """The settings a command works with: --home over $CIVICFLOW_HOME over ./.civicflow."""
     from pipelines.settings import Settings
@@ -30,7 +37,18 @@ def settings_for(home: Path | None) -> Settings:
     try:
         return Settings.from_env(home=home)
     except ValueError as exc:  # a malformed variable (a date, a catalog URL): the user's to fix
-        raise typer.BadParameter(str(exc)) from None
+        refuse(str(exc))
+
+
+def cli_console(**kwargs) -> Console:
+    """A command's console: on a terminal, text wraps at its width; piped or redirected, a line
+    stays whole (rich would fold it at 80 columns, and a path or a command to run, split over two
+    lines, cannot be pasted back)."""
+    from rich.console import Console
+
+    console = Console(**kwargs)
+    console.soft_wrap = not console.is_terminal
+    return console
 
 
 def print_table(console: Console, table: Table) -> None:
