@@ -121,9 +121,8 @@ def _run_with_progress(
             return run_nightly(settings, days=days, horizon_days=horizon, log_level=log_level, on_step=on_step, rebuild=rebuild)
     except NoDeliveries as exc:
         refuse(str(exc))
-    except OutsidePartitions as exc:
-        print(exc, flush=True)  # one plain line, before anything ran
-        raise typer.Exit(2) from None
+    except OutsidePartitions as exc:  # before anything ran
+        refuse(str(exc))
     except RunInProgress as exc:
         print(exc, flush=True)  # one plain line: no markup, no wrapping
         raise typer.Exit(3) from None
@@ -280,9 +279,8 @@ def register(app: typer.Typer) -> None:
 
         settings = settings_for(home)
         matches = recent_runs(settings, limit=2, run_id_prefix=run_id)
-        if len(matches) != 1:  # one plain line, exit status 2
-            print(f"no run {run_id!r} on this home (civicflow runs lists them)" if not matches else f"{run_id!r} names more than one run: give more of its id")
-            raise typer.Exit(2)
+        if len(matches) != 1:
+            refuse(f"no run {run_id!r} on this home (civicflow runs lists them)" if not matches else f"{run_id!r} names more than one run: give more of its id")
         run = matches[0]
         print(f"run {run['run_id']} · {run['job']} · {run['status']} · partitions {run['partitions']}")
         with open_instance(settings) as instance:
