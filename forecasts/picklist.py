@@ -13,13 +13,13 @@ category and the space left after staging, and a box to tick.
 
 from __future__ import annotations
 
-import contextlib
 import html
 import os
 import re
 import signal
 import subprocess
 import tempfile
+import time
 from datetime import date
 from pathlib import Path
 
@@ -140,9 +140,7 @@ def print_pdf(chromium: str, source: Path, target: Path, day: object = "2000-01-
         try:
             _, stderr = proc.communicate(timeout=120)
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            stop_group(proc)
         if proc.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
             raise RuntimeError(f"{chromium} printed no PDF of {source}: {(stderr or '').strip()[-300:]}")
         tmp.write_bytes(fixed_dates(tmp.read_bytes(), day))
@@ -163,3 +161,25 @@ def export_pick_lists(plan: pl.DataFrame, places: pl.DataFrame | None, exports_d
     if chromium:
         print_pdf(chromium, folder / "all.html", folder / "pick_lists.pdf", first_date)
     return folder
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop a process started with `start_new_session=True` and every process of its group
+    (Chromium's helpers outlive the browser by a moment): SIGTERM, then SIGKILL, each time
+    waiting until the whole group is gone."""
+    for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)

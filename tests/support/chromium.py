@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from forecasts.picklist import stop_group
 
 
 def chromium() -> str | None:
@@ -97,23 +97,4 @@ def open_page(url: str, width: int = 1280, height: int = 2000, pdf: bool = False
                 printed = base64.b64decode(call("Page.printToPDF", printBackground=False)["data"]) if pdf else b""
                 return Page(dom=dom, requests=requests, screenshot=shot, pdf=printed)
         finally:
-            _stop_group(proc)
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
+            stop_group(proc)
